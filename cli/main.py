@@ -1,0 +1,316 @@
+"""The ``embstore`` command. Every command takes ``--store PATH`` (or ``EMBSTORE_STORE``), prints a table by
+default and one JSON object with ``--json``, and exits 2 with a one-line reason on bad input."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from embstore.errors import EmbstoreError
+
+from .output import echo_json, echo_table
+
+store_option = click.option("--store", "store_path", envvar="EMBSTORE_STORE", required=True, metavar="PATH",
+                            help="Store directory (or set EMBSTORE_STORE).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+device_option = click.option("--device", default=None, metavar="D",
+                             help="cpu, cuda, cuda:N, mps or auto (default: EMBSTORE_DEVICE, else cuda > mps > cpu).")
+
+
+class BadInput(click.ClickException):
+    """Printed as `Error: <one line>`; exits 2, like click's usage errors."""
+
+    exit_code = 2
+
+
+def friendly(fn: Callable) -> Callable:
+    """Library errors -> one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EmbstoreError as e:
+            raise BadInput(str(e)) from None
+
+    return wrapper
+
+
+def open_store(path: str, device: str | None = None, create: bool = False):
+    from embstore import Store
+
+    return Store.open(path, create=create, device=device)
+
+
+def progress_bar(label: str) -> Callable[[str, int, int], None]:
+    """A progress callback drawing one bar on stderr (silent when stderr is not a terminal)."""
+    state: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if not sys.stderr.isatty() or total == 0:
+            return
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    return update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="embstore")
+def cli() -> None:
+    """embstore: embed a corpus once with a frozen encoder, then train heads, search and query it with SQL.
+
+    \b
+    Typical session:
+      embstore ingest questions.csv --store s --collection q --text-column text
+      embstore fit --store s --collection q --label-column label --name topic
+      embstore predict --store s --head topic --collection q
+      embstore search --store s --collection q "where is the eiffel tower"
+      embstore sql --store s "SELECT label, count(*) FROM predictions GROUP BY label"
+    """
+
+
+# ------------------------------------------------------------------------------------------------------ ingest
+@cli.command()
+@click.argument("path", type=click.Path())
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection to add the items to (created if new).")
+@click.option("--text-column", metavar="COL", help="Column holding the text (default: text).")
+@click.option("--image-column", metavar="COL", help="Column of image paths (relative to the table's folder).")
+@click.option("--id-column", metavar="COL", help="Column of unique item ids (default: `id` if present, else a row hash).")
+@click.option("--encoder", metavar="SPEC", help="Encoder spec (default: minilm for text, efficientnet-lite0 for images): "
+              "minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | open_clip:ARCH@PRETRAINED.")
+@click.option("--space", metavar="NAME", help="Space name (default: from the encoder, e.g. minilm).")
+@click.option("--batch-size", type=int, default=None, help="Encoder batch size (default 64).")
+@device_option
+@json_option
+@friendly
+def ingest(path: str, store_path: str, collection: str, text_column: str | None, image_column: str | None,
+           id_column: str | None, encoder: str | None, space: str | None, batch_size: int | None, device: str | None,
+           as_json: bool) -> None:
+    """Embed PATH (CSV, TSV, Parquet or JSONL file, or a folder of images) into a collection.
+
+    Rows already in the collection are skipped; bad rows are quarantined with their reason
+    (STORE/quarantine/...) and the rest goes on.
+    """
+    from embstore import Store
+    from embstore.config import Settings
+
+    store = Store.open(store_path, settings=Settings.resolve(device=device, batch_size=batch_size))
+    r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
+                     encoder=encoder, space=space, progress=progress_bar("embedding"))
+    if as_json:
+        echo_json(r.to_dict())
+        return
+    click.echo(f"{r.collection}.{r.space} ({r.encoder}) from {r.source}")
+    echo_table(["read", "added", "duplicates", "quarantined", "embedded", "reused"],
+               [[r.read, r.added, r.duplicates, r.quarantined, r.embedded, r.reused]])
+    if r.added == 0 and r.embedded == 0 and r.reused == 0:
+        click.echo("nothing new: no row was added (duplicates are already in the collection)")
+    for reason, n in r.reasons.items():
+        click.echo(f"quarantined {n}: {reason}")
+    if r.quarantine_file:
+        click.echo(f"quarantined rows and reasons: {store.root / r.quarantine_file}")
+    if r.ignored_files:
+        click.echo(f"ignored {r.ignored_files} files that are not images")
+
+
+# ------------------------------------------------------------------------------------------------------ fit
+@cli.command()
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection to train on.")
+@click.option("--label-column", metavar="COL", help="Item column holding the label.")
+@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
+@click.option("--model", type=click.Choice(["logreg", "knn", "centroid"]), default="logreg", show_default=True)
+@click.option("--space", metavar="NAME", help="Space to train on (needed when the collection has several).")
+@click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split.")
+@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test collection.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Estimator parameter, e.g. C=0.5 or n_neighbors=5 (repeatable).")
+@json_option
+@friendly
+def fit(store_path: str, collection: str, label_column: str | None, labels_file: str | None, name: str | None,
+        model: str, space: str | None, test_collection: str | None, test_size: float, seed: int,
+        params: tuple[str, ...], as_json: bool) -> None:
+    """Train a head on a collection's embeddings and report accuracy and macro-F1."""
+    store = open_store(store_path)
+    rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
+                    labels=labels_file, test_size=test_size, seed=seed, params=parse_params(params))
+    if as_json:
+        echo_json({k: v for k, v in rec.items() if k != "encoder"})
+        return
+    click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
+               f"{rec['n_train']} training items, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
+    echo_table(["accuracy", "macro_f1", "n_test"], [[rec["accuracy"], rec["macro_f1"], rec["metrics"]["n_test"]]])
+    per = rec["metrics"]["per_label"]
+    echo_table(["label", "precision", "recall", "f1", "support"],
+               [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per.items()])
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ predict
+@cli.command()
+@store_option
+@click.option("--head", metavar="HEAD", help="Head name (default: the most recently trained).")
+@click.option("--version", type=int, help="Head version (default: latest).")
+@click.option("--collection", "-c", help="Predict every item of this collection; results land in the store.")
+@click.option("--text", "texts", multiple=True, help="Predict this text (repeatable) instead of a collection.")
+@click.option("--image", "images", multiple=True, type=click.Path(), help="Predict this image file (repeatable).")
+@device_option
+@json_option
+@friendly
+def predict(store_path: str, head: str | None, version: int | None, collection: str | None, texts: tuple[str, ...],
+            images: tuple[str, ...], device: str | None, as_json: bool) -> None:
+    """Apply a head to a collection (stored; query it as the `predictions` SQL view) or to new inputs."""
+    store = open_store(store_path, device)
+    out = store.predict(head, collection, texts=list(texts) or None, images=list(images) or None, version=version)
+    if as_json:
+        echo_json(out)
+    elif "rows" in out:
+        echo_table(["input", "label", "confidence"], [[r["input"], r["label"], r["confidence"]] for r in out["rows"]])
+    else:
+        click.echo(f"head {out['head']} v{out['version']} predicted {out['predicted']} items of "
+                   f"{out['collection']}.{out['space']} (SQL view: predictions)")
+        echo_table(["label", "items"], list(out["labels"].items()))
+
+
+# ------------------------------------------------------------------------------------------------------ search
+@cli.command()
+@click.argument("query", required=False)
+@store_option
+@click.option("--collection", "-c", required=True)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of results.")
+@click.option("--space", metavar="NAME", help="Space to search (needed when the collection has several).")
+@click.option("--image", type=click.Path(), help="Search by this image file instead of text.")
+@click.option("--like", "like", metavar="ID", help="Search by an item already in the collection (more like this).")
+@device_option
+@json_option
+@friendly
+def search(query: str | None, store_path: str, collection: str, k: int, space: str | None, image: str | None,
+           like: str | None, device: str | None, as_json: bool) -> None:
+    """Top-k items most similar to QUERY (text), --image FILE or --like ID, with scores and metadata."""
+    store = open_store(store_path, device)
+    hits = store.search(collection, query, image=image, item_id=like, k=k, space=space)
+    if as_json:
+        echo_json({"collection": collection, "k": k, "results": hits})
+        return
+    cols = list(dict.fromkeys(c for h in hits for c in h)) or ["rank", "id", "score"]
+    echo_table(cols, [[h.get(c) for c in cols] for h in hits])
+
+
+# ------------------------------------------------------------------------------------------------------ sql
+@cli.command()
+@click.argument("query")
+@store_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(), help="Write the result to this file (needed for parquet).")
+@click.option("--write", is_flag=True, help="Allow statements that change data (tables persist in STORE/sql.duckdb).")
+@click.option("--limit", type=int, default=1000, show_default=True, help="Rows shown in table format.")
+@friendly
+def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, limit: int) -> None:
+    """Run DuckDB SQL. Views: one per collection (its items), <collection>__<space> (id, content_hash, embedding)
+    and predictions (collection, id, head, version, label, confidence). Read-only unless --write."""
+    store = open_store(store_path)
+    rel = store.sql(query, write=write)
+    if rel is None:
+        click.echo("ok")
+        return
+    if output or fmt == "parquet":
+        if not output:
+            raise click.UsageError("--format parquet needs --output FILE")
+        write_result(rel, output, fmt)
+        click.echo(f"wrote {output}")
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(rel.columns)
+        for batch in rel.fetch_record_batch(10_000):
+            for row in zip(*[c.to_pylist() for c in batch.columns]):
+                w.writerow(row)
+    elif fmt == "json":
+        click.echo(_json_rows(rel))
+    else:
+        rows = rel.limit(limit + 1).fetchall()
+        echo_table(rel.columns, rows[:limit])
+        if len(rows) > limit:
+            click.echo(f"(showing the first {limit} rows; use --limit or --format csv for all)")
+
+
+def write_result(rel: Any, output: str, fmt: str) -> None:
+    """Stream a result to a file; the format is --format, or the file's extension when --format is table."""
+    kind = fmt if fmt != "table" else (os.path.splitext(output)[1].lstrip(".").lower() or "csv")
+    if kind == "parquet":
+        rel.write_parquet(output)
+    elif kind == "json":
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(_json_rows(rel))
+    else:
+        rel.write_csv(output)
+
+
+def _json_rows(rel: Any) -> str:
+    import json
+
+    from .output import _default
+
+    rows = [dict(zip(rel.columns, r)) for r in rel.fetchall()]
+    return json.dumps(rows, default=_default, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------------------------------------ info
+@cli.command()
+@store_option
+@json_option
+@friendly
+def info(store_path: str, as_json: bool) -> None:
+    """What the store holds: collections, spaces (encoder, dim, rows, index), predictions, heads and their metrics."""
+    data = open_store(store_path).info()
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"store {data['store']}")
+    rows = []
+    for c, ci in data["collections"].items():
+        for s, si in ci["spaces"].items() or [(None, {})]:
+            rows.append([c, ci["modality"], ci["items"], ci["quarantined"], s, si.get("encoder"), si.get("dim"),
+                         si.get("rows"), si.get("index")])
+    echo_table(["collection", "modality", "items", "quarantined", "space", "encoder", "dim", "vectors", "index"], rows)
+    if data["heads"]:
+        click.echo("")
+        echo_table(["head", "version", "model", "collection", "space", "labels", "accuracy", "macro_f1"],
+                   [[h, v["version"], v["model"], v["collection"], v["space"], v["n_classes"], v["accuracy"],
+                     v["macro_f1"]] for h, v in data["heads"].items()])
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Configuration has one path: explicit argument > environment variable > default.
+
+One function decides the device (``resolve_device``); nothing deep in the code reads the environment.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import InputError
+
+DEFAULT_TEXT_ENCODER = "minilm"
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Knobs for one ingest or query run. Build with ``Settings.resolve(...)`` to apply env defaults."""
+
+    device: str = "cpu"
+    batch_size: int = 64
+    commit_rows: int = 20_000  # rows per committed shard: a crash loses at most this many
+    workers: int = 2  # image decode threads
+
+    @classmethod
+    def resolve(cls, device: str | None = None, batch_size: int | None = None, commit_rows: int | None = None,
+                workers: int | None = None) -> "Settings":
+        return cls(
+            device=resolve_device(device),
+            batch_size=_positive("batch_size", batch_size or int(os.environ.get("EMBSTORE_BATCH_SIZE", 64))),
+            commit_rows=_positive("commit_rows", commit_rows or int(os.environ.get("EMBSTORE_COMMIT_ROWS", 20_000))),
+            workers=_positive("workers", workers or int(os.environ.get("EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)))),
+        )
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``device`` if given, else ``EMBSTORE_DEVICE``, else cuda > mps > cpu (torch is imported only to probe)."""
+    device = device or os.environ.get("EMBSTORE_DEVICE") or "auto"
+    if device != "auto":
+        if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+            raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto")
+        return device
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

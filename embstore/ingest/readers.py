@@ -1,0 +1,119 @@
+"""Readers: a path -> an Arrow table of rows, plus the rows that could not even be parsed (quarantined).
+
+Tables: CSV, TSV, Parquet, JSONL/NDJSON (and JSON arrays). Folders: every image file below it, as a table with a
+``path`` column (absolute) and a ``folder`` column (the parent folder's name).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import InputError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+TABLE_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+                    ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+@dataclass
+class ReadResult:
+    table: pa.Table
+    kind: str  # csv | tsv | parquet | jsonl | folder
+    bad_rows: list[dict[str, Any]] = field(default_factory=list)  # {row, reason, data}
+    ignored_files: int = 0  # files in a folder that are not images (by extension)
+
+
+def read_source(path: str | os.PathLike) -> ReadResult:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p} does not exist; give a CSV, Parquet or JSONL file, or a folder of images")
+    if p.is_dir():
+        return _read_folder(p)
+    kind = TABLE_EXTENSIONS.get(p.suffix.lower())
+    if kind is None:
+        raise InputError(f"{p.name}: unknown file type {p.suffix!r}; use .csv, .tsv, .parquet, .jsonl or a folder of images")
+    return {"csv": _read_csv, "tsv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}[kind](p, kind)
+
+
+def _read_csv(p: Path, kind: str) -> ReadResult:
+    from pyarrow import csv
+
+    bad: list[dict[str, Any]] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append({"row": row.number, "reason": f"malformed {kind.upper()} row: expected {row.expected_columns} "
+                    f"columns, found {row.actual_columns}", "data": row.text})
+        return "skip"
+
+    parse = csv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True,
+                             invalid_row_handler=on_invalid)
+    try:
+        table = csv.read_csv(p, parse_options=parse,
+                             convert_options=csv.ConvertOptions(strings_can_be_null=True))
+    except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {p.name} as {kind.upper()}: {str(e).splitlines()[0]}") from None
+    return ReadResult(table, kind, bad)
+
+
+def _read_parquet(p: Path, kind: str) -> ReadResult:
+    import pyarrow.parquet as pq
+
+    try:
+        return ReadResult(pq.read_table(p), kind)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"cannot read {p.name} as Parquet: {str(e).splitlines()[0]}") from None
+
+
+def _read_jsonl(p: Path, kind: str) -> ReadResult:
+    """JSON lines; a line that is not a JSON object is quarantined and the others go on."""
+    text = p.read_text(encoding="utf-8", errors="replace")
+    if text.lstrip().startswith("["):  # one JSON array of objects
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p.name} is not valid JSON: {e}") from None
+        lines = [(i + 1, r) for i, r in enumerate(rows)]
+        bad: list[dict[str, Any]] = []
+    else:
+        lines, bad = [], []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                lines.append((number, json.loads(line)))
+            except json.JSONDecodeError as e:
+                bad.append({"row": number, "reason": f"invalid JSON: {e.msg}", "data": line[:1000]})
+    good = []
+    for number, obj in lines:
+        if isinstance(obj, dict):
+            good.append(obj)
+        else:
+            bad.append({"row": number, "reason": "not a JSON object", "data": json.dumps(obj)[:1000]})
+    try:
+        table = pa.Table.from_pylist(good)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(f"{p.name}: a column mixes types ({str(e).splitlines()[0]}); make each field one type") from None
+    return ReadResult(table, kind, bad)
+
+
+def _read_folder(root: Path) -> ReadResult:
+    paths, folders, ignored = [], [], 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                full = os.path.abspath(os.path.join(dirpath, name))
+                paths.append(full)
+                folders.append(os.path.basename(dirpath))
+            else:
+                ignored += 1
+    if not paths:
+        raise InputError(f"folder {root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return ReadResult(pa.table({"path": paths, "folder": folders}), "folder", ignored_files=ignored)

@@ -1,0 +1,297 @@
+"""The ingest pipeline: read -> validate + dedupe -> load (images, in worker threads) -> encode -> write + commit
+-> index. Each chunk of ``commit_rows`` rows is committed on its own, so a crash loses at most one chunk."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..encoders import Encoder, load_image
+from ..errors import InputError
+from .hashing import content_hash, row_ids
+from .readers import ReadResult
+
+RESERVED = ("id", "content_hash")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did. ``read == added + duplicates + quarantined`` always holds."""
+
+    collection: str
+    space: str
+    encoder: str
+    source: str
+    read: int = 0
+    added: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    embedded: int = 0  # vectors computed by the encoder
+    reused: int = 0  # vectors copied from items with the same content
+    reasons: dict[str, int] = field(default_factory=dict)
+    quarantine_file: str | None = None
+    ignored_files: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """What to read from the table: resolved once, before any row is touched."""
+
+    modality: str  # text | image
+    content_column: str
+    id_column: str | None
+    base_dir: Path  # relative image paths resolve against this
+
+
+class Quarantine:
+    """Rejected rows, each with its reason, appended to one JSONL file per ingest run."""
+
+    def __init__(self, root: Path, collection: str, source: str):
+        self.rel = f"quarantine/{collection}/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.path = root / self.rel
+        self.source = source
+        self.reasons: Counter[str] = Counter()
+        self.count = 0
+
+    def add(self, row: int | None, reason: str, data: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"source": self.source, "row": row, "reason": reason, "data": data},
+                               default=str, ensure_ascii=False) + "\n")
+        self.reasons[reason.split(":")[0]] += 1
+        self.count += 1
+
+
+def plan_for(read: ReadResult, source: Path, text_column: str | None, image_column: str | None,
+             id_column: str | None) -> Plan:
+    cols = read.table.column_names
+    listing = ", ".join(cols) or "(none)"
+    if text_column and image_column:
+        raise InputError("give --text-column or --image-column, not both")
+    if read.kind == "folder":
+        modality, content = "image", "path"
+    elif image_column:
+        modality, content = "image", image_column
+    else:
+        modality, content = "text", text_column or "text"
+    if content not in cols:
+        hint = "--text-column or --image-column" if not (text_column or image_column) else "another column"
+        raise InputError(f"column {content!r} is not in {source.name}; its columns are: {listing}; pass {hint}")
+    if id_column is None and "id" in cols:
+        id_column = "id"  # the user's id column, when there is one
+    if id_column is not None and id_column not in cols:
+        raise InputError(f"id column {id_column!r} is not in {source.name}; its columns are: {listing}")
+    for name in cols:
+        if name in RESERVED and name != id_column:
+            raise InputError(f"column {name!r} in {source.name} is reserved by embstore; rename it")
+    base = source if source.is_dir() else source.parent
+    return Plan(modality, content, id_column, base.resolve())
+
+
+class IngestRun:
+    """One ingest of one source into one collection and one space; the Store supplies storage and commits."""
+
+    def __init__(self, store: Any, collection: str, space: str, encoder: Encoder, plan: Plan, read: ReadResult,
+                 source: Path, settings: Any, progress: Progress | None = None):
+        self.store, self.collection, self.space, self.encoder = store, collection, space, encoder
+        self.plan, self.read, self.settings = plan, read, settings
+        self.progress = progress or (lambda stage, done, total: None)
+        self.report = IngestReport(collection, space, encoder.spec, str(source), read=read.table.num_rows,
+                                   ignored_files=read.ignored_files)
+        self.quarantine = Quarantine(store.root, collection, str(source))
+        self.timings: Counter[str] = Counter()
+
+    # ----------------------------------------------------------------------------------------------------------
+    def run(self) -> IngestReport:
+        for bad in self.read.bad_rows:  # rows the reader could not parse at all
+            self.quarantine.add(bad["row"], bad["reason"], bad["data"])
+        self.report.read += len(self.read.bad_rows)
+        table = self.read.table
+        existing_items = self.store._item_hashes(self.collection)  # id -> content_hash
+        existing_space = self.store._space_ids(self.collection, self.space)
+        known_vectors = self.store._space_vectors_by_hash
+        total = table.num_rows
+        step = self.settings.commit_rows
+        done = 0
+        self.progress("ingest", 0, total)
+        with ThreadPoolExecutor(self.settings.workers) as pool:
+            for start in range(0, total, step):
+                chunk = table.slice(start, step)
+                self._chunk(chunk, start, existing_items, existing_space, known_vectors, pool)
+                done += chunk.num_rows
+                self.progress("ingest", done, total)
+        r = self.report
+        r.quarantined = self.quarantine.count
+        r.reasons = dict(self.quarantine.reasons)
+        r.quarantine_file = self.quarantine.rel if self.quarantine.count else None
+        r.seconds = {k: round(v, 3) for k, v in self.timings.items()}
+        assert r.read == r.added + r.duplicates + r.quarantined, r  # counts add up, or it is a bug
+        return r
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _chunk(self, chunk: pa.Table, offset: int, existing_items: dict[str, str], existing_space: set[str],
+               known_vectors: Callable[..., dict[str, np.ndarray]], pool: ThreadPoolExecutor) -> None:
+        t = time.perf_counter()
+        plan = self.plan
+        if plan.modality == "image":
+            chunk = self._resolve_paths(chunk)
+        ids = (self._user_ids(chunk, offset) if plan.id_column else row_ids(chunk))
+        content = chunk.column(plan.content_column).to_pylist()
+        self.timings["prepare"] += time.perf_counter() - t
+
+        # which rows to keep, which are duplicates, which need an embedding
+        t = time.perf_counter()
+        payloads: dict[int, Any] = {}
+        hashes: dict[int, str] = {}
+        candidates = []
+        for i, (item_id, value) in enumerate(zip(ids, content)):
+            row = offset + i + 1
+            if item_id is None:
+                continue  # quarantined by _user_ids
+            if item_id in existing_items and item_id in existing_space:
+                if plan.id_column and plan.modality == "text" and value is not None and \
+                        existing_items[item_id] != content_hash(str(value)):
+                    self.quarantine.add(row, f"id already in collection with different content: {item_id}",
+                                        _row(chunk, i))
+                else:
+                    self.report.duplicates += 1
+                continue
+            if plan.modality == "text":
+                if value is None or not str(value).strip():
+                    self.quarantine.add(row, f"empty text in column {plan.content_column!r}", _row(chunk, i))
+                    continue
+                payloads[i] = str(value)
+                hashes[i] = content_hash(payloads[i])
+            candidates.append(i)
+        if plan.modality == "image":
+            candidates = self._load_images(chunk, candidates, offset, payloads, hashes, pool)
+        self.timings["validate" if plan.modality == "text" else "load"] += time.perf_counter() - t
+
+        # within-input repeats of one id
+        keep, new_items = [], []
+        for i in candidates:
+            item_id = ids[i]
+            if item_id in existing_items and item_id in existing_space:
+                if existing_items[item_id] == hashes[i]:
+                    self.report.duplicates += 1
+                else:
+                    self.quarantine.add(offset + i + 1, f"id repeated in input with different content: {item_id}",
+                                        _row(chunk, i))
+                continue
+            keep.append(i)
+            existing_space.add(item_id)
+            if item_id not in existing_items:
+                existing_items[item_id] = hashes[i]
+                new_items.append(i)
+                self.report.added += 1
+            else:
+                self.report.duplicates += 1  # already an item; only the space was missing its vector
+
+        # embed each distinct new content once; reuse vectors the space already has
+        t = time.perf_counter()
+        need = set(hashes[i] for i in keep)
+        vectors = known_vectors(self.collection, self.space, need)
+        first: dict[str, int] = {}
+        for i in keep:
+            if hashes[i] not in vectors:
+                first.setdefault(hashes[i], i)
+        if first:
+            batch = [payloads[i] for i in first.values()]
+            if plan.modality == "text":
+                out = self.encoder.encode_text(batch, self.settings.batch_size)
+            else:
+                bs = self.settings.batch_size
+                out = np.concatenate([self.encoder.encode_preprocessed(batch[j:j + bs])
+                                      for j in range(0, len(batch), bs)])
+            vectors.update(zip(first, out))
+        self.report.embedded += len(first)
+        self.report.reused += len(keep) - len(first)
+        self.timings["encode"] += time.perf_counter() - t
+
+        # write + commit: new items, and the space's vectors for every kept row, in one manifest update
+        t = time.perf_counter()
+        items = chunk.take(pa.array(new_items, pa.int64())) if new_items else None
+        if items is not None:
+            items = _with_system_columns(items, [ids[i] for i in new_items], [hashes[i] for i in new_items])
+        emb = np.stack([vectors[hashes[i]] for i in keep]) if keep else np.zeros((0, self.encoder.dim), np.float32)
+        space_rows = pa.table({"id": pa.array([ids[i] for i in keep], pa.string()),
+                               "content_hash": pa.array([hashes[i] for i in keep], pa.string())})
+        self.store._commit_chunk(self.collection, self.space, self.encoder, self.plan, items, space_rows, emb,
+                                 self.report)
+        self.timings["write"] += time.perf_counter() - t
+
+    def _user_ids(self, chunk: pa.Table, offset: int) -> list[str | None]:
+        out: list[str | None] = []
+        for i, value in enumerate(chunk.column(self.plan.id_column).to_pylist()):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                self.quarantine.add(offset + i + 1, f"missing id in column {self.plan.id_column!r}", _row(chunk, i))
+                out.append(None)
+            else:
+                out.append(str(value))
+        return out
+
+    def _resolve_paths(self, chunk: pa.Table) -> pa.Table:
+        col = self.plan.content_column
+        base = self.plan.base_dir
+        resolved = [None if v is None else str(base / os.path.expanduser(str(v))) if not os.path.isabs(str(v))
+                    else str(v) for v in chunk.column(col).to_pylist()]
+        return chunk.set_column(chunk.column_names.index(col), col, pa.array(resolved, pa.string()))
+
+    def _load_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
+                     hashes: dict[int, str], pool: ThreadPoolExecutor) -> list[int]:
+        """Read, hash, decode and preprocess each image in worker threads; quarantine what fails."""
+        paths = chunk.column(self.plan.content_column).to_pylist()
+        encoder = self.encoder
+
+        def load(i: int) -> tuple[int, str | None, Any, str | None]:
+            path = paths[i]
+            if path is None:
+                return i, None, None, f"empty image path in column {self.plan.content_column!r}"
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return i, None, None, f"missing file: {path}"
+            except OSError as e:
+                return i, None, None, f"unreadable file: {path}: {e.strerror}"
+            try:
+                tensor = encoder.preprocess(load_image(data))
+            except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
+                return i, None, None, f"broken image: {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return i, content_hash(data), tensor, None
+
+        ok = []
+        for i, digest, tensor, error in pool.map(load, candidates):
+            if error:
+                self.quarantine.add(offset + i + 1, error, _row(chunk, i))
+            else:
+                payloads[i], hashes[i] = tensor, digest
+                ok.append(i)
+        return ok
+
+
+def _with_system_columns(items: pa.Table, ids: list[str], hashes: list[str]) -> pa.Table:
+    for name in RESERVED:
+        if name in items.column_names:
+            items = items.drop_columns([name])
+    items = items.add_column(0, "id", pa.array(ids, pa.string()))
+    return items.append_column("content_hash", pa.array(hashes, pa.string()))
+
+
+def _row(chunk: pa.Table, i: int) -> dict[str, Any]:
+    return {k: v[0] for k, v in chunk.slice(i, 1).to_pydict().items()}

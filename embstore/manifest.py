@@ -1,0 +1,88 @@
+"""The manifest (``embstore.json``) and the writer lock.
+
+The manifest is the only source of what exists: a shard that it does not list does not exist. It is replaced
+atomically (write a temporary file, fsync, rename, fsync the directory), so readers always see a whole snapshot and a
+crash loses at most the shard being written.
+"""
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InputError, StoreLockedError
+
+FORMAT_VERSION = 1
+MANIFEST = "embstore.json"
+LOCK = ".writer.lock"
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format_version": FORMAT_VERSION, "created": now(), "updated": now(), "next_part": 0,
+            "collections": {}, "heads": {}}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON ({e}); restore it from a backup") from None
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(f"{path} has format_version {version!r}; this embstore reads version {FORMAT_VERSION}")
+    return data
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    manifest = copy.deepcopy(manifest)
+    manifest["updated"] = now()
+    write_atomic(root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+
+
+@contextmanager
+def writer_lock(root: Path) -> Iterator[None]:
+    """Hold the store's one writer lock (an OS lock: it is released when the process dies)."""
+    path = root / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise StoreLockedError(
+                f"store {root} is being written by {holder}; wait for it to finish (one writer at a time)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock

@@ -1,0 +1,58 @@
+"""Parquet shards: written to a temporary name, fsynced, renamed; they exist once the manifest lists them."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError
+from .manifest import fsync_dir
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not NAME.match(name):
+        raise InputError(f"{kind} name {name!r} is not valid; use letters, digits and _ (not starting with a digit), "
+                         "so it can be a SQL name")
+    return name
+
+
+def write_shard(root: Path, rel: str, table: pa.Table) -> dict[str, Any]:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return {"file": rel, "rows": table.num_rows}
+
+
+def shard_paths(root: Path, shards: Iterable[dict[str, Any]]) -> list[str]:
+    return [str(root / s["file"]) for s in shards]
+
+
+def read_shards(root: Path, shards: list[dict[str, Any]], columns: list[str] | None = None) -> pa.Table | None:
+    if not shards:
+        return None
+    tables = [pq.read_table(root / s["file"], columns=columns) for s in shards]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+
+
+def embedding_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], pa.list_(pa.float32(), dim))
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat.reshape(-1, dim), dtype=np.float32)

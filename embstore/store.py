@@ -1,0 +1,293 @@
+"""The Store: a directory holding collections, their spaces and indexes, heads and predictions.
+
+Readers work on the manifest snapshot taken when the store was opened (``refresh()`` takes a new one). Writers hold
+the writer lock, re-read the manifest, and commit each step with an atomic manifest replace.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import index as ix
+from .config import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, Settings
+from .encoders import Encoder, get_encoder
+from .errors import InputError, NotFoundError, SpaceMismatchError
+from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manifest, writer_lock
+from .storage import check_name, embedding_array, embedding_matrix, read_shards, write_shard
+
+
+class Store:
+    """Open with ``Store.open(path)``; every verb of the CLI is a method here."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], settings: Settings):
+        self.root = root
+        self.manifest = manifest
+        self.settings = settings
+        self._index_cache: dict[tuple[str, str], tuple[int, Any, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, create: bool = True, device: str | None = None,
+             settings: Settings | None = None) -> "Store":
+        """Open the store at ``path``; create it (an empty directory with a manifest) when missing and ``create``."""
+        root = Path(path).expanduser().absolute()
+        settings = settings or Settings.resolve(device=device)
+        if not (root / MANIFEST).exists():
+            if not create:
+                raise NotFoundError(f"no store at {root} (no {MANIFEST}); run `embstore ingest` to create one")
+            if root.exists() and not root.is_dir():
+                raise InputError(f"{root} is a file, not a store directory")
+            if root.exists() and any(p.name != ".writer.lock" for p in root.iterdir()):
+                raise InputError(f"{root} is a non-empty directory without {MANIFEST}; choose an empty or new folder")
+            root.mkdir(parents=True, exist_ok=True)
+            with writer_lock(root):
+                if not (root / MANIFEST).exists():
+                    write_manifest(root, empty_manifest())
+        return cls(root, read_manifest(root), settings)
+
+    def refresh(self) -> "Store":
+        self.manifest = read_manifest(self.root)
+        return self
+
+    @contextmanager
+    def _writing(self) -> Iterator[dict[str, Any]]:
+        with writer_lock(self.root):
+            self.manifest = read_manifest(self.root)
+            yield self.manifest
+
+    def _commit(self) -> None:
+        write_manifest(self.root, self.manifest)
+
+    def _new_part(self) -> int:
+        n = self.manifest["next_part"]
+        self.manifest["next_part"] = n + 1
+        return n
+
+    # ------------------------------------------------------------------------------------------------ lookup
+    def collection(self, name: str) -> dict[str, Any]:
+        try:
+            return self.manifest["collections"][name]
+        except KeyError:
+            have = ", ".join(sorted(self.manifest["collections"])) or "none yet"
+            raise NotFoundError(f"no collection {name!r} in {self.root} (collections: {have})") from None
+
+    def space_name(self, collection: str, space: str | None = None) -> str:
+        spaces = self.collection(collection)["spaces"]
+        if space is None:
+            if len(spaces) == 1:
+                return next(iter(spaces))
+            raise InputError(f"collection {collection!r} has spaces {', '.join(sorted(spaces))}; pass --space")
+        if space not in spaces:
+            raise NotFoundError(f"collection {collection!r} has no space {space!r} "
+                                f"(spaces: {', '.join(sorted(spaces)) or 'none'})")
+        return space
+
+    def space(self, collection: str, space: str | None = None) -> dict[str, Any]:
+        return self.collection(collection)["spaces"][self.space_name(collection, space)]
+
+    def encoder_for(self, collection: str, space: str | None = None) -> Encoder:
+        """The space's own encoder, rebuilt from its spec and checked against its recorded fingerprint."""
+        entry = self.space(collection, space)["encoder"]
+        enc = get_encoder(entry["spec"], self.settings.device)
+        if enc.fingerprint() != entry["fingerprint"]:
+            raise SpaceMismatchError(
+                f"encoder {entry['spec']!r} now loads as fingerprint {enc.fingerprint()}, but the space was built with "
+                f"{entry['fingerprint']}; install the same model version or re-ingest into a new --space")
+        return enc
+
+    # ------------------------------------------------------------------------------------------------ ingest
+    def ingest(self, source: str | os.PathLike, collection: str, *, text_column: str | None = None,
+               image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
+               space: str | None = None, progress: Any = None) -> "IngestReport":
+        """Read ``source`` (CSV/TSV/Parquet/JSONL file or a folder of images), embed what is new, commit, index."""
+        from .ingest.readers import read_source
+        from .ingest.runner import IngestRun, plan_for
+
+        check_name("collection", collection)
+        src = Path(source).expanduser()
+        read = read_source(src)
+        plan = plan_for(read, src, text_column, image_column, id_column)
+        with self._writing():
+            existing = self.manifest["collections"].get(collection)
+            if existing and existing["modality"] != plan.modality:
+                raise InputError(f"collection {collection!r} holds {existing['modality']} items; ingest "
+                                 f"{plan.modality} into another collection")
+            if encoder is None and space is not None and existing and space in existing["spaces"]:
+                encoder = existing["spaces"][space]["encoder"]["spec"]
+            if encoder is None and existing and len(existing["spaces"]) == 1 and space is None:
+                encoder = next(iter(existing["spaces"].values()))["encoder"]["spec"]
+            spec = encoder or (DEFAULT_TEXT_ENCODER if plan.modality == "text" else DEFAULT_IMAGE_ENCODER)
+            enc = get_encoder(spec, self.settings.device)
+            if plan.modality not in enc.modalities:
+                raise InputError(f"encoder {spec!r} does not embed {plan.modality}; choose one that does "
+                                 f"(default: {DEFAULT_TEXT_ENCODER if plan.modality == 'text' else DEFAULT_IMAGE_ENCODER})")
+            space = check_name("space", space or enc.default_space)
+            if existing and space in existing["spaces"]:
+                recorded = existing["spaces"][space]["encoder"]
+                if recorded["fingerprint"] != enc.fingerprint():
+                    raise SpaceMismatchError(
+                        f"space {space!r} of {collection!r} was built with {recorded['spec']!r} "
+                        f"({recorded['fingerprint']}), not {spec!r} ({enc.fingerprint()}); pass --space NEW_NAME")
+            if not existing:
+                self.manifest["collections"][collection] = {
+                    "modality": plan.modality, "content_column": plan.content_column, "id_column": plan.id_column,
+                    "created": now(), "item_shards": [], "spaces": {}, "predictions": {}, "ingests": []}
+            coll = self.manifest["collections"][collection]
+            if space not in coll["spaces"]:
+                coll["spaces"][space] = {"encoder": enc.describe(), "created": now(), "rows": 0, "shards": [],
+                                         "index": None}
+            run = IngestRun(self, collection, space, enc, plan, read, src.absolute(), self.settings, progress)
+            report = run.run()
+            self._sync_index(collection, space, save=True)
+            coll = self.manifest["collections"][collection]
+            coll["ingests"].append({k: v for k, v in report.to_dict().items() if k not in ("collection",)}
+                                   | {"at": now()})
+            self._commit()
+        return report
+
+    def _commit_chunk(self, collection: str, space: str, enc: Encoder, plan: Any, items: pa.Table | None,
+                      space_rows: pa.Table, vectors: np.ndarray, report: Any) -> None:
+        coll = self.manifest["collections"][collection]
+        base = f"collections/{collection}"
+        if items is not None and items.num_rows:
+            coll["item_shards"].append(write_shard(self.root, f"{base}/items/part-{self._new_part():06d}.parquet", items))
+        if space_rows.num_rows:
+            table = space_rows.append_column("embedding", embedding_array(vectors))
+            sp = coll["spaces"][space]
+            sp["shards"].append(write_shard(self.root, f"{base}/spaces/{space}/part-{self._new_part():06d}.parquet",
+                                            table))
+            sp["rows"] += table.num_rows
+        self._commit()
+
+    def _item_hashes(self, collection: str) -> dict[str, str]:
+        coll = self.manifest["collections"].get(collection)
+        t = read_shards(self.root, coll["item_shards"], ["id", "content_hash"]) if coll else None
+        return {} if t is None else dict(zip(t.column("id").to_pylist(), t.column("content_hash").to_pylist()))
+
+    def _space_ids(self, collection: str, space: str) -> set[str]:
+        t = read_shards(self.root, self.manifest["collections"][collection]["spaces"][space]["shards"], ["id"])
+        return set() if t is None else set(t.column("id").to_pylist())
+
+    def _space_vectors_by_hash(self, collection: str, space: str, hashes: set[str]) -> dict[str, np.ndarray]:
+        sp = self.manifest["collections"][collection]["spaces"][space]
+        if not hashes or not sp["shards"]:
+            return {}
+        import pyarrow.dataset as ds
+
+        t = ds.dataset([str(self.root / s["file"]) for s in sp["shards"]], format="parquet").to_table(
+            columns=["content_hash", "embedding"], filter=ds.field("content_hash").isin(list(hashes)))
+        m = embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
+        return dict(zip(t.column("content_hash").to_pylist(), m))
+
+    # ------------------------------------------------------------------------------------------------ vectors
+    def embeddings(self, collection: str, space: str | None = None) -> tuple[list[str], np.ndarray]:
+        """All committed ``(ids, float32 array)`` of a space, in the same order (the index's order)."""
+        sp = self.space(collection, space)
+        t = read_shards(self.root, sp["shards"], ["id", "embedding"])
+        if t is None:
+            return [], np.zeros((0, sp["encoder"]["dim"]), np.float32)
+        return t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
+
+    def _sync_index(self, collection: str, space: str, save: bool = False) -> tuple[Any, np.ndarray]:
+        """The space's FAISS index holding exactly the snapshot's rows (extended from the shards when behind)."""
+        sp = self.manifest["collections"][collection]["spaces"][space]
+        key = (collection, space)
+        cached = self._index_cache.get(key)
+        if cached and cached[0] == sp["rows"]:
+            return cached[1], cached[2]
+        rel = f"collections/{collection}/spaces/{space}/index/index.faiss"
+        path = self.root / rel
+        index = ix.load_index(path) if path.exists() else ix.new_index(sp["encoder"]["dim"])
+        ids, vectors = self.embeddings(collection, space)
+        if index.ntotal < len(ids):
+            index.add(ix.normalize(vectors[index.ntotal:]))
+            if save:
+                ix.save_index(index, path)
+                sp["index"] = {"file": rel, "factory": ix.DEFAULT_FACTORY, "metric": "cosine", "ntotal": index.ntotal}
+        id_array = np.asarray(ids, dtype=object)
+        self._index_cache[key] = (sp["rows"], index, id_array)
+        return index, id_array
+
+    # ------------------------------------------------------------------------------------------------ search
+    def search(self, collection: str, query: str | None = None, *, image: Any = None, item_id: str | None = None,
+               vector: Sequence[float] | np.ndarray | None = None, k: int = 10, space: str | None = None) -> list[dict]:
+        """Top-``k`` items by cosine similarity to a text, an image (path/bytes/PIL), an item's id, or a vector."""
+        from .search import run_search
+
+        return run_search(self, collection, query=query, image=image, item_id=item_id, vector=vector, k=k,
+                          space=space)
+
+    # ------------------------------------------------------------------------------------------------ heads
+    def fit(self, collection: str, label_column: str | None = None, name: str | None = None, *,
+            model: str = "logreg", space: str | None = None, test_collection: str | None = None,
+            labels: str | os.PathLike | None = None, test_size: float = 0.2, seed: int = 0,
+            params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train a head on a space; score it on ``test_collection`` or a held-out split; save it. Returns its record."""
+        from .heads import fit_head
+
+        return fit_head(self, collection, label_column, name, model=model, space=space,
+                        test_collection=test_collection, labels=labels, test_size=test_size, seed=seed,
+                        params=params or {})
+
+    def predict(self, head: str | None = None, collection: str | None = None, *, texts: Sequence[str] | None = None,
+                images: Sequence[Any] | None = None, version: int | None = None) -> dict[str, Any]:
+        """Apply a head to a whole collection (stored, visible to SQL) or to new texts/images (returned)."""
+        from .heads import predict
+
+        return predict(self, head, collection, texts=texts, images=images, version=version)
+
+    # ------------------------------------------------------------------------------------------------ SQL
+    def sql(self, query: str, *, write: bool = False) -> Any:
+        """Run DuckDB SQL over the store's views; returns a DuckDB relation (or None for statements)."""
+        from .sql import run_sql
+
+        return run_sql(self, query, write=write)
+
+    def connect(self, *, write: bool = False) -> Any:
+        """A DuckDB connection with a view per collection, per space and for predictions."""
+        from .sql import connect
+
+        return connect(self, write=write)
+
+    # ------------------------------------------------------------------------------------------------ info
+    def info(self) -> dict[str, Any]:
+        m = self.manifest
+        out: dict[str, Any] = {"store": str(self.root), "format_version": m["format_version"], "collections": {},
+                               "heads": {}}
+        for name, c in sorted(m["collections"].items()):
+            out["collections"][name] = {
+                "modality": c["modality"], "items": sum(s["rows"] for s in c["item_shards"]),
+                "content_column": c["content_column"],
+                "quarantined": sum(i.get("quarantined", 0) for i in c["ingests"]),
+                "spaces": {s: {"encoder": e["encoder"]["spec"], "model": e["encoder"]["model"],
+                               "dim": e["encoder"]["dim"], "rows": e["rows"], "fingerprint": e["encoder"]["fingerprint"],
+                               "index": (e["index"] or {}).get("factory")} for s, e in sorted(c["spaces"].items())},
+                "predictions": {h: p["rows"] for h, p in sorted(c["predictions"].items())},
+            }
+        for name, h in sorted(m["heads"].items()):
+            latest = h["versions"][-1]
+            out["heads"][name] = {"versions": len(h["versions"]), **{k: latest[k] for k in (
+                "version", "model", "collection", "space", "label_column", "n_classes", "accuracy", "macro_f1",
+                "evaluated_on")}}
+        return out
+
+    def delete_collection(self, collection: str) -> None:
+        with self._writing():
+            self.collection(collection)
+            del self.manifest["collections"][collection]
+            self._commit()
+        shutil.rmtree(self.root / "collections" / collection, ignore_errors=True)
+        self._index_cache = {k: v for k, v in self._index_cache.items() if k[0] != collection}
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self.manifest)
+
+
+from .ingest.runner import IngestReport  # noqa: E402  (for the annotation above; no heavy imports)
