@@ -133,19 +133,22 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @click.option("--model", type=click.Choice(["logreg", "knn", "centroid"]), default="logreg", show_default=True)
 @click.option("--space", metavar="NAME", help="Space to train on (needed when the collection has several).")
 @click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split.")
-@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test collection.")
+@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. \"split = 'train'\".")
+@click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate, e.g. \"split = 'test'\".")
+@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Estimator parameter, e.g. C=0.5 or n_neighbors=5 (repeatable).")
 @json_option
 @friendly
 def fit(store_path: str, collection: str, label_column: str | None, labels_file: str | None, name: str | None,
-        model: str, space: str | None, test_collection: str | None, test_size: float, seed: int,
-        params: tuple[str, ...], as_json: bool) -> None:
+        model: str, space: str | None, test_collection: str | None, train_where: str | None, test_where: str | None,
+        test_size: float, seed: int, params: tuple[str, ...], as_json: bool) -> None:
     """Train a head on a collection's embeddings and report accuracy and macro-F1."""
     store = open_store(store_path)
     rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
-                    labels=labels_file, test_size=test_size, seed=seed, params=parse_params(params))
+                    labels=labels_file, test_size=test_size, seed=seed, params=parse_params(params),
+                    train_where=train_where, test_where=test_where)
     if as_json:
         echo_json({k: v for k, v in rec.items() if k != "encoder"})
         return

@@ -72,8 +72,8 @@ def _normalize_labels(values: list[Any]) -> list[Any]:
 
 
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
-             labels_file: str | os.PathLike | None) -> tuple[np.ndarray, list[Any], list[str], int]:
-    """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label."""
+             labels_file: str | os.PathLike | None, where: str | None = None) -> tuple[np.ndarray, list[Any], list[str], int]:
+    """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label (and match ``where``)."""
     coll = store.collection(collection)
     if labels_file is not None:
         import pyarrow.csv as pcsv
@@ -95,6 +95,11 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
                              f"its columns are: {', '.join(cols) or 'none'}")
         by_id = dict(zip(items.column("id").to_pylist(), _normalize_labels(items.column(label_column).to_pylist())))
     ids, X = store.embeddings(collection, space)
+    if where is not None:
+        chosen = set(r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall())
+        if not chosen:
+            raise LabelError(f"no item of {collection!r} matches {where!r}")
+        by_id = {k: v for k, v in by_id.items() if k in chosen}
     keep = [i for i, item_id in enumerate(ids) if by_id.get(item_id) is not None]
     y = [by_id[ids[i]] for i in keep]
     return X[keep], y, [ids[i] for i in keep], len(ids) - len(keep)
@@ -139,25 +144,30 @@ def _jsonable(v: Any) -> Any:
 # ------------------------------------------------------------------------------------------------- fit
 def fit_head(store: Any, collection: str, label_column: str | None, name: str | None, *, model: str,
              space: str | None, test_collection: str | None, labels: Any, test_size: float, seed: int,
-             params: dict[str, Any]) -> dict[str, Any]:
+             params: dict[str, Any], train_where: str | None = None, test_where: str | None = None) -> dict[str, Any]:
     name = check_name("head", name or f"{collection}_{label_column or 'labels'}_{model}")
     if model not in MODELS:
         raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
     space = store.space_name(collection, space)
     sp = store.space(collection, space)
-    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, labels)
+    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, labels, train_where)
     if len(y) == 0:
         raise LabelError(f"no item of {collection!r} has a label in {label_column or labels!r}; nothing to train on")
     classes = sorted(set(y), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
         raise LabelError(f"all {len(y)} labelled items have the label {classes[0]!r}; a head needs at least 2 labels")
 
-    if test_collection is not None:
-        test_space = matching_space(store, test_collection, sp["encoder"]["fingerprint"], f"head on {collection}.{space}")
-        Xte, yte, _, _ = labelled(store, test_collection, test_space, label_column, None)
+    if test_collection is not None or test_where is not None:
+        test_coll = test_collection or collection
+        test_space = matching_space(store, test_coll, sp["encoder"]["fingerprint"], f"head on {collection}.{space}")
+        Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, labels, test_where)
         if not yte:
-            raise LabelError(f"no item of test collection {test_collection!r} has a label in {label_column!r}")
-        Xtr, ytr, evaluated_on = X, y, f"collection {test_collection}"
+            raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column!r}")
+        if test_coll == collection and set(test_ids) & set(train_ids):
+            raise InputError("the test items overlap the training items; give --train-where too, e.g. "
+                             "--train-where \"split = 'train'\" --test-where \"split = 'test'\"")
+        Xtr, ytr = X, y
+        evaluated_on = f"collection {test_coll}" + (f" where {test_where}" if test_where else "")
     else:
         Xtr, Xte, ytr, yte = holdout_split(X, y, test_size, seed)
         evaluated_on = f"held-out {test_size:g} of {collection} (seed {seed})"

