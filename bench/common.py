@@ -1,0 +1,63 @@
+"""Shared by the bench scripts: where the reference lives, running it, and comparing vectors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"  # ../shared on developer machines and in CI, not in a user's clone
+
+
+def base_parser(doc: str, data: Path):
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=data, help=f"input file (default: {data})")
+    p.add_argument("--stock", type=Path, default=SHARED / "bench" / "stock.py", help="the stock reference script")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (both sides use it)")
+    p.add_argument("--batch-size", type=int, default=64, help="both sides (default 64)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per side, alternating; the fastest of each counts")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="scratch folder (default bench/out)")
+    return p
+
+
+def workdir(out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out))
+
+
+def run_stock(stock: Path, args: list[str]) -> dict:
+    """One run of the stock reference in its own process; its JSON line."""
+    if not stock.exists():
+        sys.exit(f"stock reference {stock} not found; pass --stock PATH")
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    out = subprocess.run([sys.executable, str(stock), *args], check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+def vectors_by(store, collection: str, key: str) -> dict:
+    """Map an item column's value (the text, the image path) to the item's vector in the collection's one space."""
+    ids, X = store.embeddings(collection)
+    row = {i: n for n, i in enumerate(ids)}
+    pairs = store.sql(f'SELECT id, "{key}" FROM "{collection}"').fetchall()
+    return {value: X[row[item_id]] for item_id, value in pairs}
+
+
+def report(result: dict, min_cosine: float = 0.999) -> None:
+    """Print the one JSON line; exit 1 when embstore's vectors are not the stock library's."""
+    result["cosine_ok"] = result["cosine_min"] >= min_cosine
+    print(json.dumps(result))
+    if not result["cosine_ok"]:
+        sys.exit(1)

@@ -1,0 +1,72 @@
+"""embstore ingest of image files vs the stock timm EfficientNet-Lite0 + PIL DataLoader on the same files, in one run.
+
+    python bench/embed_image.py [--data ../shared/datasets/mnist/labels.csv] [--limit 500] [--device cpu] [--repeat 1]
+
+--data is a CSV with a `path` column relative to its folder (as stock.py reads it). Prints one JSON line: images/s of
+each side and their ratio (embstore/stock, >1 means embstore is faster), and the cosine between embstore's stored
+vector and stock's vector for every image (min and mean; must be >= 0.999). Both sides load the model before the
+clock starts. embstore's time is the whole ingest (read files, hash, decode, preprocess, encode, write Parquet, commit,
+index); stock's is its DataLoader loop (decode + preprocess in worker processes, then the model).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from common import SHARED, base_parser, cosines, report, run_stock, vectors_by, workdir
+
+
+def main() -> None:
+    p = base_parser(__doc__, SHARED / "datasets" / "mnist" / "labels.csv")
+    p.add_argument("--limit", type=int, default=500, help="first N images (default 500; 0 for all)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="decode workers on both sides (default: min(8, cpus))")
+    a = p.parse_args()
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from embstore import Store
+    from embstore.config import DEFAULT_IMAGE_ENCODER, Settings
+    from embstore.encoders import get_encoder
+
+    work = workdir(a.out, "embed_image")
+    table = pcsv.read_csv(a.data)
+    if a.limit:
+        table = table.slice(0, a.limit)
+    root = a.data.resolve().parent
+    paths = [str(root / p) for p in table.column("path").to_pylist()]
+    source = work / "input.csv"  # the same rows, with absolute paths, for both sides
+    pcsv.write_csv(table.set_column(table.column_names.index("path"), "path", pa.array(paths)), source)
+
+    settings = Settings.resolve(device=a.device, batch_size=a.batch_size, workers=a.workers)
+    get_encoder(DEFAULT_IMAGE_ENCODER, settings.device)  # load once; the ingest below reuses this instance
+    stock_args = ["image", "--labels", str(source), "--device", a.device,
+                  "--batch-size", str(a.batch_size), "--workers", str(a.workers), "--save", str(work / "stock.npy")]
+    ours, stock = [], []
+    for r in range(a.repeat):
+        stock.append(run_stock(a.stock, stock_args))
+        store = Store.open(work / f"run{r}.store", settings=settings)
+        t = time.perf_counter()
+        rep = store.ingest(source, "bench", image_column="path")
+        ours.append((time.perf_counter() - t, rep, store))
+    seconds, rep, store = min(ours, key=lambda o: o[0])
+    best = min(stock, key=lambda s: s["seconds"])
+
+    vec = vectors_by(store, "bench", "path")
+    cos = cosines(np.stack([vec[p] for p in paths]), np.load(work / "stock.npy"))
+    report({
+        "bench": "embed_image", "data": str(a.data), "device": settings.device, "batch_size": a.batch_size,
+        "workers": a.workers, "repeat": a.repeat, "rows": len(paths),
+        "embstore": {"seconds": round(seconds, 3), "embedded": rep.embedded, "per_s": round(rep.read / seconds, 1),
+                     "stages": rep.seconds},
+        "stock": {"seconds": round(best["seconds"], 3), "per_s": round(best["per_s"], 1)},
+        "ratio_per_s": round((rep.read / seconds) / best["per_s"], 3),
+        "cosine_rows": len(cos), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+    })
+
+
+if __name__ == "__main__":
+    main()
