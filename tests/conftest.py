@@ -1,0 +1,97 @@
+"""Shared helpers for the test suite: small corpora and images written into pytest's tmp folders.
+
+Fast tests use the deterministic ``hash:64`` encoder (a signed bag of words for text, a projected 8x8 thumbnail for
+images) on real temporary stores with real DuckDB, FAISS and scikit-learn. Nothing here reads ``../shared``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pytest
+
+HASH = "hash:64"
+
+# Three topics with disjoint vocabularies, 12 texts each, so the hash encoder (a bag of words) separates them well.
+VOCAB: dict[str, list[str]] = {
+    "animals": ["cat", "dog", "horse", "cow", "sheep", "goat", "mouse", "barn"],
+    "finance": ["stock", "bond", "bank", "shares", "rates", "yields", "investors", "earnings"],
+    "sports": ["goal", "match", "team", "striker", "tennis", "race", "coach", "referee"],
+}
+TOPICS: dict[str, list[str]] = {
+    topic: [f"the {w[i % 8]} and the {w[(i + 1 + i // 8) % 8]} near the {w[(i + 3 + 2 * (i // 8)) % 8]} {w[(i + 4) % 8]}"
+            for i in range(12)]
+    for topic, w in VOCAB.items()
+}
+
+
+def topic_rows() -> list[dict[str, Any]]:
+    """36 rows: text, label (the topic) and a deterministic split (every 4th row of a topic is test)."""
+    rows = []
+    for topic, texts in TOPICS.items():
+        for i, text in enumerate(texts):
+            rows.append({"text": text, "label": topic, "split": "test" if i % 4 == 0 else "train"})
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], delimiter: str = ",",
+              columns: Sequence[str] | None = None) -> Path:
+    columns = list(columns or rows[0].keys())
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, columns, delimiter=delimiter)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path
+
+
+def make_png(path: Path, pattern: int, size: int = 24) -> Path:
+    """A small RGB PNG whose 8x8 thumbnail differs per ``pattern`` (so the hash encoder tells them apart)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(pattern)
+    coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(coarse, "RGB").resize((size, size), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def quarantine_lines(store_root: Path, rel: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (store_root / rel).read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from embstore import Store
+
+    return Store.open(tmp_path / "store")
+
+
+@pytest.fixture()
+def topics_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "topics.csv", topic_rows())
+
+
+@pytest.fixture(scope="module")
+def topic_store(tmp_path_factory):
+    """A store shared by read-only tests of a module: collection ``docs`` (36 topic rows, hash:64) with a logreg head
+    ``topic`` and its predictions. Tests must not change it."""
+    from embstore import Store
+
+    tmp = tmp_path_factory.mktemp("topic_store")
+    src = write_csv(tmp / "topics.csv", topic_rows())
+    s = Store.open(tmp / "store")
+    s.ingest(src, "docs", encoder=HASH)
+    s.fit("docs", "label", "topic")
+    s.predict("topic", "docs")
+    return s

@@ -1,0 +1,298 @@
+"""Ingest: readers (CSV, TSV, Parquet, JSONL, image folders, tables of image paths), ids, dedupe, quarantine, errors."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from embstore import EmbstoreError, InputError, Store
+from embstore.encoders import get_encoder
+
+from conftest import HASH, make_png, quarantine_lines, topic_rows, write_csv, write_jsonl
+
+
+def counts_add_up(r) -> bool:
+    return r.read == r.added + r.duplicates + r.quarantined
+
+
+def items(store, collection: str) -> list[dict]:
+    return store.sql(f'SELECT * FROM "{collection}" ORDER BY id').to_arrow_table().to_pylist()
+
+
+# ------------------------------------------------------------------------------------------------ formats
+def test_ingest_csv_keeps_every_column_and_embeds_each_row(store, topics_csv):
+    r = store.ingest(topics_csv, "docs", encoder=HASH)
+    assert (r.read, r.added, r.duplicates, r.quarantined, r.embedded, r.reused) == (36, 36, 0, 0, 36, 0)
+    assert r.collection == "docs" and r.space == "hash64" and r.encoder == HASH
+    assert r.quarantine_file is None and r.reasons == {}
+    rows = items(store, "docs")
+    assert len(rows) == 36
+    assert set(rows[0]) == {"id", "text", "label", "split", "content_hash"}
+    assert sorted(r["text"] for r in rows) == sorted(x["text"] for x in topic_rows())
+    ids, X = store.embeddings("docs")
+    assert len(ids) == 36 and X.shape == (36, 64)
+
+
+def test_ingest_tsv_with_commas_and_quotes_in_text(store, tmp_path):
+    rows = [{"text": 'a "quoted", comma text', "label": "x"}, {"text": "tab separated, fine", "label": "y"}]
+    r = store.ingest(write_csv(tmp_path / "t.tsv", rows, delimiter="\t"), "t", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (2, 2, 0)
+    assert sorted(x["text"] for x in items(store, "t")) == sorted(x["text"] for x in rows)
+
+
+def test_ingest_parquet_uses_the_id_column(store, tmp_path):
+    table = pa.table({"id": [10, 20, 30], "text": ["red apple", "green pear", "yellow banana"],
+                      "price": [1.5, 2.0, 0.25]})
+    pq.write_table(table, tmp_path / "fruit.parquet")
+    r = store.ingest(tmp_path / "fruit.parquet", "fruit", encoder=HASH)
+    assert (r.read, r.added) == (3, 3)
+    got = {row["id"]: row for row in items(store, "fruit")}
+    assert set(got) == {"10", "20", "30"}  # the user's ids, as strings
+    assert got["20"]["text"] == "green pear" and got["20"]["price"] == 2.0
+    assert store.collection("fruit")["id_column"] == "id"
+
+
+def test_ingest_jsonl_quarantines_a_malformed_line_and_keeps_the_rest(store, tmp_path):
+    src = write_jsonl(tmp_path / "q.jsonl", [{"text": "first good line", "n": 1}, '{"text": "broken', "",
+                                              {"text": "second good line", "n": 2}, "[1, 2]"])
+    r = store.ingest(src, "q", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (4, 2, 2)  # the blank line is not a row
+    assert counts_add_up(r)
+    assert r.reasons == {"invalid JSON": 1, "not a JSON object": 1}
+    lines = quarantine_lines(store.root, r.quarantine_file)
+    assert [(x["row"], x["reason"].split(":")[0]) for x in lines] == [(2, "invalid JSON"), (5, "not a JSON object")]
+    assert lines[0]["data"] == '{"text": "broken'
+    assert lines[0]["source"] == str(src.absolute())
+    assert sorted(x["text"] for x in items(store, "q")) == ["first good line", "second good line"]
+
+
+def test_ingest_image_folder_adds_a_folder_column(store, tmp_path):
+    for i in range(3):
+        make_png(tmp_path / "imgs" / "cats" / f"c{i}.png", i)
+        make_png(tmp_path / "imgs" / "dogs" / f"d{i}.png", 10 + i)
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    r = store.ingest(tmp_path / "imgs", "pets", encoder=HASH)
+    assert (r.read, r.added, r.quarantined, r.embedded, r.ignored_files) == (6, 6, 0, 6, 1)
+    assert store.collection("pets")["modality"] == "image"
+    rows = items(store, "pets")
+    assert sorted((os.path.basename(x["path"]), x["folder"]) for x in rows) == [
+        ("c0.png", "cats"), ("c1.png", "cats"), ("c2.png", "cats"),
+        ("d0.png", "dogs"), ("d1.png", "dogs"), ("d2.png", "dogs")]
+    assert all(os.path.isabs(x["path"]) and os.path.exists(x["path"]) for x in rows)
+    # the stored vector is the encoder's vector for that file
+    ids, X = store.embeddings("pets")
+    by_id = {x["id"]: x["path"] for x in rows}
+    enc = get_encoder(HASH)
+    np.testing.assert_allclose(X, enc.encode_images([by_id[i] for i in ids]), atol=1e-6)
+
+
+def test_ingest_table_of_relative_image_paths_quarantines_missing_and_broken_files(store, tmp_path):
+    data = tmp_path / "data"
+    make_png(data / "imgs" / "a.png", 1)
+    make_png(data / "imgs" / "b.png", 2)
+    (data / "imgs" / "broken.png").write_bytes(b"this is not a png at all" * 10)
+    src = write_csv(data / "labels.csv", [
+        {"file": "imgs/a.png", "label": "one"}, {"file": "imgs/b.png", "label": "two"},
+        {"file": "imgs/broken.png", "label": "three"}, {"file": "imgs/nowhere.png", "label": "four"}])
+    r = store.ingest(src, "pics", image_column="file", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (4, 2, 2)
+    assert counts_add_up(r)
+    assert r.reasons == {"broken image": 1, "missing file": 1}
+    lines = {x["row"]: x for x in quarantine_lines(store.root, r.quarantine_file)}
+    assert set(lines) == {3, 4}
+    assert lines[3]["reason"].startswith("broken image") and "broken.png" in lines[3]["reason"]
+    assert lines[4]["reason"].startswith("missing file") and "nowhere.png" in lines[4]["reason"]
+    assert lines[4]["data"]["label"] == "four"
+    rows = {x["label"]: x for x in items(store, "pics")}
+    assert set(rows) == {"one", "two"}
+    assert rows["one"]["file"] == str((data / "imgs" / "a.png").resolve())  # relative to the table's folder
+
+
+def test_broken_image_in_a_folder_is_quarantined(store, tmp_path):
+    make_png(tmp_path / "imgs" / "ok.png", 3)
+    (tmp_path / "imgs" / "bad.png").write_bytes(os.urandom(200))
+    r = store.ingest(tmp_path / "imgs", "imgs", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (2, 1, 1)
+    assert list(r.reasons) == ["broken image"]
+
+
+# ------------------------------------------------------------------------------------------------ ids and dedupe
+def test_row_hash_ids_and_reingest_adds_nothing(store, topics_csv):
+    first = store.ingest(topics_csv, "docs", encoder=HASH)
+    ids_before, X_before = store.embeddings("docs")
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids_before)  # a hash of the row, not a row number
+    again = store.ingest(topics_csv, "docs")  # the collection's one space: its encoder is reused
+    assert (again.read, again.added, again.duplicates, again.quarantined) == (36, 0, 36, 0)
+    assert (again.embedded, again.reused) == (0, 0)
+    assert again.encoder == HASH and first.space == again.space
+    ids_after, X_after = store.embeddings("docs")
+    assert ids_after == ids_before
+    np.testing.assert_array_equal(X_after, X_before)
+    assert store.sql("SELECT count(*) FROM docs").fetchall()[0][0] == 36
+    assert [i["added"] for i in store.manifest["collections"]["docs"]["ingests"]] == [36, 0]
+
+
+def test_row_ids_do_not_depend_on_column_order(store, tmp_path):
+    a = write_csv(tmp_path / "a.csv", [{"text": "same row", "label": "x"}])
+    b = write_csv(tmp_path / "b.csv", [{"label": "x", "text": "same row"}])
+    store.ingest(a, "c", encoder=HASH)
+    r = store.ingest(b, "c")
+    assert (r.added, r.duplicates) == (0, 1)
+
+
+def test_same_text_different_labels_both_stay_and_are_embedded_once(store, tmp_path):
+    src = write_csv(tmp_path / "s.csv", [{"text": "the very same words", "label": "a"},
+                                         {"text": "the very same words", "label": "b"},
+                                         {"text": "something else", "label": "a"}])
+    r = store.ingest(src, "s", encoder=HASH)
+    assert (r.read, r.added, r.duplicates, r.embedded, r.reused) == (3, 3, 0, 2, 1)
+    rows = store.sql("SELECT id, label FROM s WHERE text = 'the very same words' ORDER BY label").fetchall()
+    assert [x[1] for x in rows] == ["a", "b"] and rows[0][0] != rows[1][0]
+    ids, X = store.embeddings("s")
+    np.testing.assert_array_equal(X[ids.index(rows[0][0])], X[ids.index(rows[1][0])])
+
+
+def test_known_content_is_reused_across_ingests(store, tmp_path):
+    store.ingest(write_csv(tmp_path / "1.csv", [{"text": "alpha beta", "label": "x"}]), "c", encoder=HASH)
+    r = store.ingest(write_csv(tmp_path / "2.csv", [{"text": "alpha beta", "label": "y"},
+                                                    {"text": "gamma delta", "label": "y"}]), "c")
+    assert (r.added, r.embedded, r.reused) == (2, 1, 1)
+
+
+def test_identical_rows_in_one_input_are_duplicates(store, tmp_path):
+    row = {"text": "twice in the file", "label": "x"}
+    r = store.ingest(write_csv(tmp_path / "d.csv", [row, row, {"text": "once", "label": "x"}]), "d", encoder=HASH)
+    assert (r.read, r.added, r.duplicates, r.quarantined) == (3, 2, 1, 0)
+    assert store.sql("SELECT count(*) FROM d").fetchall()[0][0] == 2
+
+
+def test_user_ids_repeated_or_changed_are_quarantined(store, tmp_path):
+    src = write_csv(tmp_path / "u.csv", [{"id": "a", "text": "first"}, {"id": "b", "text": "second"},
+                                         {"id": "a", "text": "first"}, {"id": "b", "text": "changed"},
+                                         {"id": "", "text": "no id"}])
+    r = store.ingest(src, "u", encoder=HASH)
+    assert (r.read, r.added, r.duplicates, r.quarantined) == (5, 2, 1, 2)
+    assert counts_add_up(r)
+    reasons = {x["row"]: x["reason"] for x in quarantine_lines(store.root, r.quarantine_file)}
+    assert reasons[4].startswith("id repeated in input with different content")
+    assert reasons[5].startswith("missing id in column 'id'")
+    # later, the same id with other content is refused as well
+    r2 = store.ingest(write_csv(tmp_path / "u2.csv", [{"id": "a", "text": "rewritten"}, {"id": "c", "text": "new"}]), "u")
+    assert (r2.added, r2.quarantined) == (1, 1)
+    assert list(r2.reasons) == ["id already in collection with different content"]
+    assert dict(store.sql("SELECT id, text FROM u").fetchall()) == {"a": "first", "b": "second", "c": "new"}
+
+
+def test_id_column_option(store, tmp_path):
+    src = write_csv(tmp_path / "k.csv", [{"key": "k1", "text": "one"}, {"key": "k2", "text": "two"}])
+    store.ingest(src, "k", id_column="key", encoder=HASH)
+    assert sorted(store.embeddings("k")[0]) == ["k1", "k2"]
+    assert store.sql("SELECT key FROM k WHERE id = 'k2'").fetchall()[0] == ("k2",)
+
+
+# ------------------------------------------------------------------------------------------------ counts and quarantine
+def test_counts_invariant_on_a_messy_file(store, tmp_path):
+    src = tmp_path / "messy.csv"
+    src.write_text("text,label\n"
+                   "good one,a\n"
+                   ",a\n"                       # empty text
+                   "   ,b\n"                    # blank text
+                   "good one,a\n"               # repeat of row 1
+                   "too,many,fields,here\n"     # malformed CSV row
+                   "good two,b\n", encoding="utf-8")
+    r = store.ingest(src, "m", encoder=HASH)
+    assert (r.read, r.added, r.duplicates, r.quarantined) == (6, 2, 1, 3)
+    assert counts_add_up(r)
+    assert r.reasons == {"empty text in column 'text'": 2, "malformed CSV row": 1}
+    lines = quarantine_lines(store.root, r.quarantine_file)
+    assert len(lines) == 3 and all({"source", "row", "reason", "data"} <= set(x) for x in lines)
+    assert store.info()["collections"]["m"]["quarantined"] == 3
+
+
+def test_empty_text_reason_names_the_column(store, tmp_path):
+    src = write_jsonl(tmp_path / "e.jsonl", [{"body": "words"}, {"body": ""}, {"body": None}])
+    r = store.ingest(src, "e", text_column="body", encoder=HASH)
+    assert (r.added, r.quarantined) == (1, 2)
+    assert r.reasons == {"empty text in column 'body'": 2}
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def test_missing_column_is_a_one_line_input_error_naming_the_columns(store, topics_csv):
+    with pytest.raises(InputError) as e:
+        store.ingest(topics_csv, "docs", text_column="body", encoder=HASH)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "'body'" in msg and "text, label, split" in msg
+    assert isinstance(e.value, ValueError) and isinstance(e.value, EmbstoreError)
+    assert store.manifest["collections"] == {}  # nothing was created
+
+
+def test_default_text_column_missing(store, tmp_path):
+    src = write_csv(tmp_path / "n.csv", [{"body": "x"}])
+    with pytest.raises(InputError, match=r"column 'text' is not in n.csv; its columns are: body"):
+        store.ingest(src, "n", encoder=HASH)
+
+
+def test_missing_input_file(store, tmp_path):
+    with pytest.raises(InputError, match="does not exist") as e:
+        store.ingest(tmp_path / "nope.csv", "x", encoder=HASH)
+    assert "nope.csv" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_file_type(store, tmp_path):
+    (tmp_path / "data.xlsx").write_bytes(b"PK")
+    with pytest.raises(InputError, match=r"unknown file type '.xlsx'"):
+        store.ingest(tmp_path / "data.xlsx", "x", encoder=HASH)
+
+
+def test_reserved_column_is_refused(store, tmp_path):
+    src = write_csv(tmp_path / "r.csv", [{"text": "x", "content_hash": "y"}])
+    with pytest.raises(InputError, match="'content_hash'.*reserved"):
+        store.ingest(src, "r", encoder=HASH)
+
+
+def test_invalid_collection_name(store, topics_csv):
+    with pytest.raises(InputError, match="collection name"):
+        store.ingest(topics_csv, "1bad-name", encoder=HASH)
+
+
+def test_unknown_encoder_spec(store, topics_csv):
+    from embstore import EncoderError
+
+    with pytest.raises(EncoderError, match="unknown encoder spec 'nope:1'"):
+        store.ingest(topics_csv, "docs", encoder="nope:1")
+
+
+def test_images_into_a_text_collection_are_refused(store, topics_csv, tmp_path):
+    store.ingest(topics_csv, "docs", encoder=HASH)
+    make_png(tmp_path / "imgs" / "a.png", 1)
+    with pytest.raises(InputError, match="holds text items"):
+        store.ingest(tmp_path / "imgs", "docs", encoder=HASH)
+
+
+def test_an_existing_space_refuses_another_encoder(store, topics_csv):
+    from embstore import SpaceMismatchError
+
+    store.ingest(topics_csv, "docs", encoder=HASH)
+    with pytest.raises(SpaceMismatchError, match="pass --space"):
+        store.ingest(topics_csv, "docs", encoder="hash:32", space="hash64")
+
+
+def test_a_second_encoder_makes_a_second_space(store, topics_csv):
+    store.ingest(topics_csv, "docs", encoder=HASH)
+    r = store.ingest(topics_csv, "docs", encoder="hash:32")
+    assert (r.space, r.added, r.duplicates, r.embedded) == ("hash32", 0, 36, 36)
+    assert sorted(store.collection("docs")["spaces"]) == ["hash32", "hash64"]
+    assert store.embeddings("docs", "hash32")[1].shape == (36, 32)
+    with pytest.raises(InputError, match="pass --space"):
+        store.embeddings("docs")
+
+
+def test_ingest_report_is_json_serialisable(store, topics_csv):
+    r = store.ingest(topics_csv, "docs", encoder=HASH)
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["added"] == 36 and d["collection"] == "docs"
