@@ -1,0 +1,183 @@
+"""schemas/*.schema.json describe exactly what embstore writes: validate the files of a real store against them."""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from embstore import Store
+
+from conftest import HASH, TOPICS, make_png, topic_rows, write_csv
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def load_schema(name: str) -> dict:
+    return json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+
+
+def validator(name: str) -> Draft202012Validator:
+    schema = load_schema(name)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def errors(v: Draft202012Validator, doc: dict) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(doc)]
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory) -> Store:
+    """Every kind of entry: text and image collections, quarantine, row-hash and user ids, two spaces, heads of all
+    models (string, integer and labels-file labels, several versions), predictions."""
+    tmp = tmp_path_factory.mktemp("schemas")
+    s = Store.open(tmp / "store")
+    rows = topic_rows() + [{"text": "", "label": "animals", "split": "train"}]
+    s.ingest(write_csv(tmp / "topics.csv", rows), "docs", encoder=HASH)
+    s.ingest(tmp / "topics.csv", "docs", encoder="hash:32")  # a second space of the same collection
+    ints = [{"id": f"i{n}_{k}", "text": t, "label": n} for n, texts in enumerate(TOPICS.values())
+            for k, t in enumerate(texts)]
+    s.ingest(write_csv(tmp / "ints.csv", ints), "ints", encoder=HASH)
+    for i in range(4):
+        make_png(tmp / "imgs" / ("a" if i < 2 else "b") / f"{i}.png", i)
+    (tmp / "imgs" / "a" / "broken.png").write_bytes(b"garbage")
+    s.ingest(tmp / "imgs", "imgs", encoder=HASH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s.fit("docs", "label", "topic", space="hash64")
+        s.fit("docs", "label", "topic", space="hash64", model="knn", train_where="split = 'train'",
+              test_where="split = 'test'")
+        s.fit("docs", "label", "centroid32", space="hash32", model="centroid")
+        s.fit("ints", "label", "ints_head", params={"C": 0.5})
+        labels = write_csv(tmp / "labels.csv", [{"id": i, "label": f} for i, f in
+                                                s.sql("SELECT id, folder FROM imgs").fetchall()])
+        s.fit("imgs", labels=labels, name="img_head", model="knn", test_size=0.5)
+    s.predict("topic", "docs")
+    s.predict("ints_head", "ints")
+    s.predict("img_head", "imgs")
+    return s.refresh()
+
+
+def head_files(store: Store) -> list[Path]:
+    return sorted(store.root.glob("heads/*/v*/head.json"))
+
+
+def test_schemas_are_valid_draft_2020_12():
+    for name in ("manifest.schema.json", "head.schema.json"):
+        schema = load_schema(name)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        Draft202012Validator.check_schema(schema)
+
+
+def test_manifest_validates(real_store):
+    manifest = json.loads((real_store.root / "embstore.json").read_text())
+    assert errors(validator("manifest.schema.json"), manifest) == []
+    # the fixture reached every optional branch the schema describes
+    docs = manifest["collections"]["docs"]
+    assert set(docs["spaces"]) == {"hash64", "hash32"} and docs["id_column"] is None
+    assert docs["ingests"][0]["quarantine_file"] is not None and docs["ingests"][1]["quarantine_file"] is not None
+    assert manifest["collections"]["ints"]["id_column"] == "id"
+    assert manifest["collections"]["imgs"]["modality"] == "image"
+    assert manifest["collections"]["imgs"]["ingests"][0]["reasons"] == {"broken image": 1}
+    assert len(manifest["heads"]["topic"]["versions"]) == 2
+    assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head"}
+
+
+def test_manifest_is_consistent_with_the_files(real_store):
+    m = json.loads((real_store.root / "embstore.json").read_text())
+    for cname, c in m["collections"].items():
+        for ingest in c["ingests"]:
+            assert ingest["read"] == ingest["added"] + ingest["duplicates"] + ingest["quarantined"]
+            assert sum(ingest["reasons"].values()) == ingest["quarantined"]
+        n_items = sum(s["rows"] for s in c["item_shards"])
+        assert n_items == sum(i["added"] for i in c["ingests"])
+        for sname, sp in c["spaces"].items():
+            assert sp["rows"] == sum(s["rows"] for s in sp["shards"]) == n_items
+            assert sp["index"]["ntotal"] == sp["rows"]
+            assert (real_store.root / sp["index"]["file"]).is_file()
+            assert all(s["file"].startswith(f"collections/{cname}/spaces/{sname}/") for s in sp["shards"])
+        for head, p in c["predictions"].items():
+            assert p["rows"] == n_items and head in m["heads"]
+            assert p["version"] == m["heads"][head]["versions"][-1]["version"]
+        shards = c["item_shards"] + [s for sp in c["spaces"].values() for s in sp["shards"]] + \
+            [s for p in c["predictions"].values() for s in p["shards"]]
+        assert all((real_store.root / s["file"]).is_file() for s in shards)
+    parts = [int(Path(s["file"]).stem.split("-")[1]) for c in m["collections"].values()
+             for s in c["item_shards"] + [x for sp in c["spaces"].values() for x in sp["shards"]]
+             + [x for p in c["predictions"].values() for x in p["shards"]]]
+    assert len(set(parts)) == len(parts) and max(parts) < m["next_part"]
+
+
+def test_head_json_validates(real_store):
+    v = validator("head.schema.json")
+    files = head_files(real_store)
+    assert len(files) == 5  # topic v1, v2, centroid32, ints_head, img_head
+    for f in files:
+        head = json.loads(f.read_text())
+        assert errors(v, head) == [], f
+    models = {json.loads(f.read_text())["model"] for f in files}
+    assert models == {"logreg", "knn", "centroid"}
+
+
+def test_head_json_is_consistent(real_store):
+    m = real_store.manifest
+    for f in head_files(real_store):
+        head = json.loads(f.read_text())
+        assert f.parent == real_store.root / head["path"]
+        assert len(head["classes"]) == head["n_classes"] == len(head["metrics"]["confusion"]["labels"])
+        matrix = head["metrics"]["confusion"]["matrix"]
+        assert len(matrix) == head["n_classes"] and all(len(r) == head["n_classes"] for r in matrix)
+        assert sum(map(sum, matrix)) == head["metrics"]["n_test"]
+        assert set(head["metrics"]["per_label"]) == {str(c) for c in head["classes"]}
+        assert head["encoder"]["fingerprint"] == head["space_fingerprint"]
+        assert head["encoder"] == m["collections"][head["collection"]]["spaces"][head["space"]]["encoder"]
+        assert all((f.parent / a).is_file() for a in head["arrays"].values())
+        summary = next(x for x in m["heads"][head["name"]]["versions"] if x["version"] == head["version"])
+        assert {k: head[k] for k in summary} == summary
+    ints = json.loads((real_store.root / "heads/ints_head/v1/head.json").read_text())
+    assert ints["classes"] == [0, 1, 2] and ints["params"] == {"C": 0.5}
+    img = json.loads((real_store.root / "heads/img_head/v1/head.json").read_text())
+    assert img["label_column"] is None and img["classes"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda m: m.pop("next_part"),
+    lambda m: m.update(extra=1),
+    lambda m: m.update(format_version=2),
+    lambda m: m["collections"]["docs"].update(modality="audio"),
+    lambda m: m["collections"]["docs"]["spaces"]["hash64"]["encoder"].update(dim="64"),
+    lambda m: m["collections"]["docs"]["spaces"]["hash64"]["encoder"].pop("fingerprint"),
+    lambda m: m["collections"]["docs"]["item_shards"][0].update(rows=-1),
+    lambda m: m["collections"]["docs"]["ingests"][0].pop("quarantined"),
+    lambda m: m["collections"].update({"bad-name": m["collections"]["docs"]}),
+    lambda m: m["heads"]["topic"]["versions"][0].update(accuracy=1.5),
+    lambda m: m["heads"]["topic"].update(versions=[]),
+], ids=["no next_part", "unknown key", "format 2", "modality", "dim as string", "no fingerprint", "negative rows",
+        "no quarantined count", "bad collection name", "accuracy > 1", "no versions"])
+def test_manifest_schema_rejects_wrong_documents(real_store, mutate):
+    manifest = copy.deepcopy(json.loads((real_store.root / "embstore.json").read_text()))
+    mutate(manifest)
+    assert errors(validator("manifest.schema.json"), manifest) != []
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda h: h.pop("space_fingerprint"),
+    lambda h: h.update(model="svm"),
+    lambda h: h.update(classes=["a"]),
+    lambda h: h.update(classes=["a", 1]),
+    lambda h: h["arrays"].pop("coef"),
+    lambda h: h["arrays"].update(coef="coef.pkl"),
+    lambda h: h["metrics"]["per_label"]["animals"].pop("support"),
+    lambda h: h.update(params=None),
+    lambda h: h.update(unexpected=True),
+], ids=["no fingerprint", "unknown model", "one class", "mixed label types", "missing array", "pickle file",
+        "no support", "params null", "unknown key"])
+def test_head_schema_rejects_wrong_documents(real_store, mutate):
+    head = json.loads((real_store.root / "heads/topic/v1/head.json").read_text())
+    assert head["model"] == "logreg"
+    mutate(head)
+    assert errors(validator("head.schema.json"), head) != []
