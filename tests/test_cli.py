@@ -135,7 +135,8 @@ def test_fit_with_a_test_collection(tmp_path):
         "-c", "train", "--encoder", HASH)
     run("ingest", write_csv(tmp_path / "test.csv", [r for r in rows if r["split"] == "test"]), "--store", store,
         "-c", "test", "--encoder", HASH)
-    rec = run_json("fit", "--store", store, "-c", "train", "--label-column", "label", "--test-collection", "test")
+    rec = run_json("fit", "--store", store, "-c", "train", "--label-column", "label", "--test-collection", "test",
+                   "--model", "knn")
     assert rec["n_train"] == 27 and rec["metrics"]["n_test"] == 9 and rec["evaluated_on"] == "collection test"
 
 
