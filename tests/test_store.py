@@ -336,3 +336,13 @@ def test_delete_collection(store, topics_csv):
     assert not (store.root / "collections" / "docs").exists()
     assert store.ingest(topics_csv, "docs", encoder=HASH).added == 36
     assert len(store.search("docs", "cat", k=100)) == 36
+
+
+@pytest.mark.xfail(reason="embstore/sql.py view_statements() creates a collection's view only when it has item "
+                          "shards, so a collection whose rows were all quarantined is 'Table ... does not exist' in SQL",
+                   strict=False)
+def test_an_empty_collection_is_an_empty_sql_view(store, tmp_path):
+    r = store.ingest(write_csv(tmp_path / "e.csv", [{"text": ""}]), "empty", encoder=HASH)
+    assert (r.added, r.quarantined) == (0, 1)
+    assert store.search("empty", "anything") == []
+    assert store.sql("SELECT count(*) FROM empty").fetchall() == [(0,)]
