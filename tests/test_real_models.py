@@ -131,7 +131,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def minilm_store(tmp_path_factory) -> Store:
     """Collections ``texts`` (the 30 varied texts) and ``topics`` (60 texts of 3 topics), default text encoder."""
     tmp = tmp_path_factory.mktemp("minilm")
-    s = Store.open(tmp / "store", device="cpu")
+    s = Store.open(tmp / "store")
     s.ingest(write_csv(tmp / "texts.csv", [{"id": f"t{i}", "text": t} for i, t in enumerate(TEXTS)]), "texts")
     rows = [{"text": t, "topic": topic} for topic, texts in TOPICS.items() for t in texts]
     s.ingest(write_csv(tmp / "topics.csv", rows), "topics")
@@ -228,7 +228,7 @@ def test_lite0_matches_timm(tmp_path):
     from PIL import Image
 
     paths = _images(tmp_path / "imgs")
-    s = Store.open(tmp_path / "store", device="cpu")
+    s = Store.open(tmp_path / "store")
     r = s.ingest(tmp_path / "imgs", "imgs")
     assert (r.added, r.quarantined, r.space) == (8, 0, "efficientnet_lite0")
     ids, X = s.embeddings("imgs")
@@ -261,7 +261,7 @@ def clip_store(tmp_path_factory):
     config.write_text(json.dumps(TINY_CLIP))
     spec = f"open_clip:{config}@random"
     paths = _images(tmp / "imgs")
-    s = Store.open(tmp / "store", device="cpu")
+    s = Store.open(tmp / "store")
     r = s.ingest(tmp / "imgs", "imgs", encoder=spec)
     assert (r.added, r.quarantined, r.embedded) == (8, 0, 8)
     return s, spec, paths
