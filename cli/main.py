@@ -130,7 +130,12 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @click.option("--label-column", metavar="COL", help="Item column holding the label.")
 @click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
 @click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
-@click.option("--model", type=click.Choice(["logreg", "knn", "centroid"]), default="logreg", show_default=True)
+@click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
+              show_default=True, help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
+              "validation; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
+@click.option("--class-weight", type=click.Choice(["balanced"]), help="Weigh labels inversely to their frequency.")
+@click.option("--label-sep", metavar="SEP", help="Split string labels on SEP into several labels (multi-label head).")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write confusion-matrix and learning-curve PNGs here.")
 @click.option("--space", metavar="NAME", help="Space to train on (needed when the collection has several).")
 @click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split.")
 @click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. \"split = 'train'\".")
@@ -142,22 +147,34 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @json_option
 @friendly
 def fit(store_path: str, collection: str, label_column: str | None, labels_file: str | None, name: str | None,
-        model: str, space: str | None, test_collection: str | None, train_where: str | None, test_where: str | None,
-        test_size: float, seed: int, params: tuple[str, ...], as_json: bool) -> None:
-    """Train a head on a collection's embeddings and report accuracy and macro-F1."""
+        model: str, class_weight: str | None, label_sep: str | None, plot_dir: str | None, space: str | None,
+        test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float, seed: int,
+        params: tuple[str, ...], as_json: bool) -> None:
+    """Train a head on a collection's embeddings; report accuracy, macro-F1, per-label precision/recall and
+    calibration on a test set (--test-collection, --test-where, or a held-out split)."""
     store = open_store(store_path)
+    extra = parse_params(params)
+    if class_weight:
+        extra["class_weight"] = class_weight
     rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
-                    labels=labels_file, test_size=test_size, seed=seed, params=parse_params(params),
-                    train_where=train_where, test_where=test_where)
+                    labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
+                    test_where=test_where, label_sep=label_sep, plot_dir=plot_dir)
     if as_json:
         echo_json({k: v for k, v in rec.items() if k != "encoder"})
         return
     click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
                f"{rec['n_train']} training items, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
-    echo_table(["accuracy", "macro_f1", "n_test"], [[rec["accuracy"], rec["macro_f1"], rec["metrics"]["n_test"]]])
+    cal = rec["metrics"].get("calibration", {})
+    learned = ", ".join(f"{k.rstrip('_')}={v}" for k, v in rec["learned"].items() if k != "multilabel_")
+    echo_table(["accuracy", "macro_f1", "ece", "log_loss", "n_test", "chosen"],
+               [[rec["accuracy"], rec["macro_f1"], cal.get("ece"), cal.get("log_loss"), rec["metrics"]["n_test"],
+                 learned]])
     per = rec["metrics"]["per_label"]
+    click.echo("")
     echo_table(["label", "precision", "recall", "f1", "support"],
                [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per.items()])
+    for kind, path in rec.get("plots", {}).items():
+        click.echo(f"{kind.replace('_', ' ')}: {path}")
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -173,6 +190,47 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+@cli.command(name="eval")
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection to train on.")
+@click.option("--label-column", metavar="COL", help="Item column holding the label.")
+@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@click.option("--space", metavar="NAME", help="Space to evaluate (needed when the collection has several).")
+@click.option("--test-collection", metavar="C2", help="Score on this collection.")
+@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate.")
+@click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate.")
+@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
+@click.option("--samples", default="1,2,4,8,16,32,all", show_default=True, help="Training items per label to try.")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Undersampling runs per n.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write the learning-curve PNG here.")
+@json_option
+@friendly
+def eval_(store_path: str, collection: str, label_column: str | None, labels_file: str | None, space: str | None,
+          test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float,
+          samples: str, repeats: int, seed: int, plot_dir: str | None, as_json: bool) -> None:
+    """Few-shot evaluation (MTEB's classification protocol): accuracy by training items per label.
+
+    For each n, --repeats times: undersample the training set to n items per label (fixed seed), fit
+    LogisticRegression(max_iter=100), score on the whole test set. Shows what the frozen encoder buys you.
+    """
+    out = open_store(store_path).eval(collection, label_column, space=space, test_collection=test_collection,
+                                      labels=labels_file, train_where=train_where, test_where=test_where,
+                                      test_size=test_size, samples=samples, repeats=repeats, seed=seed,
+                                      plot_dir=plot_dir)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"{out['collection']}.{out['space']} ({out['encoder']}): {out['n_classes']} labels, "
+               f"scored on {out['evaluated_on']} ({out['n_test']} items)")
+    echo_table(["per_label", "train_items", "runs", "accuracy", "± std", "macro_f1", "± std "],
+               [[r["samples_per_label"], round(r["train_size"]), r["runs"], r["accuracy_mean"], r["accuracy_std"],
+                 r["macro_f1_mean"], r["macro_f1_std"]] for r in out["results"]])
+    if "plot" in out:
+        click.echo(f"learning curve: {out['plot']}")
 
 
 # ------------------------------------------------------------------------------------------------------ predict

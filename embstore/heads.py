@@ -16,55 +16,75 @@ import pyarrow as pa
 
 from .errors import InputError, LabelError, NotFoundError, SpaceMismatchError
 from .manifest import now, write_atomic
+from .evaluation import evaluate, jsonable as _jsonable
 from .storage import check_name, read_shards, write_shard
 
-MODELS = ("logreg", "knn", "centroid")
+MODELS = ("logreg", "knn", "centroid", "sklearn-logreg")
+MODEL_HELP = ("logreg: logistic regression, C by cross-validation (torch L-BFGS, GPU when there is one); "
+              "knn: cosine k-NN, k by validation; centroid: cosine nearest centroid (works from 1 example per label); "
+              "sklearn-logreg: scikit-learn's LogisticRegression(max_iter=1000) as is")
 
 
 # ------------------------------------------------------------------------------------------------- estimators
-def make_estimator(model: str, params: dict[str, Any], n_train: int) -> Any:
-    if model == "logreg":
-        from sklearn.linear_model import LogisticRegression
+def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> Any:
+    from .estimators import CentroidHead, KNNHead, LinearProbe
 
-        return LogisticRegression(**{"max_iter": 1000, **params})
-    if model == "knn":
-        from sklearn.neighbors import KNeighborsClassifier
+    try:
+        if model == "logreg":
+            return LinearProbe(**{"device": device, **params})
+        if model == "knn":
+            return KNNHead(**params)
+        if model == "centroid":
+            return CentroidHead(**params)
+        if model == "sklearn-logreg":
+            from sklearn.linear_model import LogisticRegression
 
-        return KNeighborsClassifier(**{"n_neighbors": min(10, n_train), "metric": "cosine", "weights": "distance",
-                                       **params})
-    if model == "centroid":
-        from sklearn.neighbors import NearestCentroid
-
-        return NearestCentroid(**params)
+            return LogisticRegression(**{"max_iter": 1000, **params})
+    except TypeError as e:
+        raise InputError(f"bad parameter for {model}: {e}") from None
     raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
 
 
-def estimator_arrays(model: str, est: Any) -> dict[str, np.ndarray]:
-    if model == "logreg":
-        return {"coef": est.coef_, "intercept": est.intercept_}
+def learned_state(model: str, est: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The fitted estimator as (arrays, scalars): everything ``rebuild`` needs, nothing pickled."""
+    if model in ("logreg", "sklearn-logreg"):
+        scalars = {"C_": est.C_, "multilabel_": bool(est.multilabel_), "temperature_": est.temperature_} \
+            if model == "logreg" else {}
+        return {"coef": est.coef_, "intercept": est.intercept_}, scalars
     if model == "knn":
-        return {"X": est._fit_X, "y": est._y}
-    return {"centroids": est.centroids_}
+        return {"X": est.fit_X_, "y": est.fit_y_}, {"n_neighbors_": est.n_neighbors_}
+    return {"centroids": est.centroids_}, {"temperature_": est.temperature_}
 
 
-def rebuild(model: str, params: dict[str, Any], classes: list[Any], arrays: dict[str, np.ndarray]) -> Any:
-    est = make_estimator(model, params, n_train=len(arrays.get("y", classes)))
-    classes_ = np.asarray(classes)
-    if model == "knn":  # kNN keeps its training set: refit is exact and instant
-        return est.fit(arrays["X"], classes_[arrays["y"]])
-    est.classes_ = classes_
-    if model == "logreg":
+def rebuild(model: str, params: dict[str, Any], classes: list[Any], arrays: dict[str, np.ndarray],
+            scalars: dict[str, Any], device: str = "cpu") -> Any:
+    est = make_estimator(model, params, device)
+    est.classes_ = np.arange(len(classes)) if scalars.get("multilabel_") else np.asarray(classes)
+    for key, value in scalars.items():
+        setattr(est, key, value)
+    if model in ("logreg", "sklearn-logreg"):
         est.coef_, est.intercept_ = arrays["coef"], arrays["intercept"]
-        est.n_features_in_ = arrays["coef"].shape[1]
+    elif model == "knn":
+        est.fit_X_, est.fit_y_, est._index = arrays["X"], arrays["y"], None
     else:
         est.centroids_ = arrays["centroids"]
-        est.n_features_in_ = arrays["centroids"].shape[1]
+    est.n_features_in_ = next(iter(arrays.values())).shape[-1]
     return est
 
 
 # ------------------------------------------------------------------------------------------------- labels
-def _normalize_labels(values: list[Any]) -> list[Any]:
-    """One type for all labels: ints stay ints; anything else (or a mix) becomes strings."""
+def normalize_labels(values: list[Any], sep: str | None = None) -> list[Any]:
+    """One type for all labels: ints stay ints; anything else (or a mix) becomes strings. A list (or a string
+    split by ``sep``) is a multi-label target: a sorted list of strings. Missing or empty -> None (unlabelled)."""
+    if sep is not None:
+        values = [v.split(sep) if isinstance(v, str) else v for v in values]
+    if any(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+        out = []
+        for v in values:
+            items = [] if v is None else [str(x).strip() for x in (v if isinstance(v, (list, tuple, np.ndarray)) else [v])]
+            items = sorted({x for x in items if x})
+            out.append(items or None)
+        return out
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
         return [None if v is None else int(v) for v in values]
@@ -72,7 +92,8 @@ def _normalize_labels(values: list[Any]) -> list[Any]:
 
 
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
-             labels_file: str | os.PathLike | None, where: str | None = None) -> tuple[np.ndarray, list[Any], list[str], int]:
+             labels_file: str | os.PathLike | None, where: str | None = None,
+             sep: str | None = None) -> tuple[np.ndarray, list[Any], list[str], int]:
     """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label (and match ``where``)."""
     coll = store.collection(collection)
     if labels_file is not None:
@@ -82,9 +103,9 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
             t = pcsv.read_csv(labels_file, convert_options=pcsv.ConvertOptions(column_types={"id": pa.string()}))
         except (FileNotFoundError, pa.ArrowInvalid) as e:
             raise InputError(f"cannot read labels file {labels_file}: {str(e).splitlines()[0]}") from None
-        if t.column_names[:2] != ["id", "label"] and not {"id", "label"} <= set(t.column_names):
+        if not {"id", "label"} <= set(t.column_names):
             raise InputError(f"labels file {labels_file} needs columns id,label; it has {', '.join(t.column_names)}")
-        by_id = dict(zip(t.column("id").to_pylist(), _normalize_labels(t.column("label").to_pylist())))
+        by_id = dict(zip(t.column("id").to_pylist(), normalize_labels(t.column("label").to_pylist(), sep)))
     else:
         if label_column is None:
             raise InputError("give a label column (--label-column) or a labels file (--labels id,label CSV)")
@@ -93,7 +114,7 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
             cols = [] if items is None else [c for c in items.column_names if c not in ("id", "content_hash")]
             raise InputError(f"column {label_column!r} is not in collection {collection!r}; "
                              f"its columns are: {', '.join(cols) or 'none'}")
-        by_id = dict(zip(items.column("id").to_pylist(), _normalize_labels(items.column(label_column).to_pylist())))
+        by_id = dict(zip(items.column("id").to_pylist(), normalize_labels(items.column(label_column).to_pylist(), sep)))
     ids, X = store.embeddings(collection, space)
     if where is not None:
         chosen = set(r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall())
@@ -115,52 +136,23 @@ def matching_space(store: Any, collection: str, fingerprint: str, what: str) -> 
                              f"{collection!r} has {have or 'no spaces'}; ingest it with the same --encoder")
 
 
-# ------------------------------------------------------------------------------------------------- metrics
-def evaluate(est: Any, X: np.ndarray, y: list[Any]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    labels = list(est.classes_)
-    unknown = sorted({v for v in y} - set(labels), key=str)
-    if unknown:
-        raise LabelError(f"the test set has labels the head never saw in training: {unknown[:10]}; "
-                         "add training examples for them or drop those rows")
-    pred = est.predict(X)
-    p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "per_label": {str(c): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                      for i, c in enumerate(labels)},
-        "confusion": {"labels": [_jsonable(c) for c in labels],
-                      "matrix": confusion_matrix(y, pred, labels=labels).tolist()},
-        "n_test": len(y),
-    }
-
-
-def _jsonable(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
-
-
-# ------------------------------------------------------------------------------------------------- fit
-def fit_head(store: Any, collection: str, label_column: str | None, name: str | None, *, model: str,
-             space: str | None, test_collection: str | None, labels: Any, test_size: float, seed: int,
-             params: dict[str, Any], train_where: str | None = None, test_where: str | None = None) -> dict[str, Any]:
-    name = check_name("head", name or f"{collection}_{label_column or 'labels'}_{model}")
-    if model not in MODELS:
-        raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
-    space = store.space_name(collection, space)
+def train_test(store: Any, collection: str, space: str, label_column: str | None, labels: Any, *,
+               test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float,
+               seed: int, sep: str | None) -> dict[str, Any]:
+    """The training and test sets of a fit or an eval: X/y/ids for each, the label set and where the test came from."""
     sp = store.space(collection, space)
-    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, labels, train_where)
+    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, labels, train_where, sep)
     if len(y) == 0:
         raise LabelError(f"no item of {collection!r} has a label in {label_column or labels!r}; nothing to train on")
-    classes = sorted(set(y), key=lambda v: (str(type(v)), v))
+    multilabel = isinstance(y[0], list)
+    flat = [v for row in y for v in row] if multilabel else y
+    classes = sorted(set(flat), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
         raise LabelError(f"all {len(y)} labelled items have the label {classes[0]!r}; a head needs at least 2 labels")
-
     if test_collection is not None or test_where is not None:
         test_coll = test_collection or collection
-        test_space = matching_space(store, test_coll, sp["encoder"]["fingerprint"], f"head on {collection}.{space}")
-        Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, labels, test_where)
+        test_space = matching_space(store, test_coll, sp["encoder"]["fingerprint"], f"a head on {collection}.{space}")
+        Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, labels, test_where, sep)
         if not yte:
             raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column!r}")
         if test_coll == collection and set(test_ids) & set(train_ids):
@@ -169,23 +161,16 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         Xtr, ytr = X, y
         evaluated_on = f"collection {test_coll}" + (f" where {test_where}" if test_where else "")
     else:
-        Xtr, Xte, ytr, yte = holdout_split(X, y, test_size, seed)
+        strat = [row[0] for row in y] if multilabel else y
+        tr, te = holdout_split(strat, test_size, seed)
+        Xtr, Xte, ytr, yte = X[tr], X[te], [y[i] for i in tr], [y[i] for i in te]
+        train_ids = [train_ids[i] for i in tr]
         evaluated_on = f"held-out {test_size:g} of {collection} (seed {seed})"
-
-    est = make_estimator(model, params, len(ytr)).fit(Xtr, np.asarray(ytr))
-    metrics = evaluate(est, Xte, list(yte))
-    record = {
-        "name": name, "model": model, "params": params, "classes": [_jsonable(c) for c in est.classes_],
-        "n_classes": len(est.classes_), "label_column": label_column, "collection": collection, "space": space,
-        "space_fingerprint": sp["encoder"]["fingerprint"], "encoder": sp["encoder"],
-        "n_train": len(ytr), "n_unlabelled": unlabelled, "evaluated_on": evaluated_on,
-        "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "metrics": metrics,
-        "train_data_sha256": _train_hash(train_ids, y), "created": now(),
-    }
-    return save_head(store, record, estimator_arrays(model, est))
+    return {"Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte, "train_ids": train_ids, "classes": classes,
+            "multilabel": multilabel, "unlabelled": unlabelled, "evaluated_on": evaluated_on}
 
 
-def holdout_split(X: np.ndarray, y: list[Any], test_size: float, seed: int) -> tuple:
+def holdout_split(y: list[Any], test_size: float, seed: int) -> tuple[list[int], list[int]]:
     """Stratified split; a label with a single example stays in training (it cannot be both learned and scored)."""
     from sklearn.model_selection import train_test_split
 
@@ -200,13 +185,115 @@ def holdout_split(X: np.ndarray, y: list[Any], test_size: float, seed: int) -> t
         raise LabelError(f"only {len(y)} labelled items and no label has two: too few to hold out a test split; "
                          "label more or pass --test-collection")
     y_rest = [y[i] for i in rest]
-    n_labels = len(set(y_rest))
-    stratify = y_rest if round(len(rest) * test_size) >= n_labels and len(rest) - round(len(rest) * test_size) >= n_labels else None
+    n_labels, n_test = len(set(y_rest)), round(len(rest) * test_size)
+    stratify = y_rest if n_test >= n_labels and len(rest) - n_test >= n_labels else None
     tr, te = train_test_split(rest, test_size=test_size, random_state=seed, stratify=stratify)
     tr = sorted(tr + single)
     if len({y[i] for i in tr}) < 2:
         raise LabelError("the training split has a single label; label more items or pass --test-collection")
-    return X[tr], X[te], [y[i] for i in tr], [y[i] for i in te]
+    return tr, sorted(te)
+
+
+# ------------------------------------------------------------------------------------------------- fit
+def fit_head(store: Any, collection: str, label_column: str | None, name: str | None, *, model: str,
+             space: str | None, test_collection: str | None, labels: Any, test_size: float, seed: int,
+             params: dict[str, Any], train_where: str | None = None, test_where: str | None = None,
+             label_sep: str | None = None, plot_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    name = check_name("head", name or f"{collection}_{label_column or 'labels'}_{model}".replace("-", "_"))
+    if model not in MODELS:
+        raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
+    space = store.space_name(collection, space)
+    sp = store.space(collection, space)
+    data = train_test(store, collection, space, label_column, labels, test_collection=test_collection,
+                      train_where=train_where, test_where=test_where, test_size=test_size, seed=seed, sep=label_sep)
+    classes, multilabel = data["classes"], data["multilabel"]
+    if multilabel and model != "logreg":
+        raise InputError(f"multi-label targets need --model logreg (a sigmoid per label); {model} takes one label")
+    est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device)
+    metrics = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel)
+    arrays, scalars = learned_state(model, est)
+    record = {
+        "name": name, "model": model, "params": params, "classes": [_jsonable(c) for c in classes],
+        "n_classes": len(classes), "multilabel": multilabel, "label_sep": label_sep, "label_column": label_column,
+        "collection": collection, "space": space, "space_fingerprint": sp["encoder"]["fingerprint"],
+        "encoder": sp["encoder"], "learned": {k: _jsonable(v) for k, v in scalars.items()},
+        "n_train": len(data["ytr"]), "n_unlabelled": data["unlabelled"], "evaluated_on": data["evaluated_on"],
+        "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "metrics": metrics,
+        "train_data_sha256": _train_hash(data["train_ids"], data["ytr"]), "created": now(),
+    }
+    if plot_dir is not None:
+        record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir)
+    return save_head(store, record, arrays)
+
+
+def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multilabel: bool, X: np.ndarray,
+                   y: list[Any], device: str) -> Any:
+    est = make_estimator(model, params, device)
+    if multilabel:
+        from sklearn.preprocessing import MultiLabelBinarizer
+
+        target = MultiLabelBinarizer(classes=classes).fit_transform(y)
+    else:
+        target = np.asarray(y)
+    try:
+        return est.fit(X, target)
+    except ValueError as e:  # scikit-learn's checks on params and labels
+        raise InputError(f"cannot fit {model}: {str(e).splitlines()[0]}") from None
+
+
+def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params: dict[str, Any], device: str,
+               plot_dir: str | os.PathLike) -> dict[str, str]:
+    """Confusion matrix, and a learning curve: the same head refit on growing shares of the training set."""
+    from .evaluation import plot_confusion, plot_learning_curve
+
+    out = Path(plot_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    title = f"{record['name']} ({model}) on {record['collection']}.{record['space']}"
+    if "confusion" in record["metrics"]:
+        plots["confusion"] = plot_confusion(record["metrics"], out / f"{record['name']}_confusion.png", title)
+    if not record["multilabel"]:
+        rng = np.random.default_rng(0)
+        n = len(data["ytr"])
+        points = []
+        for share in (0.05, 0.1, 0.25, 0.5, 1.0):
+            rows = np.sort(rng.permutation(n)[: max(int(n * share), 2)])
+            if len({data["ytr"][i] for i in rows}) < 2:
+                continue
+            est = _fit_estimator(model, params, record["classes"], False, data["Xtr"][rows],
+                                 [data["ytr"][i] for i in rows], device)
+            known = [i for i, v in enumerate(data["yte"]) if v in set(est.classes_.tolist())]
+            acc = float((est.predict(data["Xte"][known]) == np.asarray(data["yte"], dtype=object)[known]).mean())
+            points.append({"train_size": len(rows), "accuracy_mean": acc, "accuracy_std": 0.0})
+        plots["learning_curve"] = plot_learning_curve(points, out / f"{record['name']}_learning_curve.png",
+                                                      f"{title}: test accuracy by training size")
+    return plots
+
+
+def few_shot_eval(store: Any, collection: str, label_column: str | None, *, space: str | None,
+                  test_collection: str | None, labels: Any, train_where: str | None, test_where: str | None,
+                  test_size: float, samples: Any, repeats: int, seed: int,
+                  plot_dir: str | os.PathLike | None) -> dict[str, Any]:
+    from .evaluation import few_shot, parse_samples, plot_learning_curve
+
+    if repeats < 1:
+        raise InputError(f"repeats must be at least 1, got {repeats}")
+    space = store.space_name(collection, space)
+    data = train_test(store, collection, space, label_column, labels, test_collection=test_collection,
+                      train_where=train_where, test_where=test_where, test_size=test_size, seed=0, sep=None)
+    if data["multilabel"]:
+        raise InputError("the few-shot protocol scores one label per item; this label column holds lists")
+    points = few_shot(data["Xtr"], data["ytr"], data["Xte"], data["yte"], parse_samples(samples), repeats, seed)
+    out = {"collection": collection, "space": space, "encoder": store.space(collection, space)["encoder"]["spec"],
+           "label_column": label_column, "evaluated_on": data["evaluated_on"], "n_train": len(data["ytr"]),
+           "n_test": len(data["yte"]), "n_classes": len(data["classes"]), "repeats": repeats, "seed": seed,
+           "protocol": "MTEB classification: undersample train to n per label, LogisticRegression(max_iter=100)",
+           "results": points}
+    if plot_dir is not None:
+        Path(plot_dir).mkdir(parents=True, exist_ok=True)
+        out["plot"] = plot_learning_curve(points, Path(plot_dir) / f"{collection}_{space}_few_shot.png",
+                                          f"few-shot logistic regression on {collection}.{space}")
+    return out
 
 
 def _train_hash(ids: list[str], y: list[Any]) -> str:
@@ -251,16 +338,21 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
     folder = store.root / chosen["path"]
     record = json.loads((folder / "head.json").read_text(encoding="utf-8"))
     arrays = {k: np.load(folder / f, allow_pickle=False) for k, f in record["arrays"].items()}
-    return record, rebuild(record["model"], record["params"], record["classes"], arrays)
+    return record, rebuild(record["model"], record["params"], record["classes"], arrays, record["learned"],
+                           store.settings.device)
 
 
 # ------------------------------------------------------------------------------------------------- predict
-def _probabilities(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if hasattr(est, "predict_proba") and not type(est).__name__ == "NearestCentroid":
-        proba = est.predict_proba(X)
-        return est.classes_[proba.argmax(1)], proba.max(1)
-    pred = est.predict(X)
-    return pred, np.full(len(pred), np.nan)
+def _probabilities(record: dict[str, Any], est: Any, X: np.ndarray) -> tuple[list[Any], np.ndarray, list[list[str]]]:
+    """(top label, its probability, every label at probability >= 0.5 for multi-label heads) per row."""
+    classes = np.asarray(record["classes"], dtype=object)
+    proba = est.predict_proba(X)
+    top = proba.argmax(1)
+    if record.get("multilabel"):
+        sets = [[str(c) for c in classes[row >= 0.5]] for row in proba]
+    else:
+        sets = [[str(classes[j])] for j in top]
+    return [_jsonable(v) for v in classes[top]], proba.max(1), sets
 
 
 def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequence[str] | None,
@@ -282,18 +374,19 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
         else:
             X = enc.encode_images(list(images or []))
             inputs = [str(i) for i in images or []]
-        label, conf = _probabilities(est, X)
-        rows = [{"input": i, "label": _jsonable(l), "confidence": None if np.isnan(c) else float(c)}
-                for i, l, c in zip(inputs, label, conf)]
+        label, conf, sets = _probabilities(record, est, X)
+        rows = [{"input": i, "label": l, "confidence": float(c), **({"labels": ls} if record.get("multilabel") else {})}
+                for i, l, c, ls in zip(inputs, label, conf, sets)]
         return {"head": record["name"], "version": record["version"], "rows": rows}
 
     space = matching_space(store, collection, fp, f"head {record['name']!r}")
     ids, X = store.embeddings(collection, space)
-    label, conf = _probabilities(est, X)
+    label, conf, sets = _probabilities(record, est, X)
     table = pa.table({"id": pa.array(ids, pa.string()), "head": pa.array([record["name"]] * len(ids), pa.string()),
                       "version": pa.array([record["version"]] * len(ids), pa.int32()),
-                      "label": pa.array([_jsonable(v) for v in label]).cast(pa.string()),
-                      "confidence": pa.array(conf, pa.float32())})
+                      "label": pa.array([str(v) for v in label], pa.string()),
+                      "confidence": pa.array(conf, pa.float32()),
+                      "labels": pa.array(sets, pa.list_(pa.string()))})
     with store._writing():
         coll = store.collection(collection)
         rel = f"collections/{collection}/predictions/{record['name']}/part-{store._new_part():06d}.parquet"

@@ -1,5 +1,5 @@
 """DuckDB over the store: a view per collection (its items), per space (``<collection>__<space>``: id, content_hash,
-embedding) and ``predictions`` (every head's predictions, with their collection). Read-only unless asked."""
+embedding) and ``predictions`` (every head's predictions: collection, id, head, version, label, confidence, labels). Read-only unless asked."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +8,7 @@ from .errors import InputError, ReadOnlyError
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET"}
 PREDICTION_COLUMNS = "NULL::VARCHAR AS collection, NULL::VARCHAR AS id, NULL::VARCHAR AS head, NULL::INTEGER AS " \
-                     "version, NULL::VARCHAR AS label, NULL::FLOAT AS confidence"
+                     "version, NULL::VARCHAR AS label, NULL::FLOAT AS confidence, NULL::VARCHAR[] AS labels"
 
 
 def _files(store: Any, shards: list[dict]) -> str:
@@ -31,7 +31,7 @@ def view_statements(store: Any) -> list[str]:
                 out.append(f'CREATE OR REPLACE TEMP VIEW "{name}__{space}" AS SELECT * FROM '
                            f'read_parquet({_files(store, sp["shards"])})')
         for head, p in sorted(c["predictions"].items()):
-            preds.append(f"SELECT {_quote(name)} AS collection, id, head, version, label, confidence "
+            preds.append(f"SELECT {_quote(name)} AS collection, id, head, version, label, confidence, labels "
                          f"FROM read_parquet({_files(store, p['shards'])})")
     body = " UNION ALL ".join(preds) if preds else f"SELECT {PREDICTION_COLUMNS} WHERE false"
     out.append(f"CREATE OR REPLACE TEMP VIEW predictions AS {body}")

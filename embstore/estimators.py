@@ -1,0 +1,371 @@
+"""The heads as scikit-learn estimators, usable in a user's own pipelines.
+
+- ``LinearProbe``: L2-regularised logistic regression (softmax for one label per item, sigmoid per label for
+  multi-label indicator targets), solved by scipy's L-BFGS-B with loss and gradient computed in torch (float32, on the GPU when there is one); its
+  objective is scikit-learn's (``C * sum(loss) + ||W||^2 / 2``, intercept not penalised). ``C="auto"`` chooses C by
+  stratified k-fold cross-validation over a grid, warm-starting along the path.
+- ``KNNHead``: cosine k-nearest neighbours over a FAISS inner-product index; ``k="auto"`` picks k by cross-validation.
+- ``CentroidHead``: cosine nearest centroid, with probabilities from a softmax over similarities; trains from one
+  example per label.
+
+All follow the estimator rules: ``__init__`` only stores parameters, ``fit`` validates and returns ``self``, learned
+attributes end in ``_``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted
+
+DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # walked from strong to weak; stops once held-out loss rises
+
+
+def _validate(est: Any, X: Any, y: Any = None, reset: bool = True) -> Any:
+    try:  # scikit-learn >= 1.6
+        from sklearn.utils.validation import validate_data
+
+        if y is None:
+            return validate_data(est, X, reset=reset, dtype=[np.float32, np.float64])
+        return validate_data(est, X, y, reset=reset, dtype=[np.float32, np.float64], multi_output=True)
+    except ImportError:  # pragma: no cover - older scikit-learn
+        if y is None:
+            return est._validate_data(X, reset=reset, dtype=[np.float32, np.float64])
+        return est._validate_data(X, y, reset=reset, dtype=[np.float32, np.float64], multi_output=True)
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sample_weight(y_idx: np.ndarray, n_classes: int, class_weight: Any, sample_weight: Any) -> np.ndarray:
+    w = np.ones(len(y_idx), np.float64) if sample_weight is None else np.asarray(sample_weight, np.float64).copy()
+    if class_weight == "balanced":
+        counts = np.bincount(y_idx, minlength=n_classes).astype(np.float64)
+        w *= (len(y_idx) / (n_classes * np.maximum(counts, 1)))[y_idx]
+    elif isinstance(class_weight, dict):
+        raise ValueError("class_weight as a dict is applied by label in fit; pass 'balanced' or None here")
+    return w
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Logistic regression on frozen embeddings, C chosen by cross-validation unless fixed.
+
+    Parameters: ``C`` ("auto" or a positive float), ``Cs`` (grid for "auto"), ``cv`` (folds), ``class_weight``
+    (None, "balanced" or {label: weight}), ``max_iter``, ``tol`` (max gradient entry of the mean loss at the final
+    fit), ``cv_tol`` (the same along the CV path: tighter, since a warm start begins near the answer), ``cv_max_rows`` (C is chosen on a stratified
+    sample of at most this many rows, then the final fit uses all), ``device`` ("auto", "cpu", "cuda"),
+    ``random_state``.
+    """
+
+    def __init__(self, C: Any = "auto", Cs: Any = DEFAULT_CS, cv: int = 3, class_weight: Any = None,
+                 max_iter: int = 500, tol: float = 1e-4, cv_tol: float = 1e-5, cv_max_rows: int = 20_000,
+                 device: str = "auto", random_state: int = 0):
+        self.C = C
+        self.Cs = Cs
+        self.cv = cv
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.tol = tol
+        self.cv_tol = cv_tol
+        self.cv_max_rows = cv_max_rows
+        self.device = device
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LinearProbe":
+        X, y = _validate(self, X, y)
+        self.multilabel_ = type_of_target(y) == "multilabel-indicator" or (y.ndim == 2 and y.shape[1] > 1)
+        if self.multilabel_:
+            Y = np.asarray(y, np.float32)
+            self.classes_ = np.arange(Y.shape[1])
+            targets = Y
+            strat = Y.argmax(1)
+        else:
+            if y.ndim == 2:
+                y = y.ravel()
+            check_classification_targets(y)
+            enc = LabelEncoder().fit(y)
+            self.classes_ = enc.classes_
+            if len(self.classes_) < 2:
+                raise ValueError(f"LinearProbe needs at least 2 classes; got only {self.classes_.tolist()}")
+            targets = enc.transform(y)
+            strat = targets
+        cw = self.class_weight
+        if isinstance(cw, dict):
+            w = np.asarray([cw.get(c, 1.0) for c in (self.classes_[strat] if not self.multilabel_ else strat)])
+            weights = w * (1.0 if sample_weight is None else np.asarray(sample_weight, np.float64))
+        elif not self.multilabel_:
+            weights = _sample_weight(strat, len(self.classes_), cw, sample_weight)
+        else:
+            weights = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        self.temperature_ = 1.0
+        if self.C == "auto":
+            self.C_, self.cv_scores_ = self._choose_C(X, targets, strat, weights)
+        else:
+            if not (isinstance(self.C, (int, float)) and self.C > 0):
+                raise ValueError(f"C must be 'auto' or a positive number, got {self.C!r}")
+            self.C_, self.cv_scores_ = float(self.C), {}
+        W, b, self.n_iter_ = self._solve(X, targets, weights, self.C_)
+        self.coef_, self.intercept_ = W, b
+        return self
+
+    def _choose_C(self, X: np.ndarray, targets: np.ndarray, strat: np.ndarray, weights: np.ndarray) -> tuple:
+        """C with the lowest held-out log-loss: k-fold on small data, one stratified hold-out on a sample of at
+        most ``cv_max_rows`` rows on large data. Returns (C, {C: -loss}) and keeps the winning weights to warm-start
+        the final fit."""
+        from sklearn.model_selection import StratifiedKFold, train_test_split
+
+        rows = np.arange(len(X))
+        counts = np.bincount(strat)
+        can_stratify = counts[counts > 0].min() >= 2
+        if len(X) > self.cv_max_rows:
+            rows, _ = train_test_split(rows, train_size=self.cv_max_rows, random_state=self.random_state,
+                                       stratify=strat if can_stratify else None)
+        counts = np.bincount(strat[rows])
+        folds = int(min(self.cv, counts[counts > 0].min()))
+        if folds < 2:  # a label with a single example: no fold can score it, keep the middle of the grid
+            return 1.0, {}
+        if len(rows) >= 10_000:  # plenty of data: one hold-out split is as good as k folds, and k times cheaper
+            tr, te = train_test_split(np.arange(len(rows)), test_size=0.2, random_state=self.random_state,
+                                      stratify=strat[rows])
+            splits = [(tr, te)]
+        else:
+            splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+                          .split(rows, strat[rows]))
+        Cs = sorted(float(c) for c in self.Cs)
+        losses = np.full(len(Cs), np.inf)
+        held_out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]  # (logits, targets) per C
+        inits: list[Any] = [None] * len(splits)
+        for j, C in enumerate(Cs):  # strong to weak regularisation, each fold warm-started from the last C
+            loss = 0.0
+            for f, (tr, te) in enumerate(splits):
+                tr, te = rows[tr], rows[te]
+                W, b, _ = self._solve(X[tr], targets[tr], weights[tr], C, init=inits[f], tol=self.cv_tol)
+                inits[f] = (W, b)
+                z = X[te].astype(np.float64) @ W.T.astype(np.float64) + b
+                loss += _log_loss(z, targets[te], self.multilabel_) / len(splits)
+                held_out[j].append((z, targets[te]))
+            losses[j] = loss
+            if j >= 1 and losses[j] > losses[j - 1] and losses[j - 1] <= losses[:j].min():
+                break  # past the minimum: weaker regularisation only costs more iterations
+        best = int(np.argmin(losses))
+        z = np.concatenate([h[0] for h in held_out[best]])
+        t = np.concatenate([h[1] for h in held_out[best]])
+        self.temperature_ = _fit_temperature(z, t, self.multilabel_)
+        return Cs[best], {f"{c:g}": float(-v) for c, v in zip(Cs, losses) if np.isfinite(v)}
+
+    def _solve(self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray, C: float,
+               init: tuple | None = None, tol: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+        """Minimise sum(w * loss) / sum(w) + ||W||^2 / (2 C sum(w)) (scikit-learn's objective over C * sum(w)):
+        scipy's L-BFGS-B drives it, the loss and its exact gradient are computed by torch on the device."""
+        import torch
+        from scipy.optimize import minimize
+
+        dev = _device(self.device)
+        n, d = X.shape
+        k = targets.shape[1] if self.multilabel_ else len(self.classes_)
+        Xt = torch.as_tensor(np.ascontiguousarray(X, np.float32), device=dev)
+        wt = torch.as_tensor(weights, dtype=torch.float32, device=dev)
+        scale = float(weights.sum())
+        if self.multilabel_:
+            Y = torch.as_tensor(targets, dtype=torch.float32, device=dev)
+        else:
+            Y = torch.zeros((n, k), dtype=torch.float32, device=dev)
+            Y[torch.arange(n, device=dev), torch.as_tensor(targets, device=dev).long()] = 1.0
+        calls = [0]
+
+        def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            calls[0] += 1
+            p = torch.as_tensor(theta.astype(np.float32), device=dev)
+            W, b = p[: k * d].view(k, d), p[k * d:]
+            z = torch.addmm(b, Xt, W.T)
+            if self.multilabel_:
+                per = torch.nn.functional.binary_cross_entropy_with_logits(z, Y, reduction="none").sum(1)
+                P = torch.sigmoid(z)
+            else:
+                logp = torch.log_softmax(z, dim=1)
+                per = -(logp * Y).sum(1)
+                P = logp.exp()
+            G = (P - Y) * (wt / scale)[:, None]
+            gW = G.T @ Xt + W / (C * scale)
+            gb = G.sum(0)
+            loss = (per * wt).sum() / scale + (W * W).sum() / (2 * C * scale)
+            grad = torch.cat([gW.reshape(-1), gb]).double().cpu().numpy()
+            return float(loss), grad
+
+        theta0 = np.zeros(k * d + k) if init is None else np.concatenate([init[0].ravel(), init[1]]).astype(np.float64)
+        res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B",
+                       options={"maxiter": self.max_iter, "gtol": tol or self.tol, "ftol": 64 * np.finfo(float).eps,
+                                "maxcor": 20})
+        theta = res.x.astype(np.float32)
+        return theta[: k * d].reshape(k, d).copy(), theta[k * d:].copy(), int(res.nit)
+
+    # ------------------------------------------------------------------------------------------------ predict
+    def decision_function(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        X = _validate(self, X, reset=False)
+        z = np.asarray(X, np.float32) @ self.coef_.T + self.intercept_
+        return z[:, 1] - z[:, 0] if len(self.classes_) == 2 and not self.multilabel_ else z
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        X = _validate(self, X, reset=False)
+        z = (np.asarray(X, np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_) / self.temperature_
+        if self.multilabel_:
+            return 1.0 / (1.0 + np.exp(-z))
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        p = self.predict_proba(X)
+        if self.multilabel_:
+            return (p >= 0.5).astype(int)
+        return self.classes_[p.argmax(1)]
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+def _log_loss(z: np.ndarray, targets: np.ndarray, multilabel: bool) -> float:
+    """Mean log-loss of logits ``z`` (the CV score: smoother than accuracy on small folds)."""
+    if multilabel:
+        return float(np.mean(np.logaddexp(0, z) - targets * z))
+    z = z - z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-logp[np.arange(len(targets)), targets].mean())
+
+
+def _fit_temperature(z: np.ndarray, targets: np.ndarray, multilabel: bool) -> float:
+    """Temperature scaling (Guo et al. 2017): the T minimising held-out log-loss of z / T. Argmax is unchanged."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(5.0), 61))
+    return float(grid[int(np.argmin([_log_loss(z / t, targets, multilabel) for t in grid]))])
+
+
+class _CosineBase(ClassifierMixin, BaseEstimator):
+    """Shared by the cosine heads: labels -> indices, L2-normalised float32 features."""
+
+    def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        X, y = _validate(self, X, y)
+        if y.ndim == 2:
+            if y.shape[1] != 1:
+                raise ValueError(f"{type(self).__name__} takes one label per item; use LinearProbe for multi-label")
+            y = y.ravel()
+        check_classification_targets(y)
+        enc = LabelEncoder().fit(y)
+        self.classes_ = enc.classes_
+        return _unit(X), enc.transform(y)
+
+    def _features(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "classes_")
+        return _unit(_validate(self, X, reset=False))
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.array(X, dtype=np.float32, order="C", copy=True)
+    n = np.linalg.norm(X, axis=1, keepdims=True)
+    n[n == 0] = 1.0
+    return X / n
+
+
+class CentroidHead(_CosineBase):
+    """Cosine nearest centroid. ``temperature`` ("auto" fits it on the training data by log-loss) sharpens the
+    softmax over similarities into probabilities."""
+
+    def __init__(self, temperature: Any = "auto"):
+        self.temperature = temperature
+
+    def fit(self, X: Any, y: Any) -> "CentroidHead":
+        X, yi = self._prepare_fit(X, y)
+        k = len(self.classes_)
+        C = np.zeros((k, X.shape[1]), np.float32)
+        np.add.at(C, yi, X)
+        self.centroids_ = _unit(C)
+        sims = X @ self.centroids_.T
+        if self.temperature == "auto":
+            grid = np.array([1, 2, 5, 10, 20, 50, 100, 200], np.float64)
+            losses = [_nll(sims * t, yi) for t in grid]
+            self.temperature_ = float(grid[int(np.argmin(losses))])
+        else:
+            self.temperature_ = float(self.temperature)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return _softmax(self._features(X) @ self.centroids_.T * self.temperature_)
+
+
+class KNNHead(_CosineBase):
+    """Cosine k-nearest neighbours (similarity-weighted votes) served by a FAISS inner-product index.
+    ``n_neighbors="auto"`` chooses k among ``ks`` by leave-one-out accuracy on (a sample of) the training set."""
+
+    def __init__(self, n_neighbors: Any = "auto", ks: Any = (1, 3, 5, 10, 20, 50), loo_max_rows: int = 5000,
+                 random_state: int = 0):
+        self.n_neighbors = n_neighbors
+        self.ks = ks
+        self.loo_max_rows = loo_max_rows
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> "KNNHead":
+        X, yi = self._prepare_fit(X, y)
+        self.fit_X_, self.fit_y_ = X, yi
+        self._index = None
+        if self.n_neighbors == "auto":
+            ks = sorted(k for k in self.ks if k < len(X)) or [1]
+            rows = np.random.default_rng(self.random_state).permutation(len(X))[: self.loo_max_rows]
+            sims, nbrs = self._search(X[rows], max(ks) + 1)
+            sims, nbrs = sims[:, 1:], nbrs[:, 1:]  # leave one out: drop the item itself
+            acc = [float((self._vote(sims[:, :k], nbrs[:, :k]).argmax(1) == yi[rows]).mean()) for k in ks]
+            self.n_neighbors_ = ks[int(np.argmax(acc))]
+            self.cv_scores_ = dict(zip(map(str, ks), acc))
+        else:
+            self.n_neighbors_ = int(self.n_neighbors)
+            self.cv_scores_ = {}
+        return self
+
+    def _search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        if getattr(self, "_index", None) is None:
+            self._index = faiss.IndexFlatIP(self.fit_X_.shape[1])
+            self._index.add(self.fit_X_)
+        sims, nbrs = self._index.search(np.ascontiguousarray(Q, np.float32), min(k, len(self.fit_X_)))
+        return sims, nbrs
+
+    def _vote(self, sims: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
+        votes = np.zeros((len(sims), len(self.classes_)), np.float64)
+        w = np.maximum(sims, 0) + 1e-6
+        np.add.at(votes, (np.repeat(np.arange(len(sims)), nbrs.shape[1]), self.fit_y_[nbrs].ravel()), w.ravel())
+        return votes / votes.sum(1, keepdims=True)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        sims, nbrs = self._search(self._features(X), self.n_neighbors_)
+        return self._vote(sims, nbrs)
+
+    def __getstate__(self) -> dict:  # the FAISS index is rebuilt on demand, never serialised
+        state = self.__dict__.copy()
+        state["_index"] = None
+        return state
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(1, keepdims=True)
+
+
+def _nll(z: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(_softmax(z)[np.arange(len(y)), y] + 1e-12).mean())

@@ -1,0 +1,192 @@
+"""How good a head is: metrics (accuracy, macro-F1, per-label precision/recall, confusion, calibration), the MTEB
+few-shot protocol, and pictures of both."""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, LabelError
+
+
+def jsonable(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def calibration(proba: np.ndarray, y_idx: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """Expected calibration error (top-label, equal-width bins), log-loss and Brier score."""
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == y_idx).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    ece = sum(abs(correct[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+              for b in range(bins) if (which == b).any())
+    onehot = np.zeros_like(proba)
+    onehot[np.arange(len(y_idx)), y_idx] = 1
+    return {"ece": float(ece), "log_loss": float(-np.log(proba[np.arange(len(y_idx)), y_idx] + 1e-12).mean()),
+            "brier": float(((proba - onehot) ** 2).sum(1).mean())}
+
+
+def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], multilabel: bool = False) -> dict[str, Any]:
+    """Scores of a fitted head on (X, y). ``classes`` are the head's label names, in its column order."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = list(classes)
+    if multilabel:
+        from sklearn.preprocessing import MultiLabelBinarizer
+
+        unknown = sorted({v for row in y for v in row} - set(labels), key=str)
+        _refuse_unknown(unknown)
+        Y = MultiLabelBinarizer(classes=labels).fit_transform(y)
+        P = est.predict(X)
+        p, r, f, s = precision_recall_fscore_support(Y, P, zero_division=0)
+        return {"accuracy": float(accuracy_score(Y, P)),  # subset accuracy: every label of the item right
+                "macro_f1": float(f1_score(Y, P, average="macro", zero_division=0)),
+                "micro_f1": float(f1_score(Y, P, average="micro", zero_division=0)),
+                "per_label": _per_label(labels, p, r, f, s), "n_test": len(y)}
+    unknown = sorted({v for v in y} - set(labels), key=str)
+    _refuse_unknown(unknown)
+    proba = est.predict_proba(X)
+    pred = np.asarray(labels)[proba.argmax(1)]  # labels are all ints or all strings: a plain numpy dtype
+    y_obj = np.asarray(y)
+    index = {c: i for i, c in enumerate(labels)}
+    p, r, f, s = precision_recall_fscore_support(y_obj, pred, labels=labels, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_obj, pred)),
+        "macro_f1": float(f1_score(y_obj, pred, labels=labels, average="macro", zero_division=0)),
+        "per_label": _per_label(labels, p, r, f, s),
+        "confusion": {"labels": [jsonable(c) for c in labels],
+                      "matrix": confusion_matrix(y_obj, pred, labels=labels).tolist()},
+        "calibration": calibration(proba, np.asarray([index[v] for v in y])),
+        "n_test": len(y),
+    }
+
+
+def _refuse_unknown(unknown: list[Any]) -> None:
+    if unknown:
+        raise LabelError(f"the test set has labels the head never saw in training: {unknown[:10]}; "
+                         "add training examples for them or drop those rows")
+
+
+def _per_label(labels: list[Any], p: Any, r: Any, f: Any, s: Any) -> dict[str, dict[str, float]]:
+    return {str(c): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(labels)}
+
+
+# ------------------------------------------------------------------------------------------------- few-shot
+def parse_samples(spec: str | Sequence[Any]) -> list[int | str]:
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[int | str] = []
+    for item in items:
+        item = str(item).strip().lower()
+        if item == "all":
+            out.append("all")
+        elif item.isdigit() and int(item) > 0:
+            out.append(int(item))
+        else:
+            raise InputError(f"samples per label must be positive integers or 'all', got {item!r} (e.g. 1,2,4,8,all)")
+    return out
+
+
+def undersample(y: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:
+    """MTEB's undersampling: shuffle, then keep the first ``n`` items of each label."""
+    taken: dict[Any, int] = {}
+    keep = []
+    for i in rng.permutation(len(y)):
+        if taken.get(y[i], 0) < n:
+            taken[y[i]] = taken.get(y[i], 0) + 1
+            keep.append(i)
+    return np.asarray(keep)
+
+
+def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence[Any],
+             samples: Sequence[int | str] = (1, 2, 4, 8, 16, 32, "all"), repeats: int = 10, seed: int = 42,
+             max_iter: int = 100) -> list[dict[str, Any]]:
+    """MTEB classification protocol: for each n, ``repeats`` times undersample the train split to n per label
+    (a fixed seed), fit LogisticRegression(max_iter=100), score accuracy and macro-F1 on the whole test split."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    ytr, yte = np.asarray(ytr, dtype=object), np.asarray(yte, dtype=object)
+    if len(set(ytr)) < 2:
+        raise LabelError("few-shot evaluation needs at least 2 labels in the training split")
+    rng = np.random.RandomState(seed)
+    out = []
+    for n in samples:
+        accs, f1s, sizes = [], [], []
+        for _ in range(1 if n == "all" else repeats):
+            rows = np.arange(len(ytr)) if n == "all" else undersample(ytr, int(n), rng)
+            if len(set(ytr[rows])) < 2:
+                continue
+            clf = LogisticRegression(max_iter=max_iter).fit(Xtr[rows], ytr[rows].astype(str))
+            pred = clf.predict(Xte)
+            accs.append(float((pred == yte.astype(str)).mean()))
+            f1s.append(float(f1_score(yte.astype(str), pred, average="macro", zero_division=0)))
+            sizes.append(len(rows))
+        out.append({"samples_per_label": n, "runs": len(accs), "train_size": float(np.mean(sizes)),
+                    "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+                    "macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s))})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- pictures
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise InputError("plots need matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(metrics: dict[str, Any], path: str | os.PathLike, title: str) -> str:
+    plt = _pyplot()
+    labels = [str(c) for c in metrics["confusion"]["labels"]]
+    m = np.asarray(metrics["confusion"]["matrix"], dtype=np.float64)
+    norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+    size = max(4.5, 0.45 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= 25:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if m[i, j]:
+                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true label")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_learning_curve(points: list[dict[str, Any]], path: str | os.PathLike, title: str,
+                        x_key: str = "train_size") -> str:
+    plt = _pyplot()
+    xs = np.array([p[x_key] for p in points], dtype=np.float64)
+    mean = np.array([p["accuracy_mean"] for p in points])
+    std = np.array([p.get("accuracy_std", 0.0) for p in points])
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.plot(xs, mean, marker="o")
+    ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+    for p, x, y in zip(points, xs, mean):
+        ax.annotate(str(p.get("samples_per_label", "")), (x, y), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training items" + (" (labels: items per label)" if "samples_per_label" in points[0] else ""))
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
