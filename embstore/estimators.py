@@ -37,6 +37,11 @@ def _validate(est: Any, X: Any, y: Any = None, reset: bool = True) -> Any:
         return est._validate_data(X, y, reset=reset, dtype=[np.float32, np.float64], multi_output=True)
 
 
+def _require_y(est: Any, y: Any) -> None:
+    if y is None:
+        raise ValueError(f"{type(est).__name__} requires y to be passed, but the target y is None")
+
+
 def _device(device: str) -> str:
     if device != "auto":
         return device
@@ -81,7 +86,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LinearProbe":
+        _require_y(self, y)
         X, y = _validate(self, X, y)
+        if sample_weight is not None:
+            from sklearn.utils.validation import _check_sample_weight
+
+            sample_weight = _check_sample_weight(sample_weight, X)
+            if not sample_weight.sum() > 0:
+                raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight")
         self.multilabel_ = type_of_target(y) == "multilabel-indicator" or (y.ndim == 2 and y.shape[1] > 1)
         if self.multilabel_:
             Y = np.asarray(y, np.float32)
@@ -95,7 +107,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             enc = LabelEncoder().fit(y)
             self.classes_ = enc.classes_
             if len(self.classes_) < 2:
-                raise ValueError(f"LinearProbe needs at least 2 classes; got only {self.classes_.tolist()}")
+                raise ValueError(f"LinearProbe needs at least 2 classes; got 1 class: {self.classes_.tolist()}")
             targets = enc.transform(y)
             strat = targets
         cw = self.class_weight
@@ -257,10 +269,17 @@ class _CosineBase(ClassifierMixin, BaseEstimator):
     """Shared by the cosine heads: labels -> indices, L2-normalised float32 features."""
 
     def _prepare_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        _require_y(self, y)
         X, y = _validate(self, X, y)
         if y.ndim == 2:
             if y.shape[1] != 1:
                 raise ValueError(f"{type(self).__name__} takes one label per item; use LinearProbe for multi-label")
+            import warnings
+
+            from sklearn.exceptions import DataConversionWarning
+
+            warnings.warn("A column-vector y was passed when a 1d array was expected; it was raveled",
+                          DataConversionWarning, stacklevel=3)
             y = y.ravel()
         check_classification_targets(y)
         enc = LabelEncoder().fit(y)
@@ -272,6 +291,7 @@ class _CosineBase(ClassifierMixin, BaseEstimator):
         return _unit(_validate(self, X, reset=False))
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "classes_")
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 

@@ -1,0 +1,82 @@
+"""The heads are scikit-learn estimators: they pass sklearn's own estimator checks, and fit what they claim to."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.estimator_checks import check_estimator
+
+from embstore.estimators import CentroidHead, KNNHead, LinearProbe
+
+# Exact weight/repetition equivalence (rtol 1e-7) needs a float64 solver run to machine precision; LinearProbe
+# solves in float32 to tol, and its C="auto" draws CV folds over rows, so repeated rows change the folds.
+WEIGHT_EQUIVALENCE = {"check_sample_weight_equivalence_on_dense_data": "float32 solver; CV folds are drawn over rows"}
+
+
+@pytest.mark.parametrize("estimator, expected_failed", [
+    (LinearProbe(C=1.0, device="cpu"), WEIGHT_EQUIVALENCE),
+    (LinearProbe(device="cpu"), WEIGHT_EQUIVALENCE),
+    (KNNHead(), {}),
+    (CentroidHead(), {}),
+], ids=["probe-fixed-C", "probe-auto-C", "knn", "centroid"])
+def test_sklearn_estimator_checks(estimator, expected_failed):
+    results = check_estimator(estimator, on_fail=None, expected_failed_checks=expected_failed)
+    failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
+    assert failed == []
+
+
+def blobs(n=600, d=32, k=4, seed=0, spread=1.5):
+    centers = np.random.default_rng(99).standard_normal((k, d))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    return (centers[y] + spread * rng.standard_normal((n, d))).astype(np.float32), y
+
+
+def test_probe_matches_sklearn_logistic_regression_at_the_same_C():
+    X, y = blobs()
+    Xt, yt = blobs(seed=1)
+    # both solved tightly: the same objective gives the same answer
+    ours = LinearProbe(C=0.5, device="cpu", tol=1e-7, max_iter=5000).fit(X, y)
+    stock = LogisticRegression(C=0.5, max_iter=5000, tol=1e-10).fit(X, y)
+    assert np.abs(ours.coef_ - stock.coef_).max() < 2e-2
+    assert (ours.predict(Xt) == stock.predict(Xt)).mean() >= 0.99
+    assert np.abs(ours.predict_proba(Xt) - stock.predict_proba(Xt)).max() < 2e-2
+
+
+def test_probe_chooses_C_by_cross_validation_and_calibrates():
+    X, y = blobs(spread=3.0)
+    probe = LinearProbe(device="cpu").fit(X, y)
+    assert probe.C_ in (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    scores = probe.cv_scores_
+    assert scores[f"{probe.C_:g}"] == max(scores.values())
+    assert 0.05 <= probe.temperature_ <= 5.0
+    p = probe.predict_proba(blobs(seed=2, spread=3.0)[0])
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-6)
+
+
+def test_probe_multilabel_and_class_weight():
+    X, y = blobs(k=3)
+    Y = np.stack([y == 0, y != 2, y == 2], axis=1).astype(int)  # two labels can hold at once
+    probe = LinearProbe(C=1.0, device="cpu").fit(X, Y)
+    assert probe.multilabel_ and probe.predict(X).shape == Y.shape
+    assert (probe.predict(X) == Y).all(axis=1).mean() > 0.9
+    # a rare label gets more recall with balanced weights
+    keep = np.r_[np.flatnonzero(y != 0), np.flatnonzero(y == 0)[:12]]
+    Xi, yi = X[keep], y[keep]
+    plain = LinearProbe(C=0.05, device="cpu").fit(Xi, yi)
+    balanced = LinearProbe(C=0.05, device="cpu", class_weight="balanced").fit(Xi, yi)
+    Xt, yt = blobs(seed=3, k=3)
+    recall = lambda m: (m.predict(Xt[yt == 0]) == 0).mean()
+    assert recall(balanced) > recall(plain)
+
+
+def test_knn_and_centroid_learn_from_few_examples():
+    X, y = blobs(n=400)
+    Xt, yt = blobs(seed=5)
+    knn = KNNHead().fit(X, y)
+    assert knn.n_neighbors_ in (1, 3, 5, 10, 20, 50)
+    assert (knn.predict(Xt) == yt).mean() > 0.9
+    one_each = [int(np.flatnonzero(y == c)[0]) for c in range(4)]
+    centroid = CentroidHead().fit(X[one_each], y[one_each])  # one example per label
+    assert (centroid.predict(Xt) == yt).mean() > 0.6
+    np.testing.assert_allclose(centroid.predict_proba(Xt).sum(1), 1.0, rtol=1e-6)
