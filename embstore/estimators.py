@@ -21,7 +21,7 @@ from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)  # walked from strong to weak; stops once held-out loss rises
+DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # walked from strong to weak; stops once held-out loss rises
 
 
 def _validate(est: Any, X: Any, y: Any = None, reset: bool = True) -> Any:
@@ -130,7 +130,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _choose_C(self, X: np.ndarray, targets: np.ndarray, strat: np.ndarray, weights: np.ndarray) -> tuple:
-        """C with the lowest held-out log-loss: k-fold on small data, one stratified hold-out on a sample of at
+        """C with the lowest held-out (temperature-scaled) log-loss: k-fold on small data, one stratified hold-out on a sample of at
         most ``cv_max_rows`` rows on large data. Returns (C, {C: -loss}) and keeps the winning weights to warm-start
         the final fit."""
         from sklearn.model_selection import StratifiedKFold, train_test_split
@@ -157,15 +157,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         held_out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]  # (logits, targets) per C
         inits: list[Any] = [None] * len(splits)
         for j, C in enumerate(Cs):  # strong to weak regularisation, each fold warm-started from the last C
-            loss = 0.0
             for f, (tr, te) in enumerate(splits):
                 tr, te = rows[tr], rows[te]
                 W, b, _ = self._solve(X[tr], targets[tr], weights[tr], C, init=inits[f], tol=self.cv_tol)
                 inits[f] = (W, b)
-                z = X[te].astype(np.float64) @ W.T.astype(np.float64) + b
-                loss += _log_loss(z, targets[te], self.multilabel_) / len(splits)
-                held_out[j].append((z, targets[te]))
-            losses[j] = loss
+                held_out[j].append((X[te].astype(np.float64) @ W.T.astype(np.float64) + b, targets[te]))
+            # score each C by its held-out log-loss after temperature scaling: calibration is fixed separately,
+            # so C is judged on how well it ranks, not on how confident it happens to be
+            z = np.concatenate([h[0] for h in held_out[j]])
+            t = np.concatenate([h[1] for h in held_out[j]])
+            losses[j] = _log_loss(z / _fit_temperature(z, t, self.multilabel_), t, self.multilabel_)
             if j >= 1 and losses[j] > losses[j - 1] and losses[j - 1] <= losses[:j].min():
                 break  # past the minimum: weaker regularisation only costs more iterations
         best = int(np.argmin(losses))
