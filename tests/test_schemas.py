@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -55,8 +56,13 @@ def real_store(tmp_path_factory) -> Store:
         s.fit("ints", "label", "ints_head", params={"C": 0.5})
         labels = write_csv(tmp / "labels.csv", [{"id": i, "label": f} for i, f in
                                                 s.sql("SELECT id, folder FROM imgs").fetchall()])
-        s.fit("imgs", labels=labels, name="img_head", model="knn", test_size=0.5)
+        s.fit("imgs", labels=labels, name="img_head", model="knn", test_size=0.5, plot_dir=tmp / "plots")
+        tagged = [{"text": r["text"], "tags": f"{r['label']}|{r['split']}"} for r in topic_rows()]
+        s.ingest(write_csv(tmp / "tagged.csv", tagged), "tagged", encoder=HASH)
+        s.fit("tagged", "tags", "tags_head", label_sep="|", params={"C": 1.0})  # multi-label
+        s.fit("ints", "label", "stock_head", model="sklearn-logreg")
     s.predict("topic", "docs")
+    s.predict("tags_head", "tagged")
     s.predict("ints_head", "ints")
     s.predict("img_head", "imgs")
     return s.refresh()
@@ -84,7 +90,8 @@ def test_manifest_validates(real_store):
     assert manifest["collections"]["imgs"]["modality"] == "image"
     assert manifest["collections"]["imgs"]["ingests"][0]["reasons"] == {"broken image": 1}
     assert len(manifest["heads"]["topic"]["versions"]) == 2
-    assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head"}
+    assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head", "tags_head", "stock_head"}
+    assert manifest["collections"]["tagged"]["predictions"]["tags_head"]["rows"] == 36
 
 
 def test_manifest_is_consistent_with_the_files(real_store):
@@ -115,12 +122,14 @@ def test_manifest_is_consistent_with_the_files(real_store):
 def test_head_json_validates(real_store):
     v = validator("head.schema.json")
     files = head_files(real_store)
-    assert len(files) == 5  # topic v1, v2, centroid32, ints_head, img_head
+    assert len(files) == 7  # topic v1, v2, centroid32, ints_head, img_head, tags_head, stock_head
     for f in files:
         head = json.loads(f.read_text())
         assert errors(v, head) == [], f
-    models = {json.loads(f.read_text())["model"] for f in files}
-    assert models == {"logreg", "knn", "centroid"}
+    heads = [json.loads(f.read_text()) for f in files]
+    assert {h["model"] for h in heads} == {"logreg", "knn", "centroid", "sklearn-logreg"}
+    assert [h["name"] for h in heads if h["multilabel"]] == ["tags_head"]
+    assert [h["name"] for h in heads if "plots" in h] == ["img_head"]
 
 
 def test_head_json_is_consistent(real_store):
@@ -128,11 +137,15 @@ def test_head_json_is_consistent(real_store):
     for f in head_files(real_store):
         head = json.loads(f.read_text())
         assert f.parent == real_store.root / head["path"]
-        assert len(head["classes"]) == head["n_classes"] == len(head["metrics"]["confusion"]["labels"])
-        matrix = head["metrics"]["confusion"]["matrix"]
-        assert len(matrix) == head["n_classes"] and all(len(r) == head["n_classes"] for r in matrix)
-        assert sum(map(sum, matrix)) == head["metrics"]["n_test"]
+        assert len(head["classes"]) == head["n_classes"]
         assert set(head["metrics"]["per_label"]) == {str(c) for c in head["classes"]}
+        if not head["multilabel"]:
+            assert head["metrics"]["confusion"]["labels"] == head["classes"]
+            matrix = head["metrics"]["confusion"]["matrix"]
+            assert len(matrix) == head["n_classes"] and all(len(r) == head["n_classes"] for r in matrix)
+            assert sum(map(sum, matrix)) == head["metrics"]["n_test"]
+        for plot in head.get("plots", {}).values():
+            assert os.path.isfile(plot)
         assert head["encoder"]["fingerprint"] == head["space_fingerprint"]
         assert head["encoder"] == m["collections"][head["collection"]]["spaces"][head["space"]]["encoder"]
         assert all((f.parent / a).is_file() for a in head["arrays"].values())
@@ -142,6 +155,8 @@ def test_head_json_is_consistent(real_store):
     assert ints["classes"] == [0, 1, 2] and ints["params"] == {"C": 0.5}
     img = json.loads((real_store.root / "heads/img_head/v1/head.json").read_text())
     assert img["label_column"] is None and img["classes"] == ["a", "b"]
+    tags = json.loads((real_store.root / "heads/tags_head/v1/head.json").read_text())
+    assert tags["label_sep"] == "|" and tags["classes"] == ["animals", "finance", "sports", "test", "train"]
 
 
 @pytest.mark.parametrize("mutate", [
@@ -174,8 +189,13 @@ def test_manifest_schema_rejects_wrong_documents(real_store, mutate):
     lambda h: h["metrics"]["per_label"]["animals"].pop("support"),
     lambda h: h.update(params=None),
     lambda h: h.update(unexpected=True),
+    lambda h: h.pop("learned"),
+    lambda h: h["learned"].pop("C_"),
+    lambda h: h["metrics"].pop("calibration"),
+    lambda h: h.update(multilabel=True),
 ], ids=["no fingerprint", "unknown model", "one class", "mixed label types", "missing array", "pickle file",
-        "no support", "params null", "unknown key"])
+        "no support", "params null", "unknown key", "no learned", "logreg without C_", "no calibration",
+        "multilabel with single-label metrics"])
 def test_head_schema_rejects_wrong_documents(real_store, mutate):
     head = json.loads((real_store.root / "heads/topic/v1/head.json").read_text())
     assert head["model"] == "logreg"
