@@ -89,13 +89,15 @@ def cli() -> None:
 @click.option("--encoder", metavar="SPEC", help="Encoder spec (default: minilm for text, efficientnet-lite0 for images): "
               "minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | open_clip:ARCH@PRETRAINED.")
 @click.option("--space", metavar="NAME", help="Space name (default: from the encoder, e.g. minilm).")
+@click.option("--index", "index_factory", metavar="FACTORY", help="Force a FAISS index factory string for this space "
+              "(e.g. HNSW32, IVF1024,Flat); default: chosen by size and memory (Flat < 50k, HNSW < 300k, IVF beyond).")
 @click.option("--batch-size", type=int, default=None, help="Encoder batch size (default 64).")
 @device_option
 @json_option
 @friendly
 def ingest(path: str, store_path: str, collection: str, text_column: str | None, image_column: str | None,
-           id_column: str | None, encoder: str | None, space: str | None, batch_size: int | None, device: str | None,
-           as_json: bool) -> None:
+           id_column: str | None, encoder: str | None, space: str | None, index_factory: str | None,
+           batch_size: int | None, device: str | None, as_json: bool) -> None:
     """Embed PATH (CSV, TSV, Parquet or JSONL file, or a folder of images) into a collection.
 
     Rows already in the collection are skipped; bad rows are quarantined with their reason
@@ -106,7 +108,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 
     store = Store.open(store_path, settings=Settings.resolve(device=device, batch_size=batch_size))
     r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
-                     encoder=encoder, space=space, progress=progress_bar("embedding"))
+                     encoder=encoder, space=space, index=index_factory, progress=progress_bar("embedding"))
     if as_json:
         echo_json(r.to_dict())
         return
@@ -268,19 +270,67 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
 @click.option("--space", metavar="NAME", help="Space to search (needed when the collection has several).")
 @click.option("--image", type=click.Path(), help="Search by this image file instead of text.")
 @click.option("--like", "like", metavar="ID", help="Search by an item already in the collection (more like this).")
+@click.option("--vector", metavar="JSON|FILE.npy", help="Search by a raw vector: a JSON list or a .npy file.")
+@click.option("--where", metavar="SQL", help="Only items matching this SQL predicate over the collection's columns, "
+              "e.g. \"label = 'HUM'\" or \"id IN (SELECT id FROM predictions WHERE label = 'x')\".")
 @device_option
 @json_option
 @friendly
 def search(query: str | None, store_path: str, collection: str, k: int, space: str | None, image: str | None,
-           like: str | None, device: str | None, as_json: bool) -> None:
-    """Top-k items most similar to QUERY (text), --image FILE or --like ID, with scores and metadata."""
+           like: str | None, vector: str | None, where: str | None, device: str | None, as_json: bool) -> None:
+    """Top-k items most similar to QUERY (text), --image FILE, --like ID or --vector, with scores and metadata.
+
+    With --where, k results come back whenever at least k items match (the filter runs before or inside the
+    search, not after it)."""
     store = open_store(store_path, device)
-    hits = store.search(collection, query, image=image, item_id=like, k=k, space=space)
+    hits = store.search(collection, query, image=image, item_id=like, vector=parse_vector(vector), k=k,
+                        space=space, where=where)
     if as_json:
         echo_json({"collection": collection, "k": k, "results": hits})
         return
     cols = list(dict.fromkeys(c for h in hits for c in h)) or ["rank", "id", "score"]
     echo_table(cols, [[h.get(c) for c in cols] for h in hits])
+
+
+def parse_vector(value: str | None) -> Any:
+    if value is None:
+        return None
+    import json
+
+    import numpy as np
+
+    if value.endswith(".npy"):
+        try:
+            return np.load(value, allow_pickle=False).reshape(-1)
+        except (OSError, ValueError) as e:
+            raise click.BadParameter(f"cannot read {value}: {e}", param_hint="--vector") from None
+    try:
+        return np.asarray(json.loads(value), dtype=np.float32)
+    except (json.JSONDecodeError, ValueError, TypeError):
+        raise click.BadParameter("give a JSON list of numbers, e.g. [0.1, 0.2, ...], or a .npy file",
+                                 param_hint="--vector") from None
+
+
+# ------------------------------------------------------------------------------------------------------ index
+@cli.command()
+@store_option
+@click.option("--collection", "-c", required=True)
+@click.option("--space", metavar="NAME", help="Space to index (needed when the collection has several).")
+@click.option("--factory", metavar="FACTORY", help="FAISS factory string (Flat, HNSW32, IVF4096,Flat, IVF4096,PQ32, ...); "
+              "default: chosen by size and memory.")
+@click.option("--target-recall", type=float, default=0.95, show_default=True,
+              help="Raise efSearch/nprobe until recall@10 against exact search reaches this.")
+@json_option
+@friendly
+def index(store_path: str, collection: str, space: str | None, factory: str | None, target_recall: float,
+          as_json: bool) -> None:
+    """Rebuild a space's FAISS index and measure its recall@10 against exact search."""
+    out = open_store(store_path).reindex(collection, space, factory=factory, target_recall=target_recall)
+    if as_json:
+        echo_json(out)
+        return
+    echo_table(["factory", "vectors", "param", "value", "recall@10", "queries"],
+               [[out["factory"], out["ntotal"], out["param"], out["value"], out["recall_at_10"], out["recall_queries"]]])
 
 
 # ------------------------------------------------------------------------------------------------------ sql
@@ -359,9 +409,11 @@ def info(store_path: str, as_json: bool) -> None:
     rows = []
     for c, ci in data["collections"].items():
         for s, si in ci["spaces"].items() or [(None, {})]:
+            param = ", ".join(f"{k}={v}" for k, v in si.get("index_param", {}).items())
             rows.append([c, ci["modality"], ci["items"], ci["quarantined"], s, si.get("encoder"), si.get("dim"),
-                         si.get("rows"), si.get("index")])
-    echo_table(["collection", "modality", "items", "quarantined", "space", "encoder", "dim", "vectors", "index"], rows)
+                         si.get("rows"), " ".join(x for x in (si.get("index"), param) if x), si.get("recall_at_10")])
+    echo_table(["collection", "modality", "items", "quarantined", "space", "encoder", "dim", "vectors", "index",
+                "recall@10"], rows)
     if data["heads"]:
         click.echo("")
         echo_table(["head", "version", "model", "collection", "space", "labels", "accuracy", "macro_f1"],

@@ -21,15 +21,17 @@ class Settings:
     batch_size: int = 64
     commit_rows: int = 20_000  # rows per committed shard: a crash loses at most this many
     workers: int = 2  # image decode threads
+    index_memory: int = 8 << 30  # bytes a space's index may take: decides Flat / HNSW / IVF / IVF-PQ
 
     @classmethod
     def resolve(cls, device: str | None = None, batch_size: int | None = None, commit_rows: int | None = None,
-                workers: int | None = None) -> "Settings":
+                workers: int | None = None, index_memory: int | None = None) -> "Settings":
         return cls(
             device=resolve_device(device),
             batch_size=_positive("batch_size", batch_size or int(os.environ.get("EMBSTORE_BATCH_SIZE", 64))),
             commit_rows=_positive("commit_rows", commit_rows or int(os.environ.get("EMBSTORE_COMMIT_ROWS", 20_000))),
             workers=_positive("workers", workers or int(os.environ.get("EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)))),
+            index_memory=_positive("index_memory", index_memory or int(os.environ.get("EMBSTORE_INDEX_MEMORY", 8 << 30))),
         )
 
 

@@ -51,18 +51,92 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
 
 
 def run_search(store: Any, collection: str, *, query: str | None = None, image: Any = None,
-               item_id: str | None = None, vector: Any = None, k: int = 10, space: str | None = None) -> list[dict]:
+               item_id: str | None = None, vector: Any = None, k: int = 10, space: str | None = None,
+               where: str | None = None) -> list[dict]:
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
     space = store.space_name(collection, space)
     q = query_vector(store, collection, space, query=query, image=image, item_id=item_id, vector=vector)
-    index, ids = store._sync_index(collection, space)
-    if index.ntotal == 0:
-        return []
-    scores, rows = ix.search(index, q, k, limit=len(ids))
-    hits = [(str(ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+    if where is not None:
+        hits = filtered_search(store, collection, space, q, k, where)
+    elif store.settings.device.startswith("cuda"):
+        hits = gpu_exact_search(store, collection, space, q, k)
+    else:
+        index, ids = store._sync_index(collection, space)
+        if index.ntotal == 0:
+            return []
+        entry = store.space(collection, space).get("index") or {}
+        scores, rows = ix.search(index, q, k, limit=len(ids), factory=entry.get("factory", "Flat"),
+                                 param=entry.get("value"))
+        hits = [(str(ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
     meta = items_by_id(store, collection, [h[0] for h in hits])
     return [{"rank": n + 1, "id": i, "score": round(s, 6), **meta.get(i, {})} for n, (i, s) in enumerate(hits)]
+
+
+EXACT_SUBSET = 20_000  # a filter matching at most this many items (or 5%) is answered exactly on the subset
+
+
+def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: int, where: str) -> list[tuple]:
+    """Top-k among the items matching a SQL predicate. Selective filters are answered exactly on the matching
+    vectors; broad ones inside the index's own search (a FAISS IDSelector), falling back to exact when the index
+    returns fewer than k. So k results come back whenever at least k items match."""
+    try:
+        allowed = [r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall()]
+    except InputError as e:
+        raise InputError(f"bad --where predicate {where!r}: {e}") from None
+    if not allowed:
+        return []
+    index, ids = store._sync_index(collection, space)
+    n = len(ids)
+    if len(allowed) > max(EXACT_SUBSET, 0.05 * n):
+        import faiss
+
+        pos = store._positions(collection, space)
+        rows = np.fromiter((pos[i] for i in allowed if i in pos), dtype=np.int64)
+        entry = store.space(collection, space).get("index") or {}
+        scores, found = ix.search(index, q, k, limit=n, selector=faiss.IDSelectorBatch(rows),
+                                  factory=entry.get("factory", "Flat"), param=entry.get("value"))
+        hits = [(str(ids[r]), float(s)) for r, s in zip(found[0], scores[0]) if r >= 0]
+        if len(hits) >= min(k, len(rows)):
+            return hits
+    return exact_subset(store, collection, space, q, k, where)
+
+
+def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int, where: str) -> list[tuple]:
+    view = f'"{collection}__{space}"'
+    rel = store.sql(f'SELECT e.id, e.embedding FROM {view} e WHERE e.id IN (SELECT id FROM "{collection}" WHERE {where})')
+    t = rel.arrow()
+    if hasattr(t, "read_all"):  # newer duckdb returns a RecordBatchReader
+        t = t.read_all()
+    if t.num_rows == 0:
+        return []
+    from .storage import embedding_matrix
+
+    X = ix.normalize(embedding_matrix(t.column("embedding"), q.shape[1]))
+    scores = X @ ix.normalize(q)[0]
+    top = np.argsort(-scores)[:k]
+    ids = t.column("id").to_pylist()
+    return [(ids[i], float(scores[i])) for i in top]
+
+
+def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: int) -> list[tuple]:
+    """Exact cosine top-k on the GPU: the normalised vectors stay on the device (fp16), one matmul + topk."""
+    import torch
+
+    key = ("gpu", collection, space)
+    rows = store.space(collection, space)["rows"]
+    cached = store._index_cache.get(key)
+    if not cached or cached[0] != rows:
+        ids, X = store.embeddings(collection, space)
+        dev = torch.device(store.settings.device)
+        cached = (rows, torch.as_tensor(ix.normalize(X)).to(dev, torch.float16), np.asarray(ids, dtype=object))
+        store._index_cache[key] = cached
+    _, M, ids = cached
+    if len(ids) == 0:
+        return []
+    qt = torch.as_tensor(ix.normalize(q)).to(M.device, M.dtype)
+    scores, top = torch.topk((qt @ M.T).float(), min(k, len(ids)), dim=1)
+    return [(str(ids[r]), float(s)) for r, s in zip(top[0].tolist(), scores[0].tolist())]
 
 
 def items_by_id(store: Any, collection: str, ids: list[str]) -> dict[str, dict]:

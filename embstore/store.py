@@ -23,6 +23,16 @@ from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manife
 from .storage import check_name, embedding_array, embedding_matrix, read_shards, write_shard
 
 
+def _check_factory(factory: str, dim: int) -> None:
+    import faiss
+
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise InputError(f"FAISS cannot build index {factory!r}: {str(e).strip().splitlines()[-1]}; "
+                         "see the faiss index_factory docs, e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32") from None
+
+
 class Store:
     """Open with ``Store.open(path)``; every verb of the CLI is a method here."""
 
@@ -105,7 +115,7 @@ class Store:
     # ------------------------------------------------------------------------------------------------ ingest
     def ingest(self, source: str | os.PathLike, collection: str, *, text_column: str | None = None,
                image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
-               space: str | None = None, progress: Any = None) -> "IngestReport":
+               space: str | None = None, index: str | None = None, progress: Any = None) -> "IngestReport":
         """Read ``source`` (CSV/TSV/Parquet/JSONL file or a folder of images), embed what is new, commit, index."""
         from .ingest.readers import read_source
         from .ingest.runner import IngestRun, plan_for
@@ -144,8 +154,10 @@ class Store:
                 coll["spaces"][space] = {"encoder": enc.describe(), "created": now(), "rows": 0, "shards": [],
                                          "index": None}
             run = IngestRun(self, collection, space, enc, plan, read, src.absolute(), self.settings, progress)
+            if index is not None:
+                _check_factory(index, enc.dim)
             report = run.run()
-            self._sync_index(collection, space, save=True)
+            self._sync_index(collection, space, save=True, factory=index)
             coll = self.manifest["collections"][collection]
             coll["ingests"].append({k: v for k, v in report.to_dict().items() if k not in ("collection",)}
                                    | {"at": now()})
@@ -195,34 +207,113 @@ class Store:
             return [], np.zeros((0, sp["encoder"]["dim"]), np.float32)
         return t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
-    def _sync_index(self, collection: str, space: str, save: bool = False) -> tuple[Any, np.ndarray]:
-        """The space's FAISS index holding exactly the snapshot's rows (extended from the shards when behind)."""
+    def _space_ids_in_order(self, collection: str, space: str) -> list[str]:
+        t = read_shards(self.root, self.manifest["collections"][collection]["spaces"][space]["shards"], ["id"])
+        return [] if t is None else t.column("id").to_pylist()
+
+    def _vectors_from(self, collection: str, space: str, start: int) -> np.ndarray:
+        """The space's vectors from row ``start`` on, reading only the shards that hold them."""
+        sp = self.manifest["collections"][collection]["spaces"][space]
+        offset, parts = 0, []
+        for shard in sp["shards"]:
+            if offset + shard["rows"] > start:
+                t = read_shards(self.root, [shard], ["embedding"])
+                m = embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
+                parts.append(m[max(0, start - offset):])
+            offset += shard["rows"]
+        return np.concatenate(parts) if parts else np.zeros((0, sp["encoder"]["dim"]), np.float32)
+
+    def _sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
+                    target_recall: float | None = None) -> tuple[Any, np.ndarray]:
+        """The space's FAISS index holding exactly the snapshot's rows.
+
+        A writer (``save``) rebuilds it when missing, when its type no longer fits the size (or ``factory`` asks for
+        another), else extends it; then re-tunes it and records the choice in the manifest. A reader extends a
+        lagging index in memory from the shards."""
         sp = self.manifest["collections"][collection]["spaces"][space]
         key = (collection, space)
         cached = self._index_cache.get(key)
-        if cached and cached[0] == sp["rows"]:
+        if cached and cached[0] == sp["rows"] and not save:
             return cached[1], cached[2]
         rel = f"collections/{collection}/spaces/{space}/index/index.faiss"
         path = self.root / rel
-        index = ix.load_index(path) if path.exists() else ix.new_index(sp["encoder"]["dim"])
-        ids, vectors = self.embeddings(collection, space)
-        if index.ntotal < len(ids):
-            index.add(ix.normalize(vectors[index.ntotal:]))
-            if save:
+        entry = sp.get("index") or {}
+        ids = self._space_ids_in_order(collection, space)
+        index = ix.load_index(path) if path.exists() and entry else None
+        if save:
+            want = factory or sp.get("index_factory") or ix.choose_factory(
+                len(ids), sp["encoder"]["dim"], self.settings.index_memory)
+            if factory:
+                sp["index_factory"] = factory  # forced by the user: kept for later ingests
+            if index is None or entry.get("factory") != want or index.ntotal > len(ids):
+                vectors = self._vectors_from(collection, space, 0)
+                index = ix.build(vectors, want) if len(ids) else ix.build(np.zeros((0, sp["encoder"]["dim"])), "Flat")
+                changed = True
+            else:
+                changed = index.ntotal < len(ids)
+                if changed:
+                    index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
+                vectors = None
+            if changed or not entry.get("recall_at_10"):
+                if vectors is None:
+                    vectors = self._vectors_from(collection, space, 0)
+                tuned = ix.tune(index, want, vectors, target_recall or ix.TARGET_RECALL) if len(ids) else \
+                    {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
                 ix.save_index(index, path)
-                sp["index"] = {"file": rel, "factory": ix.DEFAULT_FACTORY, "metric": "cosine", "ntotal": index.ntotal}
+                sp["index"] = {"file": rel, "factory": want, "metric": "cosine", "ntotal": index.ntotal,
+                               "param": tuned["param"], "value": tuned["value"],
+                               "recall_at_10": tuned["recall_at_10"], "recall_queries": tuned["n_queries"],
+                               "built": now()}
+            entry = sp["index"]
+        elif index is None:
+            index = ix.build(self._vectors_from(collection, space, 0), "Flat")
+            entry = {"factory": "Flat", "value": None}
+        elif index.ntotal < len(ids):
+            index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
+        ix.set_param(index, entry.get("factory", "Flat"), entry.get("value"))
         id_array = np.asarray(ids, dtype=object)
         self._index_cache[key] = (sp["rows"], index, id_array)
         return index, id_array
 
+    def reindex(self, collection: str, space: str | None = None, *, factory: str | None = None,
+                target_recall: float | None = None) -> dict[str, Any]:
+        """Rebuild a space's index: auto-chosen by size and memory, or the FAISS ``factory`` string given."""
+        with self._writing():
+            space = self.space_name(collection, space)
+            sp = self.manifest["collections"][collection]["spaces"][space]
+            if factory is None:
+                sp.pop("index_factory", None)
+            else:
+                _check_factory(factory, sp["encoder"]["dim"])
+            sp["index"] = None  # forces the rebuild
+            self._index_cache.pop((collection, space), None)
+            self._sync_index(collection, space, save=True, factory=factory, target_recall=target_recall)
+            self._commit()
+            return dict(sp["index"])
+
     # ------------------------------------------------------------------------------------------------ search
     def search(self, collection: str, query: str | None = None, *, image: Any = None, item_id: str | None = None,
-               vector: Sequence[float] | np.ndarray | None = None, k: int = 10, space: str | None = None) -> list[dict]:
-        """Top-``k`` items by cosine similarity to a text, an image (path/bytes/PIL), an item's id, or a vector."""
+               vector: Sequence[float] | np.ndarray | None = None, k: int = 10, space: str | None = None,
+               where: str | None = None) -> list[dict]:
+        """Top-``k`` items by cosine similarity to a text, an image (path/bytes/PIL), an item's id, or a vector.
+
+        ``where`` is a SQL predicate over the collection's columns (predictions via a subquery, e.g.
+        ``id IN (SELECT id FROM predictions WHERE label = 'HUM')``); k results come back whenever k items match."""
         from .search import run_search
 
         return run_search(self, collection, query=query, image=image, item_id=item_id, vector=vector, k=k,
-                          space=space)
+                          space=space, where=where)
+
+    def _positions(self, collection: str, space: str) -> dict[str, int]:
+        """id -> row of the space's index (cached per snapshot)."""
+        key = ("pos", collection, space)
+        rows = self.manifest["collections"][collection]["spaces"][space]["rows"]
+        cached = self._index_cache.get(key)
+        if not cached or cached[0] != rows:
+            _, ids = self._sync_index(collection, space)
+            cached = (rows, {i: n for n, i in enumerate(ids)}, None)
+            self._index_cache[key] = cached
+        return cached[1]
 
     # ------------------------------------------------------------------------------------------------ heads
     def fit(self, collection: str, label_column: str | None = None, name: str | None = None, *,
@@ -288,7 +379,11 @@ class Store:
                 "quarantined": sum(i.get("quarantined", 0) for i in c["ingests"]),
                 "spaces": {s: {"encoder": e["encoder"]["spec"], "model": e["encoder"]["model"],
                                "dim": e["encoder"]["dim"], "rows": e["rows"], "fingerprint": e["encoder"]["fingerprint"],
-                               "index": (e["index"] or {}).get("factory")} for s, e in sorted(c["spaces"].items())},
+                               "index": (e["index"] or {}).get("factory"),
+                               "index_param": {(e["index"] or {}).get("param"): (e["index"] or {}).get("value")}
+                               if (e["index"] or {}).get("param") else {},
+                               "recall_at_10": (e["index"] or {}).get("recall_at_10")}
+                           for s, e in sorted(c["spaces"].items())},
                 "predictions": {h: p["rows"] for h, p in sorted(c["predictions"].items())},
             }
         for name, h in sorted(m["heads"].items()):
