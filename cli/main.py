@@ -86,6 +86,8 @@ def cli() -> None:
 @click.option("--text-column", metavar="COL", help="Column holding the text (default: text).")
 @click.option("--image-column", metavar="COL", help="Column of image paths (relative to the table's folder).")
 @click.option("--id-column", metavar="COL", help="Column of unique item ids (default: `id` if present, else a row hash).")
+@click.option("--embedding-column", metavar="COL", help="Take precomputed vectors from this list column (Parquet/JSONL); "
+              "the space records an external encoder (--encoder external:NAME). A .npy file is read the same way.")
 @click.option("--encoder", metavar="SPEC", help="Encoder spec (default: minilm for text, efficientnet-lite0 for images): "
               "minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | open_clip:ARCH@PRETRAINED.")
 @click.option("--space", metavar="NAME", help="Space name (default: from the encoder, e.g. minilm).")
@@ -96,7 +98,8 @@ def cli() -> None:
 @json_option
 @friendly
 def ingest(path: str, store_path: str, collection: str, text_column: str | None, image_column: str | None,
-           id_column: str | None, encoder: str | None, space: str | None, index_factory: str | None,
+           id_column: str | None, embedding_column: str | None, encoder: str | None, space: str | None,
+           index_factory: str | None,
            batch_size: int | None, device: str | None, as_json: bool) -> None:
     """Embed PATH (CSV, TSV, Parquet or JSONL file, or a folder of images) into a collection.
 
@@ -108,7 +111,8 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 
     store = Store.open(store_path, settings=Settings.resolve(device=device, batch_size=batch_size))
     r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
-                     encoder=encoder, space=space, index=index_factory, progress=progress_bar("embedding"))
+                     encoder=encoder, space=space, index=index_factory, embedding_column=embedding_column,
+                     progress=progress_bar("embedding"))
     if as_json:
         echo_json(r.to_dict())
         return
@@ -365,7 +369,8 @@ def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, 
             for row in zip(*[c.to_pylist() for c in batch.columns]):
                 w.writerow(row)
     elif fmt == "json":
-        click.echo(_json_rows(rel))
+        write_json_rows(rel, sys.stdout)
+        sys.stdout.write("\n")
     else:
         rows = rel.limit(limit + 1).fetchall()
         echo_table(rel.columns, rows[:limit])
@@ -380,18 +385,24 @@ def write_result(rel: Any, output: str, fmt: str) -> None:
         rel.write_parquet(output)
     elif kind == "json":
         with open(output, "w", encoding="utf-8") as f:
-            f.write(_json_rows(rel))
+            write_json_rows(rel, f)
     else:
         rel.write_csv(output)
 
 
-def _json_rows(rel: Any) -> str:
+def write_json_rows(rel: Any, out: Any) -> None:
+    """A JSON array of row objects, streamed from Arrow record batches (large results never sit in memory whole)."""
     import json
 
     from .output import _default
 
-    rows = [dict(zip(rel.columns, r)) for r in rel.fetchall()]
-    return json.dumps(rows, default=_default, ensure_ascii=False)
+    out.write("[")
+    first = True
+    for batch in rel.fetch_record_batch(10_000):
+        for row in batch.to_pylist():
+            out.write(("" if first else ",\n") + json.dumps(row, default=_default, ensure_ascii=False))
+            first = False
+    out.write("]")
 
 
 # ------------------------------------------------------------------------------------------------------ info

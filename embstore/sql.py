@@ -45,7 +45,44 @@ def connect(store: Any, *, write: bool = False) -> Any:
     con = duckdb.connect(str(store.root / "sql.duckdb") if write else ":memory:")
     for stmt in view_statements(store):
         con.execute(stmt)
+    register_functions(store, con)
     return con
+
+
+def register_functions(store: Any, con: Any) -> None:
+    """``embed(target, text)``: the text embedded by the space's own encoder (target: ``collection`` or
+    ``collection.space``), as FLOAT[]; ``similarity(embedding, vector)``: cosine; and per collection with one text
+    space, the table macro ``<collection>_nearest(text, k)``: the k items nearest to the text, with ``score``."""
+    import duckdb
+
+    try:
+        from duckdb import sqltypes as t  # duckdb >= 1.4
+    except ImportError:  # pragma: no cover
+        from duckdb import typing as t
+
+    cache: dict[tuple[str, str], list[float]] = {}
+
+    def embed(target: str, text: str) -> list[float]:
+        key = (target, text)
+        if key not in cache:
+            collection, _, space = target.replace("__", ".").partition(".")
+            enc = store.encoder_for(collection, space or None)
+            if "text" not in enc.modalities:
+                raise ValueError(f"space {target!r} does not embed text")
+            cache[key] = enc.encode_text([text])[0].tolist()
+        return cache[key]
+
+    con.create_function("embed", embed, [t.VARCHAR, t.VARCHAR], duckdb.list_type(t.FLOAT), side_effects=False)
+    con.execute("CREATE OR REPLACE TEMP MACRO similarity(a, b) AS list_cosine_similarity(a::FLOAT[], b::FLOAT[])")
+    for name, c in store.manifest["collections"].items():
+        text_spaces = [s for s, sp in c["spaces"].items()
+                       if sp["shards"] and not sp["encoder"]["spec"].startswith(("external:", "timm:", "efficientnet"))]
+        if len(text_spaces) >= 1 and c["item_shards"]:
+            space = text_spaces[0]
+            con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
+                        f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed({_quote(name + "." + space)}, q)) '
+                        f'AS score FROM "{name}__{space}" ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) '
+                        "ORDER BY s.score DESC")
 
 
 def run_sql(store: Any, query: str, *, write: bool = False) -> Any:

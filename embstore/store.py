@@ -115,13 +115,18 @@ class Store:
     # ------------------------------------------------------------------------------------------------ ingest
     def ingest(self, source: str | os.PathLike, collection: str, *, text_column: str | None = None,
                image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
-               space: str | None = None, index: str | None = None, progress: Any = None) -> "IngestReport":
-        """Read ``source`` (CSV/TSV/Parquet/JSONL file or a folder of images), embed what is new, commit, index."""
+               space: str | None = None, index: str | None = None, embedding_column: str | None = None,
+               progress: Any = None) -> "IngestReport":
+        """Read ``source`` (CSV/TSV/Parquet/JSONL file or a folder of images), embed what is new, commit, index.
+
+        With ``embedding_column`` (or a ``.npy`` file) the vectors are taken as given: see ``ingest_vectors``."""
         from .ingest.readers import read_source
         from .ingest.runner import IngestRun, plan_for
 
         check_name("collection", collection)
         src = Path(source).expanduser()
+        if embedding_column is not None or src.suffix.lower() == ".npy":
+            return self._ingest_vector_file(src, collection, embedding_column, id_column, encoder, space)
         read = read_source(src)
         plan = plan_for(read, src, text_column, image_column, id_column)
         with self._writing():
@@ -163,6 +168,40 @@ class Store:
                                    | {"at": now()})
             self._commit()
         return report
+
+    def _ingest_vector_file(self, src: Path, collection: str, column: str | None, id_column: str | None,
+                            encoder: str | None, space: str | None) -> "IngestReport":
+        name = (encoder or "external").removeprefix("external:")
+        if src.suffix.lower() == ".npy":
+            if not src.exists():
+                raise InputError(f"{src} does not exist")
+            try:
+                vectors = np.load(src, allow_pickle=False)
+            except ValueError as e:
+                raise InputError(f"cannot read {src.name} as a NumPy array: {e}") from None
+            return self.ingest_vectors(collection, vectors, None, name=name, space=space, source=str(src))
+        from .ingest.readers import read_source
+        from .ingest.vectors import vectors_from_table
+
+        table = read_source(src).table
+        vectors = vectors_from_table(table, column or "embedding")
+        id_column = id_column or ("id" if "id" in table.column_names else None)
+        ids = table.column(id_column).to_pylist() if id_column else None
+        meta = table.drop_columns([c for c in (column or "embedding", id_column) if c])
+        return self.ingest_vectors(collection, vectors, ids, metadata=meta, name=name, space=space, source=str(src))
+
+    def ingest_vectors(self, collection: str, vectors: Any, ids: Sequence[Any] | None = None, *,
+                       metadata: Any = None, name: str = "external", space: str | None = None,
+                       source: str = "<array>") -> "IngestReport":
+        """Precomputed embeddings (n, dim) with their ids (default: row numbers) and optional metadata (an Arrow
+        table, a dict of columns or a pandas DataFrame). The space records an ``external:<name>`` encoder."""
+        from .ingest.vectors import ingest_vectors
+
+        check_name("collection", collection)
+        if metadata is not None and not isinstance(metadata, pa.Table):
+            metadata = pa.table(metadata) if isinstance(metadata, dict) else pa.Table.from_pandas(metadata,
+                                                                                                  preserve_index=False)
+        return ingest_vectors(self, collection, vectors, ids, metadata, name, space, source)
 
     def _commit_chunk(self, collection: str, space: str, enc: Encoder, plan: Any, items: pa.Table | None,
                       space_rows: pa.Table, vectors: np.ndarray, report: Any) -> None:

@@ -63,6 +63,9 @@ def _build(spec: str, device: str) -> Encoder:
         if not sep and not arch.endswith(".json"):
             arch, _, pretrained = rest.partition("/")
         return OpenClipEncoder(arch, pretrained or None, device, spec=spec)
+    if kind == "external":
+        raise EncoderError(f"{spec!r} names vectors made outside embstore: nothing here can embed a query for them; "
+                           "search that space with --vector or --like ID")
     if kind == "hash":
         from .hashing import HashEncoder
 

@@ -1,0 +1,126 @@
+"""Precomputed embeddings into a space: vectors the user already has (a fixed-size list column in Parquet, a NumPy
+array with ids), recorded with an ``external`` encoder so they can be searched by vector or by item, fitted on, and
+queried with SQL, but never mixed with another encoder's vectors."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..encoders.base import fingerprint_of
+from ..errors import InputError
+from .runner import IngestReport, Quarantine
+
+
+class ExternalEncoder:
+    """Identity only: nothing can be embedded with it."""
+
+    modalities: frozenset[str] = frozenset()
+    normalized = False
+
+    def __init__(self, name: str, dim: int):
+        self.name, self.dim = name, dim
+        self.spec = f"external:{name}"
+        self.default_space = name
+
+    def identity(self) -> dict[str, Any]:
+        return {"library": "external", "model": self.name, "dim": self.dim, "normalized": False, "config": {},
+                "weights_sha256": None}
+
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.identity())
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.spec, "fingerprint": self.fingerprint(), **self.identity()}
+
+
+def vectors_from_table(table: pa.Table, column: str) -> np.ndarray:
+    if column not in table.column_names:
+        raise InputError(f"embedding column {column!r} is not in the input; its columns are: "
+                         f"{', '.join(table.column_names)}")
+    col = table.column(column)
+    typ = col.type
+    if not (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+        raise InputError(f"column {column!r} holds {typ}, not vectors; give a list<float> or fixed_size_list column")
+    values = col.to_pylist()
+    dims = {len(v) for v in values if v is not None}
+    if len(dims) != 1:
+        raise InputError(f"column {column!r} holds vectors of different lengths {sorted(dims)[:5]}; all need one dim")
+    if any(v is None for v in values):
+        raise InputError(f"column {column!r} has empty rows; drop them or give them vectors")
+    return np.asarray(values, dtype=np.float32)
+
+
+def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequence[Any] | None,
+                   metadata: pa.Table | None, name: str, space: str | None, source: str) -> IngestReport:
+    from ..storage import check_name
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] < 1:
+        raise InputError(f"vectors must be a 2-d array (n, dim); got shape {vectors.shape}")
+    n = len(vectors)
+    ids = [str(i) for i in (range(n) if ids is None else ids)]
+    if len(ids) != n or (metadata is not None and metadata.num_rows != n):
+        raise InputError(f"{n} vectors but {len(ids)} ids and {metadata.num_rows if metadata is not None else n} "
+                         "metadata rows; give one of each per vector")
+    if metadata is not None:
+        for reserved in ("id", "content_hash"):
+            if reserved in metadata.column_names:
+                metadata = metadata.drop_columns([reserved])
+    enc = ExternalEncoder(check_name("encoder name", name), vectors.shape[1])
+    space = check_name("space", space or enc.default_space)
+    report = IngestReport(collection, space, enc.spec, source, read=n)
+    quarantine = Quarantine(store.root, collection, source)
+    with store._writing():
+        coll = store.manifest["collections"].get(collection)
+        if coll and coll["modality"] != "vector":
+            raise InputError(f"collection {collection!r} holds {coll['modality']} items; put vectors in another one")
+        if coll and space in coll["spaces"] and coll["spaces"][space]["encoder"]["fingerprint"] != enc.fingerprint():
+            raise InputError(f"space {space!r} holds {coll['spaces'][space]['encoder']['spec']} vectors of another "
+                             "dim or name; pass --space NEW_NAME")
+        if not coll:
+            from ..manifest import now
+
+            store.manifest["collections"][collection] = {
+                "modality": "vector", "content_column": None, "id_column": "id", "created": now(),
+                "item_shards": [], "spaces": {}, "predictions": {}, "ingests": []}
+        coll = store.manifest["collections"][collection]
+        if space not in coll["spaces"]:
+            from ..manifest import now
+
+            coll["spaces"][space] = {"encoder": enc.describe(), "created": now(), "rows": 0, "shards": [],
+                                     "index": None}
+        known = store._item_hashes(collection)
+        finite = np.isfinite(vectors).all(1)
+        keep, seen = [], set()
+        for i, item_id in enumerate(ids):
+            if not finite[i]:
+                quarantine.add(i + 1, "vector has NaN or infinite values", {"id": item_id})
+            elif item_id in known or item_id in seen:
+                report.duplicates += 1
+            else:
+                seen.add(item_id)
+                keep.append(i)
+        step = store.settings.commit_rows
+        for start in range(0, len(keep), step):
+            rows = keep[start:start + step]
+            hashes = [hashlib.sha256(vectors[i].tobytes()).hexdigest() for i in rows]
+            items = pa.table({"id": pa.array([ids[i] for i in rows], pa.string())})
+            if metadata is not None:
+                meta = metadata.take(pa.array(rows, pa.int64()))
+                for col in meta.column_names:
+                    items = items.append_column(col, meta.column(col))
+            items = items.append_column("content_hash", pa.array(hashes, pa.string()))
+            space_rows = pa.table({"id": items.column("id"), "content_hash": items.column("content_hash")})
+            store._commit_chunk(collection, space, enc, None, items, space_rows, vectors[rows], report)
+            report.added += len(rows)
+        report.embedded = 0
+        report.quarantined = quarantine.count
+        report.reasons = dict(quarantine.reasons)
+        report.quarantine_file = quarantine.rel if quarantine.count else None
+        store._sync_index(collection, space, save=True)
+        coll["ingests"].append({k: v for k, v in report.to_dict().items() if k != "collection"})
+        store._commit()
+    return report
