@@ -43,7 +43,7 @@ def choose_factory(n: int, dim: int, memory_bytes: int = DEFAULT_MEMORY) -> str:
         return "Flat"
     if n < HNSW_MAX and raw + n * 32 * 2 * 4 <= memory_bytes:
         return "HNSW32"
-    nlist = 1 << max(6, min(16, round(math.log2(4 * math.sqrt(n)))))
+    nlist = 1 << max(6, min(16, round(math.log2(math.sqrt(n)))))  # ~sqrt(n) lists: 1M vectors -> 1024
     if raw * 1.1 <= memory_bytes:
         return f"IVF{nlist},Flat"
     for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1):  # bytes per vector: the largest that fits and divides dim
@@ -58,7 +58,8 @@ def build(vectors: np.ndarray, factory: str) -> Any:
     x = normalize(vectors)
     index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        sample = x if len(x) <= 200_000 else x[np.random.default_rng(0).choice(len(x), 200_000, replace=False)]
+        cap = max(64 * 1024, 40 * int(getattr(faiss.extract_index_ivf(index), "nlist", 1024)))  # faiss wants >= 39/list
+        sample = x if len(x) <= cap else x[np.random.default_rng(0).choice(len(x), cap, replace=False)]
         index.train(sample)
     if factory.startswith("HNSW"):
         index.hnsw.efConstruction = 80

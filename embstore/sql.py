@@ -28,8 +28,9 @@ def view_statements(store: Any) -> list[str]:
                        "union_by_name = true)")
         for space, sp in sorted(c["spaces"].items()):
             if sp["shards"]:
-                out.append(f'CREATE OR REPLACE TEMP VIEW "{name}__{space}" AS SELECT * FROM '
-                           f'read_parquet({_files(store, sp["shards"])})')
+                dim = sp["encoder"]["dim"]  # Parquet's fixed-size lists read as lists: make them arrays again
+                out.append(f'CREATE OR REPLACE TEMP VIEW "{name}__{space}" AS SELECT id, content_hash, '
+                           f'embedding::FLOAT[{dim}] AS embedding FROM read_parquet({_files(store, sp["shards"])})')
         for head, p in sorted(c["predictions"].items()):
             preds.append(f"SELECT {_quote(name)} AS collection, id, head, version, label, confidence, labels "
                          f"FROM read_parquet({_files(store, p['shards'])})")
