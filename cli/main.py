@@ -11,7 +11,7 @@ import click
 
 from embstore.errors import EmbstoreError
 
-from .output import echo_json, echo_table
+from .output import echo_json, echo_table, record_batches
 
 store_option = click.option("--store", "store_path", envvar="EMBSTORE_STORE", required=True, metavar="PATH",
                             help="Store directory (or set EMBSTORE_STORE).")
@@ -365,7 +365,7 @@ def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, 
 
         w = csv.writer(sys.stdout)
         w.writerow(rel.columns)
-        for batch in rel.fetch_record_batch(10_000):
+        for batch in record_batches(rel):
             for row in zip(*[c.to_pylist() for c in batch.columns]):
                 w.writerow(row)
     elif fmt == "json":
@@ -398,7 +398,7 @@ def write_json_rows(rel: Any, out: Any) -> None:
 
     out.write("[")
     first = True
-    for batch in rel.fetch_record_batch(10_000):
+    for batch in record_batches(rel):
         for row in batch.to_pylist():
             out.write(("" if first else ",\n") + json.dumps(row, default=_default, ensure_ascii=False))
             first = False

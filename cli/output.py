@@ -12,6 +12,10 @@ def echo_json(obj: Any) -> None:
 
 
 def _default(v: Any) -> Any:
+    import decimal
+
+    if isinstance(v, decimal.Decimal):  # DuckDB's HUGEINT/DECIMAL (e.g. sum of integers)
+        return int(v) if v == v.to_integral_value() else float(v)
     if hasattr(v, "item"):
         return v.item()
     if hasattr(v, "tolist"):
@@ -39,6 +43,13 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(s.rstrip() for s in out)
+
+
+def record_batches(rel: Any, size: int = 10_000) -> Any:
+    """Stream a DuckDB relation as Arrow record batches (any DuckDB version)."""
+    if hasattr(rel, "to_arrow_reader"):
+        return rel.to_arrow_reader(size)
+    return rel.fetch_record_batch(size)
 
 
 def echo_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -28,11 +28,24 @@ class Settings:
                 workers: int | None = None, index_memory: int | None = None) -> "Settings":
         return cls(
             device=resolve_device(device),
-            batch_size=_positive("batch_size", batch_size or int(os.environ.get("EMBSTORE_BATCH_SIZE", 64))),
-            commit_rows=_positive("commit_rows", commit_rows or int(os.environ.get("EMBSTORE_COMMIT_ROWS", 20_000))),
-            workers=_positive("workers", workers or int(os.environ.get("EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)))),
-            index_memory=_positive("index_memory", index_memory or int(os.environ.get("EMBSTORE_INDEX_MEMORY", 8 << 30))),
+            batch_size=_positive("batch_size", _pick(batch_size, "EMBSTORE_BATCH_SIZE", 64)),
+            commit_rows=_positive("commit_rows", _pick(commit_rows, "EMBSTORE_COMMIT_ROWS", 20_000)),
+            workers=_positive("workers", _pick(workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1))),
+            index_memory=_positive("index_memory", _pick(index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30)),
         )
+
+
+def _pick(value: int | None, env: str, default: int) -> int:
+    """The explicit value, else the environment variable, else the default."""
+    if value is not None:
+        return value
+    raw = os.environ.get(env)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"{env}={raw!r} is not an integer; unset it or give a whole number") from None
 
 
 def _positive(name: str, value: int) -> int:

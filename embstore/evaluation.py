@@ -24,7 +24,8 @@ def calibration(proba: np.ndarray, y_idx: np.ndarray, bins: int = 15) -> dict[st
               for b in range(bins) if (which == b).any())
     onehot = np.zeros_like(proba)
     onehot[np.arange(len(y_idx)), y_idx] = 1
-    return {"ece": float(ece), "log_loss": float(-np.log(proba[np.arange(len(y_idx)), y_idx] + 1e-12).mean()),
+    p_true = np.clip(proba[np.arange(len(y_idx)), y_idx], 1e-12, 1.0)
+    return {"ece": float(ece), "log_loss": float(-np.log(p_true).mean()),
             "brier": float(((proba - onehot) ** 2).sum(1).mean())}
 
 
@@ -54,7 +55,9 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
     p, r, f, s = precision_recall_fscore_support(y_obj, pred, labels=labels, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_obj, pred)),
-        "macro_f1": float(f1_score(y_obj, pred, labels=labels, average="macro", zero_division=0)),
+        # macro-F1 over the labels that occur in the test set or in the predictions (scikit-learn's default):
+        # a trained label with no test item is not a zero
+        "macro_f1": float(f1_score(y_obj, pred, average="macro", zero_division=0)),
         "per_label": _per_label(labels, p, r, f, s),
         "confusion": {"labels": [jsonable(c) for c in labels],
                       "matrix": confusion_matrix(y_obj, pred, labels=labels).tolist()},

@@ -318,7 +318,7 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray])
         write_atomic(folder / "head.json", (json.dumps(record, indent=1, default=_jsonable) + "\n").encode())
         entry["versions"].append({k: record[k] for k in (
             "version", "path", "model", "collection", "space", "space_fingerprint", "label_column", "n_classes",
-            "accuracy", "macro_f1", "evaluated_on", "created")})
+            "accuracy", "macro_f1", "evaluated_on", "created")} | {"seq": store._new_part()})
         store._commit()
     return record
 
@@ -328,7 +328,8 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
     if name is None:
         if not heads:
             raise NotFoundError(f"no heads in {store.root}; train one with `embstore fit`")
-        name = max(heads, key=lambda n: heads[n]["versions"][-1]["created"])
+        # the most recently trained: by commit order (seq), not by a timestamp that two fits can share
+        name = max(heads, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
     if name not in heads:
         raise NotFoundError(f"no head {name!r} in {store.root} (heads: {', '.join(sorted(heads)) or 'none'})")
     versions = heads[name]["versions"]

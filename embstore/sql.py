@@ -26,6 +26,10 @@ def view_statements(store: Any) -> list[str]:
         if c["item_shards"]:
             out.append(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM read_parquet({_files(store, c["item_shards"])}, '
                        "union_by_name = true)")
+        else:  # every row was quarantined (or none yet): an empty view, not a missing table
+            content = f', NULL::VARCHAR AS "{c["content_column"]}"' if c.get("content_column") not in (None, "id") else ""
+            out.append(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT NULL::VARCHAR AS id{content}, '
+                       "NULL::VARCHAR AS content_hash WHERE false")
         for space, sp in sorted(c["spaces"].items()):
             if sp["shards"]:
                 dim = sp["encoder"]["dim"]  # Parquet's fixed-size lists read as lists: make them arrays again
@@ -42,8 +46,14 @@ def view_statements(store: Any) -> list[str]:
 def connect(store: Any, *, write: bool = False) -> Any:
     import duckdb
 
-    # write mode keeps the user's own tables in STORE/sql.duckdb; read-only works in memory
-    con = duckdb.connect(str(store.root / "sql.duckdb") if write else ":memory:")
+    # the user's own tables live in STORE/sql.duckdb: opened for writing with --write, read-only otherwise
+    db = store.root / "sql.duckdb"
+    if write:
+        con = duckdb.connect(str(db))
+    elif db.exists():
+        con = duckdb.connect(str(db), read_only=True)
+    else:
+        con = duckdb.connect(":memory:")
     for stmt in view_statements(store):
         con.execute(stmt)
     register_functions(store, con)

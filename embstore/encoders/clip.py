@@ -40,7 +40,11 @@ class OpenClipEncoder(Encoder):
         self.pretrained = pretrained
         if pretrained in (None, "", "random"):
             torch.manual_seed(0)
-            model, _, preprocess = open_clip.create_model_and_transforms(arch)
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(arch)
+            except Exception as e:  # a bad config surfaces as whatever open_clip/torch raise
+                raise EncoderError(f"cannot build open_clip model {arch!r}: {type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''}; check the model config") from None
         else:
             try:
                 model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)

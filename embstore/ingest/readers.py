@@ -1,7 +1,8 @@
 """Readers: a path -> an Arrow table of rows, plus the rows that could not even be parsed (quarantined).
 
 Tables: CSV, TSV, Parquet, JSONL/NDJSON (and JSON arrays). Folders: every image file below it, as a table with a
-``path`` column (absolute) and a ``folder`` column (the parent folder's name).
+``path`` column (relative to the folder; the ingest stores it resolved to an absolute path) and a ``folder`` column
+(the parent folder's name).
 """
 from __future__ import annotations
 
@@ -109,8 +110,9 @@ def _read_folder(root: Path) -> ReadResult:
             if name.startswith("."):
                 continue
             if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                full = os.path.abspath(os.path.join(dirpath, name))
-                paths.append(full)
+                # relative to the folder given: ids hash this, so a moved folder keeps its ids; the ingest stores
+                # the absolute path
+                paths.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
                 folders.append(os.path.basename(dirpath))
             else:
                 ignored += 1

@@ -148,9 +148,9 @@ class IngestRun:
                known_vectors: Callable[..., dict[str, np.ndarray]], pool: ThreadPoolExecutor) -> None:
         t = time.perf_counter()
         plan = self.plan
+        ids = (self._user_ids(chunk, offset) if plan.id_column else row_ids(chunk))  # from the rows as given
         if plan.modality == "image":
-            chunk = self._resolve_paths(chunk)
-        ids = (self._user_ids(chunk, offset) if plan.id_column else row_ids(chunk))
+            chunk = self._resolve_paths(chunk)  # after the ids: a moved dataset keeps its ids
         content = chunk.column(plan.content_column).to_pylist()
         self.timings["prepare"] += time.perf_counter() - t
 
@@ -159,27 +159,28 @@ class IngestRun:
         payloads: dict[int, Any] = {}
         hashes: dict[int, str] = {}
         candidates = []
+
+        def known(i: int) -> str | None:
+            """The stored content hash when this row's id already has an item and a vector in this space."""
+            return existing_items.get(ids[i]) if ids[i] in existing_space else None
+
         for i, (item_id, value) in enumerate(zip(ids, content)):
             row = offset + i + 1
             if item_id is None:
                 continue  # quarantined by _user_ids
-            if item_id in existing_items and item_id in existing_space:
-                if plan.id_column and plan.modality == "text" and value is not None and \
-                        existing_items[item_id] != content_hash(str(value)):
-                    self.quarantine.add(row, f"id already in collection with different content: {item_id}",
-                                        _row(chunk, i))
-                else:
-                    self.report.duplicates += 1
-                continue
             if plan.modality == "text":
                 if value is None or not str(value).strip():
                     self.quarantine.add(row, f"empty text in column {plan.content_column!r}", _row(chunk, i))
                     continue
                 payloads[i] = str(value)
                 hashes[i] = content_hash(payloads[i])
+                stored = known(i)
+                if stored is not None:
+                    self._duplicate_or_changed(stored, hashes[i], row, item_id, chunk, i)
+                    continue
             candidates.append(i)
         if plan.modality == "image":
-            candidates = self._load_images(chunk, candidates, offset, payloads, hashes, pool)
+            candidates = self._load_images(chunk, candidates, offset, payloads, hashes, pool, known, ids)
         self.timings["validate" if plan.modality == "text" else "load"] += time.perf_counter() - t
 
         # within-input repeats of one id
@@ -235,6 +236,14 @@ class IngestRun:
                                  self.report)
         self.timings["write"] += time.perf_counter() - t
 
+    def _duplicate_or_changed(self, stored: str, digest: str, row: int, item_id: str, chunk: pa.Table,
+                              i: int) -> None:
+        if stored == digest:
+            self.report.duplicates += 1
+        else:
+            self.quarantine.add(row, f"id already in collection with different content: {item_id}; "
+                                "give the new content a new id", _row(chunk, i))
+
     def _user_ids(self, chunk: pa.Table, offset: int) -> list[str | None]:
         out: list[str | None] = []
         for i, value in enumerate(chunk.column(self.plan.id_column).to_pylist()):
@@ -253,8 +262,10 @@ class IngestRun:
         return chunk.set_column(chunk.column_names.index(col), col, pa.array(resolved, pa.string()))
 
     def _load_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
-                     hashes: dict[int, str], pool: ThreadPoolExecutor) -> list[int]:
-        """Read, hash, decode and preprocess each image in worker threads; quarantine what fails."""
+                     hashes: dict[int, str], pool: ThreadPoolExecutor, known: Callable[[int], str | None],
+                     ids: list[Any]) -> list[int]:
+        """Read and hash each image in worker threads; decode and preprocess only what is new; quarantine what
+        fails. An id already stored with the same bytes is a duplicate; with other bytes, it is quarantined."""
         paths = chunk.column(self.plan.content_column).to_pylist()
         encoder = self.encoder
 
@@ -269,16 +280,22 @@ class IngestRun:
                 return i, None, None, f"missing file: {path}"
             except OSError as e:
                 return i, None, None, f"unreadable file: {path}: {e.strerror}"
+            digest = content_hash(data)
+            if known(i) is not None:
+                return i, digest, None, None  # compared below; no decode needed
             try:
                 tensor = encoder.preprocess(load_image(data))
             except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
-                return i, None, None, f"broken image: {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            return i, content_hash(data), tensor, None
+                detail = str(e).splitlines()[0] if str(e) else ""
+                return i, None, None, f"broken image: {path}: {type(e).__name__}: {detail}"
+            return i, digest, tensor, None
 
         ok = []
         for i, digest, tensor, error in pool.map(load, candidates):
             if error:
                 self.quarantine.add(offset + i + 1, error, _row(chunk, i))
+            elif tensor is None:
+                self._duplicate_or_changed(known(i), digest, offset + i + 1, ids[i], chunk, i)
             else:
                 payloads[i], hashes[i] = tensor, digest
                 ok.append(i)
