@@ -4,7 +4,7 @@
 #   bash bench/gpu.sh [OUTDIR]
 set -uo pipefail
 out=${1:-bench/out}
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
@@ -17,6 +17,6 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cpus', __import__('os').cpu_count())" | tee -a "$out/gpu.txt"
 cd bench
-python3 fit.py --device cuda --sizes 10000,100000,1000000 --stock-max 100000 --stock "../$stock" 2>&1 | tee "../$out/fit_cuda.jsonl"
-python3 fit.py --device cpu --sizes 100000 --stock-max 0 2>&1 | tee -a "../$out/fit_cuda.jsonl"
-python3 search.py --device cuda --n 1000000 --queries 1000 --stock "../$stock" 2>&1 | tee "../$out/search_cuda.jsonl"
+python3 fit.py --device cuda --sizes 10000,100000,1000000 --stock-max 100000 --stock "../$stock" 2>&1 | tee "$out/fit_cuda.jsonl"
+python3 fit.py --device cpu --sizes 100000 --stock-max 0 2>&1 | tee -a "$out/fit_cuda.jsonl"
+python3 search.py --device cuda --n 1000000 --queries 1000 --stock "../$stock" 2>&1 | tee "$out/search_cuda.jsonl"

@@ -120,7 +120,8 @@ def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int,
 
 
 def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: int) -> list[tuple]:
-    """Exact cosine top-k on the GPU: the normalised vectors stay on the device (fp16), one matmul + topk."""
+    """Exact cosine top-k on the GPU: the normalised vectors stay on the device (fp32, so the ranking is the exact
+    one), one matmul + topk."""
     import torch
 
     key = ("gpu", collection, space)
@@ -129,7 +130,7 @@ def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: 
     if not cached or cached[0] != rows:
         ids, X = store.embeddings(collection, space)
         dev = torch.device(store.settings.device)
-        cached = (rows, torch.as_tensor(ix.normalize(X)).to(dev, torch.float16), np.asarray(ids, dtype=object))
+        cached = (rows, torch.as_tensor(ix.normalize(X)).to(dev, torch.float32), np.asarray(ids, dtype=object))
         store._index_cache[key] = cached
     _, M, ids = cached
     if len(ids) == 0:
@@ -140,13 +141,11 @@ def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: 
 
 
 def items_by_id(store: Any, collection: str, ids: list[str]) -> dict[str, dict]:
-    """Item rows (all metadata, no content hash) for these ids."""
+    """Item rows (all metadata, no content hash) for these ids, from the collection's items held in memory (read
+    once per snapshot, memory-mapped), so a search does not scan Parquet."""
     if not ids:
         return {}
-    import pyarrow.dataset as ds
-
-    shards = store.collection(collection)["item_shards"]
-    t = ds.dataset([str(store.root / s["file"]) for s in shards], format="parquet").to_table(
-        filter=ds.field("id").isin(ids))
-    rows = t.drop_columns(["content_hash"]).to_pylist()
-    return {r.pop("id"): r for r in rows}
+    table, row_of = store._items(collection)
+    rows = [row_of[i] for i in ids if i in row_of]
+    out = table.take(rows).drop_columns(["content_hash"]).to_pylist()
+    return {r.pop("id"): r for r in out}

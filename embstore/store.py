@@ -343,6 +343,21 @@ class Store:
         return run_search(self, collection, query=query, image=image, item_id=item_id, vector=vector, k=k,
                           space=space, where=where)
 
+    def _items(self, collection: str) -> tuple[pa.Table, dict[str, int]]:
+        """The collection's item table and an id -> row map (cached per snapshot)."""
+        coll = self.collection(collection)
+        key = ("items", collection, "")
+        n = sum(s["rows"] for s in coll["item_shards"])
+        cached = self._index_cache.get(key)
+        if not cached or cached[0] != n:
+            import pyarrow.parquet as pq
+
+            tables = [pq.read_table(self.root / s["file"], memory_map=True) for s in coll["item_shards"]]
+            table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"id": []})
+            cached = (n, table, {i: r for r, i in enumerate(table.column("id").to_pylist())})
+            self._index_cache[key] = cached
+        return cached[1], cached[2]
+
     def _positions(self, collection: str, space: str) -> dict[str, int]:
         """id -> row of the space's index (cached per snapshot)."""
         key = ("pos", collection, space)
