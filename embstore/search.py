@@ -29,6 +29,9 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
             return vectors[ids.index(str(item_id))][None]
         except ValueError:
             raise NotFoundError(f"no item {item_id!r} in space {space!r} of {collection!r}") from None
+    if sp["encoder"]["library"] == "external":
+        raise InputError(f"space {space!r} holds vectors made outside embstore ({sp['encoder']['spec']}): nothing here "
+                         "can embed a query for it; search it with --vector or --like ID")
     enc = store.encoder_for(collection, space)
     if query is not None:
         if not str(query).strip():

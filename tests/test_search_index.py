@@ -1,0 +1,199 @@
+"""Search at size (P3): index choice by size and memory, growth and rebuild, filtered search that still returns k,
+every search mode, SQL similarity functions, precomputed vectors. Real stores, real FAISS and DuckDB."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from embstore import InputError, Store
+from embstore import index as ix
+from embstore.config import Settings
+from embstore.errors import EncoderError
+from embstore_cli.main import cli
+
+from conftest import HASH, topic_rows, write_csv
+
+
+def clustered(n: int, dim: int = 32, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    centers = np.random.default_rng(1).standard_normal((clusters, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    X = centers[rng.integers(0, clusters, n)] + rng.standard_normal((n, dim), dtype=np.float32) * 0.5
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def exact_top(X: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[int]:
+    s = ix.normalize(X) @ ix.normalize(q[None])[0]
+    if allowed is not None:
+        s = np.where(allowed, s, -np.inf)
+    return [int(i) for i in np.argsort(-s)[:k]]
+
+
+def test_choose_factory_by_size_and_memory():
+    assert ix.choose_factory(1_000, 384) == "Flat"
+    assert ix.choose_factory(100_000, 384) == "HNSW32"
+    assert ix.choose_factory(1_000_000, 384) == "IVF1024,Flat"
+    tight = ix.choose_factory(1_000_000, 384, memory_bytes=200 << 20)  # raw vectors (1.5 GB) do not fit
+    assert tight.startswith("IVF1024,PQ") and int(tight.split("PQ")[1]) * 1_000_000 <= 200 << 20
+
+
+@pytest.fixture()
+def big(tmp_path, monkeypatch):
+    """4,000 clustered vectors; thresholds lowered so the store picks HNSW at this size."""
+    monkeypatch.setattr(ix, "FLAT_MAX", 1_000)
+    X = clustered(4_000)
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    groups = np.arange(len(X)) % 100  # group 7 holds 1% of the items
+    store.ingest_vectors("v", X, metadata={"grp": groups.tolist()}, name="clusters")
+    return store, X, groups
+
+
+def test_auto_index_is_recorded_with_measured_recall(big):
+    store, X, _ = big
+    entry = store.space("v")["index"]
+    assert entry["factory"] == "HNSW32" and entry["param"] == "efSearch"
+    assert entry["recall_at_10"] >= 0.95 and entry["ntotal"] == len(X)
+    info = store.info()["collections"]["v"]["spaces"]["clusters"]
+    assert info["index"] == "HNSW32" and info["recall_at_10"] == entry["recall_at_10"]
+    hits = store.search("v", vector=X[10], k=10)
+    truth = exact_top(X, X[10], 10)
+    assert len({int(h["id"]) for h in hits} & set(truth)) >= 8
+
+
+def test_index_grows_with_ingest_and_is_rebuilt_when_its_type_no_longer_fits(tmp_path, monkeypatch):
+    monkeypatch.setattr(ix, "FLAT_MAX", 1_500)
+    X = clustered(2_000, seed=3)
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    store.ingest_vectors("v", X[:1_000], ids=range(1_000), name="c")
+    assert store.space("v")["index"]["factory"] == "Flat"
+    store.ingest_vectors("v", X[1_000:1_200], ids=range(1_000, 1_200), name="c")
+    assert store.space("v")["index"] == store.space("v")["index"] | {"factory": "Flat", "ntotal": 1_200}
+    assert store.search("v", vector=X[1_150], k=1)[0]["id"] == "1150"  # added vectors are searchable
+    store.ingest_vectors("v", X[1_200:], ids=range(1_200, 2_000), name="c")
+    entry = store.space("v")["index"]
+    assert entry["factory"] == "HNSW32" and entry["ntotal"] == 2_000  # rebuilt: Flat no longer fits the size
+    assert store.search("v", vector=X[1_999], k=1)[0]["id"] == "1999"
+    # a reader of an older snapshot ignores rows it does not know
+    old = Store.open(tmp_path / "s")
+    assert old.search("v", vector=X[5], k=3)[0]["id"] == "5"
+
+
+def test_user_can_force_a_factory_string(big):
+    store, X, _ = big
+    entry = store.reindex("v", factory="IVF16,Flat")
+    assert entry["factory"] == "IVF16,Flat" and entry["param"] == "nprobe" and entry["recall_at_10"] >= 0.95
+    assert store.search("v", vector=X[3], k=1)[0]["id"] == "3"
+    with pytest.raises(InputError, match="FAISS cannot build index"):
+        store.reindex("v", factory="NotAnIndex")
+
+
+@pytest.mark.parametrize("factory", ["HNSW32", "Flat", "IVF16,Flat"])
+def test_filtered_search_returns_k_when_one_percent_matches(big, factory):
+    store, X, groups = big
+    store.reindex("v", factory=factory)
+    q = X[123]
+    hits = store.search("v", vector=q, k=10, where="grp = 7")
+    assert len(hits) == 10 and all(h["grp"] == 7 for h in hits)
+    assert [int(h["id"]) for h in hits] == exact_top(X, q, 10, groups == 7)
+    # a broad filter goes through the index's own selector and still returns k matching items
+    broad = store.search("v", vector=q, k=10, where="grp < 60")
+    assert len(broad) == 10 and all(h["grp"] < 60 for h in broad)
+    assert store.search("v", vector=q, k=10, where="grp = 1000") == []
+
+
+def test_search_modes_text_like_vector_and_image(tmp_path, docs_store=None):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    store.ingest(write_csv(tmp_path / "t.csv", topic_rows()), "docs", encoder=HASH)
+    by_text = store.search("docs", "tennis match with the striker", k=3)
+    assert all(h["label"] == "sports" for h in by_text)
+    first = by_text[0]["id"]
+    like = store.search("docs", item_id=first, k=3)
+    assert like[0]["id"] == first and like[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    ids, X = store.embeddings("docs")
+    by_vec = store.search("docs", vector=X[ids.index(first)], k=1)
+    assert by_vec[0]["id"] == first
+    with pytest.raises(InputError, match="exactly one"):
+        store.search("docs", "x", item_id=first)
+    with pytest.raises(InputError, match="dimensions"):
+        store.search("docs", vector=[1.0, 2.0])
+    filtered = store.search("docs", "tennis match", k=5, where="label = 'finance'")
+    assert len(filtered) == 5 and {h["label"] for h in filtered} == {"finance"}
+    with pytest.raises(InputError, match="bad --where"):
+        store.search("docs", "x", where="nonexistent_column = 1")
+
+
+def test_sql_embed_similarity_and_nearest_macro(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    store.ingest(write_csv(tmp_path / "t.csv", topic_rows()), "docs", encoder=HASH)
+    store.fit("docs", "label", "topic", model="centroid")
+    store.predict("topic", "docs")
+    near = store.sql("SELECT text, label, score FROM docs_nearest('stock bank shares', 4)").fetchall()
+    assert len(near) == 4 and all(r[1] == "finance" for r in near)
+    assert [r[2] for r in near] == sorted((r[2] for r in near), reverse=True)
+    # "the k items nearest to a text among those predicted as X" in one statement, joining items, space, predictions
+    rows = store.sql(
+        "SELECT d.text, p.label, similarity(e.embedding, embed('docs', 'goal by the striker')) AS score "
+        "FROM docs d JOIN docs__hash64 e USING (id) JOIN predictions p USING (id) "
+        "WHERE p.label = 'animals' ORDER BY score DESC LIMIT 3").fetchall()
+    assert len(rows) == 3 and all(r[1] == "animals" for r in rows)
+    dim = store.sql("SELECT len(embed('docs.hash64', 'cat')) AS n").fetchall()[0][0]
+    assert dim == 64
+    cos = store.sql("SELECT array_cosine_similarity(embedding, embedding) FROM docs__hash64 LIMIT 1").fetchall()
+    assert cos[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_sql_exports_csv_json_parquet(tmp_path):
+    store_dir = tmp_path / "s"
+    Store.open(store_dir).ingest(write_csv(tmp_path / "t.csv", topic_rows()), "docs", encoder=HASH)
+    runner = CliRunner()
+    q = "SELECT label, count(*) AS n FROM docs GROUP BY label ORDER BY label"
+    for fmt, name in (("csv", "out.csv"), ("json", "out.json"), ("parquet", "out.parquet")):
+        r = runner.invoke(cli, ["sql", q, "--store", str(store_dir), "--format", fmt, "-o", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "out.csv").read_text().splitlines()[1] == "animals,12"
+    assert json.loads((tmp_path / "out.json").read_text())[0] == {"label": "animals", "n": 12}
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist()[2] == {"label": "sports", "n": 12}
+
+
+def test_precomputed_vectors_from_parquet_and_npy(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    X = clustered(300, dim=8, seed=4)
+    t = pa.table({"id": [f"doc{i}" for i in range(300)],
+                  "embedding": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), 8),
+                  "tag": [i % 3 for i in range(300)]})
+    pq.write_table(t, tmp_path / "vecs.parquet")
+    r = store.ingest(tmp_path / "vecs.parquet", "pre", embedding_column="embedding", encoder="external:mine")
+    assert (r.read, r.added, r.embedded) == (300, 300, 0)
+    assert store.space("pre")["encoder"]["spec"] == "external:mine"
+    ids, got = store.embeddings("pre")
+    np.testing.assert_array_equal(got[ids.index("doc7")], X[7])
+    assert store.search("pre", item_id="doc7", k=1)[0]["id"] == "doc7"
+    assert store.sql("SELECT count(*) FROM pre WHERE tag = 1").fetchall()[0][0] == 100
+    with pytest.raises(InputError, match="--vector or --like"):
+        store.search("pre", "a text query")
+    again = store.ingest(tmp_path / "vecs.parquet", "pre", embedding_column="embedding", encoder="external:mine")
+    assert (again.added, again.duplicates) == (0, 300)
+    bad = X[:10].copy()
+    bad[4, 2] = np.nan
+    np.save(tmp_path / "v.npy", bad)
+    r = store.ingest(tmp_path / "v.npy", "npy")
+    assert (r.read, r.added, r.quarantined) == (10, 9, 1) and "NaN" in next(iter(r.reasons))
+    with pytest.raises(InputError, match="not vectors"):
+        store.ingest(tmp_path / "vecs.parquet", "pre2", embedding_column="tag")
+    with pytest.raises(EncoderError):
+        store.encoder_for("pre")
+
+
+def test_gpu_exact_search_matches_exact_cpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine (run bench/gpu.sh on one)")
+    X = clustered(2_000, seed=5)
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cuda"))
+    store.ingest_vectors("v", X, name="c")
+    hits = store.search("v", vector=X[9], k=10)
+    assert [int(h["id"]) for h in hits] == exact_top(X, X[9], 10)
