@@ -1,0 +1,114 @@
+"""P2: reports a person reads (plots, calibration), the few-shot protocol, multi-label and unbalanced labels,
+through the store and the CLI on real temporary stores (hash encoder)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from embstore import InputError, LabelError, Store
+from embstore.config import Settings
+from embstore.evaluation import few_shot, parse_samples, undersample
+from embstore_cli.main import cli
+
+from conftest import HASH, topic_rows, write_csv, write_jsonl
+
+
+@pytest.fixture()
+def docs(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    store.ingest(write_csv(tmp_path / "t.csv", topic_rows()), "docs", encoder=HASH)
+    return store
+
+
+def test_fit_reports_and_plots(docs, tmp_path):
+    rec = docs.fit("docs", "label", "topic", train_where="split = 'train'", test_where="split = 'test'",
+                   plot_dir=tmp_path / "plots")
+    m = rec["metrics"]
+    assert set(m["per_label"]) == {"animals", "finance", "sports"}
+    assert all({"precision", "recall", "f1", "support"} <= set(v) for v in m["per_label"].values())
+    assert np.asarray(m["confusion"]["matrix"]).sum() == m["n_test"] == 9
+    assert 0 <= m["calibration"]["ece"] <= 1 and m["calibration"]["log_loss"] >= 0
+    assert rec["learned"]["C_"] > 0 and rec["learned"]["temperature_"] > 0
+    for kind in ("confusion", "learning_curve"):
+        with Image.open(rec["plots"][kind]) as img:  # a real PNG a person can open
+            assert img.format == "PNG" and img.size[0] > 300
+
+
+def test_eval_follows_the_few_shot_protocol(docs, tmp_path):
+    out = docs.eval("docs", "label", train_where="split = 'train'", test_where="split = 'test'",
+                    samples="1,2,4,all", repeats=5, plot_dir=tmp_path / "p")
+    rows = {r["samples_per_label"]: r for r in out["results"]}
+    assert rows[1]["train_size"] == 3 and rows[2]["train_size"] == 6 and rows[4]["train_size"] == 12
+    assert rows[1]["runs"] == 5 and rows["all"]["runs"] == 1 and rows["all"]["train_size"] == 27
+    assert rows["all"]["accuracy_mean"] >= rows[1]["accuracy_mean"]
+    assert all(0 <= r["accuracy_mean"] <= 1 and r["accuracy_std"] >= 0 for r in out["results"])
+    assert (tmp_path / "p").joinpath(out["plot"].split("/")[-1]).exists()
+    again = docs.eval("docs", "label", train_where="split = 'train'", test_where="split = 'test'",
+                      samples="1,2,4,all", repeats=5)
+    assert again["results"] == out["results"]  # a fixed seed: the same subsets, the same scores
+
+
+def test_undersample_is_mtebs():
+    y = np.array(["a"] * 10 + ["b"] * 3)
+    rows = undersample(y, 4, np.random.RandomState(42))
+    assert sorted(y[rows].tolist()) == ["a"] * 4 + ["b"] * 3  # at most n per label, all of a rarer one
+    X = np.random.default_rng(0).standard_normal((40, 5))
+    yy = np.array([0, 1] * 20)
+    X[yy == 1] += 3
+    res = few_shot(X, yy, X, yy, [2, "all"], repeats=3)
+    assert res[0]["runs"] == 3 and res[1]["accuracy_mean"] == 1.0
+    with pytest.raises(InputError, match="positive integers"):
+        parse_samples("1,zero")
+
+
+def test_eval_cli_table_and_json(docs):
+    runner = CliRunner()
+    args = ["eval", "--store", str(docs.root), "-c", "docs", "--label-column", "label", "--samples", "1,all",
+            "--repeats", "3", "--train-where", "split = 'train'", "--test-where", "split = 'test'"]
+    human = runner.invoke(cli, args)
+    assert human.exit_code == 0, human.output
+    assert "per_label" in human.output and "accuracy" in human.output
+    data = json.loads(runner.invoke(cli, args + ["--json"]).output)
+    assert [r["samples_per_label"] for r in data["results"]] == [1, "all"]
+
+
+def test_multilabel_head_from_lists_and_from_a_separator(tmp_path):
+    rows = []
+    for topic, extra in (("animals", "pets"), ("finance", "money"), ("sports", None)):
+        for r in [r for r in topic_rows() if r["label"] == topic]:
+            rows.append({"text": r["text"], "tags": [topic] + ([extra] if extra else []),
+                         "joined": "|".join([topic] + ([extra] if extra else []))})
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    store.ingest(write_jsonl(tmp_path / "m.jsonl", rows), "m", encoder=HASH)
+    rec = store.fit("m", "tags", "tags_head", params={"C": 10.0})
+    assert rec["multilabel"] and set(rec["classes"]) == {"animals", "finance", "money", "pets", "sports"}
+    assert rec["accuracy"] >= 0.5 and "micro_f1" in rec["metrics"]
+    out = store.predict("tags_head", texts=["the cat and the dog near the barn horse"])
+    assert set(out["rows"][0]["labels"]) == {"animals", "pets"}
+    store.predict("tags_head", "m")
+    share, hit = store.sql(
+        "SELECT avg(CAST(len(p.labels) > 0 AS INT)), avg(CAST(list_contains(p.labels, m.tags[1]) AS INT)) "
+        "FROM predictions p JOIN m USING (id) WHERE p.head = 'tags_head'").fetchall()[0]
+    assert share >= 0.9 and hit >= 0.9  # a list of labels per item, holding the item's first tag
+    sep = store.fit("m", "joined", "sep_head", label_sep="|", params={"C": 10.0})
+    assert sep["multilabel"] and sep["classes"] == rec["classes"]
+    with pytest.raises(InputError, match="multi-label"):
+        store.fit("m", "tags", "knn_tags", model="knn")
+
+
+def test_class_weight_balanced_reaches_the_head(docs):
+    rec = docs.fit("docs", "label", "bal", params={"class_weight": "balanced", "C": 1.0})
+    assert rec["params"]["class_weight"] == "balanced"
+    with pytest.raises(InputError, match="bad parameter"):
+        docs.fit("docs", "label", "bad", model="centroid", params={"class_weight": "balanced"})
+
+
+def test_a_label_seen_only_at_test_time_is_named(docs, tmp_path):
+    rows = [{"text": "tennis goal for the team", "label": "space_travel"}]
+    docs.ingest(write_csv(tmp_path / "x.csv", rows), "extra", encoder=HASH)
+    with pytest.raises(LabelError, match="space_travel"):
+        docs.fit("docs", "label", "h", test_collection="extra")
