@@ -92,11 +92,13 @@ def parse_samples(spec: str | Sequence[Any]) -> list[int | str]:
     return out
 
 
-def undersample(y: np.ndarray, n: int, rng: np.random.RandomState) -> np.ndarray:
-    """MTEB's undersampling: shuffle, then keep the first ``n`` items of each label."""
+def undersample(y: np.ndarray, n: int, rng: np.random.RandomState, idxs: np.ndarray | None = None) -> np.ndarray:
+    """MTEB's undersampling: shuffle the (persistent) index array in place, keep the first ``n`` items per label."""
+    idxs = np.arange(len(y)) if idxs is None else idxs
+    rng.shuffle(idxs)
     taken: dict[Any, int] = {}
     keep = []
-    for i in rng.permutation(len(y)):
+    for i in idxs:
         if taken.get(y[i], 0) < n:
             taken[y[i]] = taken.get(y[i], 0) + 1
             keep.append(i)
@@ -107,25 +109,26 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
              samples: Sequence[int | str] = (1, 2, 4, 8, 16, 32, "all"), repeats: int = 10, seed: int = 42,
              max_iter: int = 100) -> list[dict[str, Any]]:
     """MTEB classification protocol: for each n, ``repeats`` times undersample the train split to n per label
-    (a fixed seed), fit LogisticRegression(max_iter=100), score accuracy and macro-F1 on the whole test split."""
+    (a RandomState(seed) per n, so each n's runs do not depend on which other n were asked for), fit
+    LogisticRegression(max_iter=100), score accuracy and macro-F1 on the whole test split."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    ytr, yte = np.asarray(ytr, dtype=object), np.asarray(yte, dtype=object)
+    ytr, yte = np.asarray([str(v) for v in ytr]), np.asarray([str(v) for v in yte])
     if len(set(ytr)) < 2:
         raise LabelError("few-shot evaluation needs at least 2 labels in the training split")
-    rng = np.random.RandomState(seed)
     out = []
     for n in samples:
+        rng, idxs = np.random.RandomState(seed), np.arange(len(ytr))
         accs, f1s, sizes = [], [], []
         for _ in range(1 if n == "all" else repeats):
-            rows = np.arange(len(ytr)) if n == "all" else undersample(ytr, int(n), rng)
+            rows = np.arange(len(ytr)) if n == "all" else undersample(ytr, int(n), rng, idxs)
             if len(set(ytr[rows])) < 2:
                 continue
-            clf = LogisticRegression(max_iter=max_iter).fit(Xtr[rows], ytr[rows].astype(str))
+            clf = LogisticRegression(max_iter=max_iter).fit(Xtr[rows], ytr[rows])
             pred = clf.predict(Xte)
-            accs.append(float((pred == yte.astype(str)).mean()))
-            f1s.append(float(f1_score(yte.astype(str), pred, average="macro", zero_division=0)))
+            accs.append(float((pred == yte).mean()))
+            f1s.append(float(f1_score(yte, pred, average="macro", zero_division=0)))
             sizes.append(len(rows))
         out.append({"samples_per_label": n, "runs": len(accs), "train_size": float(np.mean(sizes)),
                     "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
