@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -46,7 +47,10 @@ def real_store(tmp_path_factory) -> Store:
     for i in range(4):
         make_png(tmp / "imgs" / ("a" if i < 2 else "b") / f"{i}.png", i)
     (tmp / "imgs" / "a" / "broken.png").write_bytes(b"garbage")
-    s.ingest(tmp / "imgs", "imgs", encoder=HASH)
+    s.ingest(tmp / "imgs", "imgs", encoder=HASH, index="HNSW32")  # a forced index factory, tuned efSearch
+    rng = np.random.default_rng(0)
+    s.ingest_vectors("vecs", rng.standard_normal((20, 8)).astype(np.float32), [f"v{i}" for i in range(20)],
+                     metadata={"group": ["a", "b"] * 10}, name="mine")  # precomputed vectors
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s.fit("docs", "label", "topic", space="hash64")
@@ -92,6 +96,13 @@ def test_manifest_validates(real_store):
     assert len(manifest["heads"]["topic"]["versions"]) == 2
     assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head", "tags_head", "stock_head"}
     assert manifest["collections"]["tagged"]["predictions"]["tags_head"]["rows"] == 36
+    imgs = manifest["collections"]["imgs"]["spaces"]["hash64"]
+    assert imgs["index_factory"] == "HNSW32" and imgs["index"]["param"] == "efSearch"
+    assert docs["spaces"]["hash64"]["index"]["factory"] == "Flat" and docs["spaces"]["hash64"]["index"]["param"] is None
+    vecs = manifest["collections"]["vecs"]
+    assert vecs["modality"] == "vector" and vecs["content_column"] is None
+    assert vecs["spaces"]["mine"]["encoder"]["spec"] == "external:mine"
+    assert all("seq" in v for h in manifest["heads"].values() for v in h["versions"])
 
 
 def test_manifest_is_consistent_with_the_files(real_store):
@@ -150,13 +161,21 @@ def test_head_json_is_consistent(real_store):
         assert head["encoder"] == m["collections"][head["collection"]]["spaces"][head["space"]]["encoder"]
         assert all((f.parent / a).is_file() for a in head["arrays"].values())
         summary = next(x for x in m["heads"][head["name"]]["versions"] if x["version"] == head["version"])
-        assert {k: head[k] for k in summary} == summary
+        assert {k: head[k] for k in summary if k != "seq"} == {k: v for k, v in summary.items() if k != "seq"}
     ints = json.loads((real_store.root / "heads/ints_head/v1/head.json").read_text())
     assert ints["classes"] == [0, 1, 2] and ints["params"] == {"C": 0.5}
     img = json.loads((real_store.root / "heads/img_head/v1/head.json").read_text())
     assert img["label_column"] is None and img["classes"] == ["a", "b"]
     tags = json.loads((real_store.root / "heads/tags_head/v1/head.json").read_text())
     assert tags["label_sep"] == "|" and tags["classes"] == ["animals", "finance", "sports", "test", "train"]
+
+
+@pytest.mark.xfail(reason="embstore/ingest/vectors.py ingest_vectors() appends its ingest record without the 'at' "
+                          "timestamp that Store.ingest adds to every other ingest record", strict=False)
+def test_every_ingest_record_says_when(real_store):
+    manifest = json.loads((real_store.root / "embstore.json").read_text())
+    missing = [name for name, c in manifest["collections"].items() for i in c["ingests"] if "at" not in i]
+    assert missing == []
 
 
 @pytest.mark.parametrize("mutate", [
@@ -171,8 +190,12 @@ def test_head_json_is_consistent(real_store):
     lambda m: m["collections"].update({"bad-name": m["collections"]["docs"]}),
     lambda m: m["heads"]["topic"]["versions"][0].update(accuracy=1.5),
     lambda m: m["heads"]["topic"].update(versions=[]),
+    lambda m: m["collections"]["docs"]["spaces"]["hash64"]["index"].pop("recall_at_10"),
+    lambda m: m["collections"]["docs"]["spaces"]["hash64"]["index"].update(param="nprobe", value=None),
+    lambda m: m["collections"]["imgs"]["spaces"]["hash64"]["index"].update(value=None),
 ], ids=["no next_part", "unknown key", "format 2", "modality", "dim as string", "no fingerprint", "negative rows",
-        "no quarantined count", "bad collection name", "accuracy > 1", "no versions"])
+        "no quarantined count", "bad collection name", "accuracy > 1", "no versions", "no recall",
+        "param without value", "tuned index without value"])
 def test_manifest_schema_rejects_wrong_documents(real_store, mutate):
     manifest = copy.deepcopy(json.loads((real_store.root / "embstore.json").read_text()))
     mutate(manifest)
