@@ -121,6 +121,8 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         report.reasons = dict(quarantine.reasons)
         report.quarantine_file = quarantine.rel if quarantine.count else None
         store._sync_index(collection, space, save=True)
-        coll["ingests"].append({k: v for k, v in report.to_dict().items() if k != "collection"})
+        from ..manifest import now
+
+        coll["ingests"].append({k: v for k, v in report.to_dict().items() if k != "collection"} | {"at": now()})
         store._commit()
     return report
