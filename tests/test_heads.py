@@ -174,7 +174,7 @@ def test_unknown_collection(docs):
 # ------------------------------------------------------------------------------------------------ predict
 @pytest.mark.parametrize("model", ["logreg", "knn", "centroid"])
 def test_predict_new_texts_with_a_reloaded_head(docs, model):
-    fit_quietly(docs, "docs", "label", "h", model=model)
+    fit_quietly(docs, "docs", "label", "h", model=model, params={"C": 10.0} if model == "logreg" else {})
     fresh = Store.open(docs.root)  # loads the head from disk: .npy arrays + head.json
     out = fresh.predict("h", texts=NEW_TEXTS)
     assert out["head"] == "h" and out["version"] == 1
@@ -189,7 +189,7 @@ def test_predict_new_texts_with_a_reloaded_head(docs, model):
 def test_reloaded_head_predicts_like_the_fitted_one(docs):
     from sklearn.linear_model import LogisticRegression
 
-    docs.fit("docs", "label", "h")
+    docs.fit("docs", "label", "h", params={"C": 10.0})
     ids, X = docs.embeddings("docs")
     labels = dict(docs.sql("SELECT id, label FROM docs").fetchall())
     stock = LogisticRegression(max_iter=1000).fit(X, [labels[i] for i in ids])
@@ -231,9 +231,6 @@ def test_predict_an_older_version(docs):
         docs.predict("topic", texts=["cat"], version=7)
 
 
-@pytest.mark.xfail(reason="embstore/heads.py load_head() picks max(heads, key=created) with created at 1-second "
-                          "resolution: two heads fitted in the same second tie and the first (older) one wins",
-                   strict=False)
 def test_predict_defaults_to_the_latest_head(docs):
     docs.fit("docs", "label", "first", model="knn")
     docs.fit("docs", "label", "second", model="knn")
@@ -274,9 +271,6 @@ def test_a_head_refuses_a_space_from_another_encoder(docs, tmp_path):
     assert out["space"] == "hash64" and out["labels"] == {"animals": 1, "finance": 1, "sports": 1}
 
 
-@pytest.mark.xfail(reason="embstore/evaluation.py evaluate() passes labels=<every trained label> to f1_score, so a "
-                          "trained label with no test item counts as F1 0 in macro_f1 (0.75 here with accuracy 1.0)",
-                   strict=False)
 def test_macro_f1_ignores_labels_absent_from_the_test_set(store, tmp_path):
     rows = topic_rows() + [{"text": "a lonely rare example", "label": "rare", "split": "train"}]
     store.ingest(write_csv(tmp_path / "rare.csv", rows), "rare", encoder=HASH)
@@ -287,9 +281,6 @@ def test_macro_f1_ignores_labels_absent_from_the_test_set(store, tmp_path):
     assert rec["macro_f1"] == 1.0
 
 
-@pytest.mark.xfail(reason="embstore/evaluation.py calibration() computes -log(p + 1e-12): a test set predicted with "
-                          "probability 1.0 gets a negative log-loss (-1e-12) instead of clipping p to [eps, 1]",
-                   strict=False)
 def test_log_loss_is_never_negative(docs):
     rec = docs.fit("docs", "label", "h", model="knn")  # separable data: every neighbour agrees, p = 1.0
     assert rec["accuracy"] == 1.0

@@ -298,9 +298,6 @@ def test_ingest_report_is_json_serialisable(store, topics_csv):
     assert d["added"] == 36 and d["collection"] == "docs"
 
 
-@pytest.mark.xfail(reason="embstore/ingest/runner.py _chunk() compares a known user id's content hash only for text "
-                          "(the `plan.modality == 'text'` test): an image file replaced under the same id is counted "
-                          "as a duplicate instead of being quarantined like changed text", strict=False)
 def test_a_changed_image_under_a_known_id_is_not_a_silent_duplicate(store, tmp_path):
     make_png(tmp_path / "imgs" / "a.png", 1)
     src = write_csv(tmp_path / "t.csv", [{"id": "a", "file": "imgs/a.png"}])
@@ -311,9 +308,6 @@ def test_a_changed_image_under_a_known_id_is_not_a_silent_duplicate(store, tmp_p
     assert list(r.reasons) == ["id already in collection with different content"]
 
 
-@pytest.mark.xfail(reason="embstore/ingest/runner.py _chunk() resolves image paths to absolute ones before row_ids() "
-                          "hashes the row, so the same table re-ingested from another folder (a moved or copied "
-                          "dataset) gets new ids and duplicates every item", strict=False)
 def test_row_ids_of_an_image_table_do_not_depend_on_where_it_lies(store, tmp_path):
     import shutil
 
