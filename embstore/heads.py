@@ -373,7 +373,9 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
             X = enc.encode_text(list(texts))
             inputs = list(texts)
         else:
-            X = enc.encode_images(list(images or []))
+            from .encoders.base import load_user_image
+
+            X = enc.encode_images([load_user_image(i) for i in images or []])
             inputs = [str(i) for i in images or []]
         label, conf, sets = _probabilities(record, est, X)
         rows = [{"input": i, "label": l, "confidence": float(c), **({"labels": ls} if record.get("multilabel") else {})}

@@ -42,14 +42,9 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
         return enc.encode_text([str(query)])
     if "image" not in enc.modalities:
         raise InputError(f"space {space!r} ({sp['encoder']['spec']}) embeds text only; search it with a text query")
-    from .encoders import load_image
+    from .encoders.base import load_user_image
 
-    try:
-        img = load_image(image)
-    except FileNotFoundError:
-        raise InputError(f"image {image} does not exist") from None
-    except Exception as e:  # PIL's many decode errors
-        raise InputError(f"cannot read image {image}: {e}") from None
+    img = load_user_image(image)
     return enc.encode_preprocessed([enc.preprocess(img)])
 
 

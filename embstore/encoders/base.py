@@ -88,6 +88,19 @@ def load_image(source: Any) -> Any:
     return img.convert("RGB")
 
 
+def load_user_image(source: Any) -> Any:
+    """``load_image`` for an image a user names on the command line or in a call: a one-line InputError when the
+    file is missing or is not an image."""
+    from ..errors import InputError
+
+    try:
+        return load_image(source)
+    except FileNotFoundError:
+        raise InputError(f"image {source} does not exist") from None
+    except Exception as e:  # PIL raises many types for bad bytes; each one means "not an image"
+        raise InputError(f"cannot read image {source}: {type(e).__name__}: {e}") from None
+
+
 def as_float32(x: Any) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float32)
     if arr.ndim != 2:
