@@ -313,9 +313,6 @@ def test_open_clip_text_search_from_the_cli(clip_store):
     assert len(out["results"]) == 3 and all(r["path"].startswith(str(s.root.parent)) for r in out["results"])
 
 
-@pytest.mark.xfail(reason="embstore/encoders/clip.py builds a random-init model outside any try: an invalid model "
-                          "config raises open_clip/torch's ValueError, not EncoderError, so the CLI shows a traceback",
-                   strict=False)
 def test_a_bad_open_clip_config_is_an_encoder_error(tmp_path):
     from embstore import EncoderError
     from embstore.encoders.clip import OpenClipEncoder
