@@ -37,14 +37,13 @@ def _validate(est: Any, X: Any, y: Any = None, reset: bool = True) -> Any:
         return est._validate_data(X, y, reset=reset, dtype=[np.float32, np.float64], multi_output=True)
 
 
-class _small_problem_threads:
-    """Small fits run on one CPU thread (torch, BLAS, OpenMP): a thread pool costs more than it gives there, and
+class _one_thread:
+    """Small solves run on one CPU thread (torch, BLAS, OpenMP): a thread pool costs more than it gives there, and
     its spinning threads slow to a crawl when the cores are shared with other work (measured: TREC 5k x 384 took
     3.7 s on one thread, 14.6 s on two, on a busy 2-core machine)."""
 
-    def __init__(self, X: Any, y: Any):
-        shape = getattr(X, "shape", (0, 0))
-        self.small = len(shape) == 2 and shape[0] * shape[1] < 20_000_000  # below ~50k x 384
+    def __init__(self, small: bool):
+        self.small = small
 
     def __enter__(self) -> None:
         self.limits = self.threads = None
@@ -113,10 +112,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LinearProbe":
-        with _small_problem_threads(X, y):
-            return self._fit(X, y, sample_weight)
-
-    def _fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LinearProbe":
         _require_y(self, y)
         X, y = _validate(self, X, y)
         if sample_weight is not None:
@@ -152,13 +147,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.temperature_ = 1.0
         self._cv_init = None
         if self.C == "auto":
-            self.C_, self.cv_scores_ = self._choose_C(X, targets, strat, weights)
+            with _one_thread(True):  # the CV path works on at most cv_max_rows rows
+                self.C_, self.cv_scores_ = self._choose_C(X, targets, strat, weights)
         else:
             if not (isinstance(self.C, (int, float)) and self.C > 0):
                 raise ValueError(f"C must be 'auto' or a positive number, got {self.C!r}")
             self.C_, self.cv_scores_ = float(self.C), {}
         # warm start from the CV fit at the chosen C (the mean of the folds' weights): fewer iterations, same optimum
-        W, b, self.n_iter_ = self._solve(X, targets, weights, self.C_, init=getattr(self, "_cv_init", None))
+        with _one_thread(X.shape[0] * X.shape[1] < 200_000_000):  # below ~500k x 384: few iterations after the warm start
+            W, b, self.n_iter_ = self._solve(X, targets, weights, self.C_, init=getattr(self, "_cv_init", None))
         self.__dict__.pop("_cv_init", None)
         self.coef_, self.intercept_ = W, b
         return self
