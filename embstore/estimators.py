@@ -191,7 +191,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         for j, C in enumerate(Cs):  # strong to weak regularisation, each fold warm-started from the last C
             for f, (tr, te) in enumerate(splits):
                 tr, te = rows[tr], rows[te]
-                W, b, _ = self._solve(X[tr], targets[tr], weights[tr], C, init=inits[f], tol=self.cv_tol)
+                W, b, _ = self._solve(X[tr], targets[tr], weights[tr], C, init=inits[f], tol=self.cv_tol,
+                                      max_iter=min(self.max_iter, 100))
                 inits[f] = (W, b)
                 weights_at[j].append((W, b))
                 held_out[j].append((X[te].astype(np.float64) @ W.T.astype(np.float64) + b, targets[te]))
@@ -202,8 +203,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             losses[j] = _log_loss(z / _fit_temperature(z, t, self.multilabel_), t, self.multilabel_)
             if j >= 1 and losses[j] > losses[:j].min():
                 break  # past the minimum: weaker regularisation only costs more iterations
-            if j >= 2 and losses[j - 1] - losses[j] < 1e-3 * losses[j]:
-                break  # flat: a weaker C changes nothing held-out, and each costs more iterations
+            if j >= 2 and losses[j - 1] - losses[j] < max(1e-3 * losses[j], 1e-3):
+                break  # flat (under a thousandth of a nat): a weaker C changes nothing held-out, and costs more
         best = int(np.argmin(losses))
         self._cv_init = (np.mean([w for w, _ in weights_at[best]], axis=0), np.mean([b for _, b in weights_at[best]], axis=0))
         z = np.concatenate([h[0] for h in held_out[best]])
@@ -212,7 +213,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return Cs[best], {f"{c:g}": float(-v) for c, v in zip(Cs, losses) if np.isfinite(v)}
 
     def _solve(self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray, C: float,
-               init: tuple | None = None, tol: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+               init: tuple | None = None, tol: float | None = None,
+               max_iter: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """Minimise sum(w * loss) / sum(w) + ||W||^2 / (2 C sum(w)) (scikit-learn's objective over C * sum(w)):
         scipy's L-BFGS-B drives it, the loss and its exact gradient are computed by torch on the device."""
         import torch
@@ -252,7 +254,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
         theta0 = np.zeros(k * d + k) if init is None else np.concatenate([init[0].ravel(), init[1]]).astype(np.float64)
         res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B",
-                       options={"maxiter": self.max_iter, "gtol": tol or self.tol, "ftol": 64 * np.finfo(float).eps,
+                       options={"maxiter": max_iter or self.max_iter, "gtol": tol or self.tol,
+                                "ftol": 64 * np.finfo(float).eps,
                                 "maxcor": 20})
         theta = res.x.astype(np.float32)
         return theta[: k * d].reshape(k, d).copy(), theta[k * d:].copy(), int(res.nit)

@@ -360,8 +360,10 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
             images: Sequence[Any] | None, version: int | None) -> dict[str, Any]:
     record, est = load_head(store, head, version)
     fp = record["space_fingerprint"]
-    if (collection is None) == (texts is None and images is None):
-        raise InputError("predict needs a collection, or new inputs (texts or images), not both")
+    if collection is not None and (texts is not None or images is not None):
+        raise InputError("predict takes a collection or new inputs (texts or images), not both")
+    if collection is None and texts is None and images is None:
+        raise InputError("predict needs a collection (--collection) or new inputs (--text / --image)")
     if collection is None:
         from .encoders import get_encoder
 

@@ -113,10 +113,12 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
                                     "(your tables are kept in STORE/sql.duckdb)")
     con = connect(store, write=write)
     try:
-        rel = None
         for st in statements[:-1]:
             con.execute(st.query)
-        rel = con.sql(statements[-1].query)
-        return rel
+        last = statements[-1]
+        if last.type.name not in ("SELECT", "EXPLAIN", "PRAGMA"):
+            con.execute(last.query)  # a statement: nothing to show
+            return None
+        return con.sql(last.query)
     except duckdb.Error as e:
         raise InputError(f"SQL error: {str(e).splitlines()[0]}") from None

@@ -42,8 +42,22 @@ def read_source(path: str | os.PathLike) -> ReadResult:
 
 
 def _read_csv(p: Path, kind: str) -> ReadResult:
+    """Fast path: pyarrow's threaded reader. Only when it meets a malformed row, read again with a handler that
+    quarantines such rows, single-threaded (a Python callback inside pyarrow's thread pool can abort the
+    interpreter at exit)."""
     from pyarrow import csv
 
+    delimiter = "\t" if kind == "tsv" else ","
+    convert = csv.ConvertOptions(strings_can_be_null=True)
+    try:
+        table = csv.read_csv(p, parse_options=csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                             convert_options=convert)
+        return ReadResult(table, kind)
+    except pa.ArrowInvalid as e:
+        if "columns" not in str(e):
+            raise InputError(f"cannot read {p.name} as {kind.upper()}: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read {p.name} as {kind.upper()}: {e}") from None
     bad: list[dict[str, Any]] = []
 
     def on_invalid(row: Any) -> str:
@@ -51,11 +65,10 @@ def _read_csv(p: Path, kind: str) -> ReadResult:
                     f"columns, found {row.actual_columns}", "data": row.text})
         return "skip"
 
-    parse = csv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True,
-                             invalid_row_handler=on_invalid)
+    parse = csv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid)
     try:
-        table = csv.read_csv(p, parse_options=parse,
-                             convert_options=csv.ConvertOptions(strings_can_be_null=True))
+        table = csv.read_csv(p, read_options=csv.ReadOptions(use_threads=False), parse_options=parse,
+                             convert_options=convert)
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {p.name} as {kind.upper()}: {str(e).splitlines()[0]}") from None
     return ReadResult(table, kind, bad)
