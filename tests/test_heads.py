@@ -241,7 +241,7 @@ def test_predict_needs_a_collection_or_inputs(docs):
     docs.fit("docs", "label", "topic", model="knn")
     with pytest.raises(InputError, match="predict needs a collection"):
         docs.predict("topic")
-    with pytest.raises(InputError, match="predict needs a collection"):
+    with pytest.raises(InputError, match="not both"):
         docs.predict("topic", "docs", texts=["cat"])
 
 
