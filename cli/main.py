@@ -106,9 +106,16 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     Rows already in the collection are skipped; bad rows are quarantined with their reason
     (STORE/quarantine/...) and the rest goes on.
     """
+    from pathlib import Path
+
     from embstore import Store
     from embstore.config import Settings
+    from embstore.errors import InputError
+    from embstore.storage import check_name
 
+    check_name("collection", collection)  # bad input is refused before a new store is created
+    if not Path(path).expanduser().exists():
+        raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, or a folder of images")
     store = Store.open(store_path, settings=Settings.resolve(device=device, batch_size=batch_size))
     r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
                      encoder=encoder, space=space, index=index_factory, embedding_column=embedding_column,

@@ -308,3 +308,12 @@ def test_a_bad_environment_value_is_a_one_line_error(tmp_path):
     src = write_csv(tmp_path / "t.csv", [{"text": "x"}])
     assert_one_line_error(run("ingest", src, "--store", tmp_path / "s", "-c", "c", "--encoder", HASH, ok=False,
                               env={"EMBSTORE_BATCH_SIZE": "lots"}), "EMBSTORE_BATCH_SIZE")
+
+
+def test_a_refused_ingest_creates_no_store(tmp_path):
+    target = tmp_path / "never.store"
+    for args in (["ingest", str(tmp_path / "missing.csv"), "--store", str(target), "-c", "x"],
+                 ["ingest", str(write_csv(tmp_path / "t.csv", [{"text": "x"}])), "--store", str(target), "-c", "1bad"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2 and "Traceback" not in r.output
+    assert not target.exists()

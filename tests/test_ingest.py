@@ -64,7 +64,9 @@ def test_ingest_jsonl_quarantines_a_malformed_line_and_keeps_the_rest(store, tmp
     assert counts_add_up(r)
     assert r.reasons == {"invalid JSON": 1, "not a JSON object": 1}
     lines = quarantine_lines(store.root, r.quarantine_file)
-    assert [(x["row"], x["reason"].split(":")[0]) for x in lines] == [(2, "invalid JSON"), (5, "not a JSON object")]
+    # rows that do not parse are located by their file line (row is None: they never became data rows)
+    assert [(x["row"], x["line"], x["reason"].split(":")[0]) for x in lines] == [
+        (None, 2, "invalid JSON"), (None, 5, "not a JSON object")]
     assert lines[0]["data"] == '{"text": "broken'
     assert lines[0]["source"] == str(src.absolute())
     assert sorted(x["text"] for x in items(store, "q")) == ["first good line", "second good line"]

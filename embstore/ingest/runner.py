@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -14,7 +15,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..encoders import Encoder, load_image
 from ..errors import InputError
@@ -68,11 +68,14 @@ class Quarantine:
         self.reasons: Counter[str] = Counter()
         self.count = 0
 
-    def add(self, row: int | None, reason: str, data: Any) -> None:
+    def add(self, row: int | None, reason: str, data: Any, line: int | None = None) -> None:
+        """``row``: the 1-based data row among the rows that parsed; ``line``: the file line of a row that did not."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"source": self.source, "row": row, "reason": reason, "data": data}
+        if line is not None:
+            record["line"] = line
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"source": self.source, "row": row, "reason": reason, "data": data},
-                               default=str, ensure_ascii=False) + "\n")
+            f.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
         self.reasons[reason.split(":")[0]] += 1
         self.count += 1
 
@@ -118,8 +121,8 @@ class IngestRun:
 
     # ----------------------------------------------------------------------------------------------------------
     def run(self) -> IngestReport:
-        for bad in self.read.bad_rows:  # rows the reader could not parse at all
-            self.quarantine.add(bad["row"], bad["reason"], bad["data"])
+        for bad in self.read.bad_rows:  # rows the reader could not parse at all: located by their line in the file
+            self.quarantine.add(None, bad["reason"], bad["data"], line=bad["row"])
         self.report.read += len(self.read.bad_rows)
         table = self.read.table
         existing_items = self.store._item_hashes(self.collection)  # id -> content_hash
@@ -286,7 +289,7 @@ class IngestRun:
             try:
                 tensor = encoder.preprocess(load_image(data))
             except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
-                detail = str(e).splitlines()[0] if str(e) else ""
+                detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")
                 return i, None, None, f"broken image: {path}: {type(e).__name__}: {detail}"
             return i, digest, tensor, None
 
