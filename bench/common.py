@@ -55,6 +55,20 @@ def vectors_by(store, collection: str, key: str) -> dict:
     return {value: X[row[item_id]] for item_id, value in pairs}
 
 
+def throughput_report(bench: str, a, device: str, rows: int, seconds: float, rep, best: dict, cos: np.ndarray,
+                      **extra) -> None:
+    """The one JSON line of an embedding benchmark: both sides' speed, their ratio, and the vectors' cosine."""
+    report({
+        "bench": bench, "data": str(a.data), "device": device, "batch_size": a.batch_size, **extra,
+        "repeat": a.repeat, "rows": rows,
+        "embstore": {"seconds": round(seconds, 3), "embedded": rep.embedded, "per_s": round(rep.read / seconds, 1),
+                     "stages": rep.seconds},
+        "stock": {"seconds": round(best["seconds"], 3), "per_s": round(best["per_s"], 1)},
+        "ratio_per_s": round((rep.read / seconds) / best["per_s"], 3),
+        "cosine_rows": len(cos), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+    })
+
+
 def report(result: dict, min_cosine: float = 0.999) -> None:
     """Print the one JSON line; exit 1 when embstore's vectors are not the stock library's."""
     result["cosine_ok"] = result["cosine_min"] >= min_cosine

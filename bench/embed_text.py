@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import SHARED, base_parser, cosines, report, run_stock, vectors_by, workdir
+from common import SHARED, base_parser, cosines, run_stock, throughput_report, vectors_by, workdir
 
 
 def main() -> None:
@@ -53,15 +53,7 @@ def main() -> None:
 
     vec = vectors_by(store, "bench", a.column)
     cos = cosines(np.stack([vec[t] for t in texts]), np.load(work / "stock.npy"))
-    report({
-        "bench": "embed_text", "data": str(a.data), "device": settings.device, "batch_size": a.batch_size,
-        "repeat": a.repeat, "rows": len(texts),
-        "embstore": {"seconds": round(seconds, 3), "embedded": rep.embedded, "per_s": round(rep.read / seconds, 1),
-                     "stages": rep.seconds},
-        "stock": {"seconds": round(best["seconds"], 3), "per_s": round(best["per_s"], 1)},
-        "ratio_per_s": round((rep.read / seconds) / best["per_s"], 3),
-        "cosine_rows": len(cos), "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
-    })
+    throughput_report("embed_text", a, settings.device, len(texts), seconds, rep, best, cos)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ work=${2:-$(mktemp -d "${TMPDIR:-/tmp}/embstore-mnist.XXXXXX")}
 stock=${STOCK:-$(dirname "$data")/bench/stock.py}
 store="$work/mnist.store"
 mkdir -p "$work"
-summary() {  # the headline of a `fit --json` record (the full record, per-label metrics included, stays in the file)
-  python -c 'import json, sys; r = json.load(open(sys.argv[1])); print(json.dumps({k: r[k] for k in (
-      "name", "version", "space", "n_train", "n_classes", "learned", "evaluated_on", "accuracy", "macro_f1") if k in r}))' "$1"
-}
-step() { { printf '\n$'; for a in "$@"; do case $a in *[[:space:]]*) printf ' "%s"' "$a" ;; *) printf ' %s' "$a" ;; esac; done; echo; } >&2; "$@"; }
+# shellcheck source=examples/lib.sh
+. "$here/lib.sh"
 
 # image paths in labels.csv are relative to its folder
 step embstore ingest "$data/mnist/labels.csv" --image-column path --store "$store" --collection mnist

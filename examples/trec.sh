@@ -14,11 +14,8 @@ work=${2:-$(mktemp -d "${TMPDIR:-/tmp}/embstore-trec.XXXXXX")}
 stock=${STOCK:-$(dirname "$data")/bench/stock.py}
 store="$work/trec.store"
 mkdir -p "$work"
-summary() {  # the headline of a `fit --json` record (the full record, per-label metrics included, stays in the file)
-  python -c 'import json, sys; r = json.load(open(sys.argv[1])); print(json.dumps({k: r[k] for k in (
-      "name", "version", "space", "n_train", "n_classes", "learned", "evaluated_on", "accuracy", "macro_f1") if k in r}))' "$1"
-}
-step() { { printf '\n$'; for a in "$@"; do case $a in *[[:space:]]*) printf ' "%s"' "$a" ;; *) printf ' %s' "$a" ;; esac; done; echo; } >&2; "$@"; }
+# shellcheck source=examples/lib.sh
+. "$here/lib.sh"
 
 step embstore ingest "$data/trec/train.csv" --store "$store" --collection trec_train
 step embstore ingest "$data/trec/test.csv" --store "$store" --collection trec_test
