@@ -150,14 +150,7 @@ class Store:
                     raise SpaceMismatchError(
                         f"space {space!r} of {collection!r} was built with {recorded['spec']!r} "
                         f"({recorded['fingerprint']}), not {spec!r} ({enc.fingerprint()}); pass --space NEW_NAME")
-            if not existing:
-                self.manifest["collections"][collection] = {
-                    "modality": plan.modality, "content_column": plan.content_column, "id_column": plan.id_column,
-                    "created": now(), "item_shards": [], "spaces": {}, "predictions": {}, "ingests": []}
-            coll = self.manifest["collections"][collection]
-            if space not in coll["spaces"]:
-                coll["spaces"][space] = {"encoder": enc.describe(), "created": now(), "rows": 0, "shards": [],
-                                         "index": None}
+            self._ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
             run = IngestRun(self, collection, space, enc, plan, read, src.absolute(), self.settings, progress)
             if index is not None:
                 _check_factory(index, enc.dim)
@@ -203,6 +196,16 @@ class Store:
                                                                                                   preserve_index=False)
         return ingest_vectors(self, collection, vectors, ids, metadata, name, space, source)
 
+    def _ensure_space(self, collection: str, space: str, enc: Any, modality: str, content_column: str | None,
+                      id_column: str | None) -> dict[str, Any]:
+        """The manifest entries of a collection and one of its spaces, created empty when new; the collection's."""
+        coll = self.manifest["collections"].setdefault(collection, {
+            "modality": modality, "content_column": content_column, "id_column": id_column, "created": now(),
+            "item_shards": [], "spaces": {}, "predictions": {}, "ingests": []})
+        coll["spaces"].setdefault(space, {"encoder": enc.describe(), "created": now(), "rows": 0, "shards": [],
+                                          "index": None})
+        return coll
+
     def _commit_chunk(self, collection: str, space: str, enc: Encoder, plan: Any, items: pa.Table | None,
                       space_rows: pa.Table, vectors: np.ndarray, report: Any) -> None:
         coll = self.manifest["collections"][collection]
@@ -223,8 +226,7 @@ class Store:
         return {} if t is None else dict(zip(t.column("id").to_pylist(), t.column("content_hash").to_pylist()))
 
     def _space_ids(self, collection: str, space: str) -> set[str]:
-        t = read_shards(self.root, self.manifest["collections"][collection]["spaces"][space]["shards"], ["id"])
-        return set() if t is None else set(t.column("id").to_pylist())
+        return set(self._space_ids_in_order(collection, space))
 
     def _space_vectors_by_hash(self, collection: str, space: str, hashes: set[str]) -> dict[str, np.ndarray]:
         sp = self.manifest["collections"][collection]["spaces"][space]

@@ -80,18 +80,7 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         if coll and space in coll["spaces"] and coll["spaces"][space]["encoder"]["fingerprint"] != enc.fingerprint():
             raise InputError(f"space {space!r} holds {coll['spaces'][space]['encoder']['spec']} vectors of another "
                              "dim or name; pass --space NEW_NAME")
-        if not coll:
-            from ..manifest import now
-
-            store.manifest["collections"][collection] = {
-                "modality": "vector", "content_column": None, "id_column": "id", "created": now(),
-                "item_shards": [], "spaces": {}, "predictions": {}, "ingests": []}
-        coll = store.manifest["collections"][collection]
-        if space not in coll["spaces"]:
-            from ..manifest import now
-
-            coll["spaces"][space] = {"encoder": enc.describe(), "created": now(), "rows": 0, "shards": [],
-                                     "index": None}
+        coll = store._ensure_space(collection, space, enc, "vector", None, "id")
         known = store._item_hashes(collection)
         finite = np.isfinite(vectors).all(1)
         keep, seen = [], set()
