@@ -150,10 +150,10 @@ class Store:
                     raise SpaceMismatchError(
                         f"space {space!r} of {collection!r} was built with {recorded['spec']!r} "
                         f"({recorded['fingerprint']}), not {spec!r} ({enc.fingerprint()}); pass --space NEW_NAME")
+            if index is not None:
+                _check_factory(index, enc.dim)  # before the manifest is touched
             self._ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
             run = IngestRun(self, collection, space, enc, plan, read, src.absolute(), self.settings, progress)
-            if index is not None:
-                _check_factory(index, enc.dim)
             report = run.run()
             self._sync_index(collection, space, save=True, factory=index)
             coll = self.manifest["collections"][collection]
