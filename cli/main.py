@@ -145,7 +145,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
 @click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
               show_default=True, help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
-              "validation; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
+              "validation, neighbours from the space's index; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
 @click.option("--class-weight", type=click.Choice(["balanced"]), help="Weigh labels inversely to their frequency.")
 @click.option("--label-sep", metavar="SEP", help="Split string labels on SEP into several labels (multi-label head).")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write confusion-matrix and learning-curve PNGs here.")

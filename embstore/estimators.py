@@ -370,7 +370,11 @@ class CentroidHead(_CosineBase):
 
 class KNNHead(_CosineBase):
     """Cosine k-nearest neighbours (similarity-weighted votes) served by a FAISS inner-product index.
-    ``n_neighbors="auto"`` chooses k among ``ks`` by leave-one-out accuracy on (a sample of) the training set."""
+    ``n_neighbors="auto"`` chooses k among ``ks`` by leave-one-out accuracy on (a sample of) the training set.
+
+    On its own it keeps the training vectors in an exact flat index. ``serve_from(searcher)`` hands the neighbour
+    search to another index instead (a store serves a head from its space's index, restricted to the training
+    items): ``searcher(Q, k) -> (similarities, rows into the training set)``, -1 where fewer than k were found."""
 
     def __init__(self, n_neighbors: Any = "auto", ks: Any = (1, 3, 5, 10, 20, 50), loo_max_rows: int = 5000,
                  random_state: int = 0):
@@ -387,7 +391,11 @@ class KNNHead(_CosineBase):
             ks = sorted(k for k in self.ks if k < len(X)) or [1]
             rows = np.random.default_rng(self.random_state).permutation(len(X))[: self.loo_max_rows]
             sims, nbrs = self._search(X[rows], max(ks) + 1)
-            sims, nbrs = sims[:, 1:], nbrs[:, 1:]  # leave one out: drop the item itself
+            # leave one out: drop the item itself (wherever an approximate index ranked it), else the last one
+            own = nbrs == rows[:, None]
+            drop = np.where(own.any(1), own.argmax(1), nbrs.shape[1] - 1)
+            keep = np.arange(nbrs.shape[1])[None, :] != drop[:, None]
+            sims, nbrs = sims[keep].reshape(len(rows), -1), nbrs[keep].reshape(len(rows), -1)
             acc = [float((self._vote(sims[:, :k], nbrs[:, :k]).argmax(1) == yi[rows]).mean()) for k in ks]
             self.n_neighbors_ = ks[int(np.argmax(acc))]
             self.cv_scores_ = dict(zip(map(str, ks), acc))
@@ -396,9 +404,15 @@ class KNNHead(_CosineBase):
             self.cv_scores_ = {}
         return self
 
+    def serve_from(self, searcher: Any) -> "KNNHead":
+        self._searcher = searcher
+        return self
+
     def _search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
+        if getattr(self, "_searcher", None) is not None:
+            return self._searcher(np.ascontiguousarray(Q, np.float32), min(k, len(self.fit_y_)))
         if getattr(self, "_index", None) is None:
             self._index = faiss.IndexFlatIP(self.fit_X_.shape[1])
             self._index.add(self.fit_X_)
@@ -407,8 +421,12 @@ class KNNHead(_CosineBase):
 
     def _vote(self, sims: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
         votes = np.zeros((len(sims), len(self.classes_)), np.float64)
-        w = np.maximum(sims, 0) + 1e-6
-        np.add.at(votes, (np.repeat(np.arange(len(sims)), nbrs.shape[1]), self.fit_y_[nbrs].ravel()), w.ravel())
+        found = nbrs >= 0  # an approximate index may return fewer than k
+        w = np.where(found, np.maximum(sims, 0) + 1e-6, 0.0)
+        np.add.at(votes, (np.repeat(np.arange(len(sims)), nbrs.shape[1]), self.fit_y_[np.where(found, nbrs, 0)].ravel()),
+                  w.ravel())
+        empty = votes.sum(1) == 0
+        votes[empty] = 1.0  # nothing found: every label equally likely
         return votes / votes.sum(1, keepdims=True)
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -418,6 +436,7 @@ class KNNHead(_CosineBase):
     def __getstate__(self) -> dict:  # the FAISS index is rebuilt on demand, never serialised
         state = self.__dict__.copy()
         state["_index"] = None
+        state.pop("_searcher", None)
         return state
 
 

@@ -45,13 +45,16 @@ def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> A
     raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
 
 
-def learned_state(model: str, est: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The fitted estimator as (arrays, scalars): everything ``rebuild`` needs, nothing pickled."""
+def learned_state(model: str, est: Any, train_ids: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The fitted estimator as (arrays, scalars): everything ``rebuild`` needs, nothing pickled. A kNN head served
+    from its space's index keeps its training items' ids (``train_ids``) instead of a copy of their vectors."""
     if model in ("logreg", "sklearn-logreg"):
         scalars = {"C_": est.C_, "multilabel_": bool(est.multilabel_), "temperature_": est.temperature_} \
             if model == "logreg" else {}
         return {"coef": est.coef_, "intercept": est.intercept_}, scalars
     if model == "knn":
+        if train_ids is not None:
+            return {"ids": np.asarray(list(train_ids), dtype=str), "y": est.fit_y_}, {"n_neighbors_": est.n_neighbors_}
         return {"X": est.fit_X_, "y": est.fit_y_}, {"n_neighbors_": est.n_neighbors_}
     return {"centroids": est.centroids_}, {"temperature_": est.temperature_}
 
@@ -64,11 +67,13 @@ def rebuild(model: str, params: dict[str, Any], classes: list[Any], arrays: dict
         setattr(est, key, value)
     if model in ("logreg", "sklearn-logreg"):
         est.coef_, est.intercept_ = arrays["coef"], arrays["intercept"]
-    elif model == "knn":
-        est.fit_X_, est.fit_y_, est._index = arrays["X"], arrays["y"], None
+    elif model == "knn":  # without "X", the caller serves it from the space's index (load_head)
+        est.fit_X_, est.fit_y_, est._index = arrays.get("X"), arrays["y"], None
     else:
         est.centroids_ = arrays["centroids"]
-    est.n_features_in_ = next(iter(arrays.values())).shape[-1]
+    features = next((arrays[k] for k in ("coef", "centroids", "X") if k in arrays), None)
+    if features is not None:
+        est.n_features_in_ = features.shape[-1]
     return est
 
 
@@ -209,9 +214,15 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
     classes, multilabel = data["classes"], data["multilabel"]
     if multilabel and model != "logreg":
         raise InputError(f"multi-label targets need --model logreg (a sigmoid per label); {model} takes one label")
-    est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device)
+    searcher = None
+    if model == "knn":  # neighbours come from the space's own index, restricted to the training items
+        from .search import subset_searcher
+
+        searcher = subset_searcher(store, collection, space, data["train_ids"])
+    est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
+                         searcher)
     metrics = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel)
-    arrays, scalars = learned_state(model, est)
+    arrays, scalars = learned_state(model, est, data["train_ids"] if searcher is not None else None)
     record = {
         "name": name, "model": model, "params": params, "classes": [_jsonable(c) for c in classes],
         "n_classes": len(classes), "multilabel": multilabel, "label_sep": label_sep, "label_column": label_column,
@@ -221,14 +232,19 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "metrics": metrics,
         "train_data_sha256": _train_hash(data["train_ids"], data["ytr"]), "created": now(),
     }
+    if searcher is not None:
+        factory = (store.space(collection, space).get("index") or {}).get("factory", "Flat")
+        record["served_by"] = f"the index of {collection}.{space} ({factory}), restricted to the training items"
     if plot_dir is not None:
         record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir)
     return save_head(store, record, arrays)
 
 
 def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multilabel: bool, X: np.ndarray,
-                   y: list[Any], device: str) -> Any:
+                   y: list[Any], device: str, searcher: Any = None) -> Any:
     est = make_estimator(model, params, device)
+    if searcher is not None:
+        est.serve_from(searcher)
     if multilabel:
         from sklearn.preprocessing import MultiLabelBinarizer
 
@@ -339,8 +355,17 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
     folder = store.root / chosen["path"]
     record = json.loads((folder / "head.json").read_text(encoding="utf-8"))
     arrays = {k: np.load(folder / f, allow_pickle=False) for k, f in record["arrays"].items()}
-    return record, rebuild(record["model"], record["params"], record["classes"], arrays, record["learned"],
-                           store.settings.device)
+    est = rebuild(record["model"], record["params"], record["classes"], arrays, record["learned"],
+                  store.settings.device)
+    if record["model"] == "knn" and "ids" in arrays:
+        from .search import subset_searcher
+
+        if record["collection"] not in store.manifest["collections"]:
+            raise NotFoundError(f"head {name!r} finds neighbours among the items of collection "
+                                f"{record['collection']!r}, which is no longer in the store; fit it again")
+        est.n_features_in_ = record["encoder"]["dim"]
+        est.serve_from(subset_searcher(store, record["collection"], record["space"], arrays["ids"].tolist()))
+    return record, est
 
 
 # ------------------------------------------------------------------------------------------------- predict

@@ -100,6 +100,45 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
     return exact_subset(store, collection, space, q, k, where)
 
 
+def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str]) -> Any:
+    """``searcher(Q, k) -> (similarities, rows into ids)``: nearest neighbours among the given items of a space,
+    served by the space's own index (a kNN head's neighbour search). All the space: the index as is; a large
+    share: inside the index's search (a FAISS IDSelector); a few items of a large space: exact on their vectors."""
+    index, all_ids = store._sync_index(collection, space)
+    pos = store._positions(collection, space)
+    missing = [i for i in ids if i not in pos]
+    if missing:
+        raise NotFoundError(f"{len(missing)} of the {len(ids)} items this head was trained on are not in "
+                            f"{collection}.{space} (e.g. {missing[0]!r}); fit the head again")
+    rows = np.fromiter((pos[i] for i in ids), np.int64, len(ids))
+    n = len(all_ids)
+    to_train = np.full(max(index.ntotal, n), -1, np.int64)
+    to_train[rows] = np.arange(len(rows))
+    entry = store.space(collection, space).get("index") or {}
+    factory, param = entry.get("factory", "Flat"), entry.get("value")
+
+    if len(rows) <= max(EXACT_SUBSET, 0.05 * n) and len(rows) < n:
+        import faiss
+
+        vectors = store._vectors_from(collection, space, 0)[rows]
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(ix.normalize(vectors))
+
+        def exact(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            return flat.search(ix.normalize(Q), k)
+
+        return exact
+
+    def served(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        selector = None if len(rows) == n else faiss.IDSelectorBatch(rows)
+        scores, found = ix.search(index, Q, k, limit=n, selector=selector, factory=factory, param=param)
+        return scores, np.where(found >= 0, to_train[np.maximum(found, 0)], -1)
+
+    return served
+
+
 def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int, where: str) -> list[tuple]:
     view = f'"{collection}__{space}"'
     rel = store.sql(f'SELECT e.id, e.embedding FROM {view} e WHERE e.id IN (SELECT id FROM "{collection}" WHERE {where})')

@@ -30,7 +30,7 @@ def fit_quietly(store: Store, *args, **kwargs) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ fit
-@pytest.mark.parametrize("model, arrays", [("logreg", {"coef", "intercept"}), ("knn", {"X", "y"}),
+@pytest.mark.parametrize("model, arrays", [("logreg", {"coef", "intercept"}), ("knn", {"ids", "y"}),
                                            ("centroid", {"centroids"})])
 def test_fit_each_model(docs, model, arrays):
     rec = fit_quietly(docs, "docs", "label", "h", model=model)
@@ -285,3 +285,78 @@ def test_log_loss_is_never_negative(docs):
     rec = docs.fit("docs", "label", "h", model="knn")  # separable data: every neighbour agrees, p = 1.0
     assert rec["accuracy"] == 1.0
     assert rec["metrics"]["calibration"]["log_loss"] >= 0
+
+
+# ------------------------------------------------------------------------------------------------ kNN served by the index
+@pytest.fixture()
+def clusters(store):
+    """3,000 vectors in 40 clusters; the label is the cluster mod 5; 10% are the test split."""
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((40, 32)).astype(np.float32)
+    which = rng.integers(0, 40, 3_000)
+    X = centers[which] + rng.standard_normal((3_000, 32), dtype=np.float32) * 0.6
+    labels = np.asarray([f"c{w % 5}" for w in which])
+    split = np.where(np.arange(3_000) % 10 == 0, "test", "train")
+    store.ingest_vectors("v", X, metadata={"label": labels.tolist(), "split": split.tolist()})
+    return store, X, labels, split
+
+
+@pytest.mark.parametrize("factory, exact_subset", [("Flat", 20_000), ("HNSW32", 20_000), ("HNSW32", 0),
+                                                    ("IVF16,Flat", 0)],
+                         ids=["flat", "hnsw-small-subset-exact", "hnsw-idselector", "ivf-idselector"])
+def test_knn_head_is_served_by_the_space_index(clusters, monkeypatch, factory, exact_subset):
+    from embstore import search
+    from embstore.estimators import KNNHead
+
+    store, X, labels, split = clusters
+    monkeypatch.setattr(search, "EXACT_SUBSET", exact_subset)
+    store.reindex("v", factory=factory)
+    rec = store.fit("v", "label", "nn", model="knn", params={"n_neighbors": 5},
+                    train_where="split = 'train'", test_where="split = 'test'")
+    assert set(rec["arrays"]) == {"ids", "y"}  # the training items by id: no copy of their vectors
+    assert rec["served_by"] == f"the index of v.external ({factory}), restricted to the training items"
+    ids = np.load(store.root / rec["path"] / "ids.npy", allow_pickle=False)
+    assert len(ids) == rec["n_train"] == (split == "train").sum()
+
+    tr, te = split == "train", split == "test"
+    stock = KNNHead(n_neighbors=5).fit(X[tr], labels[tr]).predict(X[te])
+    assert rec["accuracy"] == pytest.approx((stock == labels[te]).mean(), abs=0.02)
+    store.predict("nn", "v")
+    again = Store.open(store.root, create=False)  # a fresh reader: the head is rebuilt from ids.npy + the index
+    got = dict(again.sql("SELECT id, label FROM predictions WHERE head = 'nn'").fetchall())
+    ours = np.asarray([got[str(i)] for i in np.flatnonzero(te)])
+    agree = (ours == stock).mean()
+    assert agree == 1.0 if factory == "Flat" or exact_subset else agree >= 0.97
+    # a training item's nearest neighbour is itself, so the head reproduces the training labels
+    assert np.mean([got[str(i)] == labels[i] for i in np.flatnonzero(tr)[:300]]) > 0.97
+
+
+def test_knn_head_on_a_whole_collection_and_its_errors(clusters):
+    store, X, labels, split = clusters
+    store.ingest_vectors("held", X[:100] + 0.01, metadata={"label": labels[:100].tolist()})
+    store.reindex("v", factory="HNSW32")
+    rec = store.fit("v", "label", "all", model="knn", test_collection="held")  # trains on every item of v
+    assert rec["n_train"] == 3_000 and rec["learned"]["n_neighbors_"] >= 1 and rec["accuracy"] > 0.95
+    out = Store.open(store.root, create=False).predict("all", "held")
+    assert out["predicted"] == 100
+    store.delete_collection("v")
+    with pytest.raises(NotFoundError, match="collection 'v', which is no longer in the store; fit it again"):
+        Store.open(store.root, create=False).predict("all", "held")
+
+
+def test_knn_head_saved_with_its_vectors_still_loads(clusters):
+    """Heads written before kNN was served by the index kept the training vectors (X.npy); they still predict."""
+    from embstore.heads import save_head
+    from embstore.estimators import KNNHead
+
+    store, X, labels, split = clusters
+    rec = store.fit("v", "label", "nn", model="knn", params={"n_neighbors": 3}, test_where="split = 'test'",
+                    train_where="split = 'train'")
+    tr = split == "train"
+    old = {k: v for k, v in rec.items() if k not in ("version", "path", "arrays", "format_version", "served_by")}
+    est = KNNHead(n_neighbors=3).fit(X[tr], labels[tr])
+    save_head(store, old, {"X": est.fit_X_, "y": est.fit_y_})
+    out = store.predict("nn", texts=None, collection="v")
+    assert out["version"] == 2 and out["predicted"] == 3_000
+    got = dict(store.sql("SELECT id, label FROM predictions WHERE head = 'nn'").fetchall())
+    assert [got[str(i)] for i in range(50)] == est.predict(X[:50]).tolist()
