@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from . import index as ix
 from .config import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, Settings
-from .encoders import Encoder, get_encoder
+from .encoders import Encoder, RecordedEncoder, get_encoder
 from .errors import InputError, NotFoundError, SpaceMismatchError
 from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manifest, writer_lock
 from .storage import check_name, embedding_array, embedding_matrix, read_shards, write_shard
@@ -137,13 +137,18 @@ class Store:
             if encoder is None and space is not None and existing and space in existing["spaces"]:
                 encoder = existing["spaces"][space]["encoder"]["spec"]
             if encoder is None and existing and len(existing["spaces"]) == 1 and space is None:
-                encoder = next(iter(existing["spaces"].values()))["encoder"]["spec"]
+                space, recorded = next(iter(existing["spaces"].items()))
+                encoder = recorded["encoder"]["spec"]
             spec = encoder or (DEFAULT_TEXT_ENCODER if plan.modality == "text" else DEFAULT_IMAGE_ENCODER)
-            enc = get_encoder(spec, self.settings.device)
-            if plan.modality not in enc.modalities:
-                raise InputError(f"encoder {spec!r} does not embed {plan.modality}; choose one that does "
-                                 f"(default: {DEFAULT_TEXT_ENCODER if plan.modality == 'text' else DEFAULT_IMAGE_ENCODER})")
-            space = check_name("space", space or enc.default_space)
+            if existing and space in existing["spaces"] and existing["spaces"][space]["encoder"]["spec"] == spec:
+                # the space's own encoder: loaded only if something new needs embedding, then checked
+                enc = RecordedEncoder(existing["spaces"][space]["encoder"], self.settings.device)
+            else:
+                enc = get_encoder(spec, self.settings.device)
+                if plan.modality not in enc.modalities:
+                    raise InputError(f"encoder {spec!r} does not embed {plan.modality}; choose one that does "
+                                     f"(default: {DEFAULT_TEXT_ENCODER if plan.modality == 'text' else DEFAULT_IMAGE_ENCODER})")
+                space = check_name("space", space or enc.default_space)
             if existing and space in existing["spaces"]:
                 recorded = existing["spaces"][space]["encoder"]
                 if recorded["fingerprint"] != enc.fingerprint():

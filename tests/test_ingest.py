@@ -138,6 +138,63 @@ def test_row_hash_ids_and_reingest_adds_nothing(store, topics_csv):
     assert [i["added"] for i in store.manifest["collections"]["docs"]["ingests"]] == [36, 0]
 
 
+@pytest.fixture()
+def count_loads(monkeypatch):
+    """Counts encoder builds (the model loads) from here on; the process-wide encoder cache starts empty."""
+    from embstore import encoders
+
+    built: list[str] = []
+    real = encoders._build
+    monkeypatch.setattr(encoders, "_cache", {})
+    monkeypatch.setattr(encoders, "_build", lambda spec, device: built.append(spec) or real(spec, device))
+    return built
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_a_reingest_with_nothing_new_does_not_load_the_model(store, tmp_path, count_loads, kind):
+    if kind == "text":
+        src = write_csv(tmp_path / "t.csv", topic_rows())
+        more = write_csv(tmp_path / "more.csv", topic_rows() + [{"text": "a brand new sentence", "label": "x"}])
+    else:
+        for i in range(4):
+            make_png(tmp_path / "imgs" / f"{i}.png", i)
+        src = more = tmp_path / "imgs"
+    store.ingest(src, "c", encoder=HASH)
+    assert count_loads == [HASH]
+    from embstore import encoders
+
+    encoders._cache.clear()  # as in a new process
+    again = Store.open(store.root).ingest(src, "c")  # same file, same space: nothing to embed
+    assert again.added == 0 and again.duplicates == again.read and count_loads == [HASH]
+    if kind == "image":
+        make_png(tmp_path / "imgs" / "new.png", 99)
+    count_loads.clear()
+    grown = Store.open(store.root).ingest(more, "c")  # something new: the model loads, once
+    assert grown.added == 1 and grown.embedded == 1 and count_loads == [HASH]
+    assert len(store.collection("c")["spaces"]) == 1
+
+
+def test_a_space_whose_encoder_changed_refuses_new_items_and_commits_nothing(store, tmp_path, monkeypatch):
+    from embstore import encoders
+    from embstore.errors import SpaceMismatchError
+
+    src = write_csv(tmp_path / "t.csv", topic_rows())
+    store.ingest(src, "c", encoder=HASH)
+    other = get_encoder("hash:32")  # stands in for the same spec whose weights changed on disk
+    monkeypatch.setattr(encoders, "_cache", {(HASH, "cpu"): other})
+    store.ingest(src, "c")  # nothing new: fine without the model
+    more = write_csv(tmp_path / "more.csv", topic_rows() + [{"text": "a brand new sentence", "label": "x"}])
+    with pytest.raises(SpaceMismatchError, match="its weights changed"):
+        store.ingest(more, "c")
+    assert Store.open(store.root).sql("SELECT count(*) FROM c").fetchall()[0][0] == 36
+
+
+def test_a_reingest_finds_the_collection_s_one_space_by_its_name(store, topics_csv):
+    store.ingest(topics_csv, "docs", encoder=HASH, space="mine")
+    again = store.ingest(topics_csv, "docs")
+    assert again.space == "mine" and list(store.collection("docs")["spaces"]) == ["mine"]
+
+
 def test_row_ids_do_not_depend_on_column_order(store, tmp_path):
     a = write_csv(tmp_path / "a.csv", [{"text": "same row", "label": "x"}])
     b = write_csv(tmp_path / "b.csv", [{"label": "x", "text": "same row"}])

@@ -75,3 +75,49 @@ def _build(spec: str, device: str) -> Encoder:
             raise EncoderError(f"hash encoder dim must be an integer, got {rest!r} (e.g. hash:64)") from None
         return HashEncoder(dim)
     raise EncoderError(f"unknown encoder spec {spec!r}; use one of: {SPEC_HELP}")
+
+
+class RecordedEncoder(Encoder):
+    """A space's encoder as its manifest records it. The model loads on first use (so an ingest with nothing new to
+    embed never loads it), and must then still have the recorded fingerprint."""
+
+    def __init__(self, recorded: dict, device: str = "cpu"):
+        self.recorded = dict(recorded)
+        self.spec, self.dim, self.device = recorded["spec"], int(recorded["dim"]), device
+        self._real: Encoder | None = None
+        self._load_lock = threading.Lock()
+
+    def identity(self) -> dict:
+        return {k: v for k, v in self.recorded.items() if k not in ("spec", "fingerprint")}
+
+    def fingerprint(self) -> str:
+        return self.recorded["fingerprint"]
+
+    def describe(self) -> dict:
+        return dict(self.recorded)
+
+    def load(self) -> Encoder:
+        from ..errors import SpaceMismatchError
+
+        with self._load_lock:
+            if self._real is None:
+                real = get_encoder(self.spec, self.device)
+                if real.fingerprint() != self.fingerprint():
+                    raise SpaceMismatchError(
+                        f"encoder {self.spec!r} now loads as {real.fingerprint()}, but this space was embedded with "
+                        f"{self.fingerprint()} (its weights changed); ingest into a new --space")
+                self._real = real
+        return self._real
+
+    @property
+    def modalities(self) -> frozenset:  # type: ignore[override]
+        return self.load().modalities
+
+    def encode_text(self, texts, batch_size: int = 64):  # type: ignore[no-untyped-def]
+        return self.load().encode_text(texts, batch_size)
+
+    def preprocess(self, image):  # type: ignore[no-untyped-def]
+        return self.load().preprocess(image)
+
+    def encode_preprocessed(self, batch):  # type: ignore[no-untyped-def]
+        return self.load().encode_preprocessed(batch)

@@ -35,6 +35,10 @@ class Encoder:
         """Identity plus how to rebuild it (the spec) and its fingerprint: what a space records."""
         return {"spec": self.spec, "fingerprint": self.fingerprint(), **self.identity()}
 
+    def load(self) -> "Encoder":
+        """The encoder with its model in memory (a lazy encoder loads it here; others already have)."""
+        return self
+
     # text -----------------------------------------------------------------------------------------------------
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         raise EncoderError(f"encoder {self.spec!r} does not embed text; use a text or CLIP encoder")

@@ -271,6 +271,8 @@ class IngestRun:
         fails. An id already stored with the same bytes is a duplicate; with other bytes, it is quarantined."""
         paths = chunk.column(self.plan.content_column).to_pylist()
         encoder = self.encoder
+        if any(known(i) is None for i in candidates):
+            encoder = encoder.load()  # here, not in a worker thread, where a load error would read as a broken image
 
         def load(i: int) -> tuple[int, str | None, Any, str | None]:
             path = paths[i]
