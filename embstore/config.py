@@ -22,16 +22,19 @@ class Settings:
     commit_rows: int = 20_000  # rows per committed shard: a crash loses at most this many
     workers: int = 2  # image decode threads
     index_memory: int = 8 << 30  # bytes a space's index may take: decides Flat / HNSW / IVF / IVF-PQ
+    retention_s: int = 3600  # replaced files stay this long, so a reader of an older snapshot can finish
 
     @classmethod
     def resolve(cls, device: str | None = None, batch_size: int | None = None, commit_rows: int | None = None,
-                workers: int | None = None, index_memory: int | None = None) -> "Settings":
+                workers: int | None = None, index_memory: int | None = None,
+                retention_s: int | None = None) -> "Settings":
         return cls(
             device=resolve_device(device),
             batch_size=_positive("batch_size", _pick(batch_size, "EMBSTORE_BATCH_SIZE", 64)),
             commit_rows=_positive("commit_rows", _pick(commit_rows, "EMBSTORE_COMMIT_ROWS", 20_000)),
             workers=_positive("workers", _pick(workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1))),
             index_memory=_positive("index_memory", _pick(index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30)),
+            retention_s=_positive("retention_s", _pick(retention_s, "EMBSTORE_RETENTION_SECONDS", 3600), zero=True),
         )
 
 
@@ -48,9 +51,9 @@ def _pick(value: int | None, env: str, default: int) -> int:
         raise InputError(f"{env}={raw!r} is not an integer; unset it or give a whole number") from None
 
 
-def _positive(name: str, value: int) -> int:
-    if value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value}")
+def _positive(name: str, value: int, zero: bool = False) -> int:
+    if value < (0 if zero else 1):
+        raise InputError(f"{name} must be a {'non-negative' if zero else 'positive'} integer, got {value}")
     return value
 
 

@@ -424,11 +424,9 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
         old = coll["predictions"].get(record["name"])
         coll["predictions"][record["name"]] = {"version": record["version"], "shards": [shard], "rows": len(ids),
                                                "created": now()}
+        if old:  # replaced: no longer listed, deleted once readers of older snapshots have had their time
+            store._retire([s["file"] for s in old["shards"] if s["file"] != rel])
         store._commit()
-    if old:  # replaced: the old shards are no longer listed, so remove them
-        for s in old["shards"]:
-            if s["file"] != rel:
-                Path(store.root / s["file"]).unlink(missing_ok=True)
     counts: dict[str, int] = {}
     for v in table.column("label").to_pylist():
         counts[v] = counts.get(v, 0) + 1

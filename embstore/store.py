@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -73,7 +74,30 @@ class Store:
             yield self.manifest
 
     def _commit(self) -> None:
+        """Write the manifest atomically; then delete the retired files whose retention has passed."""
+        retired = self.manifest.get("retired") or []
+        cutoff = time.time() - self.settings.retention_s
+        due = [r for r in retired if r["unix"] <= cutoff]
+        if due:
+            self.manifest["retired"] = [r for r in retired if r["unix"] > cutoff]
         write_manifest(self.root, self.manifest)
+        for r in due:  # after the commit: a crash here leaves a stray file, never a listed file missing
+            path = self.root / r["file"]
+            path.unlink(missing_ok=True)
+            for parent in path.parents:  # folders it leaves empty, up to the store's own
+                if parent == self.root or parent.parent == self.root:
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+    def _retire(self, files: Sequence[str]) -> None:
+        """Files the manifest stops listing at the next commit: deleted by a commit ``retention_s`` later, so a
+        reader still on an older snapshot finds them (``EMBSTORE_RETENTION_SECONDS``, default an hour)."""
+        stamp = now()
+        self.manifest.setdefault("retired", []).extend(
+            {"file": f, "retired": stamp, "unix": time.time()} for f in files)
 
     def _new_part(self) -> int:
         n = self.manifest["next_part"]
@@ -455,11 +479,20 @@ class Store:
         return out
 
     def delete_collection(self, collection: str) -> None:
+        """Drop a collection. Its shards are retired (readers of older snapshots still find them for
+        ``retention_s``); its index files go now (such a reader rebuilds an exact index from the shards)."""
         with self._writing():
-            self.collection(collection)
+            coll = self.collection(collection)
+            files = [s["file"] for s in coll["item_shards"]]
+            for sp in coll["spaces"].values():
+                files += [s["file"] for s in sp["shards"]]
+            for pred in coll.get("predictions", {}).values():
+                files += [s["file"] for s in pred["shards"]]
+            for sp_dir in (self.root / "collections" / collection / "spaces").glob("*/index"):
+                shutil.rmtree(sp_dir, ignore_errors=True)  # safe before the commit: a missing index is rebuilt
             del self.manifest["collections"][collection]
+            self._retire(files)
             self._commit()
-        shutil.rmtree(self.root / "collections" / collection, ignore_errors=True)
         self._index_cache = {k: v for k, v in self._index_cache.items() if k[0] != collection}
 
     def snapshot(self) -> dict[str, Any]:

@@ -317,3 +317,15 @@ def test_a_refused_ingest_creates_no_store(tmp_path):
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 2 and "Traceback" not in r.output
     assert not target.exists()
+
+
+def test_retention_comes_from_the_environment_and_may_be_zero(tmp_path, monkeypatch):
+    from embstore.config import Settings
+
+    monkeypatch.setenv("EMBSTORE_RETENTION_SECONDS", "0")
+    assert Settings.resolve(device="cpu").retention_s == 0
+    monkeypatch.delenv("EMBSTORE_RETENTION_SECONDS")
+    assert Settings.resolve(device="cpu").retention_s == 3600
+    src = write_csv(tmp_path / "t.csv", [{"text": "x"}])
+    assert_one_line_error(run("ingest", src, "--store", tmp_path / "s", "-c", "c", "--encoder", HASH, ok=False,
+                              env={"EMBSTORE_RETENTION_SECONDS": "-5"}), "retention_s must be a non-negative integer")

@@ -212,15 +212,26 @@ def test_predict_into_the_store_joins_in_sql(docs):
     assert docs.info()["collections"]["docs"]["predictions"] == {"topic": 36}
 
 
-def test_predict_again_replaces_the_predictions(docs):
+def test_predict_again_replaces_the_predictions_and_retires_the_old_ones(docs):
+    from embstore.config import Settings
+
     docs.fit("docs", "label", "topic", model="knn")
     docs.predict("topic", "docs")
     first = docs.collection("docs")["predictions"]["topic"]["shards"][0]["file"]
+    reader = Store.open(docs.root, create=False)  # holds the snapshot with version 1's predictions
+    reader.sql("SELECT 1").fetchall()
     docs.fit("docs", "label", "topic", model="knn", seed=3)
     out = docs.predict("topic", "docs")
     assert out["version"] == 2
     assert docs.sql("SELECT count(*), min(version), max(version) FROM predictions").fetchall() == [(36, 2, 2)]
-    assert not (docs.root / first).exists()  # the replaced shard is gone
+    # the older snapshot still reads what it listed: the replaced shard is retired, not deleted
+    assert reader.sql("SELECT count(*), max(version) FROM predictions").fetchall() == [(36, 1)]
+    assert [r["file"] for r in docs.manifest["retired"]] == [first] and (docs.root / first).exists()
+    # a commit after the retention (here 0 s) deletes it, and its emptied folder stays only if still used
+    later = Store.open(docs.root, create=False, settings=Settings.resolve(device="cpu", retention_s=0))
+    later.fit("docs", "label", "other", model="centroid")
+    assert not (docs.root / first).exists() and later.manifest["retired"] == []
+    assert later.sql("SELECT count(*), max(version) FROM predictions").fetchall() == [(36, 2)]
 
 
 def test_predict_an_older_version(docs):

@@ -66,6 +66,7 @@ def real_store(tmp_path_factory) -> Store:
         s.fit("tagged", "tags", "tags_head", label_sep="|", params={"C": 1.0})  # multi-label
         s.fit("ints", "label", "stock_head", model="sklearn-logreg")
     s.predict("topic", "docs")
+    s.predict("topic", "docs")  # again: the first shard is retired (listed under "retired" for an hour)
     s.predict("tags_head", "tagged")
     s.predict("ints_head", "ints")
     s.predict("img_head", "imgs")
@@ -96,6 +97,7 @@ def test_manifest_validates(real_store):
     assert len(manifest["heads"]["topic"]["versions"]) == 2
     assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head", "tags_head", "stock_head"}
     assert manifest["collections"]["tagged"]["predictions"]["tags_head"]["rows"] == 36
+    assert [r["file"].split("/")[:4] for r in manifest["retired"]] == [["collections", "docs", "predictions", "topic"]]
     imgs = manifest["collections"]["imgs"]["spaces"]["hash64"]
     assert imgs["index_factory"] == "HNSW32" and imgs["index"]["param"] == "efSearch"
     assert docs["spaces"]["hash64"]["index"]["factory"] == "Flat" and docs["spaces"]["hash64"]["index"]["param"] is None
@@ -128,6 +130,14 @@ def test_manifest_is_consistent_with_the_files(real_store):
              for s in c["item_shards"] + [x for sp in c["spaces"].values() for x in sp["shards"]]
              + [x for p in c["predictions"].values() for x in p["shards"]]]
     assert len(set(parts)) == len(parts) and max(parts) < m["next_part"]
+    retired = [r["file"] for r in m["retired"]]
+    assert all((real_store.root / f).is_file() for f in retired) and not set(retired) & {
+        s["file"] for c in m["collections"].values() for p in c["predictions"].values() for s in p["shards"]}
+    on_disk = {str(f.relative_to(real_store.root)) for f in real_store.root.glob("collections/**/*.parquet")}
+    listed = {s["file"] for c in m["collections"].values() for s in c["item_shards"]
+              + [x for sp in c["spaces"].values() for x in sp["shards"]]
+              + [x for p in c["predictions"].values() for x in p["shards"]]}
+    assert on_disk == listed | set(retired)  # nothing stray: every shard file is listed or retired
 
 
 def test_head_json_validates(real_store):

@@ -329,12 +329,20 @@ def test_info_counts_quarantined_rows(store, tmp_path):
 
 
 def test_delete_collection(store, topics_csv):
+    from embstore.config import Settings
+
     store.ingest(topics_csv, "docs", encoder=HASH)
+    reader = Store.open(store.root, create=False)
     store.delete_collection("docs")
     assert store.info()["collections"] == {}
-    assert not (store.root / "collections" / "docs").exists()
-    assert store.ingest(topics_csv, "docs", encoder=HASH).added == 36
+    assert len(store.manifest["retired"]) == 2  # its item shard and its space shard, kept for older snapshots
+    assert reader.sql("SELECT count(*) FROM docs").fetchall() == [(36,)]
+    assert len(reader.search("docs", "cat", k=100)) == 36  # its index is gone: rebuilt exactly from the shards
+    assert store.ingest(topics_csv, "docs", encoder=HASH).added == 36  # the same name again: new shards
     assert len(store.search("docs", "cat", k=100)) == 36
+    later = Store.open(store.root, settings=Settings.resolve(device="cpu", retention_s=0))
+    later.delete_collection("docs")  # past the retention: both deletions' shards go
+    assert later.manifest["retired"] == [] and not (store.root / "collections" / "docs").exists()
 
 
 def test_an_empty_collection_is_an_empty_sql_view(store, tmp_path):
