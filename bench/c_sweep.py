@@ -1,0 +1,58 @@
+"""Accuracy by regularisation: what the cross-validated C of embstore's default head costs or buys against the stock
+fixed C=1, on exported embeddings (``examples/export_npy.py``; ``examples/trec.sh`` and ``mnist.sh`` write them).
+
+    python bench/c_sweep.py TRAIN_PREFIX TEST_PREFIX [--folds 3] [--seed 0] [--name NAME]
+
+For every C of the default grid: the training set's own cross-validated log-loss and accuracy (the only evidence a
+default may use) and the test accuracy (which it may not). Then the C embstore's ``LinearProbe`` chooses, and the test
+accuracy of that choice next to ``../shared/bench/stock.py fit`` (LogisticRegression(max_iter=1000), C=1) in the same
+run. One JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from common import SHARED, run_stock
+
+
+def main() -> None:
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import LabelEncoder
+
+    from embstore.estimators import DEFAULT_CS, LinearProbe, _fit_temperature, _log_loss
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("train_prefix")
+    p.add_argument("test_prefix")
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None)
+    a = p.parse_args()
+    X, y = np.load(f"{a.train_prefix}.X.npy"), np.load(f"{a.train_prefix}.y.npy", allow_pickle=False)
+    Xt, yt = np.load(f"{a.test_prefix}.X.npy"), np.load(f"{a.test_prefix}.y.npy", allow_pickle=False)
+    t = LabelEncoder().fit(y).transform(y)
+    folds = list(StratifiedKFold(a.folds, shuffle=True, random_state=a.seed).split(X, t))
+    sweep = []
+    for C in DEFAULT_CS:
+        Z = np.zeros((len(X), t.max() + 1))
+        for tr, te in folds:
+            m = LinearProbe(C=C, tol=1e-5).fit(X[tr], t[tr])
+            Z[np.ix_(te, m.classes_)] = X[te] @ m.coef_.T + m.intercept_
+        full = LinearProbe(C=C, tol=1e-5).fit(X, y)
+        sweep.append({"C": C, "cv_log_loss": round(_log_loss(Z / _fit_temperature(Z, t, False), t, False), 4),
+                      "cv_accuracy": round(float((Z.argmax(1) == t).mean()), 4),
+                      "test_accuracy": round(float((full.predict(Xt) == yt).mean()), 4)})
+    auto = LinearProbe().fit(X, y)
+    stock = run_stock(SHARED / "bench" / "stock.py", ["fit", "--train", f"{a.train_prefix}.X.npy",
+                      f"{a.train_prefix}.y.npy", "--test", f"{a.test_prefix}.X.npy", f"{a.test_prefix}.y.npy"])
+    print(json.dumps({"name": a.name or a.train_prefix, "n_train": len(y), "n_test": len(yt), "sweep": sweep,
+                      "best_test_C": [s["C"] for s in sweep if s["test_accuracy"] == max(x["test_accuracy"] for x in sweep)],
+                      "embstore_C": auto.C_, "embstore_test_accuracy": float((auto.predict(Xt) == yt).mean()),
+                      "stock_test_accuracy": stock["accuracy"]}))
+
+
+if __name__ == "__main__":
+    main()
