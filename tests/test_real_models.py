@@ -184,6 +184,31 @@ def test_minilm_fit_predict_search_end_to_end(minilm_store):
     assert like[0]["id"] == hits[0]["id"] and like[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_minilm_knn_centroid_and_few_shot_heads(minilm_store, tmp_path):
+    """The other heads and the few-shot protocol on real MiniLM vectors: kNN served by the space's index, a
+    centroid head from one example per label, and `eval`'s learning curve rising with examples per label."""
+    from embstore.estimators import CentroidHead
+
+    knn = minilm_store.fit("topics", "topic", "topic_knn", model="knn", test_size=0.25)
+    assert knn["served_by"].startswith("the index of topics.minilm") and knn["accuracy"] >= 0.9
+    out = Store.open(minilm_store.root).predict("topic_knn", texts=["Knead the dough and let it rise overnight.",
+                                                                    "A comet passed close to the sun."])
+    assert [r["label"] for r in out["rows"]] == ["cooking", "astronomy"]
+
+    ids, X = minilm_store.embeddings("topics")
+    topic = dict(minilm_store.sql("SELECT id, topic FROM topics").fetchall())
+    y = np.asarray([topic[i] for i in ids])
+    one = [int(np.flatnonzero(y == t)[0]) for t in sorted(set(y))]  # a single example of each topic
+    rest = np.setdiff1d(np.arange(len(y)), one)
+    head = CentroidHead().fit(X[one], y[one])
+    assert (head.predict(X[rest]) == y[rest]).mean() >= 0.85
+
+    ev = minilm_store.eval("topics", "topic", samples=(1, 4, "all"), repeats=3, test_size=0.25, plot_dir=tmp_path)
+    acc = {p["samples_per_label"]: p["accuracy_mean"] for p in ev["results"]}
+    assert acc["all"] >= 0.9 and acc["all"] >= acc[1] and acc[4] >= 0.8
+    assert (tmp_path / "topics_minilm_few_shot.png").stat().st_size > 5_000
+
+
 # ------------------------------------------------------------------------------------------------ EfficientNet-Lite0
 def _images(folder) -> list[str]:
     """Eight images of different sizes and modes (RGB, L, RGBA, P; PNG and JPEG)."""
