@@ -461,7 +461,7 @@ class Store:
             out["collections"][name] = {
                 "modality": c["modality"], "items": sum(s["rows"] for s in c["item_shards"]),
                 "content_column": c["content_column"],
-                "quarantined": sum(i.get("quarantined", 0) for i in c["ingests"]),
+                "quarantined": _quarantined_now(c["ingests"]),
                 "spaces": {s: {"encoder": e["encoder"]["spec"], "model": e["encoder"]["model"],
                                "dim": e["encoder"]["dim"], "rows": e["rows"], "fingerprint": e["encoder"]["fingerprint"],
                                "index": (e["index"] or {}).get("factory"),
@@ -497,6 +497,16 @@ class Store:
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)
+
+
+def _quarantined_now(ingests: list[dict[str, Any]]) -> int:
+    """Rows of a collection's inputs that are quarantined as things stand: each source counts with its latest
+    ingest, so re-ingesting a file with a bad row counts that row once (every ingest's own count stays in
+    ``ingests``, and each has its quarantine file)."""
+    latest: dict[str, int] = {}
+    for n, i in enumerate(ingests):
+        latest[i.get("source") or f"#{n}"] = i.get("quarantined", 0)
+    return sum(latest.values())
 
 
 from .ingest.runner import IngestReport  # noqa: E402  (for the annotation above; no heavy imports)

@@ -326,6 +326,15 @@ def test_info_counts_quarantined_rows(store, tmp_path):
     store.ingest(src, "q", encoder=HASH)
     assert store.info()["collections"]["q"]["quarantined"] == 2
     assert store.info()["collections"]["q"]["items"] == 1
+    store.ingest(src, "q")  # the same file again: its two bad rows are still the same two
+    assert store.info()["collections"]["q"]["quarantined"] == 2
+    assert [i["quarantined"] for i in store.manifest["collections"]["q"]["ingests"]] == [2, 2]
+    other = write_csv(tmp_path / "r.csv", [{"text": ""}, {"text": "also fine"}])
+    store.ingest(other, "q")  # another file adds its own
+    assert store.info()["collections"]["q"]["quarantined"] == 3
+    write_csv(src, [{"text": "fine"}, {"text": "mended"}, {"text": "  "}])
+    store.ingest(src, "q")  # the first file, one row mended: its latest ingest counts
+    assert store.info()["collections"]["q"]["quarantined"] == 2 and store.info()["collections"]["q"]["items"] == 3
 
 
 def test_delete_collection(store, topics_csv):
