@@ -1,5 +1,6 @@
 """The ``embstore`` command. Every command takes ``--store PATH`` (or ``EMBSTORE_STORE``), prints a table by
-default and one JSON object with ``--json``, and exits 2 with a one-line reason on bad input."""
+default and one JSON object with ``--json`` (``sql``: ``--format json``), and exits 2 with a one-line reason on bad
+input."""
 from __future__ import annotations
 
 import functools
@@ -89,8 +90,10 @@ def cli() -> None:
 @click.option("--embedding-column", metavar="COL", help="Take precomputed vectors from this list column (Parquet/JSONL); "
               "the space records an external encoder (--encoder external:NAME). A .npy file is read the same way.")
 @click.option("--encoder", metavar="SPEC", help="Encoder spec (default: minilm for text, efficientnet-lite0 for images): "
-              "minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | open_clip:ARCH@PRETRAINED.")
-@click.option("--space", metavar="NAME", help="Space name (default: from the encoder, e.g. minilm).")
+              "minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | open_clip:ARCH@PRETRAINED | "
+              "hash:DIM (a fake for tests) | external:NAME (with --embedding-column).")
+@click.option("--space", metavar="NAME", help="Space name (default: the collection's space made by this encoder, if any; else from the "
+              "encoder, e.g. minilm).")
 @click.option("--index", "index_factory", metavar="FACTORY", help="Force a FAISS index factory string for this space "
               "(e.g. HNSW32, IVF1024,Flat); default: chosen by size and memory (Flat < 50k, HNSW < 300k, IVF beyond).")
 @click.option("--batch-size", type=int, default=None, help="Encoder batch size (default 64).")
@@ -145,7 +148,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
 @click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
               show_default=True, help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
-              "validation, neighbours from the space's index; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
+              "validation, neighbours searched within the space; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
 @click.option("--class-weight", type=click.Choice(["balanced"]), help="Weigh labels inversely to their frequency.")
 @click.option("--label-sep", metavar="SEP", help="Split string labels on SEP into several labels (multi-label head).")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write confusion-matrix and learning-curve PNGs here.")
@@ -356,7 +359,7 @@ def index(store_path: str, collection: str, space: str | None, factory: str | No
 @friendly
 def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, limit: int) -> None:
     """Run DuckDB SQL. Views: one per collection (its items), <collection>__<space> (id, content_hash, embedding)
-    and predictions (collection, id, head, version, label, confidence). Read-only unless --write."""
+    and predictions (collection, id, head, version, label, confidence, labels). Read-only unless --write."""
     store = open_store(store_path)
     rel = store.sql(query, write=write)
     if rel is None:

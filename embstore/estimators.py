@@ -4,7 +4,8 @@
   multi-label indicator targets), solved by scipy's L-BFGS-B with loss and gradient computed in torch (float32, on the GPU when there is one); its
   objective is scikit-learn's (``C * sum(loss) + ||W||^2 / 2``, intercept not penalised). ``C="auto"`` chooses C by
   stratified k-fold cross-validation over a grid, warm-starting along the path.
-- ``KNNHead``: cosine k-nearest neighbours over a FAISS inner-product index; ``k="auto"`` picks k by cross-validation.
+- ``KNNHead``: cosine k-nearest neighbours over a FAISS inner-product index (its own, or one it is served from);
+  ``n_neighbors="auto"`` picks k by leave-one-out accuracy on up to 5,000 training items.
 - ``CentroidHead``: cosine nearest centroid, with probabilities from a softmax over similarities; trains from one
   example per label.
 

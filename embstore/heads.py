@@ -233,8 +233,7 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         "train_data_sha256": _train_hash(data["train_ids"], data["ytr"]), "created": now(),
     }
     if searcher is not None:
-        factory = (store.space(collection, space).get("index") or {}).get("factory", "Flat")
-        record["served_by"] = f"the index of {collection}.{space} ({factory}), restricted to the training items"
+        record["served_by"] = searcher.how
     if plot_dir is not None:
         record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir)
     return save_head(store, record, arrays)

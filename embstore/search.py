@@ -101,9 +101,10 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
 
 
 def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str]) -> Any:
-    """``searcher(Q, k) -> (similarities, rows into ids)``: nearest neighbours among the given items of a space,
-    served by the space's own index (a kNN head's neighbour search). All the space: the index as is; a large
-    share: inside the index's search (a FAISS IDSelector); a few items of a large space: exact on their vectors."""
+    """``searcher(Q, k) -> (similarities, rows into ids)``: nearest neighbours among the given items of a space
+    (a kNN head's neighbour search), with ``searcher.how`` saying how. All the space: its index as is; a large
+    share: inside the index's own search (a FAISS IDSelector); at most ``EXACT_SUBSET`` items (or 5%): exact, over
+    their stored vectors."""
     index, all_ids = store._sync_index(collection, space)
     pos = store._positions(collection, space)
     missing = [i for i in ids if i not in pos]
@@ -127,6 +128,8 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str])
         def exact(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             return flat.search(ix.normalize(Q), k)
 
+        exact.how = (f"exact search over the {len(rows)} training items' vectors in {collection}.{space} "
+                     f"(few enough; larger sets use the space's {factory} index)")
         return exact
 
     def served(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +139,8 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str])
         scores, found = ix.search(index, Q, k, limit=n, selector=selector, factory=factory, param=param)
         return scores, np.where(found >= 0, to_train[np.maximum(found, 0)], -1)
 
+    served.how = f"the index of {collection}.{space} ({factory})" + (
+        "" if len(rows) == n else ", restricted to the training items")
     return served
 
 

@@ -163,6 +163,9 @@ class Store:
             if encoder is None and existing and len(existing["spaces"]) == 1 and space is None:
                 space, recorded = next(iter(existing["spaces"].items()))
                 encoder = recorded["encoder"]["spec"]
+            if encoder is not None and space is None and existing:  # the one space this encoder already made
+                same = [n for n, sp in existing["spaces"].items() if sp["encoder"]["spec"] == encoder]
+                space = same[0] if len(same) == 1 else None
             spec = encoder or (DEFAULT_TEXT_ENCODER if plan.modality == "text" else DEFAULT_IMAGE_ENCODER)
             if existing and space in existing["spaces"] and existing["spaces"][space]["encoder"]["spec"] == spec:
                 # the space's own encoder: loaded only if something new needs embedding, then checked

@@ -325,7 +325,10 @@ def test_knn_head_is_served_by_the_space_index(clusters, monkeypatch, factory, e
     rec = store.fit("v", "label", "nn", model="knn", params={"n_neighbors": 5},
                     train_where="split = 'train'", test_where="split = 'test'")
     assert set(rec["arrays"]) == {"ids", "y"}  # the training items by id: no copy of their vectors
-    assert rec["served_by"] == f"the index of v.external ({factory}), restricted to the training items"
+    if exact_subset:  # 2,700 training items: few enough for an exact search over their vectors
+        assert rec["served_by"].startswith("exact search over the 2700 training items' vectors in v.external")
+    else:
+        assert rec["served_by"] == f"the index of v.external ({factory}), restricted to the training items"
     ids = np.load(store.root / rec["path"] / "ids.npy", allow_pickle=False)
     assert len(ids) == rec["n_train"] == (split == "train").sum()
 
@@ -348,6 +351,7 @@ def test_knn_head_on_a_whole_collection_and_its_errors(clusters):
     store.reindex("v", factory="HNSW32")
     rec = store.fit("v", "label", "all", model="knn", test_collection="held")  # trains on every item of v
     assert rec["n_train"] == 3_000 and rec["learned"]["n_neighbors_"] >= 1 and rec["accuracy"] > 0.95
+    assert rec["served_by"] == "the index of v.external (HNSW32)"
     out = Store.open(store.root, create=False).predict("all", "held")
     assert out["predicted"] == 100
     store.delete_collection("v")

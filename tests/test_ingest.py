@@ -189,10 +189,18 @@ def test_a_space_whose_encoder_changed_refuses_new_items_and_commits_nothing(sto
     assert Store.open(store.root).sql("SELECT count(*) FROM c").fetchall()[0][0] == 36
 
 
-def test_a_reingest_finds_the_collection_s_one_space_by_its_name(store, topics_csv):
+def test_a_reingest_finds_the_collection_s_one_space_by_its_name(store, topics_csv, count_loads):
     store.ingest(topics_csv, "docs", encoder=HASH, space="mine")
-    again = store.ingest(topics_csv, "docs")
-    assert again.space == "mine" and list(store.collection("docs")["spaces"]) == ["mine"]
+    from embstore import encoders
+
+    for kwargs in ({}, {"encoder": HASH}):  # no encoder named, or the space's own
+        encoders._cache.clear()
+        count_loads.clear()
+        again = store.ingest(topics_csv, "docs", **kwargs)
+        assert again.space == "mine" and list(store.collection("docs")["spaces"]) == ["mine"]
+        assert count_loads == []  # nothing new: the model never loaded
+    other = store.ingest(topics_csv, "docs", encoder="hash:32")  # another encoder: a second space, by its name
+    assert other.space == "hash32" and list(store.collection("docs")["spaces"]) == ["mine", "hash32"]
 
 
 def test_row_ids_do_not_depend_on_column_order(store, tmp_path):
