@@ -72,6 +72,7 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
 
 
 EXACT_SUBSET = 20_000  # a filter matching at most this many items (or 5%) is answered exactly on the subset
+HNSW_STEP = 330_000  # multiply-adds of an exact batch search that cost as much as one HNSW efSearch step
 
 
 def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: int, where: str) -> list[tuple]:
@@ -118,7 +119,11 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str])
     entry = store.space(collection, space).get("index") or {}
     factory, param = entry.get("factory", "Flat"), entry.get("value")
 
-    if len(rows) <= max(EXACT_SUBSET, 0.05 * n) and len(rows) < n:
+    few = len(rows) <= max(EXACT_SUBSET, 0.05 * n) and len(rows) < n
+    # an HNSW search costs about efSearch graph steps per query, an exact batch search the rows times the dims:
+    # on a 2-core CPU one step costs about as much as HNSW_STEP multiply-adds (measured: bench/RESULTS.md)
+    cheaper = factory.startswith("HNSW") and len(rows) * index.d <= int(param or 16) * HNSW_STEP
+    if few or cheaper:
         import faiss
 
         vectors = store._vectors_from(collection, space, 0)[rows]
@@ -129,7 +134,7 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str])
             return flat.search(ix.normalize(Q), k)
 
         exact.how = (f"exact search over the {len(rows)} training items' vectors in {collection}.{space} "
-                     f"(few enough; larger sets use the space's {factory} index)")
+                     f"(cheaper here than the space's {factory} index)")
         return exact
 
     def served(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

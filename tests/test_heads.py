@@ -321,12 +321,15 @@ def test_knn_head_is_served_by_the_space_index(clusters, monkeypatch, factory, e
 
     store, X, labels, split = clusters
     monkeypatch.setattr(search, "EXACT_SUBSET", exact_subset)
+    if not exact_subset:  # and never judge the exact search cheaper: this test wants the index's own search
+        monkeypatch.setattr(search, "HNSW_STEP", 0)
     store.reindex("v", factory=factory)
     rec = store.fit("v", "label", "nn", model="knn", params={"n_neighbors": 5},
                     train_where="split = 'train'", test_where="split = 'test'")
     assert set(rec["arrays"]) == {"ids", "y"}  # the training items by id: no copy of their vectors
     if exact_subset:  # 2,700 training items: few enough for an exact search over their vectors
-        assert rec["served_by"].startswith("exact search over the 2700 training items' vectors in v.external")
+        assert rec["served_by"] == ("exact search over the 2700 training items' vectors in v.external "
+                                    f"(cheaper here than the space's {factory} index)")
     else:
         assert rec["served_by"] == f"the index of v.external ({factory}), restricted to the training items"
     ids = np.load(store.root / rec["path"] / "ids.npy", allow_pickle=False)
@@ -345,8 +348,11 @@ def test_knn_head_is_served_by_the_space_index(clusters, monkeypatch, factory, e
     assert np.mean([got[str(i)] == labels[i] for i in np.flatnonzero(tr)[:300]]) > 0.97
 
 
-def test_knn_head_on_a_whole_collection_and_its_errors(clusters):
+def test_knn_head_on_a_whole_collection_and_its_errors(clusters, monkeypatch):
+    from embstore import search
+
     store, X, labels, split = clusters
+    monkeypatch.setattr(search, "HNSW_STEP", 0)  # 3,000 x 32 would be cheaper exact; this test wants the index
     store.ingest_vectors("held", X[:100] + 0.01, metadata={"label": labels[:100].tolist()})
     store.reindex("v", factory="HNSW32")
     rec = store.fit("v", "label", "all", model="knn", test_collection="held")  # trains on every item of v
@@ -357,6 +363,24 @@ def test_knn_head_on_a_whole_collection_and_its_errors(clusters):
     store.delete_collection("v")
     with pytest.raises(NotFoundError, match="collection 'v', which is no longer in the store; fit it again"):
         Store.open(store.root, create=False).predict("all", "held")
+
+
+def test_knn_search_goes_exact_when_the_hnsw_graph_would_cost_more(clusters, monkeypatch):
+    """An HNSW search costs ~efSearch steps a query: when the tuned efSearch is high (data the graph finds hard)
+    and the training set not large, an exact batch search over its vectors is cheaper, and exact."""
+    from embstore import search
+
+    store, X, labels, split = clusters
+    monkeypatch.setattr(search, "EXACT_SUBSET", 0)
+    store.reindex("v", factory="HNSW32")
+    ef = store.space("v")["index"]["value"]
+    even = -(-2_700 * 32 // ef)  # 2,700 training items x 32 dims = efSearch x HNSW_STEP
+    split = {"train_where": "split = 'train'", "test_where": "split = 'test'"}
+    monkeypatch.setattr(search, "HNSW_STEP", even)  # at the break-even point: exact
+    assert store.fit("v", "label", "a", model="knn", **split)["served_by"].startswith("exact search over the 2700")
+    monkeypatch.setattr(search, "HNSW_STEP", even - 1)  # one below: the index
+    assert store.fit("v", "label", "b", model="knn", **split)["served_by"] == (
+        "the index of v.external (HNSW32), restricted to the training items")
 
 
 def test_knn_head_saved_with_its_vectors_still_loads(clusters):
