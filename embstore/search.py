@@ -103,9 +103,9 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
 
 def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str]) -> Any:
     """``searcher(Q, k) -> (similarities, rows into ids)``: nearest neighbours among the given items of a space
-    (a kNN head's neighbour search), with ``searcher.how`` saying how. All the space: its index as is; a large
-    share: inside the index's own search (a FAISS IDSelector); at most ``EXACT_SUBSET`` items (or 5%): exact, over
-    their stored vectors."""
+    (a kNN head's neighbour search), with ``searcher.how`` saying how. Exact, over their stored vectors, when they
+    are at most ``EXACT_SUBSET`` (or 5%) of a larger space, or when that costs less than an HNSW graph at its tuned
+    efSearch; else through the space's index: as is for all the space, with a FAISS IDSelector for a share of it."""
     index, all_ids = store._sync_index(collection, space)
     pos = store._positions(collection, space)
     missing = [i for i in ids if i not in pos]
