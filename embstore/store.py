@@ -81,11 +81,14 @@ class Store:
         if due:
             self.manifest["retired"] = [r for r in retired if r["unix"] > cutoff]
         write_manifest(self.root, self.manifest)
+        root = self.root.resolve()
         for r in due:  # after the commit: a crash here leaves a stray file, never a listed file missing
-            path = self.root / r["file"]
+            path = (self.root / r["file"]).resolve()
+            if not (str(r["file"]).startswith("collections/") and path.is_relative_to(root / "collections")):
+                continue  # a manifest from elsewhere never makes embstore delete outside the store's own shards
             path.unlink(missing_ok=True)
             for parent in path.parents:  # folders it leaves empty, up to the store's own
-                if parent == self.root or parent.parent == self.root:
+                if parent == root or parent.parent == root:
                     break
                 try:
                     parent.rmdir()

@@ -354,6 +354,21 @@ def test_delete_collection(store, topics_csv):
     assert later.manifest["retired"] == [] and not (store.root / "collections" / "docs").exists()
 
 
+def test_retired_files_outside_the_store_are_never_deleted(store, topics_csv, tmp_path):
+    from embstore.config import Settings
+    from embstore.manifest import write_manifest
+
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    store.ingest(topics_csv, "docs", encoder=HASH)
+    store.manifest["retired"] = [{"file": f"collections/../../{outside.name}", "retired": "2020-01-01T00:00:00Z",
+                                  "unix": 0.0}, {"file": str(outside), "retired": "2020-01-01T00:00:00Z", "unix": 0.0}]
+    write_manifest(store.root, store.manifest)  # as if the manifest came from someone else
+    later = Store.open(store.root, settings=Settings.resolve(device="cpu", retention_s=0))
+    later.delete_collection("docs")
+    assert outside.read_text() == "keep me" and later.manifest["retired"] == []
+
+
 def test_an_empty_collection_is_an_empty_sql_view(store, tmp_path):
     r = store.ingest(write_csv(tmp_path / "e.csv", [{"text": ""}]), "empty", encoder=HASH)
     assert (r.added, r.quarantined) == (0, 1)
