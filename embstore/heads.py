@@ -218,7 +218,7 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
     if model == "knn":  # neighbours come from the space's own index, restricted to the training items
         from .search import subset_searcher
 
-        searcher = subset_searcher(store, collection, space, data["train_ids"])
+        searcher = subset_searcher(store, collection, space, data["train_ids"], data["Xtr"])
     est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
                          searcher)
     metrics = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel)

@@ -101,11 +101,15 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
     return exact_subset(store, collection, space, q, k, where)
 
 
-def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str]) -> Any:
+def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
+                    vectors: np.ndarray | None = None) -> Any:
     """``searcher(Q, k) -> (similarities, rows into ids)``: nearest neighbours among the given items of a space
     (a kNN head's neighbour search), with ``searcher.how`` saying how. Exact, over their stored vectors, when they
     are at most ``EXACT_SUBSET`` (or 5%) of a larger space, or when that costs less than an HNSW graph at its tuned
-    efSearch; else through the space's index: as is for all the space, with a FAISS IDSelector for a share of it."""
+    efSearch; else through the space's index: as is for all the space, with a FAISS IDSelector for a share of it.
+    ``vectors``: the items' vectors in the order of ``ids``, when the caller has them (else read from the space)."""
+    import faiss
+
     index, all_ids = store._sync_index(collection, space)
     pos = store._positions(collection, space)
     missing = [i for i in ids if i not in pos]
@@ -114,8 +118,6 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str])
                             f"{collection}.{space} (e.g. {missing[0]!r}); fit the head again")
     rows = np.fromiter((pos[i] for i in ids), np.int64, len(ids))
     n = len(all_ids)
-    to_train = np.full(max(index.ntotal, n), -1, np.int64)
-    to_train[rows] = np.arange(len(rows))
     entry = store.space(collection, space).get("index") or {}
     factory, param = entry.get("factory", "Flat"), entry.get("value")
 
@@ -124,10 +126,9 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str])
     # on a 2-core CPU one step costs about as much as HNSW_STEP multiply-adds (measured: bench/RESULTS.md)
     cheaper = factory.startswith("HNSW") and len(rows) * index.d <= int(param or 16) * HNSW_STEP
     if few or cheaper:
-        import faiss
-
-        vectors = store._vectors_from(collection, space, 0)[rows]
-        flat = faiss.IndexFlatIP(vectors.shape[1])
+        if vectors is None:
+            vectors = store._vectors_from(collection, space, 0)[rows]
+        flat = faiss.IndexFlatIP(index.d)
         flat.add(ix.normalize(vectors))
 
         def exact(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,10 +138,11 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str])
                      f"(cheaper here than the space's {factory} index)")
         return exact
 
-    def served(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import faiss
+    to_train = np.full(max(index.ntotal, n), -1, np.int64)  # index row -> training row
+    to_train[rows] = np.arange(len(rows))
+    selector = None if len(rows) == n else faiss.IDSelectorBatch(rows)  # built once, used by every search
 
-        selector = None if len(rows) == n else faiss.IDSelectorBatch(rows)
+    def served(Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, found = ix.search(index, Q, k, limit=n, selector=selector, factory=factory, param=param)
         return scores, np.where(found >= 0, to_train[np.maximum(found, 0)], -1)
 

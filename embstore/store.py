@@ -98,9 +98,8 @@ class Store:
     def _retire(self, files: Sequence[str]) -> None:
         """Files the manifest stops listing at the next commit: deleted by a commit ``retention_s`` later, so a
         reader still on an older snapshot finds them (``EMBSTORE_RETENTION_SECONDS``, default an hour)."""
-        stamp = now()
-        self.manifest.setdefault("retired", []).extend(
-            {"file": f, "retired": stamp, "unix": time.time()} for f in files)
+        stamp, unix = now(), time.time()
+        self.manifest.setdefault("retired", []).extend({"file": f, "retired": stamp, "unix": unix} for f in files)
 
     def _new_part(self) -> int:
         n = self.manifest["next_part"]
