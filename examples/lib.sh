@@ -1,6 +1,19 @@
 # Shared by examples/trec.sh and examples/mnist.sh (sourced). quickstart.sh keeps its own copy of `step` so that it
 # stays one file a user can copy.
 
+# setup NAME [DATA_DIR] [WORKDIR]: the folders of an example (sets data, work, stock, store). DATA_DIR defaults to
+# ../shared/datasets next to the repository; the stock reference is DATA_DIR/../bench/stock.py (or $STOCK); WORKDIR
+# defaults to a new temporary folder. Needs $here, the examples folder.
+setup() {
+  local name=$1
+  shift
+  data=$(cd "${1:-$here/../../shared/datasets}" && pwd)
+  work=${2:-$(mktemp -d "${TMPDIR:-/tmp}/embstore-$name.XXXXXX")}
+  stock=${STOCK:-$(dirname "$data")/bench/stock.py}
+  store="$work/$name.store"
+  mkdir -p "$work"
+}
+
 # step CMD...: print the command as a user would type it, then run it
 step() { { printf '\n$'; for a in "$@"; do case $a in *[[:space:]]*) printf ' "%s"' "$a" ;; *) printf ' %s' "$a" ;; esac; done; echo; } >&2; "$@"; }
 

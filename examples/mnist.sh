@@ -10,13 +10,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-data=$(cd "${1:-$here/../../shared/datasets}" && pwd)
-work=${2:-$(mktemp -d "${TMPDIR:-/tmp}/embstore-mnist.XXXXXX")}
-stock=${STOCK:-$(dirname "$data")/bench/stock.py}
-store="$work/mnist.store"
-mkdir -p "$work"
 # shellcheck source=examples/lib.sh
 . "$here/lib.sh"
+setup mnist "$@"
 
 # image paths in labels.csv are relative to its folder
 step embstore ingest "$data/mnist/labels.csv" --image-column path --store "$store" --collection mnist

@@ -10,13 +10,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-data=$(cd "${1:-$here/../../shared/datasets}" && pwd)
-work=${2:-$(mktemp -d "${TMPDIR:-/tmp}/embstore-trec.XXXXXX")}
-stock=${STOCK:-$(dirname "$data")/bench/stock.py}
-store="$work/trec.store"
-mkdir -p "$work"
 # shellcheck source=examples/lib.sh
 . "$here/lib.sh"
+setup trec "$@"
 
 step embstore ingest "$data/trec/train.csv" --store "$store" --collection trec_train
 step embstore ingest "$data/trec/test.csv" --store "$store" --collection trec_test
