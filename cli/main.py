@@ -181,16 +181,28 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
                f"{rec['n_train']} training items, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
     cal = rec["metrics"].get("calibration", {})
-    learned = ", ".join(f"{k.rstrip('_')}={v}" for k, v in rec["learned"].items() if k != "multilabel_")
-    echo_table(["accuracy", "macro_f1", "ece", "log_loss", "n_test", "chosen"],
-               [[rec["accuracy"], rec["macro_f1"], cal.get("ece"), cal.get("log_loss"), rec["metrics"]["n_test"],
-                 learned]])
+    learned = ", ".join(f"{k.rstrip('_')}={v:.4g}" if isinstance(v, float) else f"{k.rstrip('_')}={v}"
+                        for k, v in rec["learned"].items() if k != "multilabel_")
+    echo_table(["accuracy", "95% interval", "macro_f1", "95% interval", "ece", "log_loss", "n_test", "chosen"],
+               [[rec["accuracy"], interval(rec["metrics"].get("accuracy_ci95")), rec["macro_f1"],
+                 interval(rec["metrics"].get("macro_f1_ci95")), cal.get("ece"), cal.get("log_loss"),
+                 rec["metrics"]["n_test"], learned]])
+    prev = rec.get("vs_previous")
+    if prev:
+        verdict = "a real difference" if prev["p_value"] < 0.05 else "within the luck of the test set"
+        click.echo(f"\nvs v{prev['version']} on the same test items: accuracy {prev['accuracy']:.4f} -> {rec['accuracy']:.4f}; "
+                   f"{prev['only_this_right']} items only v{rec['version']} gets right, {prev['only_previous_right']} "
+                   f"only v{prev['version']} (McNemar p = {prev['p_value']:.3g}: {verdict})")
     per = rec["metrics"]["per_label"]
     click.echo("")
     echo_table(["label", "precision", "recall", "f1", "support"],
                [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per.items()])
     for kind, path in rec.get("plots", {}).items():
         click.echo(f"{kind.replace('_', ' ')}: {path}")
+
+
+def interval(ci: Any) -> str:
+    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else ""
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:

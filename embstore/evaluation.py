@@ -29,8 +29,63 @@ def calibration(proba: np.ndarray, y_idx: np.ndarray, bins: int = 15) -> dict[st
             "brier": float(((proba - onehot) ** 2).sum(1).mean())}
 
 
-def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], multilabel: bool = False) -> dict[str, Any]:
-    """Scores of a fitted head on (X, y). ``classes`` are the head's label names, in its column order."""
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> list[float]:
+    """95% Wilson score interval of a proportion (``correct`` of ``n``): right at small n and near 0 or 1, where
+    the normal approximation is not."""
+    if n <= 0:
+        return [0.0, 1.0]
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def macro_f1_interval(matrix: Any, draws: int = 1000, seed: int = 0, chunk: int = 100) -> list[float]:
+    """95% bootstrap interval of macro-F1 from a confusion matrix. Resampling the test items with replacement is a
+    multinomial draw over the matrix's cells, so only the non-empty cells are drawn (cheap for any test size).
+    Macro-F1 of each draw is over the labels that occur in it as truth or prediction, as scikit-learn's is."""
+    m = np.asarray(matrix, dtype=np.int64)
+    n = int(m.sum())
+    if n == 0:
+        return [0.0, 1.0]
+    from scipy.sparse import csr_matrix
+
+    r, c = np.nonzero(m)
+    p = m[r, c] / n
+    k, cells = m.shape[0], np.arange(len(r))
+    # each non-empty cell counts towards its true label, its predicted label, and (on the diagonal) a true positive
+    onehot = {name: csr_matrix((np.ones(int(keep.sum())), (cells[keep], idx[keep])), shape=(len(r), k))
+              for name, idx, keep in (("true", r, r >= 0), ("pred", c, c >= 0), ("tp", r, r == c))}
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, draws, chunk):
+        counts = rng.multinomial(n, p, size=min(chunk, draws - start)).astype(np.float64)  # draws x cells
+        true, pred, tp = ((onehot[name].T @ counts.T).T for name in ("true", "pred", "tp"))
+        both = true + pred
+        present = both > 0
+        f1 = np.divide(2 * tp, both, out=np.zeros_like(tp), where=present)
+        out.append(f1.sum(1) / present.sum(1))
+    lo, hi = np.percentile(np.concatenate(out), [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def paired_comparison(this: np.ndarray, other: np.ndarray) -> dict[str, Any]:
+    """Two heads scored on the same test items (bool arrays, item by item): how many items only one of them gets
+    right, and the exact McNemar test's two-sided p-value (a binomial test on those items). A small p (say < 0.05)
+    says the difference is more than the luck of which items were in the test set."""
+    from scipy.stats import binomtest
+
+    b = int((this & ~other).sum())
+    c = int((~this & other).sum())
+    return {"only_this_right": b, "only_other_right": c,
+            "p_value": float(binomtest(b, b + c).pvalue) if b + c else 1.0}
+
+
+def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], multilabel: bool = False,
+             outcomes: bool = False) -> Any:
+    """Scores of a fitted head on (X, y). ``classes`` are the head's label names, in its column order. With
+    ``outcomes``, returns (scores, a bool array: was each item right, every label of it for multi-label)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     labels = list(classes)
@@ -42,10 +97,13 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
         Y = MultiLabelBinarizer(classes=labels).fit_transform(y)
         P = est.predict(X)
         p, r, f, s = precision_recall_fscore_support(Y, P, zero_division=0)
-        return {"accuracy": float(accuracy_score(Y, P)),  # subset accuracy: every label of the item right
-                "macro_f1": float(f1_score(Y, P, average="macro", zero_division=0)),
-                "micro_f1": float(f1_score(Y, P, average="micro", zero_division=0)),
-                "per_label": _per_label(labels, p, r, f, s), "n_test": len(y)}
+        right = (np.asarray(Y) == np.asarray(P)).all(1)
+        scores = {"accuracy": float(accuracy_score(Y, P)),  # subset accuracy: every label of the item right
+                  "accuracy_ci95": wilson_interval(int(right.sum()), len(y)),
+                  "macro_f1": float(f1_score(Y, P, average="macro", zero_division=0)),
+                  "micro_f1": float(f1_score(Y, P, average="micro", zero_division=0)),
+                  "per_label": _per_label(labels, p, r, f, s), "n_test": len(y)}
+        return (scores, right) if outcomes else scores
     unknown = sorted({v for v in y} - set(labels), key=str)
     _refuse_unknown(unknown)
     proba = est.predict_proba(X)
@@ -53,17 +111,21 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
     y_obj = np.asarray(y)
     index = {c: i for i, c in enumerate(labels)}
     p, r, f, s = precision_recall_fscore_support(y_obj, pred, labels=labels, zero_division=0)
-    return {
+    right = pred == y_obj
+    matrix = confusion_matrix(y_obj, pred, labels=labels)
+    scores = {
         "accuracy": float(accuracy_score(y_obj, pred)),
+        "accuracy_ci95": wilson_interval(int(right.sum()), len(y)),
         # macro-F1 over the labels that occur in the test set or in the predictions (scikit-learn's default):
         # a trained label with no test item is not a zero
         "macro_f1": float(f1_score(y_obj, pred, average="macro", zero_division=0)),
+        "macro_f1_ci95": macro_f1_interval(matrix),
         "per_label": _per_label(labels, p, r, f, s),
-        "confusion": {"labels": [jsonable(c) for c in labels],
-                      "matrix": confusion_matrix(y_obj, pred, labels=labels).tolist()},
+        "confusion": {"labels": [jsonable(c) for c in labels], "matrix": matrix.tolist()},
         "calibration": calibration(proba, np.asarray([index[v] for v in y])),
         "n_test": len(y),
     }
+    return (scores, right) if outcomes else scores
 
 
 def _refuse_unknown(unknown: list[Any]) -> None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from .errors import InputError, LabelError, NotFoundError, SpaceMismatchError
 from .manifest import now, write_atomic
-from .evaluation import evaluate, jsonable as _jsonable
+from .evaluation import evaluate, jsonable as _jsonable, paired_comparison
 from .storage import check_name, read_shards, write_shard
 
 MODELS = ("logreg", "knn", "centroid", "sklearn-logreg")
@@ -169,10 +169,10 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         strat = [row[0] for row in y] if multilabel else y
         tr, te = holdout_split(strat, test_size, seed)
         Xtr, Xte, ytr, yte = X[tr], X[te], [y[i] for i in tr], [y[i] for i in te]
-        train_ids = [train_ids[i] for i in tr]
+        train_ids, test_ids = [train_ids[i] for i in tr], [train_ids[i] for i in te]
         evaluated_on = f"held-out {test_size:g} of {collection} (seed {seed})"
-    return {"Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte, "train_ids": train_ids, "classes": classes,
-            "multilabel": multilabel, "unlabelled": unlabelled, "evaluated_on": evaluated_on}
+    return {"Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte, "train_ids": train_ids, "test_ids": test_ids,
+            "classes": classes, "multilabel": multilabel, "unlabelled": unlabelled, "evaluated_on": evaluated_on}
 
 
 def holdout_split(y: list[Any], test_size: float, seed: int) -> tuple[list[int], list[int]]:
@@ -221,7 +221,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         searcher = subset_searcher(store, collection, space, data["train_ids"], data["Xtr"])
     est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
                          searcher)
-    metrics = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel)
+    metrics, right = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel, outcomes=True)
+    test_hash = _train_hash(data["test_ids"], data["yte"])
+    right = right[sorted(range(len(right)), key=data["test_ids"].__getitem__)]  # item by item, in id order
     arrays, scalars = learned_state(model, est, data["train_ids"] if searcher is not None else None)
     record = {
         "name": name, "model": model, "params": params, "classes": [_jsonable(c) for c in classes],
@@ -230,13 +232,38 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         "encoder": sp["encoder"], "learned": {k: _jsonable(v) for k, v in scalars.items()},
         "n_train": len(data["ytr"]), "n_unlabelled": data["unlabelled"], "evaluated_on": data["evaluated_on"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "metrics": metrics,
-        "train_data_sha256": _train_hash(data["train_ids"], data["ytr"]), "created": now(),
+        "train_data_sha256": _train_hash(data["train_ids"], data["ytr"]), "test_data_sha256": test_hash,
+        "created": now(),
     }
+    previous = _compare_previous(store, name, test_hash, right)
+    if previous is not None:
+        record["vs_previous"] = previous
     if searcher is not None:
         record["served_by"] = searcher.how
     if plot_dir is not None:
         record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir)
-    return save_head(store, record, arrays)
+    return save_head(store, record, arrays, right)
+
+
+def _compare_previous(store: Any, name: str, test_hash: str, right: np.ndarray) -> dict[str, Any] | None:
+    """This fit against the head's latest version, item by item, when both were scored on the same test items with
+    the same labels (same ``test_data_sha256``): is the change in accuracy more than the luck of the test set?"""
+    versions = store.manifest["heads"].get(name, {}).get("versions", [])
+    if not versions:
+        return None
+    folder = store.root / versions[-1]["path"]
+    try:
+        prev = json.loads((folder / "head.json").read_text(encoding="utf-8"))
+        if prev.get("test_data_sha256") != test_hash or "test_outcomes" not in prev:
+            return None
+        other = np.load(folder / prev["test_outcomes"], allow_pickle=False)
+    except (OSError, ValueError):  # a version written before outcomes were kept, or a file gone: no comparison
+        return None
+    if other.shape != right.shape:
+        return None
+    paired = paired_comparison(right, other.astype(bool))
+    return {"version": prev["version"], "accuracy": prev["accuracy"], "only_this_right": paired["only_this_right"],
+            "only_previous_right": paired["only_other_right"], "p_value": paired["p_value"]}
 
 
 def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multilabel: bool, X: np.ndarray,
@@ -318,7 +345,10 @@ def _train_hash(ids: list[str], y: list[Any]) -> str:
     return h.hexdigest()
 
 
-def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
+              test_right: np.ndarray | None = None) -> dict[str, Any]:
+    """Write a head's next version: head.json, its learned arrays, and (``test_right``) whether it got each test
+    item right, in id order, for the next version's paired comparison."""
     with store._writing():
         entry = store.manifest["heads"].setdefault(record["name"], {"versions": []})
         version = (entry["versions"][-1]["version"] + 1) if entry["versions"] else 1
@@ -330,6 +360,9 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray])
             np.save(folder / f"{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
             files[key] = f"{key}.npy"
         record = {**record, "version": version, "path": rel, "arrays": files, "format_version": 1}
+        if test_right is not None:
+            np.save(folder / "test_right.npy", np.asarray(test_right, dtype=bool), allow_pickle=False)
+            record["test_outcomes"] = "test_right.npy"
         write_atomic(folder / "head.json", (json.dumps(record, indent=1, default=_jsonable) + "\n").encode())
         entry["versions"].append({k: record[k] for k in (
             "version", "path", "model", "collection", "space", "space_fingerprint", "label_column", "n_classes",

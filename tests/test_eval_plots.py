@@ -11,7 +11,8 @@ from PIL import Image
 
 from embstore import InputError, LabelError, Store
 from embstore.config import Settings
-from embstore.evaluation import few_shot, parse_samples, undersample
+from embstore.evaluation import (few_shot, macro_f1_interval, paired_comparison, parse_samples, undersample,
+                                 wilson_interval)
 from embstore_cli.main import cli
 
 from conftest import HASH, topic_rows, write_csv, write_jsonl
@@ -63,6 +64,60 @@ def test_undersample_is_mtebs():
     assert res[0]["runs"] == 3 and res[1]["accuracy_mean"] == 1.0
     with pytest.raises(InputError, match="positive integers"):
         parse_samples("1,zero")
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(0, 10)  # no successes: 0 to z^2 / (n + z^2)
+    assert lo == 0 and hi == pytest.approx(1.959964 ** 2 / (10 + 1.959964 ** 2))
+    lo, hi = wilson_interval(452, 500)
+    assert lo == pytest.approx(0.87501, abs=1e-4) and hi == pytest.approx(0.92683, abs=1e-4)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(5, 10) == pytest.approx([0.2366, 0.7634], abs=1e-4)
+
+
+def test_macro_f1_interval_is_the_bootstrap_of_the_test_items():
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 6, 400)
+    pred = np.where(rng.random(400) < 0.85, y, rng.integers(0, 6, 400))
+    fast = macro_f1_interval(confusion_matrix(y, pred))
+    boot = []
+    for _ in range(1000):  # the plain bootstrap: resample the items themselves
+        i = rng.integers(0, len(y), len(y))
+        boot.append(f1_score(y[i], pred[i], average="macro"))
+    assert fast == pytest.approx(np.percentile(boot, [2.5, 97.5]), abs=0.01)
+    assert fast[0] < f1_score(y, pred, average="macro") < fast[1]
+    assert macro_f1_interval(np.diag([5, 7])) == [1.0, 1.0]  # every item right: no spread
+
+
+def test_paired_comparison_is_mcnemars_exact_test():
+    this = np.array([True] * 6 + [False] * 0 + [True] * 20 + [False] * 4)
+    other = np.array([False] * 6 + [True] * 0 + [True] * 20 + [False] * 4)
+    out = paired_comparison(this, other)
+    assert out == {"only_this_right": 6, "only_other_right": 0, "p_value": pytest.approx(2 * 0.5 ** 6)}
+    assert paired_comparison(this, this)["p_value"] == 1.0
+
+
+def test_a_refit_on_the_same_test_items_is_compared_with_the_last_version(docs):
+    split = {"train_where": "split = 'train'", "test_where": "split = 'test'"}
+    v1 = docs.fit("docs", "label", "topic", model="centroid", **split)
+    assert "vs_previous" not in v1
+    v2 = docs.fit("docs", "label", "topic", model="knn", **split)
+    prev, n = v2["vs_previous"], v2["metrics"]["n_test"]
+    assert prev["version"] == 1 and prev["accuracy"] == v1["accuracy"]
+    assert round((v2["accuracy"] - v1["accuracy"]) * n) == prev["only_this_right"] - prev["only_previous_right"]
+    assert 0 <= prev["p_value"] <= 1
+    v3 = docs.fit("docs", "label", "topic", model="knn")  # a held-out split: other test items, no comparison
+    assert "vs_previous" not in v3 and v3["test_data_sha256"] != v2["test_data_sha256"]
+    out = CliRunner().invoke(cli, ["fit", "--store", str(docs.root), "-c", "docs", "--label-column", "label",
+                                   "--name", "topic", "--model", "knn", "--train-where", "split = 'train'",
+                                   "--test-where", "split = 'test'"])
+    assert out.exit_code == 0, out.output
+    assert "95% interval" in out.output and "vs v3" not in out.output  # v3 was scored on other items
+    again = CliRunner().invoke(cli, ["fit", "--store", str(docs.root), "-c", "docs", "--label-column", "label",
+                                     "--name", "topic", "--model", "centroid", "--train-where", "split = 'train'",
+                                     "--test-where", "split = 'test'"])
+    assert "vs v4 on the same test items" in again.output and "McNemar p =" in again.output
 
 
 def test_eval_cli_table_and_json(docs):

@@ -58,6 +58,7 @@ def real_store(tmp_path_factory) -> Store:
               test_where="split = 'test'")
         s.fit("docs", "label", "centroid32", space="hash32", model="centroid")
         s.fit("ints", "label", "ints_head", params={"C": 0.5})
+        s.fit("ints", "label", "ints_head", params={"C": 5.0})  # same held-out items: compared with v1
         labels = write_csv(tmp / "labels.csv", [{"id": i, "label": f} for i, f in
                                                 s.sql("SELECT id, folder FROM imgs").fetchall()])
         s.fit("imgs", labels=labels, name="img_head", model="knn", test_size=0.5, plot_dir=tmp / "plots")
@@ -143,7 +144,7 @@ def test_manifest_is_consistent_with_the_files(real_store):
 def test_head_json_validates(real_store):
     v = validator("head.schema.json")
     files = head_files(real_store)
-    assert len(files) == 7  # topic v1, v2, centroid32, ints_head, img_head, tags_head, stock_head
+    assert len(files) == 8  # topic v1, v2, centroid32, ints_head v1, v2, img_head, tags_head, stock_head
     for f in files:
         head = json.loads(f.read_text())
         assert errors(v, head) == [], f
@@ -151,6 +152,8 @@ def test_head_json_validates(real_store):
     assert {h["model"] for h in heads} == {"logreg", "knn", "centroid", "sklearn-logreg"}
     assert [h["name"] for h in heads if h["multilabel"]] == ["tags_head"]
     assert [h["name"] for h in heads if "plots" in h] == ["img_head"]
+    assert [(h["name"], h["version"]) for h in heads if "vs_previous" in h] == [("ints_head", 2)]  # topic v2: other test
+    assert all("accuracy_ci95" in h["metrics"] for h in heads)
 
 
 def test_head_json_is_consistent(real_store):
@@ -170,10 +173,19 @@ def test_head_json_is_consistent(real_store):
         assert head["encoder"]["fingerprint"] == head["space_fingerprint"]
         assert head["encoder"] == m["collections"][head["collection"]]["spaces"][head["space"]]["encoder"]
         assert all((f.parent / a).is_file() for a in head["arrays"].values())
+        right = np.load(f.parent / head["test_outcomes"], allow_pickle=False)
+        assert right.dtype == bool and len(right) == head["metrics"]["n_test"]
+        assert right.sum() == round(head["accuracy"] * head["metrics"]["n_test"])
+        lo, hi = head["metrics"]["accuracy_ci95"]
+        assert lo <= head["accuracy"] <= hi
         summary = next(x for x in m["heads"][head["name"]]["versions"] if x["version"] == head["version"])
         assert {k: head[k] for k in summary if k != "seq"} == {k: v for k, v in summary.items() if k != "seq"}
     ints = json.loads((real_store.root / "heads/ints_head/v1/head.json").read_text())
     assert ints["classes"] == [0, 1, 2] and ints["params"] == {"C": 0.5}
+    ints2 = json.loads((real_store.root / "heads/ints_head/v2/head.json").read_text())
+    assert ints2["test_data_sha256"] == ints["test_data_sha256"] and ints2["vs_previous"]["version"] == 1
+    n, prev = ints2["metrics"]["n_test"], ints2["vs_previous"]
+    assert round((ints2["accuracy"] - prev["accuracy"]) * n) == prev["only_this_right"] - prev["only_previous_right"]
     img = json.loads((real_store.root / "heads/img_head/v1/head.json").read_text())
     assert img["label_column"] is None and img["classes"] == ["a", "b"]
     tags = json.loads((real_store.root / "heads/tags_head/v1/head.json").read_text())
