@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from embstore.errors import EmbstoreError
+from embstore.errors import EmbstoreError, InputError
 
 from .output import echo_json, echo_table, record_batches
 
@@ -452,6 +452,44 @@ def info(store_path: str, as_json: bool) -> None:
         echo_table(["head", "version", "model", "collection", "space", "labels", "accuracy", "macro_f1"],
                    [[h, v["version"], v["model"], v["collection"], v["space"], v["n_classes"], v["accuracy"],
                      v["macro_f1"]] for h, v in data["heads"].items()])
+
+
+@cli.command()
+@store_option
+@click.option("--collection", "-c", metavar="NAME", help="Delete this collection: its items, vectors, index and stored predictions.")
+@click.option("--head", metavar="HEAD", help="Delete this head (every version unless --version) and the predictions it stored.")
+@click.option("--version", type=int, help="With --head: only this version.")
+@click.option("--yes", is_flag=True, help="Do not ask; needed when not run from a terminal.")
+@json_option
+@friendly
+def delete(store_path: str, collection: str | None, head: str | None, version: int | None, yes: bool,
+           as_json: bool) -> None:
+    """Delete a collection (--collection) or a head (--head [--version N]). Shards are kept for
+    EMBSTORE_RETENTION_SECONDS (default 3600) so that readers already running finish, then removed by a later write.
+    Heads trained on a deleted collection stay; a kNN head among them must be fit again."""
+    if (collection is None) == (head is None):
+        raise InputError("give --collection NAME or --head HEAD (one of them)")
+    if version is not None and head is None:
+        raise InputError("--version goes with --head")
+    store = open_store(store_path)
+    what = f"collection {collection!r}" if collection else f"head {head!r}" + (f" version {version}" if version else "")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"refusing to delete {what} without confirmation; add --yes")
+        click.confirm(f"delete {what} from {store.root}?", abort=True)
+    if collection:
+        out = store.delete_collection(collection)
+        msg = (f"deleted collection {collection}: {out['items']} items, spaces {', '.join(out['spaces']) or 'none'}"
+               + (f", predictions of {', '.join(out['predictions'])}" if out["predictions"] else ""))
+    else:
+        out = store.delete_head(head, version)
+        preds = ", ".join(f"{c} ({n} rows)" for c, n in out["predictions"].items())
+        msg = (f"deleted head {head} version{'s' if len(out['versions']) > 1 else ''} "
+               f"{', '.join(map(str, out['versions']))}" + (f" and its predictions in {preds}" if preds else ""))
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(msg)
 
 
 def main() -> None:

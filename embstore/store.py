@@ -483,11 +483,15 @@ class Store:
                 "evaluated_on")}}
         return out
 
-    def delete_collection(self, collection: str) -> None:
+    def delete_collection(self, collection: str) -> dict[str, Any]:
         """Drop a collection. Its shards are retired (readers of older snapshots still find them for
-        ``retention_s``); its index files go now (such a reader rebuilds an exact index from the shards)."""
+        ``retention_s``); its index files go now (such a reader rebuilds an exact index from the shards). Heads
+        trained on it stay (a kNN head needs its training items and will ask to be fit again). Returns what went."""
         with self._writing():
             coll = self.collection(collection)
+            gone = {"collection": collection, "items": sum(s["rows"] for s in coll["item_shards"]),
+                    "spaces": sorted(coll["spaces"]),
+                    "predictions": sorted(coll.get("predictions", {}))}
             files = [s["file"] for s in coll["item_shards"]]
             for sp in coll["spaces"].values():
                 files += [s["file"] for s in sp["shards"]]
@@ -499,6 +503,48 @@ class Store:
             self._retire(files)
             self._commit()
         self._index_cache = {k: v for k, v in self._index_cache.items() if k[0] != collection}
+        return gone
+
+    def delete_head(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Drop a head (every version, or one) and the predictions it stored. The predictions' shards are retired
+        like any shard; the head's own small files go right after the commit, so a later fit of the same name
+        (numbered on from the versions left) never meets them. Returns what went."""
+        with self._writing():
+            heads = self.manifest["heads"]
+            if name not in heads:
+                raise NotFoundError(f"no head {name!r} in {self.root} (heads: {', '.join(sorted(heads)) or 'none'})")
+            versions = heads[name]["versions"]
+            if version is not None and not any(v["version"] == version for v in versions):
+                raise NotFoundError(f"head {name!r} has no version {version} "
+                                    f"(versions: {[v['version'] for v in versions]})")
+            dropped = [v for v in versions if version is None or v["version"] == version]
+            numbers = {v["version"] for v in dropped}
+            files: list[str] = []
+            predictions: dict[str, int] = {}
+            for cname, coll in self.manifest["collections"].items():
+                pred = coll.get("predictions", {}).get(name)
+                if pred is not None and pred["version"] in numbers:
+                    files += [s["file"] for s in pred["shards"]]
+                    predictions[cname] = pred["rows"]
+                    del coll["predictions"][name]
+            kept = [v for v in versions if v["version"] not in numbers]
+            if kept:
+                heads[name]["versions"] = kept
+            else:
+                del heads[name]
+            self._retire(files)
+            self._commit()
+        root = self.root.resolve()
+        for v in dropped:  # after the commit: a crash here leaves stray files that nothing lists, never the reverse
+            folder = (self.root / v["path"]).resolve()
+            if str(v["path"]).startswith("heads/") and folder.is_relative_to(root / "heads"):
+                shutil.rmtree(folder, ignore_errors=True)
+        if not kept:
+            try:
+                (self.root / "heads" / name).rmdir()
+            except OSError:
+                pass
+        return {"head": name, "versions": sorted(numbers), "predictions": predictions}
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)

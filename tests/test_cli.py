@@ -294,7 +294,7 @@ def test_help_lists_the_commands_and_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
-    for name in ("ingest", "fit", "predict", "search", "sql", "info"):
+    for name in ("ingest", "fit", "eval", "predict", "search", "sql", "info", "index", "delete"):
         assert name in out.stdout
 
 
@@ -329,3 +329,38 @@ def test_retention_comes_from_the_environment_and_may_be_zero(tmp_path, monkeypa
     src = write_csv(tmp_path / "t.csv", [{"text": "x"}])
     assert_one_line_error(run("ingest", src, "--store", tmp_path / "s", "-c", "c", "--encoder", HASH, ok=False,
                               env={"EMBSTORE_RETENTION_SECONDS": "-5"}), "retention_s must be a non-negative integer")
+
+
+# ------------------------------------------------------------------------------------------------ delete
+def count_predictions(store) -> int:
+    out = run("sql", "--store", store, "--format", "csv", "SELECT count(*) AS n FROM predictions").stdout
+    return int(out.split()[-1])
+
+
+def test_delete_a_head_version_a_head_and_a_collection(tmp_path):
+    store = tmp_path / "store"
+    run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
+    for c in ("1", "10"):
+        run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--param", f"C={c}")
+    run("predict", "--store", store, "--head", "topic", "-c", "docs")  # by v2, the latest
+    refused = run("delete", "--store", store, "--head", "topic", ok=False)  # no terminal, no --yes
+    assert_one_line_error(refused, "without confirmation", "--yes")
+    assert (store / "heads" / "topic" / "v1").is_dir()
+    out = run("delete", "--store", store, "--head", "topic", "--version", "1", "--yes")
+    assert out.stdout.strip() == "deleted head topic version 1"  # v2 made the predictions: they stay
+    assert not (store / "heads" / "topic" / "v1").exists() and (store / "heads" / "topic" / "v2").is_dir()
+    assert count_predictions(store) == 36
+    gone = run_json("delete", "--store", store, "--head", "topic", "--yes")
+    assert gone == {"head": "topic", "versions": [2], "predictions": {"docs": 36}}
+    assert count_predictions(store) == 0
+    assert run_json("info", "--store", store)["heads"] == {} and not (store / "heads" / "topic").exists()
+    assert_one_line_error(run("delete", "--store", store, "--head", "topic", "--yes", ok=False), "no head 'topic'")
+    again = run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic")
+    assert again["version"] == 1 and "vs_previous" not in again  # a new head: nothing of the old one is met
+    out = run("delete", "--store", store, "-c", "docs", "--yes")
+    assert out.stdout.startswith("deleted collection docs: 36 items, spaces hash64")
+    assert run_json("info", "--store", store)["collections"] == {}
+    assert "topic" in run_json("info", "--store", store)["heads"]  # a head outlives its training collection
+    for args, words in ((("-c", "docs", "--head", "topic"), "one of them"), (("--version", "1"), "--head"),
+                        (("-c", "nope"), "no collection 'nope'")):
+        assert_one_line_error(run("delete", "--store", store, *args, "--yes", ok=False), words)

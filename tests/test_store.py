@@ -354,6 +354,21 @@ def test_delete_collection(store, topics_csv):
     assert later.manifest["retired"] == [] and not (store.root / "collections" / "docs").exists()
 
 
+def test_delete_head_retires_its_predictions_for_readers_of_older_snapshots(store, topics_csv):
+    store.ingest(topics_csv, "docs", encoder=HASH)
+    store.fit("docs", "label", "topic")
+    store.predict("topic", "docs")
+    shard = store.manifest["collections"]["docs"]["predictions"]["topic"]["shards"][0]["file"]
+    reader = Store.open(store.root, create=False)
+    assert store.delete_head("topic") == {"head": "topic", "versions": [1], "predictions": {"docs": 36}}
+    assert store.sql("SELECT count(*) FROM predictions").fetchall() == [(0,)]
+    assert reader.sql("SELECT count(*) FROM predictions").fetchall() == [(36,)]  # its snapshot still reads
+    assert [r["file"] for r in store.manifest["retired"]] == [shard] and (store.root / shard).is_file()
+    assert not (store.root / "heads" / "topic").exists() and "topic" not in store.info()["heads"]
+    with pytest.raises(NotFoundError, match="no head 'topic'"):
+        store.delete_head("topic")
+
+
 def test_retired_files_outside_the_store_are_never_deleted(store, topics_csv, tmp_path):
     from embstore.config import Settings
     from embstore.manifest import write_manifest
