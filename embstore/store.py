@@ -534,16 +534,18 @@ class Store:
                 del heads[name]
             self._retire(files)
             self._commit()
-        root = self.root.resolve()
-        for v in dropped:  # after the commit: a crash here leaves stray files that nothing lists, never the reverse
-            folder = (self.root / v["path"]).resolve()
-            if str(v["path"]).startswith("heads/") and folder.is_relative_to(root / "heads"):
-                shutil.rmtree(folder, ignore_errors=True)
-        if not kept:
-            try:
-                (self.root / "heads" / name).rmdir()
-            except OSError:
-                pass
+            # after the commit (a crash here leaves stray files that nothing lists, never the reverse) and still
+            # under the writer lock (a concurrent fit of the same name cannot be writing into these folders)
+            root = self.root.resolve()
+            for v in dropped:
+                folder = (self.root / v["path"]).resolve()
+                if str(v["path"]).startswith("heads/") and folder.is_relative_to(root / "heads"):
+                    shutil.rmtree(folder, ignore_errors=True)
+            if not kept:
+                try:
+                    (self.root / "heads" / name).rmdir()
+                except OSError:
+                    pass
         return {"head": name, "versions": sorted(numbers), "predictions": predictions}
 
     def snapshot(self) -> dict[str, Any]:
