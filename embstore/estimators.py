@@ -371,7 +371,9 @@ class CentroidHead(_CosineBase):
 
 class KNNHead(_CosineBase):
     """Cosine k-nearest neighbours (similarity-weighted votes) served by a FAISS inner-product index.
-    ``n_neighbors="auto"`` chooses k among ``ks`` by leave-one-out accuracy on (a sample of) the training set.
+    ``n_neighbors="auto"`` chooses k among ``ks`` by leave-one-out accuracy on (a sample of) the training set. The
+    same leave-one-out votes calibrate the probabilities: vote shares ** ``sharpness_``, renormalised, mixed with a
+    uniform distribution of weight ``smoothing_`` (``_calibrate_votes``; it never changes the winning label).
 
     On its own it keeps the training vectors in an exact flat index. ``serve_from(searcher)`` hands the neighbour
     search to another index instead (a store serves a head from its space's index, restricted to the training
@@ -388,21 +390,20 @@ class KNNHead(_CosineBase):
         X, yi = self._prepare_fit(X, y)
         self.fit_X_, self.fit_y_ = X, yi
         self._index = None
-        if self.n_neighbors == "auto":
-            ks = sorted(k for k in self.ks if k < len(X)) or [1]
-            rows = np.random.default_rng(self.random_state).permutation(len(X))[: self.loo_max_rows]
-            sims, nbrs = self._search(X[rows], max(ks) + 1)
-            # leave one out: drop the item itself (wherever an approximate index ranked it), else the last one
-            own = nbrs == rows[:, None]
-            drop = np.where(own.any(1), own.argmax(1), nbrs.shape[1] - 1)
-            keep = np.arange(nbrs.shape[1])[None, :] != drop[:, None]
-            sims, nbrs = sims[keep].reshape(len(rows), -1), nbrs[keep].reshape(len(rows), -1)
-            acc = [float((self._vote(sims[:, :k], nbrs[:, :k]).argmax(1) == yi[rows]).mean()) for k in ks]
-            self.n_neighbors_ = ks[int(np.argmax(acc))]
-            self.cv_scores_ = dict(zip(map(str, ks), acc))
-        else:
-            self.n_neighbors_ = int(self.n_neighbors)
-            self.cv_scores_ = {}
+        ks = (sorted(k for k in self.ks if k < len(X)) or [1]) if self.n_neighbors == "auto" else [int(self.n_neighbors)]
+        # leave one out on (a sample of) the training items: k by accuracy, then how much to smooth the votes
+        rows = np.random.default_rng(self.random_state).permutation(len(X))[: self.loo_max_rows]
+        sims, nbrs = self._search(X[rows], max(ks) + 1)
+        own = nbrs == rows[:, None]  # drop the item itself (wherever an approximate index ranked it), else the last one
+        drop = np.where(own.any(1), own.argmax(1), nbrs.shape[1] - 1)
+        keep = np.arange(nbrs.shape[1])[None, :] != drop[:, None]
+        sims, nbrs = sims[keep].reshape(len(rows), -1), nbrs[keep].reshape(len(rows), -1)
+        votes = [self._vote(sims[:, :k], nbrs[:, :k]) for k in ks]
+        acc = [float((v.argmax(1) == yi[rows]).mean()) for v in votes]
+        best = int(np.argmax(acc))
+        self.n_neighbors_ = ks[best]
+        self.cv_scores_ = dict(zip(map(str, ks), acc)) if self.n_neighbors == "auto" else {}
+        self.sharpness_, self.smoothing_ = _fit_vote_calibration(votes[best], yi[rows])
         return self
 
     def serve_from(self, searcher: Any) -> "KNNHead":
@@ -432,13 +433,41 @@ class KNNHead(_CosineBase):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         sims, nbrs = self._search(self._features(X), self.n_neighbors_)
-        return self._vote(sims, nbrs)
+        # heads saved before the calibration was fitted: raw vote shares
+        return _calibrate_votes(self._vote(sims, nbrs), float(getattr(self, "sharpness_", 1.0)),
+                                float(getattr(self, "smoothing_", 0.0)))
 
     def __getstate__(self) -> dict:  # the FAISS index is rebuilt on demand, never serialised
         state = self.__dict__.copy()
         state["_index"] = None
         state.pop("_searcher", None)
         return state
+
+
+def _calibrate_votes(shares: np.ndarray, beta: float, eps: float) -> np.ndarray:
+    """Vote shares -> probabilities: sharpened (beta > 1) or softened (beta < 1) as shares ** beta, renormalised,
+    then mixed with a uniform distribution (weight eps), so that a label no neighbour voted for is unlikely, not
+    impossible. Both are monotone within a row: the winning label never changes."""
+    p = np.power(shares, beta)
+    p /= p.sum(1, keepdims=True)
+    return (1 - eps) * p + eps / shares.shape[1]
+
+
+def _fit_vote_calibration(shares: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(beta, eps) of ``_calibrate_votes`` that minimise the log-loss of held-out (leave-one-out) vote shares."""
+    from scipy.optimize import minimize
+
+    rows = np.arange(len(y))
+
+    def params(t: np.ndarray) -> tuple[float, float]:  # log beta in [log 0.05, log 20], logit eps in [-14, 7]
+        return float(np.exp(np.clip(t[0], -3.0, 3.0))), float(1 / (1 + np.exp(-np.clip(t[1], -14.0, 7.0))))
+
+    def loss(t: np.ndarray) -> float:
+        p = _calibrate_votes(shares, *params(t))
+        return float(-np.mean(np.log(p[rows, y])))
+
+    return params(minimize(loss, np.array([0.0, -4.0]), method="Nelder-Mead",
+                           options={"xatol": 1e-4, "fatol": 1e-7}).x)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -53,9 +53,10 @@ def learned_state(model: str, est: Any, train_ids: Sequence[str] | None = None) 
             if model == "logreg" else {}
         return {"coef": est.coef_, "intercept": est.intercept_}, scalars
     if model == "knn":
+        scalars = {"n_neighbors_": est.n_neighbors_, "sharpness_": est.sharpness_, "smoothing_": est.smoothing_}
         if train_ids is not None:
-            return {"ids": np.asarray(list(train_ids), dtype=str), "y": est.fit_y_}, {"n_neighbors_": est.n_neighbors_}
-        return {"X": est.fit_X_, "y": est.fit_y_}, {"n_neighbors_": est.n_neighbors_}
+            return {"ids": np.asarray(list(train_ids), dtype=str), "y": est.fit_y_}, scalars
+        return {"X": est.fit_X_, "y": est.fit_y_}, scalars
     return {"centroids": est.centroids_}, {"temperature_": est.temperature_}
 
 

@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import check_estimator
 
-from embstore.estimators import DEFAULT_CS, CentroidHead, KNNHead, LinearProbe
+from embstore.estimators import DEFAULT_CS, CentroidHead, KNNHead, LinearProbe, _calibrate_votes, _fit_vote_calibration
 
 # Exact weight/repetition equivalence (rtol 1e-7) needs a float64 solver run to machine precision; LinearProbe
 # solves in float32 to tol, and its C="auto" draws CV folds over rows, so repeated rows change the folds.
@@ -68,6 +68,31 @@ def test_probe_multilabel_and_class_weight():
     Xt, yt = blobs(seed=3, k=3)
     recall = lambda m: (m.predict(Xt[yt == 0]) == 0).mean()
     assert recall(balanced) > recall(plain)
+
+
+def test_vote_calibration_recovers_known_parameters():
+    rng = np.random.default_rng(0)
+    shares = rng.dirichlet(np.full(5, 0.7), size=20_000)
+    truth = _calibrate_votes(shares, 2.0, 0.05)
+    y = (truth.cumsum(1) > rng.random((len(truth), 1))).argmax(1)  # labels drawn from the true probabilities
+    beta, eps = _fit_vote_calibration(shares, y)
+    assert beta == pytest.approx(2.0, rel=0.1) and eps == pytest.approx(0.05, abs=0.015)
+    assert (_calibrate_votes(shares, beta, eps).argmax(1) == shares.argmax(1)).all()  # never changes the winner
+
+
+def test_knn_probabilities_are_calibrated_and_never_zero():
+    X, y = blobs(n=400, spread=3.0)  # overlapping labels: neighbours disagree
+    Xt, yt = blobs(seed=5, spread=3.0)
+    knn = KNNHead(n_neighbors=20).fit(X, y)
+    P = knn.predict_proba(Xt)
+    raw = KNNHead(n_neighbors=20).fit(X, y)
+    raw.sharpness_, raw.smoothing_ = 1.0, 0.0  # as heads saved before calibration: plain vote shares
+    R = raw.predict_proba(Xt)
+    assert (P.argmax(1) == R.argmax(1)).all() and P.min() > 0 and (R == 0).any()
+    nll = lambda Q: -np.mean(np.log(np.clip(Q[np.arange(len(yt)), yt], 1e-12, 1)))
+    assert nll(P) < nll(R)
+    del raw.sharpness_, raw.smoothing_
+    np.testing.assert_allclose(raw.predict_proba(Xt), R)  # an old head without them still loads and predicts
 
 
 def test_knn_and_centroid_learn_from_few_examples():
