@@ -344,8 +344,12 @@ def _unit(X: np.ndarray) -> np.ndarray:
 
 
 class CentroidHead(_CosineBase):
-    """Cosine nearest centroid. ``temperature`` ("auto" fits it on the training data by log-loss) sharpens the
-    softmax over similarities into probabilities."""
+    """Cosine nearest centroid. ``temperature`` sharpens the softmax over similarities into probabilities: "auto"
+    fits it by the log-loss of each training item against the centroids with the item itself left out of its own
+    (labels with a single item cannot be scored so and are skipped); with one item per label there is nothing to fit
+    it on and it is ``UNFIT_TEMPERATURE``."""
+
+    UNFIT_TEMPERATURE = 10.0
 
     def __init__(self, temperature: Any = "auto"):
         self.temperature = temperature
@@ -353,17 +357,27 @@ class CentroidHead(_CosineBase):
     def fit(self, X: Any, y: Any) -> "CentroidHead":
         X, yi = self._prepare_fit(X, y)
         k = len(self.classes_)
-        C = np.zeros((k, X.shape[1]), np.float32)
-        np.add.at(C, yi, X)
-        self.centroids_ = _unit(C)
-        sims = X @ self.centroids_.T
+        S = np.zeros((k, X.shape[1]), np.float64)
+        np.add.at(S, yi, X)
+        self.centroids_ = _unit(S.astype(np.float32))
         if self.temperature == "auto":
-            grid = np.array([1, 2, 5, 10, 20, 50, 100, 200], np.float64)
-            losses = [_nll(sims * t, yi) for t in grid]
-            self.temperature_ = float(grid[int(np.argmin(losses))])
+            self.temperature_ = self._loo_temperature(X, yi, S)
         else:
             self.temperature_ = float(self.temperature)
         return self
+
+    def _loo_temperature(self, X: np.ndarray, yi: np.ndarray, S: np.ndarray) -> float:
+        from scipy.optimize import minimize_scalar
+
+        rows = np.flatnonzero(np.bincount(yi, minlength=len(S))[yi] > 1)
+        if len(rows) == 0:
+            return self.UNFIT_TEMPERATURE
+        sims = (X[rows] @ self.centroids_.T).astype(np.float64)
+        own = S[yi[rows]] - X[rows]  # the item's own centroid without it
+        sims[np.arange(len(rows)), yi[rows]] = (X[rows] * own).sum(1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
+        res = minimize_scalar(lambda lt: _nll(sims * np.exp(lt), yi[rows]), bounds=(0.0, np.log(1000.0)),
+                              method="bounded")
+        return float(np.exp(res.x))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         return _softmax(self._features(X) @ self.centroids_.T * self.temperature_)

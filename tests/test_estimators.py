@@ -95,6 +95,24 @@ def test_knn_probabilities_are_calibrated_and_never_zero():
     np.testing.assert_allclose(raw.predict_proba(Xt), R)  # an old head without them still loads and predicts
 
 
+@pytest.mark.parametrize("n, seed", [(20, 10), (20, 11), (20, 12), (300, 10)])
+def test_centroid_temperature_is_fitted_on_left_out_items(n, seed):
+    X, y = blobs(n=n, seed=seed, spread=3.0)  # n=20: five items per label, where the training items' own fit says 200
+    Xt, yt = blobs(n=3000, seed=7, spread=3.0)
+    head = CentroidHead().fit(X, y)
+    Z = (Xt / np.linalg.norm(Xt, axis=1, keepdims=True)) @ head.centroids_.T
+
+    def nll(t):
+        z = Z * t - (Z * t).max(1, keepdims=True)
+        return -np.mean(z[np.arange(len(yt)), yt] - np.log(np.exp(z).sum(1)))
+
+    grid = np.geomspace(1, 1000, 61)
+    best = grid[int(np.argmin([nll(t) for t in grid]))]  # what fresh data from the same distribution asks for
+    assert best / 2 < head.temperature_ < best * 2
+    one_each = [int(np.flatnonzero(y == c)[0]) for c in range(4)]
+    assert CentroidHead().fit(X[one_each], y[one_each]).temperature_ == CentroidHead.UNFIT_TEMPERATURE
+
+
 def test_knn_and_centroid_learn_from_few_examples():
     X, y = blobs(n=400)
     Xt, yt = blobs(seed=5)
