@@ -90,16 +90,19 @@ def _sample_weight(y_idx: np.ndarray, n_classes: int, class_weight: Any, sample_
 class LinearProbe(ClassifierMixin, BaseEstimator):
     """Logistic regression on frozen embeddings, C chosen by cross-validation unless fixed.
 
+    Probabilities are calibrated by a temperature fitted on the cross-validation's held-out logits (at a fixed C too,
+    by the same folds at that C); ``calibrate=False`` leaves them as plain logistic regression's (temperature 1).
+
     Parameters: ``C`` ("auto" or a positive float), ``Cs`` (grid for "auto"), ``cv`` (folds), ``class_weight``
     (None, "balanced" or {label: weight}), ``max_iter``, ``tol`` (max gradient entry of the mean loss at the final
     fit), ``cv_tol`` (the same along the CV path: tighter, since a warm start begins near the answer), ``cv_max_rows`` (C is chosen on a stratified
     sample of at most this many rows, then the final fit uses all), ``device`` ("auto", "cpu", "cuda"),
-    ``random_state``.
+    ``random_state``, ``calibrate``.
     """
 
     def __init__(self, C: Any = "auto", Cs: Any = DEFAULT_CS, cv: int = 3, class_weight: Any = None,
                  max_iter: int = 500, tol: float = 1e-4, cv_tol: float = 1e-5, cv_max_rows: int = 20_000,
-                 device: str = "auto", random_state: int = 0):
+                 device: str = "auto", random_state: int = 0, calibrate: bool = True):
         self.C = C
         self.Cs = Cs
         self.cv = cv
@@ -110,6 +113,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.cv_max_rows = cv_max_rows
         self.device = device
         self.random_state = random_state
+        self.calibrate = calibrate
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LinearProbe":
@@ -153,7 +157,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         else:
             if not (isinstance(self.C, (int, float)) and self.C > 0):
                 raise ValueError(f"C must be 'auto' or a positive number, got {self.C!r}")
-            self.C_, self.cv_scores_ = float(self.C), {}
+            self.C_ = float(self.C)
+            if self.calibrate:
+                with _one_thread(True):  # the same folds at this one C: only to calibrate (temperature_)
+                    self._choose_C(X, targets, strat, weights, Cs=[self.C_])
+            self.cv_scores_ = {}
+        if not self.calibrate:
+            self.temperature_ = 1.0
         # warm start from the CV fit at the chosen C (the mean of the folds' weights): fewer iterations, same optimum
         with _one_thread(X.shape[0] * X.shape[1] < 200_000_000):  # below ~500k x 384: few iterations after the warm start
             W, b, self.n_iter_ = self._solve(X, targets, weights, self.C_, init=getattr(self, "_cv_init", None))
@@ -161,7 +171,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.coef_, self.intercept_ = W, b
         return self
 
-    def _choose_C(self, X: np.ndarray, targets: np.ndarray, strat: np.ndarray, weights: np.ndarray) -> tuple:
+    def _choose_C(self, X: np.ndarray, targets: np.ndarray, strat: np.ndarray, weights: np.ndarray,
+                  Cs: Any = None) -> tuple:
         """C with the lowest held-out (temperature-scaled) log-loss: k-fold on small data, one stratified hold-out on a sample of at
         most ``cv_max_rows`` rows on large data. Returns (C, {C: -loss}) and keeps the winning weights to warm-start
         the final fit."""
@@ -184,7 +195,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         else:
             splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
                           .split(rows, strat[rows]))
-        Cs = sorted(float(c) for c in self.Cs)
+        Cs = sorted(float(c) for c in (self.Cs if Cs is None else Cs))
         losses = np.full(len(Cs), np.inf)
         held_out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]  # (logits, targets) per C
         weights_at: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]

@@ -36,11 +36,15 @@ def test_probe_matches_sklearn_logistic_regression_at_the_same_C():
     X, y = blobs()
     Xt, yt = blobs(seed=1)
     # both solved tightly: the same objective gives the same answer
-    ours = LinearProbe(C=0.5, device="cpu", tol=1e-7, max_iter=5000).fit(X, y)
+    ours = LinearProbe(C=0.5, device="cpu", tol=1e-7, max_iter=5000, calibrate=False).fit(X, y)
     stock = LogisticRegression(C=0.5, max_iter=5000, tol=1e-10).fit(X, y)
     assert np.abs(ours.coef_ - stock.coef_).max() < 2e-2
     assert (ours.predict(Xt) == stock.predict(Xt)).mean() >= 0.99
-    assert np.abs(ours.predict_proba(Xt) - stock.predict_proba(Xt)).max() < 2e-2
+    assert ours.temperature_ == 1.0 and np.abs(ours.predict_proba(Xt) - stock.predict_proba(Xt)).max() < 2e-2
+    # calibrated (the default), at the same fixed C: the same weights, a fitted temperature
+    calibrated = LinearProbe(C=0.5, device="cpu", tol=1e-7, max_iter=5000).fit(X, y)
+    assert np.abs(calibrated.coef_ - ours.coef_).max() < 5e-3 and calibrated.temperature_ != 1.0
+    assert (calibrated.predict(Xt) == ours.predict(Xt)).all()
 
 
 def test_probe_chooses_C_by_cross_validation_and_calibrates():
