@@ -159,15 +159,16 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Estimator parameter, e.g. C=0.5 or n_neighbors=5 (repeatable).")
+              help="Estimator parameter, e.g. C=0.5, n_neighbors=5 or calibrate=false (repeatable).")
 @json_option
 @friendly
 def fit(store_path: str, collection: str, label_column: str | None, labels_file: str | None, name: str | None,
         model: str, class_weight: str | None, label_sep: str | None, plot_dir: str | None, space: str | None,
         test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float, seed: int,
         params: tuple[str, ...], as_json: bool) -> None:
-    """Train a head on a collection's embeddings; report accuracy, macro-F1, per-label precision/recall and
-    calibration on a test set (--test-collection, --test-where, or a held-out split)."""
+    """Train a head on a collection's embeddings; report accuracy and macro-F1 with 95% intervals, per-label
+    precision/recall and calibration on a test set (--test-collection, --test-where, or a held-out split). A refit
+    scored on the same test items is compared with the head's previous version item by item (McNemar's test)."""
     store = open_store(store_path)
     extra = parse_params(params)
     if class_weight:
@@ -189,10 +190,14 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
                  rec["metrics"]["n_test"], learned]])
     prev = rec.get("vs_previous")
     if prev:
-        verdict = "a real difference" if prev["p_value"] < 0.05 else "within the luck of the test set"
+        verdict = ("more than the luck of the test set" if prev["p_value"] < 0.05
+                   else "not distinguishable from the luck of the test set")
+        items = lambda n: f"{n} item{'' if n == 1 else 's'}"  # noqa: E731
         click.echo(f"\nvs v{prev['version']} on the same test items: accuracy {prev['accuracy']:.4f} -> {rec['accuracy']:.4f}; "
-                   f"{prev['only_this_right']} items only v{rec['version']} gets right, {prev['only_previous_right']} "
-                   f"only v{prev['version']} (McNemar p = {prev['p_value']:.3g}: {verdict})")
+                   f"{items(prev['only_this_right'])} only v{rec['version']} gets right, "
+                   f"{items(prev['only_previous_right'])} only v{prev['version']} (McNemar p = {prev['p_value']:.3g}: {verdict})")
+    elif rec["version"] > 1:
+        click.echo("\nnot compared with the previous version: it was scored on other test items (or other labels)")
     per = rec["metrics"]["per_label"]
     click.echo("")
     echo_table(["label", "precision", "recall", "f1", "support"],
@@ -213,6 +218,9 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
+        if value.lower() in ("true", "false"):  # as typed in a shell: True, false, FALSE ...
+            out[key] = value.lower() == "true"
+            continue
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -464,19 +472,23 @@ def info(store_path: str, as_json: bool) -> None:
 @friendly
 def delete(store_path: str, collection: str | None, head: str | None, version: int | None, yes: bool,
            as_json: bool) -> None:
-    """Delete a collection (--collection) or a head (--head [--version N]). Shards are kept for
-    EMBSTORE_RETENTION_SECONDS (default 3600) so that readers already running finish, then removed by a later write.
-    Heads trained on a deleted collection stay; a kNN head among them must be fit again."""
+    """Delete a collection (--collection) or a head (--head [--version N]). Data shards (items, vectors,
+    predictions) stay on disk for EMBSTORE_RETENTION_SECONDS (default 3600) so that queries already running finish,
+    then a later write removes them; index files, quarantine records and head files go at once. Heads trained on a
+    deleted collection stay; a kNN head among them must be fit again."""
     if (collection is None) == (head is None):
         raise InputError("give --collection NAME or --head HEAD (one of them)")
     if version is not None and head is None:
         raise InputError("--version goes with --head")
     store = open_store(store_path)
-    what = f"collection {collection!r}" if collection else f"head {head!r}" + (f" version {version}" if version else "")
+    what = (f"collection {collection!r}" if collection
+            else f"head {head!r}" + (f" version {version}" if version is not None else ""))
     if not yes:
-        if not sys.stdin.isatty():
+        if not interactive():
             raise InputError(f"refusing to delete {what} without confirmation; add --yes")
-        click.confirm(f"delete {what} from {store.root}?", abort=True)
+        if not click.confirm(f"delete {what} from {store.root}?"):
+            click.echo("nothing deleted")
+            return
     if collection:
         out = store.delete_collection(collection)
         msg = (f"deleted collection {collection}: {out['items']} items, spaces {', '.join(out['spaces']) or 'none'}"
@@ -490,6 +502,11 @@ def delete(store_path: str, collection: str | None, head: str | None, version: i
         echo_json(out)
     else:
         click.echo(msg)
+
+
+def interactive() -> bool:
+    """Is someone at a terminal to answer a question?"""
+    return sys.stdin.isatty()
 
 
 def main() -> None:

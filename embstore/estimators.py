@@ -149,6 +149,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             weights = _sample_weight(strat, len(self.classes_), cw, sample_weight)
         else:
             weights = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        if not isinstance(self.calibrate, (bool, np.bool_)):
+            raise ValueError(f"calibrate must be true or false, got {self.calibrate!r}")
         self.temperature_ = 1.0
         self._cv_init = None
         if self.C == "auto":

@@ -20,9 +20,6 @@ from .evaluation import evaluate, jsonable as _jsonable, paired_comparison
 from .storage import check_name, read_shards, write_shard
 
 MODELS = ("logreg", "knn", "centroid", "sklearn-logreg")
-MODEL_HELP = ("logreg: logistic regression, C by cross-validation (torch L-BFGS, GPU when there is one); "
-              "knn: cosine k-NN, k by validation; centroid: cosine nearest centroid (works from 1 example per label); "
-              "sklearn-logreg: scikit-learn's LogisticRegression(max_iter=1000) as is")
 
 
 # ------------------------------------------------------------------------------------------------- estimators
@@ -160,7 +157,7 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         test_space = matching_space(store, test_coll, sp["encoder"]["fingerprint"], f"a head on {collection}.{space}")
         Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, labels, test_where, sep)
         if not yte:
-            raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column!r}")
+            raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column or labels!r}")
         if test_coll == collection and set(test_ids) & set(train_ids):
             raise InputError("the test items overlap the training items; give --train-where too, e.g. "
                              "--train-where \"split = 'train'\" --test-where \"split = 'test'\"")
@@ -352,7 +349,9 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
     item right, in id order, for the next version's paired comparison."""
     with store._writing():
         entry = store.manifest["heads"].setdefault(record["name"], {"versions": []})
-        version = (entry["versions"][-1]["version"] + 1) if entry["versions"] else 1
+        # numbers are never given twice while the head exists, even after its latest version was deleted
+        version = max(entry.get("next_version", 1), (entry["versions"][-1]["version"] + 1) if entry["versions"] else 1)
+        entry["next_version"] = version + 1
         rel = f"heads/{record['name']}/v{version}"
         folder = store.root / rel
         folder.mkdir(parents=True, exist_ok=True)
@@ -386,8 +385,12 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
     if chosen is None:
         raise NotFoundError(f"head {name!r} has no version {version} (versions: {[v['version'] for v in versions]})")
     folder = store.root / chosen["path"]
-    record = json.loads((folder / "head.json").read_text(encoding="utf-8"))
-    arrays = {k: np.load(folder / f, allow_pickle=False) for k, f in record["arrays"].items()}
+    try:
+        record = json.loads((folder / "head.json").read_text(encoding="utf-8"))
+        arrays = {k: np.load(folder / f, allow_pickle=False) for k, f in record["arrays"].items()}
+    except FileNotFoundError:  # deleted since this store's snapshot was read (embstore delete --head)
+        raise NotFoundError(f"head {name!r} version {chosen['version']} was deleted from {store.root}; "
+                            "open the store again to see the heads it has now") from None
     est = rebuild(record["model"], record["params"], record["classes"], arrays, record["learned"],
                   store.settings.device)
     if record["model"] == "knn" and "ids" in arrays:

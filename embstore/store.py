@@ -485,8 +485,9 @@ class Store:
 
     def delete_collection(self, collection: str) -> dict[str, Any]:
         """Drop a collection. Its shards are retired (readers of older snapshots still find them for
-        ``retention_s``); its index files go now (such a reader rebuilds an exact index from the shards). Heads
-        trained on it stay (a kNN head needs its training items and will ask to be fit again). Returns what went."""
+        ``retention_s``); its index files and quarantine records go now (such a reader rebuilds an exact index from
+        the shards). Heads trained on it stay (a kNN head needs its training items and will ask to be fit again).
+        Returns what went."""
         with self._writing():
             coll = self.collection(collection)
             gone = {"collection": collection, "items": sum(s["rows"] for s in coll["item_shards"]),
@@ -502,13 +503,16 @@ class Store:
             del self.manifest["collections"][collection]
             self._retire(files)
             self._commit()
+            # its quarantine records (bad rows and why) describe inputs of a collection that is gone
+            shutil.rmtree(self.root / "quarantine" / collection, ignore_errors=True)
         self._index_cache = {k: v for k, v in self._index_cache.items() if k[0] != collection}
         return gone
 
     def delete_head(self, name: str, version: int | None = None) -> dict[str, Any]:
         """Drop a head (every version, or one) and the predictions it stored. The predictions' shards are retired
-        like any shard; the head's own small files go right after the commit, so a later fit of the same name
-        (numbered on from the versions left) never meets them. Returns what went."""
+        like any shard; the head's own small files go right after the commit (a reader of an older snapshot that
+        loads that version then gets a NotFoundError). Version numbers are not given twice while any version of
+        the head is left. Returns what went."""
         with self._writing():
             heads = self.manifest["heads"]
             if name not in heads:

@@ -337,7 +337,7 @@ def count_predictions(store) -> int:
     return int(out.split()[-1])
 
 
-def test_delete_a_head_version_a_head_and_a_collection(tmp_path):
+def test_delete_a_head_version_a_head_and_a_collection(tmp_path, monkeypatch):
     store = tmp_path / "store"
     run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
     for c in ("1", "10"):
@@ -345,9 +345,15 @@ def test_delete_a_head_version_a_head_and_a_collection(tmp_path):
     run("predict", "--store", store, "--head", "topic", "-c", "docs")  # by v2, the latest
     refused = run("delete", "--store", store, "--head", "topic", ok=False)  # no terminal, no --yes
     assert_one_line_error(refused, "without confirmation", "--yes")
+    import embstore_cli.main as main_module
+
+    monkeypatch.setattr(main_module, "interactive", lambda: True)  # as at a terminal: asked, and the answer is no
+    no = CliRunner().invoke(cli, ["delete", "--store", str(store), "--head", "topic", "--version", "0"], input="n\n")
+    assert no.exit_code == 0 and "delete head 'topic' version 0 from" in no.output and "nothing deleted" in no.output
     assert (store / "heads" / "topic" / "v1").is_dir()
     out = run("delete", "--store", store, "--head", "topic", "--version", "1", "--yes")
     assert out.stdout.strip() == "deleted head topic version 1"  # v2 made the predictions: they stay
+    assert run("delete", "--store", store, "--head", "topic", "--version", "3", "--yes", ok=False).exit_code == 2
     assert not (store / "heads" / "topic" / "v1").exists() and (store / "heads" / "topic" / "v2").is_dir()
     assert count_predictions(store) == 36
     gone = run_json("delete", "--store", store, "--head", "topic", "--yes")
@@ -364,3 +370,14 @@ def test_delete_a_head_version_a_head_and_a_collection(tmp_path):
     for args, words in ((("-c", "docs", "--head", "topic"), "one of them"), (("--version", "1"), "--head"),
                         (("-c", "nope"), "no collection 'nope'")):
         assert_one_line_error(run("delete", "--store", store, *args, "--yes", ok=False), words)
+
+
+def test_calibrate_param_as_typed_in_a_shell(tmp_path):
+    store = tmp_path / "store"
+    run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
+    fit = ["fit", "--store", store, "-c", "docs", "--label-column", "label", "--param", "C=1"]
+    for value in ("False", "false", "FALSE"):
+        rec = run_json(*fit, "--param", f"calibrate={value}")
+        assert rec["params"]["calibrate"] is False and rec["learned"]["temperature_"] == 1.0
+    assert run_json(*fit)["learned"]["temperature_"] != 1.0  # calibrated by default, at a fixed C too
+    assert_one_line_error(run(*fit, "--param", "calibrate=no", ok=False), "calibrate must be true or false")

@@ -114,6 +114,7 @@ def test_a_refit_on_the_same_test_items_is_compared_with_the_last_version(docs):
                                    "--test-where", "split = 'test'"])
     assert out.exit_code == 0, out.output
     assert "95% interval" in out.output and "vs v3" not in out.output  # v3 was scored on other items
+    assert "not compared with the previous version" in out.output
     again = CliRunner().invoke(cli, ["fit", "--store", str(docs.root), "-c", "docs", "--label-column", "label",
                                      "--name", "topic", "--model", "centroid", "--train-where", "split = 'train'",
                                      "--test-where", "split = 'test'"])

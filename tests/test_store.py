@@ -369,6 +369,26 @@ def test_delete_head_retires_its_predictions_for_readers_of_older_snapshots(stor
         store.delete_head("topic")
 
 
+def test_a_deleted_version_number_is_not_given_again(store, topics_csv):
+    store.ingest(topics_csv, "docs", encoder=HASH)
+    store.fit("docs", "label", "topic")
+    store.fit("docs", "label", "topic", model="centroid")
+    reader = Store.open(store.root, create=False)  # its snapshot still lists v2
+    store.delete_head("topic", version=2)
+    assert store.fit("docs", "label", "topic", model="knn")["version"] == 3  # not a second, different "v2"
+    with pytest.raises(NotFoundError, match="version 2 was deleted"):
+        reader.predict("topic", texts=["a cat"], version=2)
+    assert [v["version"] for v in store.manifest["heads"]["topic"]["versions"]] == [1, 3]
+
+
+def test_delete_collection_takes_its_quarantine_records(store, tmp_path):
+    rows = [{"text": "a cat"}, {"text": ""}, {"text": "a dog"}]  # the empty text is quarantined
+    assert store.ingest(write_csv(tmp_path / "q.csv", rows), "q", encoder=HASH).quarantined == 1
+    assert list((store.root / "quarantine" / "q").glob("*.jsonl"))
+    assert store.delete_collection("q") == {"collection": "q", "items": 2, "spaces": ["hash64"], "predictions": []}
+    assert not (store.root / "quarantine" / "q").exists()
+
+
 def test_retired_files_outside_the_store_are_never_deleted(store, topics_csv, tmp_path):
     from embstore.config import Settings
     from embstore.manifest import write_manifest
