@@ -438,11 +438,22 @@ def write_json_rows(rel: Any, out: Any) -> None:
 # ------------------------------------------------------------------------------------------------------ info
 @cli.command()
 @store_option
+@click.option("--head", metavar="HEAD", help="List every version of this head instead (model, scores, test set, when).")
 @json_option
 @friendly
-def info(store_path: str, as_json: bool) -> None:
+def info(store_path: str, head: str | None, as_json: bool) -> None:
     """What the store holds: collections, spaces (encoder, dim, rows, index), predictions, heads and their metrics."""
-    data = open_store(store_path).info()
+    store = open_store(store_path)
+    if head is not None:
+        versions = store.head_versions(head)
+        if as_json:
+            echo_json(versions)
+            return
+        echo_table(["version", "model", "collection", "space", "labels", "accuracy", "macro_f1", "evaluated_on",
+                    "created"], [[v["version"], v["model"], v["collection"], v["space"], v["n_classes"], v["accuracy"],
+                                  v["macro_f1"], v["evaluated_on"], v["created"]] for v in versions])
+        return
+    data = store.info()
     if as_json:
         echo_json(data)
         return

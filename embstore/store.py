@@ -483,6 +483,13 @@ class Store:
                 "evaluated_on")}}
         return out
 
+    def head_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of a head, oldest first: model, collection, space, labels, scores, test set, when."""
+        heads = self.manifest["heads"]
+        if name not in heads:
+            raise NotFoundError(f"no head {name!r} in {self.root} (heads: {', '.join(sorted(heads)) or 'none'})")
+        return [{k: v for k, v in version.items() if k not in ("seq", "path")} for version in heads[name]["versions"]]
+
     def delete_collection(self, collection: str) -> dict[str, Any]:
         """Drop a collection. Its shards are retired (readers of older snapshots still find them for
         ``retention_s``); its index files and quarantine records go now (such a reader rebuilds an exact index from

@@ -381,3 +381,16 @@ def test_calibrate_param_as_typed_in_a_shell(tmp_path):
         assert rec["params"]["calibrate"] is False and rec["learned"]["temperature_"] == 1.0
     assert run_json(*fit)["learned"]["temperature_"] != 1.0  # calibrated by default, at a fixed C too
     assert_one_line_error(run(*fit, "--param", "calibrate=no", ok=False), "calibrate must be true or false")
+
+
+def test_info_lists_the_versions_of_a_head(tmp_path):
+    store = tmp_path / "store"
+    run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
+    for model in ("centroid", "knn"):
+        run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--model", model)
+    versions = run_json("info", "--store", store, "--head", "topic")
+    assert [(v["version"], v["model"]) for v in versions] == [(1, "centroid"), (2, "knn")]
+    assert all(v["evaluated_on"] == "held-out 0.2 of docs (seed 0)" and 0 <= v["accuracy"] <= 1 for v in versions)
+    table = run("info", "--store", store, "--head", "topic").stdout.splitlines()
+    assert table[0].split()[:3] == ["version", "model", "collection"] and len(table) == 4
+    assert_one_line_error(run("info", "--store", store, "--head", "nope", ok=False), "no head 'nope'", "topic")
