@@ -370,8 +370,10 @@ class CentroidHead(_CosineBase):
     def fit(self, X: Any, y: Any) -> "CentroidHead":
         X, yi = self._prepare_fit(X, y)
         k = len(self.classes_)
-        S = np.zeros((k, X.shape[1]), np.float64)
-        np.add.at(S, yi, X)
+        from scipy.sparse import csr_matrix
+
+        # per-label sums as one sparse product (np.add.at is an order of magnitude slower at 100k rows)
+        S = np.asarray(csr_matrix((np.ones(len(yi)), (yi, np.arange(len(yi)))), shape=(k, len(yi))) @ X.astype(np.float64))
         self.centroids_ = _unit(S.astype(np.float32))
         if self.temperature == "auto":
             self.temperature_ = self._loo_temperature(X, yi, S)
@@ -385,6 +387,8 @@ class CentroidHead(_CosineBase):
         rows = np.flatnonzero(np.bincount(yi, minlength=len(S))[yi] > 1)
         if len(rows) == 0:
             return self.UNFIT_TEMPERATURE
+        if len(rows) > 20_000:  # one number to fit: a fixed sample of the items is as good, and cheaper
+            rows = np.sort(np.random.default_rng(0).choice(rows, 20_000, replace=False))
         sims = (X[rows] @ self.centroids_.T).astype(np.float64)
         own = S[yi[rows]] - X[rows]  # the item's own centroid without it
         sims[np.arange(len(rows)), yi[rows]] = (X[rows] * own).sum(1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
