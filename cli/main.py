@@ -188,6 +188,11 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
                [[rec["accuracy"], interval(rec["metrics"].get("accuracy_ci95")), rec["macro_f1"],
                  interval(rec["metrics"].get("macro_f1_ci95")), cal.get("ece"), cal.get("log_loss"),
                  rec["metrics"]["n_test"], learned]])
+    sel = rec.get("selection")
+    if sel:
+        tried = "  ".join(f"{k}: {v:.4g}" + (" (chosen)" if float(k) == float(sel["chosen"]) else "")
+                          for k, v in sel["scores"].items())
+        click.echo(f"\n{sel['parameter']} by {sel['how']}, {sel['criterion']}: {tried}")
     prev = rec.get("vs_previous")
     if prev:
         verdict = ("more than the luck of the test set" if prev["p_value"] < 0.05

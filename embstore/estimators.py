@@ -152,6 +152,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if not isinstance(self.calibrate, (bool, np.bool_)):
             raise ValueError(f"calibrate must be true or false, got {self.calibrate!r}")
         self.temperature_ = 1.0
+        self.cv_how_ = "none"
         self._cv_init = None
         if self.C == "auto":
             with _one_thread(True):  # the CV path works on at most cv_max_rows rows
@@ -189,14 +190,17 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         counts = np.bincount(strat[rows])
         folds = int(min(self.cv, counts[counts > 0].min()))
         if folds < 2:  # a label with a single example: no fold can score it, keep the middle of the grid
+            self.cv_how_ = "none: a label has a single training item"
             return 1.0, {}
         if len(rows) >= 10_000:  # plenty of data: one hold-out split is as good as k folds, and k times cheaper
             tr, te = train_test_split(np.arange(len(rows)), test_size=0.2, random_state=self.random_state,
                                       stratify=strat[rows])
             splits = [(tr, te)]
+            self.cv_how_ = f"one stratified 20% hold-out of {len(rows):,} rows"
         else:
             splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
                           .split(rows, strat[rows]))
+            self.cv_how_ = f"{folds}-fold stratified CV over {len(rows):,} rows"
         Cs = sorted(float(c) for c in (self.Cs if Cs is None else Cs))
         losses = np.full(len(Cs), np.inf)
         held_out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]  # (logits, targets) per C

@@ -233,6 +233,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         "train_data_sha256": _train_hash(data["train_ids"], data["ytr"]), "test_data_sha256": test_hash,
         "created": now(),
     }
+    selection = _selection(model, est, len(data["ytr"]))
+    if selection is not None:
+        record["selection"] = selection
     previous = _compare_previous(store, name, test_hash, right)
     if previous is not None:
         record["vs_previous"] = previous
@@ -241,6 +244,22 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
     if plot_dir is not None:
         record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir)
     return save_head(store, record, arrays, right)
+
+
+def _selection(model: str, est: Any, n_train: int) -> dict[str, Any] | None:
+    """How the head chose its hyperparameter, with the score of every value tried (what the choice rests on)."""
+    scores = getattr(est, "cv_scores_", None)
+    if not scores:
+        return None
+    if model == "logreg":
+        return {"parameter": "C", "chosen": est.C_, "how": est.cv_how_,
+                "criterion": "held-out log-loss after temperature scaling (lower is better)",
+                "scores": {c: -v for c, v in scores.items()}}
+    if model == "knn":
+        return {"parameter": "n_neighbors", "chosen": est.n_neighbors_,
+                "how": f"leave-one-out over {min(n_train, est.loo_max_rows):,} training items",
+                "criterion": "accuracy (higher is better)", "scores": dict(scores)}
+    return None
 
 
 def _compare_previous(store: Any, name: str, test_hash: str, right: np.ndarray) -> dict[str, Any] | None:

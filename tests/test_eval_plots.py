@@ -34,6 +34,12 @@ def test_fit_reports_and_plots(docs, tmp_path):
     assert np.asarray(m["confusion"]["matrix"]).sum() == m["n_test"] == 9
     assert 0 <= m["calibration"]["ece"] <= 1 and m["calibration"]["log_loss"] >= 0
     assert rec["learned"]["C_"] > 0 and rec["learned"]["temperature_"] > 0
+    sel = rec["selection"]  # what the choice of C rests on: every C tried and its held-out log-loss
+    assert sel["parameter"] == "C" and sel["chosen"] == rec["learned"]["C_"] and sel["how"] == "3-fold stratified CV over 27 rows"
+    assert min(sel["scores"], key=sel["scores"].get) == f"{sel['chosen']:g}"
+    knn = docs.fit("docs", "label", "k", model="knn", train_where="split = 'train'", test_where="split = 'test'")
+    assert knn["selection"]["parameter"] == "n_neighbors" and knn["selection"]["chosen"] == knn["learned"]["n_neighbors_"]
+    assert "selection" not in docs.fit("docs", "label", "fixed", params={"C": 1.0}, train_where="split = 'train'")
     for kind in ("confusion", "learning_curve"):
         with Image.open(rec["plots"][kind]) as img:  # a real PNG a person can open
             assert img.format == "PNG" and img.size[0] > 300
