@@ -177,30 +177,41 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _choose_C(self, X: np.ndarray, targets: np.ndarray, strat: np.ndarray, weights: np.ndarray,
                   Cs: Any = None) -> tuple:
         """C with the lowest held-out (temperature-scaled) log-loss: k-fold on small data, one stratified hold-out on a sample of at
-        most ``cv_max_rows`` rows on large data. Returns (C, {C: -loss}) and keeps the winning weights to warm-start
-        the final fit."""
+        most ``cv_max_rows`` rows on large data; items of labels too rare to be held out train in every fold.
+        Returns (C, {C: -loss}) and keeps the winning weights to warm-start the final fit."""
         from sklearn.model_selection import StratifiedKFold, train_test_split
 
         rows = np.arange(len(X))
         counts = np.bincount(strat)
-        can_stratify = counts[counts > 0].min() >= 2
         if len(X) > self.cv_max_rows:
             rows, _ = train_test_split(rows, train_size=self.cv_max_rows, random_state=self.random_state,
-                                       stratify=strat if can_stratify else None)
+                                       stratify=strat if counts[counts > 0].min() >= 2 else None)
         counts = np.bincount(strat[rows])
-        folds = int(min(self.cv, counts[counts > 0].min()))
-        if folds < 2:  # a label with a single example: no fold can score it, keep the middle of the grid
-            self.cv_how_ = "none: a label has a single training item"
+        # a label with fewer items than folds cannot be held out in every fold: its items always train, never score
+        # (one rare label must not switch the search off for all the others)
+        folds = int(self.cv)
+        scored = counts[strat[rows]] >= folds
+        if folds > 2 and len(np.unique(strat[rows][scored])) < 2:
+            folds = 2
+            scored = counts[strat[rows]] >= folds
+        if len(np.unique(strat[rows][scored])) < 2:  # nothing to score C on: keep the middle of the grid
+            self.cv_how_ = "none: fewer than two labels have two training items"
             return 1.0, {}
-        if len(rows) >= 10_000:  # plenty of data: one hold-out split is as good as k folds, and k times cheaper
-            tr, te = train_test_split(np.arange(len(rows)), test_size=0.2, random_state=self.random_state,
-                                      stratify=strat[rows])
+        pool, always = rows[scored], rows[~scored]
+        if len(pool) >= 10_000:  # plenty of data: one hold-out split is as good as k folds, and k times cheaper
+            tr, te = train_test_split(np.arange(len(pool)), test_size=0.2, random_state=self.random_state,
+                                      stratify=strat[pool])
             splits = [(tr, te)]
-            self.cv_how_ = f"one stratified 20% hold-out of {len(rows):,} rows"
+            self.cv_how_ = f"one stratified 20% hold-out of {len(pool):,} rows"
         else:
             splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
-                          .split(rows, strat[rows]))
-            self.cv_how_ = f"{folds}-fold stratified CV over {len(rows):,} rows"
+                          .split(pool, strat[pool]))
+            self.cv_how_ = f"{folds}-fold stratified CV over {len(pool):,} rows"
+        if len(always):
+            n = len(always)
+            self.cv_how_ += (f" ({n} item{'' if n == 1 else 's'} of labels with fewer than {folds} items "
+                             f"train{'s' if n == 1 else ''} in every fold)")
+        splits = [(np.concatenate([pool[tr], always]), pool[te]) for tr, te in splits]
         Cs = sorted(float(c) for c in (self.Cs if Cs is None else Cs))
         losses = np.full(len(Cs), np.inf)
         held_out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]  # (logits, targets) per C
@@ -208,7 +219,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         inits: list[Any] = [None] * len(splits)
         for j, C in enumerate(Cs):  # strong to weak regularisation, each fold warm-started from the last C
             for f, (tr, te) in enumerate(splits):
-                tr, te = rows[tr], rows[te]
                 W, b, _ = self._solve(X[tr], targets[tr], weights[tr], C, init=inits[f], tol=self.cv_tol,
                                       max_iter=min(self.max_iter, 100))
                 inits[f] = (W, b)

@@ -117,6 +117,16 @@ def test_centroid_temperature_is_fitted_on_left_out_items(n, seed):
     assert CentroidHead().fit(X[one_each], y[one_each]).temperature_ == CentroidHead.UNFIT_TEMPERATURE
 
 
+def test_one_rare_label_does_not_switch_the_search_for_C_off():
+    X, y = blobs(n=600, spread=3.0)
+    X, y = np.vstack([X, X[:1] + 0.01]), np.r_[y, 4]  # a fifth label with a single item
+    probe = LinearProbe(device="cpu").fit(X, y)
+    assert len(probe.cv_scores_) >= 2 and 4 in probe.classes_  # the search ran (it stops once held-out loss rises)
+    assert probe.cv_how_ == "3-fold stratified CV over 600 rows (1 item of labels with fewer than 3 items trains in every fold)"
+    tiny = LinearProbe(device="cpu").fit(X[[0, 1, 2, 3]], [0, 0, 1, 2])  # no label can be held out twice
+    assert tiny.C_ == 1.0 and tiny.cv_scores_ == {} and tiny.cv_how_.startswith("none")
+
+
 def test_knn_and_centroid_learn_from_few_examples():
     X, y = blobs(n=400)
     Xt, yt = blobs(seed=5)
