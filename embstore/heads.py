@@ -220,7 +220,7 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
     est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
                          searcher)
     metrics, right = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel, outcomes=True)
-    test_hash = _train_hash(data["test_ids"], data["yte"])
+    test_hash = _pairs_hash(data["test_ids"], data["yte"])
     right = right[sorted(range(len(right)), key=data["test_ids"].__getitem__)]  # item by item, in id order
     arrays, scalars = learned_state(model, est, data["train_ids"] if searcher is not None else None)
     record = {
@@ -230,7 +230,7 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         "encoder": sp["encoder"], "learned": {k: _jsonable(v) for k, v in scalars.items()},
         "n_train": len(data["ytr"]), "n_unlabelled": data["unlabelled"], "evaluated_on": data["evaluated_on"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "metrics": metrics,
-        "train_data_sha256": _train_hash(data["train_ids"], data["ytr"]), "test_data_sha256": test_hash,
+        "train_data_sha256": _pairs_hash(data["train_ids"], data["ytr"]), "test_data_sha256": test_hash,
         "created": now(),
     }
     selection = _selection(model, est, len(data["ytr"]))
@@ -355,7 +355,8 @@ def few_shot_eval(store: Any, collection: str, label_column: str | None, *, spac
     return out
 
 
-def _train_hash(ids: list[str], y: list[Any]) -> str:
+def _pairs_hash(ids: list[str], y: list[Any]) -> str:
+    """sha256 over the sorted (id, label) pairs of a training or test set: equal hashes, the same items and labels."""
     h = hashlib.sha256()
     for i, label in sorted(zip(ids, map(str, y))):
         h.update(f"{i}\t{label}\n".encode())

@@ -485,10 +485,14 @@ class Store:
 
     def head_versions(self, name: str) -> list[dict[str, Any]]:
         """Every version of a head, oldest first: model, collection, space, labels, scores, test set, when."""
+        return [{k: v for k, v in version.items() if k not in ("seq", "path")}
+                for version in self._head_entry(name)["versions"]]
+
+    def _head_entry(self, name: str) -> dict[str, Any]:
         heads = self.manifest["heads"]
         if name not in heads:
             raise NotFoundError(f"no head {name!r} in {self.root} (heads: {', '.join(sorted(heads)) or 'none'})")
-        return [{k: v for k, v in version.items() if k not in ("seq", "path")} for version in heads[name]["versions"]]
+        return heads[name]
 
     def delete_collection(self, collection: str) -> dict[str, Any]:
         """Drop a collection. Its shards are retired (readers of older snapshots still find them for
@@ -522,9 +526,7 @@ class Store:
         the head is left. Returns what went."""
         with self._writing():
             heads = self.manifest["heads"]
-            if name not in heads:
-                raise NotFoundError(f"no head {name!r} in {self.root} (heads: {', '.join(sorted(heads)) or 'none'})")
-            versions = heads[name]["versions"]
+            versions = self._head_entry(name)["versions"]
             if version is not None and not any(v["version"] == version for v in versions):
                 raise NotFoundError(f"head {name!r} has no version {version} "
                                     f"(versions: {[v['version'] for v in versions]})")
