@@ -113,7 +113,6 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 
     from embstore import Store
     from embstore.config import Settings
-    from embstore.errors import InputError
     from embstore.storage import check_name
 
     check_name("collection", collection)  # bad input is refused before a new store is created

@@ -299,11 +299,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         X = _validate(self, X, reset=False)
         z = (np.asarray(X, np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_) / self.temperature_
-        if self.multilabel_:
-            return 1.0 / (1.0 + np.exp(-z))
-        z -= z.max(1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(1, keepdims=True)
+        return 1.0 / (1.0 + np.exp(-z)) if self.multilabel_ else _softmax(z)
 
     def predict(self, X: Any) -> np.ndarray:
         p = self.predict_proba(X)
@@ -406,8 +402,8 @@ class CentroidHead(_CosineBase):
         sims = (X[rows] @ self.centroids_.T).astype(np.float64)
         own = S[yi[rows]] - X[rows]  # the item's own centroid without it
         sims[np.arange(len(rows)), yi[rows]] = (X[rows] * own).sum(1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
-        res = minimize_scalar(lambda lt: _nll(sims * np.exp(lt), yi[rows]), bounds=(0.0, np.log(1000.0)),
-                              method="bounded")
+        res = minimize_scalar(lambda lt: _log_loss(sims * np.exp(lt), yi[rows], False),
+                              bounds=(0.0, np.log(1000.0)), method="bounded")
         return float(np.exp(res.x))
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -520,6 +516,3 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     p = np.exp(z)
     return p / p.sum(1, keepdims=True)
 
-
-def _nll(z: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.log(_softmax(z)[np.arange(len(y)), y] + 1e-12).mean())

@@ -321,7 +321,8 @@ def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params:
                 continue
             est = _fit_estimator(model, params, record["classes"], False, data["Xtr"][rows],
                                  [data["ytr"][i] for i in rows], device)
-            known = [i for i, v in enumerate(data["yte"]) if v in set(est.classes_.tolist())]
+            seen = set(est.classes_.tolist())
+            known = [i for i, v in enumerate(data["yte"]) if v in seen]
             acc = float((est.predict(data["Xte"][known]) == np.asarray(data["yte"], dtype=object)[known]).mean())
             points.append({"train_size": len(rows), "accuracy_mean": acc, "accuracy_std": 0.0})
         plots["learning_curve"] = plot_learning_curve(points, out / f"{record['name']}_learning_curve.png",
@@ -398,9 +399,7 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
             raise NotFoundError(f"no heads in {store.root}; train one with `embstore fit`")
         # the most recently trained: by commit order (seq), not by a timestamp that two fits can share
         name = max(heads, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
-    if name not in heads:
-        raise NotFoundError(f"no head {name!r} in {store.root} (heads: {', '.join(sorted(heads)) or 'none'})")
-    versions = heads[name]["versions"]
+    versions = store._head_entry(name)["versions"]
     chosen = versions[-1] if version is None else next((v for v in versions if v["version"] == version), None)
     if chosen is None:
         raise NotFoundError(f"head {name!r} has no version {version} (versions: {[v['version'] for v in versions]})")

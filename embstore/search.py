@@ -63,12 +63,17 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
         index, ids = store._sync_index(collection, space)
         if index.ntotal == 0:
             return []
-        entry = store.space(collection, space).get("index") or {}
-        scores, rows = ix.search(index, q, k, limit=len(ids), factory=entry.get("factory", "Flat"),
-                                 param=entry.get("value"))
+        factory, param = index_setting(store, collection, space)
+        scores, rows = ix.search(index, q, k, limit=len(ids), factory=factory, param=param)
         hits = [(str(ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
     meta = items_by_id(store, collection, [h[0] for h in hits])
     return [{"rank": n + 1, "id": i, "score": round(s, 6), **meta.get(i, {})} for n, (i, s) in enumerate(hits)]
+
+
+def index_setting(store: Any, collection: str, space: str) -> tuple[str, int | None]:
+    """The space's index type and its tuned search parameter (efSearch / nprobe), as the manifest records them."""
+    entry = store.space(collection, space).get("index") or {}
+    return entry.get("factory", "Flat"), entry.get("value")
 
 
 EXACT_SUBSET = 20_000  # a filter matching at most this many items (or 5%) is answered exactly on the subset
@@ -92,9 +97,9 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
 
         pos = store._positions(collection, space)
         rows = np.fromiter((pos[i] for i in allowed if i in pos), dtype=np.int64)
-        entry = store.space(collection, space).get("index") or {}
-        scores, found = ix.search(index, q, k, limit=n, selector=faiss.IDSelectorBatch(rows),
-                                  factory=entry.get("factory", "Flat"), param=entry.get("value"))
+        factory, param = index_setting(store, collection, space)
+        scores, found = ix.search(index, q, k, limit=n, selector=faiss.IDSelectorBatch(rows), factory=factory,
+                                  param=param)
         hits = [(str(ids[r]), float(s)) for r, s in zip(found[0], scores[0]) if r >= 0]
         if len(hits) >= min(k, len(rows)):
             return hits
@@ -118,8 +123,7 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
                             f"{collection}.{space} (e.g. {missing[0]!r}); fit the head again")
     rows = np.fromiter((pos[i] for i in ids), np.int64, len(ids))
     n = len(all_ids)
-    entry = store.space(collection, space).get("index") or {}
-    factory, param = entry.get("factory", "Flat"), entry.get("value")
+    factory, param = index_setting(store, collection, space)
 
     few = len(rows) <= max(EXACT_SUBSET, 0.05 * n) and len(rows) < n
     # an HNSW search costs about efSearch graph steps per query, an exact batch search the rows times the dims:

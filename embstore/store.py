@@ -83,8 +83,8 @@ class Store:
         write_manifest(self.root, self.manifest)
         root = self.root.resolve()
         for r in due:  # after the commit: a crash here leaves a stray file, never a listed file missing
-            path = (self.root / r["file"]).resolve()
-            if not (str(r["file"]).startswith("collections/") and path.is_relative_to(root / "collections")):
+            path = self._own_path(r["file"], "collections")
+            if path is None:
                 continue  # a manifest from elsewhere never makes embstore delete outside the store's own shards
             path.unlink(missing_ok=True)
             for parent in path.parents:  # folders it leaves empty, up to the store's own
@@ -94,6 +94,13 @@ class Store:
                     parent.rmdir()
                 except OSError:
                     break
+
+    def _own_path(self, rel: str, folder: str) -> Path | None:
+        """``rel`` (a path from the manifest) resolved inside the store's ``folder``, or None when it points
+        elsewhere: what embstore deletes is only ever its own files, whatever a received manifest says."""
+        path = (self.root / rel).resolve()
+        inside = str(rel).startswith(folder + "/") and path.is_relative_to(self.root.resolve() / folder)
+        return path if inside else None
 
     def _retire(self, files: Sequence[str]) -> None:
         """Files the manifest stops listing at the next commit: deleted by a commit ``retention_s`` later, so a
@@ -383,7 +390,7 @@ class Store:
         """The collection's item table and an id -> row map (cached per snapshot)."""
         coll = self.collection(collection)
         key = ("items", collection, "")
-        n = sum(s["rows"] for s in coll["item_shards"])
+        n = _item_rows(coll)
         cached = self._index_cache.get(key)
         if not cached or cached[0] != n:
             import pyarrow.parquet as pq
@@ -464,7 +471,7 @@ class Store:
                                "heads": {}}
         for name, c in sorted(m["collections"].items()):
             out["collections"][name] = {
-                "modality": c["modality"], "items": sum(s["rows"] for s in c["item_shards"]),
+                "modality": c["modality"], "items": _item_rows(c),
                 "content_column": c["content_column"],
                 "quarantined": _quarantined_now(c["ingests"]),
                 "spaces": {s: {"encoder": e["encoder"]["spec"], "model": e["encoder"]["model"],
@@ -501,7 +508,7 @@ class Store:
         Returns what went."""
         with self._writing():
             coll = self.collection(collection)
-            gone = {"collection": collection, "items": sum(s["rows"] for s in coll["item_shards"]),
+            gone = {"collection": collection, "items": _item_rows(coll),
                     "spaces": sorted(coll["spaces"]),
                     "predictions": sorted(coll.get("predictions", {}))}
             files = [s["file"] for s in coll["item_shards"]]
@@ -549,10 +556,9 @@ class Store:
             self._commit()
             # after the commit (a crash here leaves stray files that nothing lists, never the reverse) and still
             # under the writer lock (a concurrent fit of the same name cannot be writing into these folders)
-            root = self.root.resolve()
             for v in dropped:
-                folder = (self.root / v["path"]).resolve()
-                if str(v["path"]).startswith("heads/") and folder.is_relative_to(root / "heads"):
+                folder = self._own_path(v["path"], "heads")
+                if folder is not None:
                     shutil.rmtree(folder, ignore_errors=True)
             if not kept:
                 try:
@@ -563,6 +569,11 @@ class Store:
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)
+
+
+def _item_rows(coll: dict[str, Any]) -> int:
+    """How many items a collection's manifest entry holds."""
+    return sum(s["rows"] for s in coll["item_shards"])
 
 
 def _quarantined_now(ingests: list[dict[str, Any]]) -> int:
