@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import SHARED, run_stock
+from common import SHARED, cv_sweep, run_stock
 
 
 def load(spec: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -47,29 +47,9 @@ def subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def sweep(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray) -> list[dict]:
-    """Per C of the default grid: per-item CV log-loss (temperature-scaled, as LinearProbe scores it), CV accuracy,
-    and the test accuracy of a fit on all of X."""
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import LabelEncoder
-
-    from embstore.estimators import DEFAULT_CS, LinearProbe, _fit_temperature, _softmax
-
-    t = LabelEncoder().fit(y).transform(y)
-    folds = list(StratifiedKFold(min(3, int(np.bincount(t).min()) if np.bincount(t).min() >= 2 else 2),
-                                 shuffle=True, random_state=0).split(X, t))
-    out = []
-    for C in DEFAULT_CS:
-        Z = np.full((len(X), t.max() + 1), -1e9)
-        for tr, te in folds:
-            m = LinearProbe(C=C, tol=1e-5, calibrate=False).fit(X[tr], t[tr])
-            Z[np.ix_(te, m.classes_)] = X[te] @ m.coef_.T + m.intercept_
-        P = _softmax(Z / _fit_temperature(Z, t, False))
-        per_item = -np.log(np.clip(P[np.arange(len(t)), t], 1e-12, 1))
-        full = LinearProbe(C=C, tol=1e-5, calibrate=False).fit(X, y)
-        out.append({"C": C, "cv_log_loss": float(per_item.mean()), "cv_se": float(per_item.std() / np.sqrt(len(t))),
-                    "cv_accuracy": float((Z.argmax(1) == t).mean()),
-                    "test_accuracy": float((full.predict(Xt) == yt).mean())})
-    return out
+    """``cv_sweep`` with 3 folds, or as many as the rarest label allows (at least 2)."""
+    rarest = int(np.unique(y, return_counts=True)[1].min())
+    return cv_sweep(X, y, Xt, yt, folds=min(3, rarest) if rarest >= 2 else 2)
 
 
 def main() -> None:

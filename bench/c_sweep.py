@@ -17,16 +17,14 @@ import json
 
 import numpy as np
 
-from common import SHARED, run_stock
+from common import SHARED, cv_sweep, run_stock
 
 
 def main() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score, log_loss
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import LabelEncoder
 
-    from embstore.estimators import DEFAULT_CS, LinearProbe, _fit_temperature, _log_loss
+    from embstore.estimators import LinearProbe
     from embstore.evaluation import paired_comparison
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,18 +36,8 @@ def main() -> None:
     a = p.parse_args()
     X, y = np.load(f"{a.train_prefix}.X.npy"), np.load(f"{a.train_prefix}.y.npy", allow_pickle=False)
     Xt, yt = np.load(f"{a.test_prefix}.X.npy"), np.load(f"{a.test_prefix}.y.npy", allow_pickle=False)
-    t = LabelEncoder().fit(y).transform(y)
-    folds = list(StratifiedKFold(a.folds, shuffle=True, random_state=a.seed).split(X, t))
-    sweep = []
-    for C in DEFAULT_CS:
-        Z = np.zeros((len(X), t.max() + 1))
-        for tr, te in folds:
-            m = LinearProbe(C=C, tol=1e-5, calibrate=False).fit(X[tr], t[tr])
-            Z[np.ix_(te, m.classes_)] = X[te] @ m.coef_.T + m.intercept_
-        full = LinearProbe(C=C, tol=1e-5, calibrate=False).fit(X, y)  # accuracy only: no temperature needed
-        sweep.append({"C": C, "cv_log_loss": round(_log_loss(Z / _fit_temperature(Z, t, False), t, False), 4),
-                      "cv_accuracy": round(float((Z.argmax(1) == t).mean()), 4),
-                      "test_accuracy": round(float((full.predict(Xt) == yt).mean()), 4)})
+    sweep = [{"C": s["C"], "cv_log_loss": round(s["cv_log_loss"], 4), "cv_accuracy": round(s["cv_accuracy"], 4),
+              "test_accuracy": round(s["test_accuracy"], 4)} for s in cv_sweep(X, y, Xt, yt, a.folds, a.seed)]
     auto = LinearProbe().fit(X, y)
     stock = run_stock(SHARED / "bench" / "stock.py", ["fit", "--train", f"{a.train_prefix}.X.npy",
                       f"{a.train_prefix}.y.npy", "--test", f"{a.test_prefix}.X.npy", f"{a.test_prefix}.y.npy"])
