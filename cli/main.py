@@ -488,9 +488,9 @@ def info(store_path: str, head: str | None, as_json: bool) -> None:
 def delete(store_path: str, collection: str | None, head: str | None, version: int | None, yes: bool,
            as_json: bool) -> None:
     """Delete a collection (--collection) or a head (--head [--version N]). Data shards (items, vectors,
-    predictions) stay on disk for EMBSTORE_RETENTION_SECONDS (default 3600) so that queries already running finish,
-    then a later write removes them; index files, quarantine records and head files go at once. Heads trained on a
-    deleted collection stay; a kNN head among them must be fit again."""
+    predictions) and head files stay on disk for EMBSTORE_RETENTION_SECONDS (default 3600) so that queries and
+    predictions already running finish, then a later write removes them; index files and quarantine records go at
+    once. Heads trained on a deleted collection stay; a kNN head among them must be fit again."""
     if (collection is None) == (head is None):
         raise InputError("give --collection NAME or --head HEAD (one of them)")
     if version is not None and head is None:

@@ -372,6 +372,8 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
         entry = store.manifest["heads"].setdefault(record["name"], {"versions": []})
         # numbers are never given twice while the head exists, even after its latest version was deleted
         version = max(entry.get("next_version", 1), (entry["versions"][-1]["version"] + 1) if entry["versions"] else 1)
+        while (store.root / f"heads/{record['name']}/v{version}").exists():
+            version += 1  # a deleted version's folder, retired but still kept for readers of older snapshots
         entry["next_version"] = version + 1
         rel = f"heads/{record['name']}/v{version}"
         folder = store.root / rel
@@ -407,7 +409,7 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
     try:
         record = json.loads((folder / "head.json").read_text(encoding="utf-8"))
         arrays = {k: np.load(folder / f, allow_pickle=False) for k, f in record["arrays"].items()}
-    except FileNotFoundError:  # deleted since this store's snapshot was read (embstore delete --head)
+    except FileNotFoundError:  # deleted since this snapshot was read, and its retention has passed since
         raise NotFoundError(f"head {name!r} version {chosen['version']} was deleted from {store.root}; "
                             "open the store again to see the heads it has now") from None
     est = rebuild(record["model"], record["params"], record["classes"], arrays, record["learned"],

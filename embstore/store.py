@@ -83,9 +83,9 @@ class Store:
         write_manifest(self.root, self.manifest)
         root = self.root.resolve()
         for r in due:  # after the commit: a crash here leaves a stray file, never a listed file missing
-            path = self._own_path(r["file"], "collections")
+            path = self._own_path(r["file"], "collections") or self._own_path(r["file"], "heads")
             if path is None:
-                continue  # a manifest from elsewhere never makes embstore delete outside the store's own shards
+                continue  # a manifest from elsewhere never makes embstore delete outside the store's own files
             path.unlink(missing_ok=True)
             for parent in path.parents:  # folders it leaves empty, up to the store's own
                 if parent == root or parent.parent == root:
@@ -527,10 +527,10 @@ class Store:
         return gone
 
     def delete_head(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """Drop a head (every version, or one) and the predictions it stored. The predictions' shards are retired
-        like any shard; the head's own small files go right after the commit (a reader of an older snapshot that
-        loads that version then gets a NotFoundError). Version numbers are not given twice while any version of
-        the head is left. Returns what went."""
+        """Drop a head (every version, or one) and the predictions it stored. The predictions' shards and the
+        version's own files (head.json, its arrays) are retired like any shard, so a reader of an older snapshot
+        can still load that version and read those predictions for ``retention_s``. Version numbers are not given
+        twice while any version of the head or a retired folder of one is left. Returns what went."""
         with self._writing():
             heads = self.manifest["heads"]
             versions = self._head_entry(name)["versions"]
@@ -547,6 +547,10 @@ class Store:
                     files += [s["file"] for s in pred["shards"]]
                     predictions[cname] = pred["rows"]
                     del coll["predictions"][name]
+            for v in dropped:
+                folder = self._own_path(v["path"], "heads")
+                if folder is not None and folder.is_dir():
+                    files += sorted(f"{v['path']}/{f.name}" for f in folder.iterdir() if f.is_file())
             kept = [v for v in versions if v["version"] not in numbers]
             if kept:
                 heads[name]["versions"] = kept
@@ -554,17 +558,6 @@ class Store:
                 del heads[name]
             self._retire(files)
             self._commit()
-            # after the commit (a crash here leaves stray files that nothing lists, never the reverse) and still
-            # under the writer lock (a concurrent fit of the same name cannot be writing into these folders)
-            for v in dropped:
-                folder = self._own_path(v["path"], "heads")
-                if folder is not None:
-                    shutil.rmtree(folder, ignore_errors=True)
-            if not kept:
-                try:
-                    (self.root / "heads" / name).rmdir()
-                except OSError:
-                    pass
         return {"head": name, "versions": sorted(numbers), "predictions": predictions}
 
     def snapshot(self) -> dict[str, Any]:

@@ -354,15 +354,17 @@ def test_delete_a_head_version_a_head_and_a_collection(tmp_path, monkeypatch):
     out = run("delete", "--store", store, "--head", "topic", "--version", "1", "--yes")
     assert out.stdout.strip() == "deleted head topic version 1"  # v2 made the predictions: they stay
     assert run("delete", "--store", store, "--head", "topic", "--version", "3", "--yes", ok=False).exit_code == 2
-    assert not (store / "heads" / "topic" / "v1").exists() and (store / "heads" / "topic" / "v2").is_dir()
+    assert [v["version"] for v in run_json("info", "--store", store, "--head", "topic")] == [2]
+    assert (store / "heads" / "topic" / "v1" / "head.json").is_file()  # retired: kept for readers of older snapshots
     assert count_predictions(store) == 36
     gone = run_json("delete", "--store", store, "--head", "topic", "--yes")
     assert gone == {"head": "topic", "versions": [2], "predictions": {"docs": 36}}
     assert count_predictions(store) == 0
-    assert run_json("info", "--store", store)["heads"] == {} and not (store / "heads" / "topic").exists()
+    assert run_json("info", "--store", store)["heads"] == {}
     assert_one_line_error(run("delete", "--store", store, "--head", "topic", "--yes", ok=False), "no head 'topic'")
     again = run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic")
-    assert again["version"] == 1 and "vs_previous" not in again  # a new head: nothing of the old one is met
+    # a new head, compared with nothing of the old one; numbered past the old versions' folders, which are retired
+    assert again["version"] == 3 and "vs_previous" not in again
     out = run("delete", "--store", store, "-c", "docs", "--yes")
     assert out.stdout.startswith("deleted collection docs: 36 items, spaces hash64")
     assert run_json("info", "--store", store)["collections"] == {}

@@ -354,7 +354,9 @@ def test_delete_collection(store, topics_csv):
     assert later.manifest["retired"] == [] and not (store.root / "collections" / "docs").exists()
 
 
-def test_delete_head_retires_its_predictions_for_readers_of_older_snapshots(store, topics_csv):
+def test_delete_head_retires_its_files_and_predictions_for_readers_of_older_snapshots(store, topics_csv):
+    from embstore.config import Settings
+
     store.ingest(topics_csv, "docs", encoder=HASH)
     store.fit("docs", "label", "topic")
     store.predict("topic", "docs")
@@ -363,10 +365,20 @@ def test_delete_head_retires_its_predictions_for_readers_of_older_snapshots(stor
     assert store.delete_head("topic") == {"head": "topic", "versions": [1], "predictions": {"docs": 36}}
     assert store.sql("SELECT count(*) FROM predictions").fetchall() == [(0,)]
     assert reader.sql("SELECT count(*) FROM predictions").fetchall() == [(36,)]  # its snapshot still reads
-    assert [r["file"] for r in store.manifest["retired"]] == [shard] and (store.root / shard).is_file()
-    assert not (store.root / "heads" / "topic").exists() and "topic" not in store.info()["heads"]
+    retired = [r["file"] for r in store.manifest["retired"]]
+    assert retired[0] == shard and all((store.root / f).is_file() for f in retired)
+    kept = sorted(f"heads/topic/v1/{f.name}" for f in (store.root / "heads" / "topic" / "v1").iterdir())
+    assert sorted(retired[1:]) == kept and "heads/topic/v1/head.json" in kept  # every file of the version
+    assert "topic" not in store.info()["heads"]
     with pytest.raises(NotFoundError, match="no head 'topic'"):
         store.delete_head("topic")
+    assert reader.predict("topic", texts=["a cat"])["version"] == 1  # the old snapshot still loads the deleted head
+    assert store.fit("docs", "label", "topic")["version"] == 2  # v1's folder is still kept: not written over
+    later = Store.open(store.root, settings=Settings.resolve(device="cpu", retention_s=0))
+    later.delete_head("topic", version=2)  # past the retention: v1's and now v2's files go, folders too
+    assert later.manifest["retired"] == [] and not (store.root / "heads" / "topic").exists()
+    with pytest.raises(NotFoundError, match="version 1 was deleted"):
+        reader.predict("topic", texts=["a cat"])
 
 
 def test_a_deleted_version_number_is_not_given_again(store, topics_csv):
@@ -376,8 +388,7 @@ def test_a_deleted_version_number_is_not_given_again(store, topics_csv):
     reader = Store.open(store.root, create=False)  # its snapshot still lists v2
     store.delete_head("topic", version=2)
     assert store.fit("docs", "label", "topic", model="knn")["version"] == 3  # not a second, different "v2"
-    with pytest.raises(NotFoundError, match="version 2 was deleted"):
-        reader.predict("topic", texts=["a cat"], version=2)
+    assert reader.predict("topic", texts=["a cat"], version=2)["version"] == 2  # its files are retired, not gone
     assert [v["version"] for v in store.manifest["heads"]["topic"]["versions"]] == [1, 3]
 
 
