@@ -1,6 +1,6 @@
 """Rules for choosing C, judged on many tasks: is cross-validation the right default, or a fixed C=1 as stock uses?
 
-    python bench/c_rules.py NAME=TRAIN_PREFIX[,TEST_PREFIX] ... [--sizes 300,1000] [--seeds 0,1,2]
+    python bench/c_rules.py NAME=TRAIN_PREFIX[,TEST_PREFIX] ... [--sizes 300,1000] [--seeds 0,1,2] [--prep]
 
 Each NAME=TRAIN_PREFIX,TEST_PREFIX is a task on exported arrays (``examples/export_npy.py``); with no TEST_PREFIX
 the arrays are split 70/30 (stratified, seed 0). Every task is run on its whole training set and on subsamples of
@@ -10,7 +10,9 @@ accuracy of: ``embstore`` (``LinearProbe()``, C by 3-fold CV on held-out log-los
 C=1), ``one_se``
 (the strongest C whose CV log-loss is within one standard error of the best) and ``cv_accuracy`` (the C of the best
 CV accuracy, the stronger one on ties). The rules other than embstore's are computed from one CV sweep over the
-default grid (the same folds for every C). Prints one JSON line per run, then a summary line: mean test accuracy per
+default grid (the same folds for every C). ``--prep`` adds the default head on features preprocessed first, fitted on
+the training rows: ``centered`` (the training mean subtracted) and ``standardized`` (scikit-learn's StandardScaler),
+to see whether the default should do either. Prints one JSON line per run, then a summary line: mean test accuracy per
 rule, and how often each rule is best or tied for best.
 """
 from __future__ import annotations
@@ -52,12 +54,23 @@ def sweep(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray) -> list[
     return cv_sweep(X, y, Xt, yt, folds=min(3, rarest) if rarest >= 2 else 2)
 
 
+def preprocessed(X: np.ndarray, Xt: np.ndarray) -> dict:
+    """(train, test) features centered on the training mean, and standardized by the training rows' scaler."""
+    from sklearn.preprocessing import StandardScaler
+
+    mean = X.mean(0)
+    scaler = StandardScaler().fit(X)
+    return {"centered": (X - mean, Xt - mean),
+            "standardized": (scaler.transform(X).astype(np.float32), scaler.transform(Xt).astype(np.float32))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tasks", nargs="+", metavar="NAME=TRAIN_PREFIX[,TEST_PREFIX]")
     p.add_argument("--sizes", default="300,1000", help="training subsample sizes (comma-separated)")
     p.add_argument("--seeds", default="0,1,2", help="one subsample per seed (comma-separated)")
     p.add_argument("--stock", type=Path, default=SHARED / "bench" / "stock.py", help="the stock reference script")
+    p.add_argument("--prep", action="store_true", help="also the default head on centered and on standardized features")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="c_rules-") as tmp:
         run_all(a, Path(tmp))
@@ -67,7 +80,7 @@ def run_all(a: argparse.Namespace, scratch: Path) -> None:
     from embstore.estimators import LinearProbe
 
     sizes, seeds = [int(s) for s in a.sizes.split(",") if s], [int(s) for s in a.seeds.split(",") if s]
-    rules = ("embstore", "stock", "one_se", "cv_accuracy")
+    rules = ("embstore", "stock", "one_se", "cv_accuracy") + (("centered", "standardized") if a.prep else ())
     runs = []
     for spec in a.tasks:
         name, X, y, Xt, yt = load(spec)
@@ -91,8 +104,13 @@ def run_all(a: argparse.Namespace, scratch: Path) -> None:
                                         "--test", str(scratch / "test.X.npy"), str(scratch / "test.y.npy")])
             acc = {"embstore": float((auto.predict(Xt) == yt).mean()), "stock": float(stock["accuracy"]),
                    "one_se": one_se["test_accuracy"], "cv_accuracy": cv_acc["test_accuracy"]}
+            Cs_ = {"embstore": auto.C_, "stock": 1.0, "one_se": one_se["C"], "cv_accuracy": cv_acc["C"]}
+            if a.prep:
+                for rule, (A, B) in preprocessed(Xs, Xt).items():
+                    m = LinearProbe().fit(A, ys)
+                    acc[rule], Cs_[rule] = float((m.predict(B) == yt).mean()), m.C_
             run = {"task": name, "n_train": len(ys), "seed": seed, "n_test": len(yt), "accuracy": acc,
-                   "C": {"embstore": auto.C_, "stock": 1.0, "one_se": one_se["C"], "cv_accuracy": cv_acc["C"]}}
+                   "C": Cs_}
             runs.append(run)
             print(json.dumps(run), flush=True)
     top = {r: 0 for r in rules}
