@@ -36,6 +36,10 @@ def friendly(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except EmbstoreError as e:
             raise BadInput(str(e)) from None
+        except OSError as e:  # a file or folder of the user's that cannot be read or written: say which, and why
+            if e.filename is None:
+                raise
+            raise BadInput(f"{e.strerror or e}: {e.filename}") from None
 
     return wrapper
 
@@ -148,9 +152,11 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
               show_default=True, help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
               "validation, neighbours searched within the space; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
-@click.option("--class-weight", type=click.Choice(["balanced"]), help="Weigh labels inversely to their frequency.")
+@click.option("--class-weight", type=click.Choice(["balanced"]),
+              help="Weigh labels inversely to their frequency (logreg and sklearn-logreg).")
 @click.option("--label-sep", metavar="SEP", help="Split string labels on SEP into several labels (multi-label head).")
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write confusion-matrix and learning-curve PNGs here.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
+              help="Write confusion-matrix (single-label heads) and learning-curve PNGs here.")
 @click.option("--space", metavar="NAME", help="Space to train on (needed when the collection has several).")
 @click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split.")
 @click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. \"split = 'train'\".")
@@ -178,8 +184,9 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     if as_json:
         echo_json({k: v for k, v in rec.items() if k != "encoder"})
         return
+    unlabelled = f" ({rec['n_unlabelled']} without a label left out)" if rec.get("n_unlabelled") else ""
     click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
-               f"{rec['n_train']} training items, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
+               f"{rec['n_train']} training items{unlabelled}, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
     cal = rec["metrics"].get("calibration", {})
     learned = ", ".join(f"{k.rstrip('_')}={v:.4g}" if isinstance(v, float) else f"{k.rstrip('_')}={v}"
                         for k, v in rec["learned"].items() if k != "multilabel_")
@@ -205,7 +212,8 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     per = rec["metrics"]["per_label"]
     click.echo("")
     echo_table(["label", "precision", "recall", "f1", "support"],
-               [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in per.items()])
+               [[k, v["precision"], *((v["recall"], v["f1"]) if v["support"] else ("", "")), v["support"]]
+                for k, v in per.items()])  # no test item of a label: its recall is not 0, it is unknown
     for kind, path in rec.get("plots", {}).items():
         click.echo(f"{kind.replace('_', ' ')}: {path}")
 
@@ -245,7 +253,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
 @click.option("--samples", default="1,2,4,8,16,32,all", show_default=True, help="Training items per label to try.")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Undersampling runs per n.")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the undersampling (MTEB's is 42). A held-out split (no test set given) uses seed 0, as fit's.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write the learning-curve PNG here.")
 @json_option
 @friendly
@@ -269,6 +278,10 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
     echo_table(["per_label", "train_items", "runs", "accuracy", "± std", "macro_f1", "± std "],
                [[r["samples_per_label"], round(r["train_size"]), r["runs"], r["accuracy_mean"], r["accuracy_std"],
                  r["macro_f1_mean"], r["macro_f1_std"]] for r in out["results"]])
+    same = [str(r["samples_per_label"]) for r in out["results"] if r["every_item"] and r["samples_per_label"] != "all"]
+    if same:
+        click.echo(f"per_label {', '.join(same)}: no label has that many training items, so every run trained on all "
+                   "of them")
     if "plot" in out:
         click.echo(f"learning curve: {out['plot']}")
 
@@ -291,6 +304,9 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
     out = store.predict(head, collection, texts=list(texts) or None, images=list(images) or None, version=version)
     if as_json:
         echo_json(out)
+    elif "rows" in out and any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5
+        echo_table(["input", "labels", "top", "confidence"],
+                   [[r["input"], ", ".join(r["labels"]), r["label"], r["confidence"]] for r in out["rows"]])
     elif "rows" in out:
         echo_table(["input", "label", "confidence"], [[r["input"], r["label"], r["confidence"]] for r in out["rows"]])
     else:
@@ -303,7 +319,7 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
 @cli.command()
 @click.argument("query", required=False)
 @store_option
-@click.option("--collection", "-c", required=True)
+@click.option("--collection", "-c", required=True, help="Collection to search.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option("--space", metavar="NAME", help="Space to search (needed when the collection has several).")
 @click.option("--image", type=click.Path(), help="Search by this image file instead of text.")
@@ -326,7 +342,10 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
     if as_json:
         echo_json({"collection": collection, "k": k, "results": hits})
         return
-    cols = list(dict.fromkeys(c for h in hits for c in h)) or ["rank", "id", "score"]
+    if not hits:
+        click.echo("no results: " + ("no item matches --where" if where else f"collection {collection!r} has no items"))
+        return
+    cols = list(dict.fromkeys(c for h in hits for c in h))
     echo_table(cols, [[h.get(c) for c in cols] for h in hits])
 
 
@@ -383,7 +402,9 @@ def index(store_path: str, collection: str, space: str | None, factory: str | No
 @friendly
 def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, limit: int) -> None:
     """Run DuckDB SQL. Views: one per collection (its items), <collection>__<space> (id, content_hash, embedding)
-    and predictions (collection, id, head, version, label, confidence, labels). Read-only unless --write."""
+    and predictions (collection, id, head, version, label, confidence, labels). Functions: embed('collection',
+    'text') (the text embedded by the space's own encoder), similarity(a, b) (cosine), and per collection with a
+    text space the table macro <collection>_nearest('text', k). Read-only unless --write."""
     store = open_store(store_path)
     rel = store.sql(query, write=write)
     if rel is None:
@@ -392,6 +413,10 @@ def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, 
     if output or fmt == "parquet":
         if not output:
             raise click.UsageError("--format parquet needs --output FILE")
+        folder = os.path.dirname(os.path.abspath(output))
+        if os.path.isdir(output) or not os.path.isdir(folder):
+            raise BadInput(f"cannot write {output}: " + ("it is a folder; give a file name" if os.path.isdir(output)
+                                                         else f"folder {folder} does not exist; create it first"))
         write_result(rel, output, fmt)
         click.echo(f"wrote {output}")
     elif fmt == "csv":
@@ -475,6 +500,14 @@ def info(store_path: str, head: str | None, as_json: bool) -> None:
         echo_table(["head", "version", "model", "collection", "space", "labels", "accuracy", "macro_f1"],
                    [[h, v["version"], v["model"], v["collection"], v["space"], v["n_classes"], v["accuracy"],
                      v["macro_f1"]] for h, v in data["heads"].items()])
+        for h, v in data["heads"].items():
+            if v["model"] == "knn" and v["collection"] not in data["collections"]:
+                click.echo(f"head {h}: its training collection {v['collection']} was deleted, and a kNN head "
+                           "needs those items: fit it again to use it")
+    preds = [[c, h, n] for c, ci in data["collections"].items() for h, n in ci.get("predictions", {}).items()]
+    if preds:
+        click.echo("")
+        echo_table(["collection", "head", "predicted items (SQL view: predictions)"], preds)
 
 
 @cli.command()

@@ -5,6 +5,7 @@ One function decides the device (``resolve_device``); nothing deep in the code r
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -61,7 +62,7 @@ def resolve_device(device: str | None = None) -> str:
     """``device`` if given, else ``EMBSTORE_DEVICE``, else cuda > mps > cpu (torch is imported only to probe)."""
     device = device or os.environ.get("EMBSTORE_DEVICE") or "auto"
     if device != "auto":
-        if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        if not (device in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device)):
             raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto")
         return device
     try:
@@ -73,3 +74,22 @@ def resolve_device(device: str | None = None) -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def check_device(device: str) -> None:
+    """Before a model or tensor goes to ``device``: an accelerator asked for by name (--device, EMBSTORE_DEVICE)
+    that torch cannot see is one clear error, not a driver message from deep inside the model loading."""
+    if device in ("cpu", "auto"):
+        return
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        number = int(device.partition(":")[2] or 0)
+        if number >= count:
+            seen = f"{count} CUDA GPU{'' if count == 1 else 's'}" if count else "no CUDA GPU"
+            raise InputError(f"device {device!r} was asked for (--device or EMBSTORE_DEVICE), but torch sees {seen} "
+                             "here; use --device cpu, or auto to take a GPU when there is one")
+    elif device == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was asked for (--device or EMBSTORE_DEVICE), but torch sees no Apple GPU "
+                         "here; use --device cpu, or auto")

@@ -71,6 +71,9 @@ def _require_y(est: Any, y: Any) -> None:
 
 def _device(device: str) -> str:
     if device != "auto":
+        from .config import check_device
+
+        check_device(device)
         return device
     import torch
 
@@ -367,7 +370,8 @@ def _unit(X: np.ndarray) -> np.ndarray:
 
 
 class CentroidHead(_CosineBase):
-    """Cosine nearest centroid. ``temperature`` sharpens the softmax over similarities into probabilities: "auto"
+    """Cosine nearest centroid. ``temperature`` multiplies the cosine similarities before the softmax (an inverse
+    temperature: larger is sharper; unlike LinearProbe's ``temperature_``, which divides its logits): "auto"
     fits it by the log-loss of each training item against the centroids with the item itself left out of its own
     (labels with a single item cannot be scored so and are skipped); with one item per label there is nothing to fit
     it on and it is ``UNFIT_TEMPERATURE``."""
@@ -387,8 +391,11 @@ class CentroidHead(_CosineBase):
         self.centroids_ = _unit(S.astype(np.float32))
         if self.temperature == "auto":
             self.temperature_ = self._loo_temperature(X, yi, S)
-        else:
+        elif isinstance(self.temperature, (int, float, np.integer, np.floating)) and not isinstance(self.temperature, bool) \
+                and self.temperature > 0:
             self.temperature_ = float(self.temperature)
+        else:
+            raise ValueError(f"temperature must be 'auto' or a positive number, got {self.temperature!r}")
         return self
 
     def _loo_temperature(self, X: np.ndarray, yi: np.ndarray, S: np.ndarray) -> float:
@@ -429,6 +436,13 @@ class KNNHead(_CosineBase):
 
     def fit(self, X: Any, y: Any) -> "KNNHead":
         X, yi = self._prepare_fit(X, y)
+        if self.n_neighbors != "auto":
+            k = self.n_neighbors
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+                raise ValueError(f"n_neighbors must be 'auto' or a whole number >= 1, got {k!r}")
+            if k >= len(X):
+                raise ValueError(f"n_neighbors={k} needs more than {k} training items (each is scored against the "
+                                 f"others), there are {len(X)}; choose fewer or 'auto'")
         self.fit_X_, self.fit_y_ = X, yi
         self._index = None
         ks = (sorted(k for k in self.ks if k < len(X)) or [1]) if self.n_neighbors == "auto" else [int(self.n_neighbors)]

@@ -179,6 +179,7 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
     ytr, yte = np.asarray([str(v) for v in ytr]), np.asarray([str(v) for v in yte])
     if len(set(ytr)) < 2:
         raise LabelError("few-shot evaluation needs at least 2 labels in the training split")
+    most = int(np.unique(ytr, return_counts=True)[1].max())
     out = []
     for n in samples:
         rng, idxs = np.random.RandomState(seed), np.arange(len(ytr))
@@ -193,6 +194,8 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
             f1s.append(float(f1_score(yte, pred, average="macro", zero_division=0)))
             sizes.append(len(rows))
         out.append({"samples_per_label": n, "runs": len(accs), "train_size": float(np.mean(sizes)),
+                    # no label has more than n items: every run trains on all of them, so the runs are the same
+                    "every_item": n == "all" or int(n) >= most,
                     "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
                     "macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s))})
     return out
@@ -208,6 +211,13 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _wrap(title: str, width: float) -> str:
+    """A title in lines that fit the figure (about ``width`` characters each), not cut at its edges."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, int(width))) or title
 
 
 def plot_confusion(metrics: dict[str, Any], path: str | os.PathLike, title: str) -> str:
@@ -228,7 +238,7 @@ def plot_confusion(metrics: dict[str, Any], path: str | os.PathLike, title: str)
                 if m[i, j]:
                     ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
+    ax.set_title(f"{_wrap(title, 8 * size)}\naccuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true label")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -253,7 +263,7 @@ def plot_learning_curve(points: list[dict[str, Any]], path: str | os.PathLike, t
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(_wrap(title, 60), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

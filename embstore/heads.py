@@ -26,20 +26,22 @@ MODELS = ("logreg", "knn", "centroid", "sklearn-logreg")
 def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> Any:
     from .estimators import CentroidHead, KNNHead, LinearProbe
 
-    try:
-        if model == "logreg":
-            return LinearProbe(**{"device": device, **params})
-        if model == "knn":
-            return KNNHead(**params)
-        if model == "centroid":
-            return CentroidHead(**params)
-        if model == "sklearn-logreg":
-            from sklearn.linear_model import LogisticRegression
+    if model == "sklearn-logreg":
+        from sklearn.linear_model import LogisticRegression
 
-            return LogisticRegression(**{"max_iter": 1000, **params})
-    except TypeError as e:
-        raise InputError(f"bad parameter for {model}: {e}") from None
-    raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
+        cls, defaults = LogisticRegression, {"max_iter": 1000}
+    elif model in MODELS:
+        cls = {"logreg": LinearProbe, "knn": KNNHead, "centroid": CentroidHead}[model]
+        defaults = {"device": device} if model == "logreg" else {}
+    else:
+        raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
+    valid = sorted(cls().get_params())
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        hint = " (class weights work with logreg and sklearn-logreg)" if "class_weight" in unknown else ""
+        raise InputError(f"{model} has no parameter {', '.join(map(repr, unknown))}{hint}; "
+                         f"its parameters: {', '.join(valid)}")
+    return cls(**{**defaults, **params})
 
 
 def learned_state(model: str, est: Any, train_ids: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -96,8 +98,9 @@ def normalize_labels(values: list[Any], sep: str | None = None) -> list[Any]:
 
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
              labels_file: str | os.PathLike | None, where: str | None = None,
-             sep: str | None = None) -> tuple[np.ndarray, list[Any], list[str], int]:
-    """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label (and match ``where``)."""
+             sep: str | None = None, where_option: str = "--train-where") -> tuple[np.ndarray, list[Any], list[str], int]:
+    """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label (and match ``where``, given
+    as ``where_option``: named in the error when it is not valid SQL)."""
     coll = store.collection(collection)
     if labels_file is not None:
         import pyarrow.csv as pcsv
@@ -120,13 +123,17 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
         by_id = dict(zip(items.column("id").to_pylist(), normalize_labels(items.column(label_column).to_pylist(), sep)))
     ids, X = store.embeddings(collection, space)
     if where is not None:
-        chosen = set(r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall())
+        try:
+            chosen = set(r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall())
+        except InputError as e:
+            raise InputError(f"bad {where_option} predicate {where!r}: {e}") from None
         if not chosen:
-            raise LabelError(f"no item of {collection!r} matches {where!r}")
+            raise LabelError(f"no item of {collection!r} matches {where_option} {where!r}")
         by_id = {k: v for k, v in by_id.items() if k in chosen}
     keep = [i for i, item_id in enumerate(ids) if by_id.get(item_id) is not None]
     y = [by_id[ids[i]] for i in keep]
-    return X[keep], y, [ids[i] for i in keep], len(ids) - len(keep)
+    considered = len(ids) if where is None else sum(item_id in chosen for item_id in ids)
+    return X[keep], y, [ids[i] for i in keep], considered - len(keep)  # unlabelled: of the items ``where`` keeps
 
 
 def matching_space(store: Any, collection: str, fingerprint: str, what: str) -> str:
@@ -143,6 +150,8 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
                test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float,
                seed: int, sep: str | None) -> dict[str, Any]:
     """The training and test sets of a fit or an eval: X/y/ids for each, the label set and where the test came from."""
+    if label_column is not None and labels is not None:
+        raise InputError("give a label column (--label-column) or a labels file (--labels), not both")
     sp = store.space(collection, space)
     X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, labels, train_where, sep)
     if len(y) == 0:
@@ -155,7 +164,8 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
     if test_collection is not None or test_where is not None:
         test_coll = test_collection or collection
         test_space = matching_space(store, test_coll, sp["encoder"]["fingerprint"], f"a head on {collection}.{space}")
-        Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, labels, test_where, sep)
+        Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, labels, test_where, sep,
+                                         "--test-where")
         if not yte:
             raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column or labels!r}")
         if test_coll == collection and set(test_ids) & set(train_ids):
@@ -311,22 +321,30 @@ def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params:
     title = f"{record['name']} ({model}) on {record['collection']}.{record['space']}"
     if "confusion" in record["metrics"]:
         plots["confusion"] = plot_confusion(record["metrics"], out / f"{record['name']}_confusion.png", title)
-    if not record["multilabel"]:
-        rng = np.random.default_rng(0)
-        n = len(data["ytr"])
-        points = []
-        for share in (0.05, 0.1, 0.25, 0.5, 1.0):
-            rows = np.sort(rng.permutation(n)[: max(int(n * share), 2)])
-            if len({data["ytr"][i] for i in rows}) < 2:
-                continue
-            est = _fit_estimator(model, params, record["classes"], False, data["Xtr"][rows],
-                                 [data["ytr"][i] for i in rows], device)
+    multilabel = record["multilabel"]
+    if multilabel:  # scored as subset accuracy: every label of the item right
+        from sklearn.preprocessing import MultiLabelBinarizer
+
+        Yte = MultiLabelBinarizer(classes=record["classes"]).fit_transform(data["yte"])
+    rng = np.random.default_rng(0)
+    n = len(data["ytr"])
+    points = []
+    for share in (0.05, 0.1, 0.25, 0.5, 1.0):
+        rows = np.sort(rng.permutation(n)[: max(int(n * share), 2)])
+        ys = [data["ytr"][i] for i in rows]
+        if len({v for row in ys for v in row} if multilabel else set(ys)) < 2:
+            continue
+        est = _fit_estimator(model, params, record["classes"], multilabel, data["Xtr"][rows], ys, device)
+        if multilabel:
+            acc = float((np.asarray(est.predict(data["Xte"])) == Yte).all(1).mean())
+        else:
             seen = set(est.classes_.tolist())
             known = [i for i, v in enumerate(data["yte"]) if v in seen]
             acc = float((est.predict(data["Xte"][known]) == np.asarray(data["yte"], dtype=object)[known]).mean())
-            points.append({"train_size": len(rows), "accuracy_mean": acc, "accuracy_std": 0.0})
-        plots["learning_curve"] = plot_learning_curve(points, out / f"{record['name']}_learning_curve.png",
-                                                      f"{title}: test accuracy by training size")
+        points.append({"train_size": len(rows), "accuracy_mean": acc, "accuracy_std": 0.0})
+    what = "subset accuracy (every label right)" if multilabel else "accuracy"
+    plots["learning_curve"] = plot_learning_curve(points, out / f"{record['name']}_learning_curve.png",
+                                                  f"{title}: test {what} by training size")
     return plots
 
 
@@ -343,6 +361,9 @@ def few_shot_eval(store: Any, collection: str, label_column: str | None, *, spac
                       train_where=train_where, test_where=test_where, test_size=test_size, seed=0, sep=None)
     if data["multilabel"]:
         raise InputError("the few-shot protocol scores one label per item; this label column holds lists")
+    from .evaluation import _refuse_unknown
+
+    _refuse_unknown(sorted(set(data["yte"]) - set(data["classes"]), key=str))  # as fit does: never scored as wrong
     points = few_shot(data["Xtr"], data["ytr"], data["Xte"], data["yte"], parse_samples(samples), repeats, seed)
     out = {"collection": collection, "space": space, "encoder": store.space(collection, space)["encoder"]["spec"],
            "label_column": label_column, "evaluated_on": data["evaluated_on"], "n_train": len(data["ytr"]),
@@ -449,10 +470,23 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
     if collection is None:
         from .encoders import get_encoder
 
-        enc = get_encoder(record["encoder"]["spec"], store.settings.device)
+        spec = record["encoder"]["spec"]
+        if record["encoder"].get("library") == "external" or spec.startswith("external:"):
+            raise InputError(f"head {record['name']!r} was trained on vectors made outside embstore ({spec}): "
+                             "nothing here can embed new inputs for it; ingest their vectors into a collection and "
+                             "predict that (--collection)")
+        if texts is not None and any(not str(t).strip() for t in texts):
+            raise InputError("a text to predict is empty; give some text")
+        enc = get_encoder(spec, store.settings.device)
         if enc.fingerprint() != fp:
             raise SpaceMismatchError(f"head {record['name']!r} was trained on fingerprint {fp}; encoder "
-                                     f"{record['encoder']['spec']!r} now loads as {enc.fingerprint()}")
+                                     f"{spec!r} now loads as {enc.fingerprint()}")
+        wanted = "text" if texts is not None else "image"
+        if wanted not in enc.modalities:
+            other = "--image image files" if texts is not None else "--text texts"
+            raise InputError(f"head {record['name']!r} was trained on {record['space']!r} ({spec}), which embeds "
+                             f"{' and '.join(sorted(enc.modalities))} only, not {wanted}s: predict {other} with it, "
+                             f"or a collection (--collection)")
         if texts is not None:
             X = enc.encode_text(list(texts))
             inputs = list(texts)
@@ -484,8 +518,9 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
         if old:  # replaced: no longer listed, deleted once readers of older snapshots have had their time
             store._retire([s["file"] for s in old["shards"] if s["file"] != rel])
         store._commit()
-    counts: dict[str, int] = {}
-    for v in table.column("label").to_pylist():
-        counts[v] = counts.get(v, 0) + 1
+    counts: dict[str, int] = {}  # items per label: the top label, or every label an item gets (multi-label)
+    for v in (table.column("labels").to_pylist() if record.get("multilabel") else table.column("label").to_pylist()):
+        for one in (v if isinstance(v, list) else [v]):
+            counts[one] = counts.get(one, 0) + 1
     return {"head": record["name"], "version": record["version"], "collection": collection, "space": space,
             "predicted": len(ids), "labels": dict(sorted(counts.items()))}

@@ -19,6 +19,17 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def taken_names(manifest: dict[str, Any]) -> dict[str, str]:
+    """Every view name the store's SQL uses, lower-cased (SQL names ignore case), and what it shows: a new
+    collection or space must not take one, or one view would hide another."""
+    names = {"predictions": "the predictions view"}
+    for name, c in manifest["collections"].items():
+        names[name.lower()] = f"collection {name!r}"
+        for space in c["spaces"]:
+            names[f"{name}__{space}".lower()] = f"the view of space {space!r} of collection {name!r}"
+    return names
+
+
 def view_statements(store: Any) -> list[str]:
     out = []
     preds = []

@@ -57,7 +57,10 @@ class Store:
                 raise InputError(f"{root} is a file, not a store directory")
             if root.exists() and any(p.name != ".writer.lock" for p in root.iterdir()):
                 raise InputError(f"{root} is a non-empty directory without {MANIFEST}; choose an empty or new folder")
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a parent that is a file, no permission, a read-only disk ...
+                raise InputError(f"cannot create a store at {root}: {e.strerror or e}; choose another --store path") from None
             with writer_lock(root):
                 if not (root / MANIFEST).exists():
                     write_manifest(root, empty_manifest())
@@ -157,7 +160,7 @@ class Store:
         from .ingest.runner import IngestRun, plan_for
 
         check_name("collection", collection)
-        src = Path(source).expanduser()
+        src = Path(os.path.abspath(Path(source).expanduser()))  # absolute, and without ".." in what is recorded
         if embedding_column is not None or src.suffix.lower() == ".npy":
             return self._ingest_vector_file(src, collection, embedding_column, id_column, encoder, space)
         read = read_source(src)
@@ -240,6 +243,17 @@ class Store:
     def _ensure_space(self, collection: str, space: str, enc: Any, modality: str, content_column: str | None,
                       id_column: str | None) -> dict[str, Any]:
         """The manifest entries of a collection and one of its spaces, created empty when new; the collection's."""
+        from .sql import taken_names
+
+        taken = taken_names(self.manifest)
+        existing = self.manifest["collections"].get(collection)
+        if existing is None and collection.lower() in taken:
+            raise InputError(f"collection name {collection!r} is taken in SQL by {taken[collection.lower()]} (SQL "
+                             "names ignore case); choose another --collection")
+        view = f"{collection}__{space}"
+        if (existing is None or space not in existing["spaces"]) and view.lower() in taken:
+            raise InputError(f"space {space!r} of {collection!r} would be the SQL view {view!r}, which is taken by "
+                             f"{taken[view.lower()]}; pass --space ANOTHER_NAME")
         coll = self.manifest["collections"].setdefault(collection, {
             "modality": modality, "content_column": content_column, "id_column": id_column, "created": now(),
             "item_shards": [], "spaces": {}, "predictions": {}, "ingests": []})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 
+from ..config import check_device
 from ..errors import EncoderError
 from .base import Encoder, fingerprint_of, load_image
 
@@ -33,6 +34,8 @@ def get_encoder(spec: str, device: str = "cpu") -> Encoder:
     key = (spec, device)
     with _lock:
         if key not in _cache:
+            if not spec.strip().startswith(("hash:", "external:")):  # the fakes and given vectors never touch a device
+                check_device(device)
             _cache[key] = _build(spec.strip(), device)
         return _cache[key]
 

@@ -1,0 +1,173 @@
+"""What a new user gets wrong, driven through the CLI: each gives one line that names the problem and what to do,
+never a traceback; and outputs that used to say too little (multi-label predictions, unlabelled items, eval runs
+that cannot differ, labels with no test items)."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from conftest import HASH, topic_rows, write_csv
+from test_cli import assert_one_line_error, run, run_json
+
+
+@pytest.fixture()
+def docs(tmp_path):
+    store = tmp_path / "store"
+    run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
+    return store
+
+
+# ------------------------------------------------------------------------------------------------ names in SQL
+def test_a_collection_or_space_that_would_hide_another_sql_view_is_refused(docs, tmp_path):
+    src = write_csv(tmp_path / "more.csv", [{"text": "a cow"}, {"text": "a bond"}])
+    for name, words in (("DOCS", "taken in SQL by collection 'docs' (SQL names ignore case)"),
+                        ("docs__hash64", "taken in SQL by the view of space 'hash64' of collection 'docs'"),
+                        ("Predictions", "taken in SQL by the predictions view")):
+        assert_one_line_error(run("ingest", src, "--store", docs, "-c", name, "--encoder", HASH, ok=False),
+                              f"collection name {name!r} is {words}", "choose another --collection")
+    run("ingest", src, "--store", docs, "-c", "docs__x", "--encoder", HASH)  # no view is called that: fine
+    refused = run("ingest", src, "--store", docs, "-c", "docs", "--encoder", "hash:32", "--space", "x", ok=False)
+    assert_one_line_error(refused, "space 'x' of 'docs' would be the SQL view 'docs__x', which is taken by "
+                          "collection 'docs__x'", "--space")
+    # the store's SQL still works: every view is reachable
+    out = run("sql", "--store", docs, "--format", "csv",
+              "SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM docs__hash64), (SELECT count(*) FROM docs__x)")
+    assert out.stdout.splitlines()[1] == "36,36,2"
+
+
+# ------------------------------------------------------------------------------------------------ fit and eval
+def test_bad_head_parameters_name_the_parameter_and_the_choices(docs):
+    fit = ["fit", "--store", docs, "-c", "docs", "--label-column", "label"]
+    assert_one_line_error(run(*fit, "--param", "foo=1", ok=False),
+                          "logreg has no parameter 'foo'", "its parameters: C, Cs, calibrate")
+    assert_one_line_error(run(*fit, "--model", "knn", "--class-weight", "balanced", ok=False),
+                          "knn has no parameter 'class_weight' (class weights work with logreg and sklearn-logreg)")
+    for value, words in (("0", "n_neighbors must be 'auto' or a whole number >= 1, got 0"),
+                         ("abc", "n_neighbors must be 'auto' or a whole number >= 1, got 'abc'"),
+                         ("2.5", "n_neighbors must be 'auto' or a whole number >= 1, got 2.5"),
+                         ("100", "n_neighbors=100 needs more than 100 training items")):
+        assert_one_line_error(run(*fit, "--model", "knn", "--param", f"n_neighbors={value}", ok=False),
+                              "cannot fit knn: " + words)
+    assert_one_line_error(run(*fit, "--model", "centroid", "--param", "temperature=-2", ok=False),
+                          "temperature must be 'auto' or a positive number, got -2")
+    assert_one_line_error(run(*fit, "--labels", "x.csv", ok=False), "--label-column", "--labels", "not both")
+    typo = run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--train-where", "split = 'train'",
+               "--test-where", "lable = 'x'", ok=False)
+    assert_one_line_error(typo, "bad --test-where predicate \"lable = 'x'\"", "lable")
+
+
+def test_the_fit_table_says_what_was_left_out_and_what_is_unknown(tmp_path):
+    rows = topic_rows()
+    for r in rows[:5]:
+        r["label"] = ""  # five items without a label
+    store = tmp_path / "s"
+    run("ingest", write_csv(tmp_path / "t.csv", rows), "--store", store, "-c", "docs", "--encoder", HASH)
+    out = run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--train-where", "split = 'train'",
+              "--test-where", "split = 'test' AND label <> 'sports'").stdout
+    head = out.splitlines()[0]
+    unlabelled = sum(1 for r in rows if r["split"] == "train" and not r["label"])
+    assert f"training items ({unlabelled} without a label left out)" in head  # of the training items only
+    sports = next(line for line in out.splitlines() if line.startswith("sports "))
+    assert sports.split() == ["sports", sports.split()[1], "0"]  # no test item: recall and F1 blank, not 0.0000
+    assert "-0.0000" not in out
+
+
+def test_eval_refuses_test_labels_it_never_trained_on_and_says_when_runs_cannot_differ(docs, tmp_path):
+    out = run("eval", "--store", docs, "-c", "docs", "--label-column", "label", "--samples", "2,50",
+              "--repeats", "3").stdout
+    assert "per_label 50: no label has that many training items, so every run trained on all of them" in out
+    data = run_json("eval", "--store", docs, "-c", "docs", "--label-column", "label", "--samples", "2,50",
+                    "--repeats", "3")
+    assert [r["every_item"] for r in data["results"]] == [False, True]
+    rows = [dict(r, label="weather") if r["split"] == "test" and r["label"] == "sports" else r for r in topic_rows()]
+    run("ingest", write_csv(tmp_path / "new.csv", rows), "--store", docs, "-c", "shifted", "--encoder", HASH)
+    refused = run("eval", "--store", docs, "-c", "shifted", "--label-column", "label", "--train-where",
+                  "split = 'train' AND label <> 'weather'", "--test-where", "split = 'test'", ok=False)
+    assert_one_line_error(refused, "labels the head never saw in training: ['weather']")
+
+
+def test_a_multi_label_head_shows_every_label_and_draws_its_learning_curve(tmp_path):
+    rows = [{"text": r["text"], "tags": r["label"] + ("|pets" if "cat" in r["text"] or "dog" in r["text"] else "")}
+            for r in topic_rows()]
+    store = tmp_path / "s"
+    run("ingest", write_csv(tmp_path / "t.csv", rows), "--store", store, "-c", "m", "--encoder", HASH)
+    fit = run("fit", "--store", store, "-c", "m", "--label-column", "tags", "--label-sep", "|", "--name", "tags",
+              "--param", "C=10", "--plot", tmp_path / "plots")
+    assert "learning curve: " in fit.stdout and (tmp_path / "plots" / "tags_learning_curve.png").stat().st_size > 5000
+    out = run("predict", "--store", store, "--head", "tags", "--text", "the cat and the dog near the barn")
+    header, _, row = out.stdout.splitlines()[:3]
+    assert header.split() == ["input", "labels", "top", "confidence"] and "animals, pets" in row
+    summary = run_json("predict", "--store", store, "--head", "tags", "-c", "m")
+    stored = run("sql", "--store", store, "--format", "csv",
+                 "SELECT l, count(*) FROM (SELECT unnest(labels) AS l FROM predictions) GROUP BY l ORDER BY l")
+    assert summary["labels"] == {k: int(v) for k, v in csv.reader(stored.stdout.splitlines()[1:])}  # every label
+    assert summary["labels"]["pets"] > 0 and sum(summary["labels"].values()) > summary["predicted"]
+
+
+# ------------------------------------------------------------------------------------------------ predict
+def test_predict_names_the_inputs_a_head_can_take(docs, tmp_path):
+    from embstore import Store
+
+    run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--name", "topic")
+    assert_one_line_error(run("predict", "--store", docs, "--head", "topic", "--text", "  ", ok=False),
+                          "a text to predict is empty")
+    s = Store.open(docs)
+    vectors = np.random.default_rng(0).normal(size=(36, 8)).astype(np.float32)
+    s.ingest_vectors("ext", vectors, metadata={"label": [r["label"] for r in topic_rows()]})
+    run("fit", "--store", docs, "-c", "ext", "--label-column", "label", "--name", "ext_head")
+    refused = run("predict", "--store", docs, "--head", "ext_head", "--text", "a cat", ok=False)
+    assert_one_line_error(refused, "vectors made outside embstore", "predict that (--collection)")
+
+
+def test_predict_an_image_with_a_text_head_says_what_the_head_takes(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from conftest import make_png
+
+    store = tmp_path / "s"
+    run("ingest", write_csv(tmp_path / "t.csv", topic_rows()[:12] + topic_rows()[12:24]), "--store", store,
+        "-c", "docs")  # the default text encoder: text only
+    run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--param", "C=1")
+    refused = run("predict", "--store", store, "--head", "topic", "--image", make_png(tmp_path / "a.png", 1), ok=False)
+    assert_one_line_error(refused, "head 'topic' was trained on 'minilm' (minilm), which embeds text only, not "
+                          "images: predict --text texts with it")
+
+
+# ------------------------------------------------------------------------------------------------ files and devices
+def test_paths_that_cannot_be_written_are_one_line_errors(docs, tmp_path):
+    src = write_csv(tmp_path / "t.csv", topic_rows())
+    assert_one_line_error(run("ingest", src, "--store", src / "sub", "-c", "x", ok=False),
+                          f"cannot create a store at {src / 'sub'}: Not a directory")
+    query = "SELECT label, count(*) FROM docs GROUP BY label"
+    assert_one_line_error(run("sql", "--store", docs, query, "-o", tmp_path / "no" / "x.csv", ok=False),
+                          "does not exist; create it first")
+    assert_one_line_error(run("sql", "--store", docs, query, "-o", tmp_path, "--format", "parquet", ok=False),
+                          "it is a folder; give a file name")
+    run("sql", "--store", docs, query, "-o", tmp_path / "x.csv")
+    assert sum(1 for _ in csv.reader(open(tmp_path / "x.csv"))) == 4
+    plot = run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--plot", src / "plots", ok=False)
+    assert_one_line_error(plot, f"Not a directory: {src / 'plots'}")
+
+
+def test_a_gpu_asked_for_by_name_that_is_not_there(docs, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = run("ingest", write_csv(tmp_path / "t.csv", [{"text": "a cat"}]), "--store", docs, "-c", "more",
+              "--device", "cuda", ok=False)
+    assert_one_line_error(out, "device 'cuda' was asked for", "torch sees no CUDA GPU here", "--device cpu")
+    assert_one_line_error(run("search", "--store", docs, "-c", "docs", "cat", "--device", "cuda:x", ok=False),
+                          "unknown device 'cuda:x'")
+
+
+def test_search_and_info_say_what_an_empty_or_stale_answer_means(docs):
+    out = run("search", "--store", docs, "-c", "docs", "cat", "--where", "label = 'nothing'")
+    assert out.stdout.strip() == "no results: no item matches --where"
+    run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--model", "knn", "--name", "near")
+    run("predict", "--store", docs, "--head", "near", "-c", "docs")
+    info = run("info", "--store", docs).stdout
+    assert "predicted items (SQL view: predictions)" in info and "docs        near" in info
+    run("delete", "--store", docs, "-c", "docs", "--yes")
+    assert "head near: its training collection docs was deleted" in run("info", "--store", docs).stdout
