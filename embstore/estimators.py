@@ -372,9 +372,9 @@ def _unit(X: np.ndarray) -> np.ndarray:
 class CentroidHead(_CosineBase):
     """Cosine nearest centroid. ``temperature`` multiplies the cosine similarities before the softmax (an inverse
     temperature: larger is sharper; unlike LinearProbe's ``temperature_``, which divides its logits): "auto"
-    fits it by the log-loss of each training item against the centroids with the item itself left out of its own
-    (labels with a single item cannot be scored so and are skipped); with one item per label there is nothing to fit
-    it on and it is ``UNFIT_TEMPERATURE``."""
+    fits it by the log-loss of each training item against the centroids with the item itself left out of its own,
+    and one item left out of every other label's (labels with a single item cannot be scored so and are skipped);
+    with one item per label there is nothing to fit it on and it is ``UNFIT_TEMPERATURE``."""
 
     UNFIT_TEMPERATURE = 10.0
 
@@ -406,10 +406,25 @@ class CentroidHead(_CosineBase):
             return self.UNFIT_TEMPERATURE
         if len(rows) > 20_000:  # one number to fit: a fixed sample of the items is as good, and cheaper
             rows = np.sort(np.random.default_rng(0).choice(rows, 20_000, replace=False))
-        sims = (X[rows] @ self.centroids_.T).astype(np.float64)
+        # every label's centroid without one of its items: as noisy as the item's own left-out centroid, so the
+        # item's own label is not handicapped against the others (with two items per label, the own "centroid" is a
+        # single item, and against whole centroids the fit came out far too unsure). Which item is left out is
+        # chance: a few draws (fixed seeds) when the items are few, so the fit does not hang on one of them.
+        counts = np.bincount(yi, minlength=len(S))
         own = S[yi[rows]] - X[rows]  # the item's own centroid without it
-        sims[np.arange(len(rows)), yi[rows]] = (X[rows] * own).sum(1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
-        res = minimize_scalar(lambda lt: _log_loss(sims * np.exp(lt), yi[rows], False),
+        own_sim = (X[rows] * own).sum(1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
+        blocks = []
+        for draw in range(max(1, min(5, 20_000 // len(rows)))):
+            order = np.random.default_rng(draw).permutation(len(yi))
+            labels, first = np.unique(yi[order], return_index=True)  # a random item of each label, in one pass
+            drop = order[first[counts[labels] > 1]]
+            S_out = S.copy()
+            S_out[yi[drop]] -= X[drop]
+            sims = (X[rows] @ _unit(S_out.astype(np.float32)).T).astype(np.float64)
+            sims[np.arange(len(rows)), yi[rows]] = own_sim
+            blocks.append(sims)
+        sims, truth = np.concatenate(blocks), np.tile(yi[rows], len(blocks))
+        res = minimize_scalar(lambda lt: _log_loss(sims * np.exp(lt), truth, False),
                               bounds=(0.0, np.log(1000.0)), method="bounded")
         return float(np.exp(res.x))
 
