@@ -171,3 +171,12 @@ def test_search_and_info_say_what_an_empty_or_stale_answer_means(docs):
     assert "predicted items (SQL view: predictions)" in info and "docs        near" in info
     run("delete", "--store", docs, "-c", "docs", "--yes")
     assert "head near: its training collection docs was deleted" in run("info", "--store", docs).stdout
+
+
+def test_a_hub_model_that_cannot_be_had_offline_fails_at_once(docs, tmp_path, monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network: no download is tried
+    out = run("ingest", write_csv(tmp_path / "t.csv", [{"text": "a cat"}]), "--store", docs, "-c", "more",
+              "--encoder", "st:no-such-model-anywhere", ok=False)
+    assert_one_line_error(out, "'no-such-model-anywhere': it is not a local folder nor in the Hugging Face cache, "
+                          "and huggingface.co cannot be reached from here; give a local model folder")

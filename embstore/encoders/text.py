@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import EncoderError
-from .base import Encoder, as_float32, hash_state_dict
+from .base import Encoder, as_float32, hash_state_dict, hub_reachable
 
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -50,7 +50,18 @@ class SentenceTransformerEncoder(Encoder):
         if name_or_path.lower() in MINILM_NAMES:  # the packaged copy: same weights, no network
             local, name_or_path = minilm_path(), "sentence-transformers/all-MiniLM-L6-v2"
         try:
-            self.model = SentenceTransformer(local, device=device)
+            try:  # a local folder, or a hub name already in the Hugging Face cache: no network needed
+                self.model = SentenceTransformer(local, device=device, local_files_only=True)
+            except Exception:
+                if os.path.isdir(local):
+                    raise
+                if not hub_reachable():
+                    raise EncoderError(f"cannot load sentence-transformers model {name_or_path!r}: it is not a local "
+                                       "folder nor in the Hugging Face cache, and huggingface.co cannot be reached "
+                                       "from here; give a local model folder") from None
+                self.model = SentenceTransformer(local, device=device)  # download it
+        except EncoderError:
+            raise
         except Exception as e:  # the library raises OSError, ValueError, HF errors...: all mean "cannot load"
             raise EncoderError(f"cannot load sentence-transformers model {name_or_path!r}: {str(e).splitlines()[0]}; "
                                "give a local model folder, or a hub name on a machine with network") from None
