@@ -278,10 +278,10 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
     echo_table(["per_label", "train_items", "runs", "accuracy", "± std", "macro_f1", "± std "],
                [[r["samples_per_label"], round(r["train_size"]), r["runs"], r["accuracy_mean"], r["accuracy_std"],
                  r["macro_f1_mean"], r["macro_f1_std"]] for r in out["results"]])
-    same = [str(r["samples_per_label"]) for r in out["results"] if r["every_item"] and r["samples_per_label"] != "all"]
-    if same:
-        click.echo(f"per_label {', '.join(same)}: no label has that many training items, so every run trained on all "
-                   "of them")
+    for r in out["results"]:
+        if r["every_item"] and r["samples_per_label"] != "all":
+            n = r["samples_per_label"]
+            click.echo(f"per_label {n}: no label has more than {n} training items, so every run trained on all of them")
     if "plot" in out:
         click.echo(f"learning curve: {out['plot']}")
 
@@ -405,11 +405,20 @@ def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, 
     and predictions (collection, id, head, version, label, confidence, labels). Functions: embed('collection',
     'text') (the text embedded by the space's own encoder), similarity(a, b) (cosine), and per collection with a
     text space the table macro <collection>_nearest('text', k). Read-only unless --write."""
+    import duckdb
+
     store = open_store(store_path)
     rel = store.sql(query, write=write)
     if rel is None:
         click.echo("ok")
         return
+    try:
+        show_result(rel, output, fmt, limit)
+    except duckdb.Error as e:  # raised while the rows are computed (a function's error, a bad cast ...)
+        raise BadInput(f"SQL error: {str(e).splitlines()[0]}") from None
+
+
+def show_result(rel: Any, output: str | None, fmt: str, limit: int) -> None:
     if output or fmt == "parquet":
         if not output:
             raise click.UsageError("--format parquet needs --output FILE")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InputError
 
@@ -71,9 +72,13 @@ def resolve_device(device: str | None = None) -> str:
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available(torch):
         return "mps"
     return "cpu"
+
+
+def _mps_available(torch: Any) -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def check_device(device: str) -> None:
@@ -90,6 +95,6 @@ def check_device(device: str) -> None:
             seen = f"{count} CUDA GPU{'' if count == 1 else 's'}" if count else "no CUDA GPU"
             raise InputError(f"device {device!r} was asked for (--device or EMBSTORE_DEVICE), but torch sees {seen} "
                              "here; use --device cpu, or auto to take a GPU when there is one")
-    elif device == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+    elif device == "mps" and not _mps_available(torch):
         raise InputError("device 'mps' was asked for (--device or EMBSTORE_DEVICE), but torch sees no Apple GPU "
                          "here; use --device cpu, or auto")

@@ -71,9 +71,10 @@ def _require_y(est: Any, y: Any) -> None:
 
 def _device(device: str) -> str:
     if device != "auto":
-        from .config import check_device
+        from .config import check_device, resolve_device
 
-        check_device(device)
+        device = resolve_device(device)  # a known name (cpu, cuda, cuda:N, mps) ...
+        check_device(device)  # ... that this machine has
         return device
     import torch
 

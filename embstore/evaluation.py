@@ -93,7 +93,7 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
         from sklearn.preprocessing import MultiLabelBinarizer
 
         unknown = sorted({v for row in y for v in row} - set(labels), key=str)
-        _refuse_unknown(unknown)
+        refuse_unknown_labels(unknown)
         Y = MultiLabelBinarizer(classes=labels).fit_transform(y)
         P = est.predict(X)
         p, r, f, s = precision_recall_fscore_support(Y, P, zero_division=0)
@@ -105,7 +105,7 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
                   "per_label": _per_label(labels, p, r, f, s), "n_test": len(y)}
         return (scores, right) if outcomes else scores
     unknown = sorted({v for v in y} - set(labels), key=str)
-    _refuse_unknown(unknown)
+    refuse_unknown_labels(unknown)
     proba = est.predict_proba(X)
     pred = np.asarray(labels)[proba.argmax(1)]  # labels are all ints or all strings: a plain numpy dtype
     y_obj = np.asarray(y)
@@ -128,7 +128,8 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
     return (scores, right) if outcomes else scores
 
 
-def _refuse_unknown(unknown: list[Any]) -> None:
+def refuse_unknown_labels(unknown: list[Any]) -> None:
+    """A test label the head never trained on cannot be predicted: refused, rather than scored as always wrong."""
     if unknown:
         raise LabelError(f"the test set has labels the head never saw in training: {unknown[:10]}; "
                          "add training examples for them or drop those rows")

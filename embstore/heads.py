@@ -201,6 +201,14 @@ def holdout_split(y: list[Any], test_size: float, seed: int) -> tuple[list[int],
     n_labels, n_test = len(set(y_rest)), round(len(rest) * test_size)
     stratify = y_rest if n_test >= n_labels and len(rest) - n_test >= n_labels else None
     tr, te = train_test_split(rest, test_size=test_size, random_state=seed, stratify=stratify)
+    # unstratified (few items, many labels), a label can land wholly in the test split: one item of it trains
+    trained = {y[i] for i in tr}
+    for i in sorted(te):
+        if y[i] not in trained:
+            trained.add(y[i])
+            tr.append(i)
+    moved = set(tr)
+    te = [i for i in te if i not in moved]
     tr = sorted(tr + single)
     if len({y[i] for i in tr}) < 2:
         raise LabelError("the training split has a single label; label more items or pass --test-collection")
@@ -334,6 +342,8 @@ def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params:
         ys = [data["ytr"][i] for i in rows]
         if len({v for row in ys for v in row} if multilabel else set(ys)) < 2:
             continue
+        if model == "knn" and isinstance(params.get("n_neighbors"), int) and len(rows) <= params["n_neighbors"]:
+            continue  # a fixed k needs more than k items: this share is too small for it
         est = _fit_estimator(model, params, record["classes"], multilabel, data["Xtr"][rows], ys, device)
         if multilabel:
             acc = float((np.asarray(est.predict(data["Xte"])) == Yte).all(1).mean())
@@ -361,9 +371,9 @@ def few_shot_eval(store: Any, collection: str, label_column: str | None, *, spac
                       train_where=train_where, test_where=test_where, test_size=test_size, seed=0, sep=None)
     if data["multilabel"]:
         raise InputError("the few-shot protocol scores one label per item; this label column holds lists")
-    from .evaluation import _refuse_unknown
+    from .evaluation import refuse_unknown_labels
 
-    _refuse_unknown(sorted(set(data["yte"]) - set(data["classes"]), key=str))  # as fit does: never scored as wrong
+    refuse_unknown_labels(sorted(set(data["yte"]) - set(data["ytr"]), key=str))  # as fit does: never scored as wrong
     points = few_shot(data["Xtr"], data["ytr"], data["Xte"], data["yte"], parse_samples(samples), repeats, seed)
     out = {"collection": collection, "space": space, "encoder": store.space(collection, space)["encoder"]["spec"],
            "label_column": label_column, "evaluated_on": data["evaluated_on"], "n_train": len(data["ytr"]),
@@ -520,7 +530,7 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
         store._commit()
     counts: dict[str, int] = {}  # items per label: the top label, or every label an item gets (multi-label)
     for v in (table.column("labels").to_pylist() if record.get("multilabel") else table.column("label").to_pylist()):
-        for one in (v if isinstance(v, list) else [v]):
+        for one in (v if isinstance(v, list) else [v]) or ["(none)"]:  # multi-label: no label at 0.5 or more
             counts[one] = counts.get(one, 0) + 1
     return {"head": record["name"], "version": record["version"], "collection": collection, "space": space,
             "predicted": len(ids), "labels": dict(sorted(counts.items()))}

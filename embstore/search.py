@@ -7,6 +7,7 @@ import numpy as np
 
 from . import index as ix
 from .errors import InputError, NotFoundError
+from .sql import space_view
 
 
 def query_vector(store: Any, collection: str, space: str, *, query: str | None, image: Any, item_id: str | None,
@@ -156,7 +157,7 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
 
 
 def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int, where: str) -> list[tuple]:
-    view = f'"{collection}__{space}"'
+    view = f'"{space_view(collection, space)}"'
     rel = store.sql(f'SELECT e.id, e.embedding FROM {view} e WHERE e.id IN (SELECT id FROM "{collection}" WHERE {where})')
     t = rel.arrow()
     if hasattr(t, "read_all"):  # newer duckdb returns a RecordBatchReader

@@ -19,6 +19,11 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def space_view(collection: str, space: str) -> str:
+    """The SQL view of a space: ``<collection>__<space>`` (collection names never hold ``__``)."""
+    return f"{collection}__{space}"
+
+
 def taken_names(manifest: dict[str, Any]) -> dict[str, str]:
     """Every view name the store's SQL uses, lower-cased (SQL names ignore case), and what it shows: a new
     collection or space must not take one, or one view would hide another."""
@@ -26,7 +31,7 @@ def taken_names(manifest: dict[str, Any]) -> dict[str, str]:
     for name, c in manifest["collections"].items():
         names[name.lower()] = f"collection {name!r}"
         for space in c["spaces"]:
-            names[f"{name}__{space}".lower()] = f"the view of space {space!r} of collection {name!r}"
+            names[space_view(name, space).lower()] = f"the view of space {space!r} of collection {name!r}"
     return names
 
 
@@ -44,7 +49,7 @@ def view_statements(store: Any) -> list[str]:
         for space, sp in sorted(c["spaces"].items()):
             if sp["shards"]:
                 dim = sp["encoder"]["dim"]  # Parquet's fixed-size lists read as lists: make them arrays again
-                out.append(f'CREATE OR REPLACE TEMP VIEW "{name}__{space}" AS SELECT id, content_hash, '
+                out.append(f'CREATE OR REPLACE TEMP VIEW "{space_view(name, space)}" AS SELECT id, content_hash, '
                            f'embedding::FLOAT[{dim}] AS embedding FROM read_parquet({_files(store, sp["shards"])})')
         for head, p in sorted(c["predictions"].items()):
             preds.append(f"SELECT {_quote(name)} AS collection, id, head, version, label, confidence, labels "
@@ -87,7 +92,11 @@ def register_functions(store: Any, con: Any) -> None:
     def embed(target: str, text: str) -> list[float]:
         key = (target, text)
         if key not in cache:
-            collection, _, space = target.replace("__", ".").partition(".")
+            if target in store.manifest["collections"]:  # the exact name first: an older store's may hold "__"
+                collection, space = target, ""
+            else:
+                collection, _, space = target.replace("__", ".", 1).partition(".") if "." not in target \
+                    else target.partition(".")
             enc = store.encoder_for(collection, space or None)
             if "text" not in enc.modalities:
                 raise ValueError(f"space {target!r} does not embed text")
@@ -103,7 +112,7 @@ def register_functions(store: Any, con: Any) -> None:
             space = text_spaces[0]
             con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
                         f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed({_quote(name + "." + space)}, q)) '
-                        f'AS score FROM "{name}__{space}" ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) '
+                        f'AS score FROM "{space_view(name, space)}" ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) '
                         "ORDER BY s.score DESC")
 
 

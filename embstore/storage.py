@@ -20,6 +20,9 @@ def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InputError(f"{kind} name {name!r} is not valid; use letters, digits and _ (not starting with a digit), "
                          "so it can be a SQL name")
+    if kind == "collection" and "__" in name:
+        raise InputError(f"collection name {name!r} holds '__', which in SQL separates a collection from its space "
+                         f"(<collection>__<space>); use single underscores")
     return name
 
 

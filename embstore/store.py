@@ -243,14 +243,14 @@ class Store:
     def _ensure_space(self, collection: str, space: str, enc: Any, modality: str, content_column: str | None,
                       id_column: str | None) -> dict[str, Any]:
         """The manifest entries of a collection and one of its spaces, created empty when new; the collection's."""
-        from .sql import taken_names
+        from .sql import space_view, taken_names
 
         taken = taken_names(self.manifest)
         existing = self.manifest["collections"].get(collection)
         if existing is None and collection.lower() in taken:
             raise InputError(f"collection name {collection!r} is taken in SQL by {taken[collection.lower()]} (SQL "
                              "names ignore case); choose another --collection")
-        view = f"{collection}__{space}"
+        view = space_view(collection, space)
         if (existing is None or space not in existing["spaces"]) and view.lower() in taken:
             raise InputError(f"space {space!r} of {collection!r} would be the SQL view {view!r}, which is taken by "
                              f"{taken[view.lower()]}; pass --space ANOTHER_NAME")

@@ -21,20 +21,29 @@ def docs(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ names in SQL
 def test_a_collection_or_space_that_would_hide_another_sql_view_is_refused(docs, tmp_path):
+    from embstore.manifest import read_manifest, write_manifest
+
     src = write_csv(tmp_path / "more.csv", [{"text": "a cow"}, {"text": "a bond"}])
-    for name, words in (("DOCS", "taken in SQL by collection 'docs' (SQL names ignore case)"),
-                        ("docs__hash64", "taken in SQL by the view of space 'hash64' of collection 'docs'"),
-                        ("Predictions", "taken in SQL by the predictions view")):
+    for name, words in (("DOCS", "is taken in SQL by collection 'docs' (SQL names ignore case)"),
+                        ("Predictions", "is taken in SQL by the predictions view"),
+                        ("docs__hash64", "holds '__', which in SQL separates a collection from its space")):
         assert_one_line_error(run("ingest", src, "--store", docs, "-c", name, "--encoder", HASH, ok=False),
-                              f"collection name {name!r} is {words}", "choose another --collection")
-    run("ingest", src, "--store", docs, "-c", "docs__x", "--encoder", HASH)  # no view is called that: fine
+                              f"collection name {name!r} {words}")
+    # an older store could hold a collection named like a space view: a new space must not take its name, and SQL
+    # still reaches both
+    run("ingest", src, "--store", docs, "-c", "docsx", "--encoder", HASH)
+    manifest = read_manifest(docs)
+    manifest["collections"]["docs__x"] = manifest["collections"].pop("docsx")
+    write_manifest(docs, manifest)
     refused = run("ingest", src, "--store", docs, "-c", "docs", "--encoder", "hash:32", "--space", "x", ok=False)
     assert_one_line_error(refused, "space 'x' of 'docs' would be the SQL view 'docs__x', which is taken by "
                           "collection 'docs__x'", "--space")
-    # the store's SQL still works: every view is reachable
     out = run("sql", "--store", docs, "--format", "csv",
-              "SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM docs__hash64), (SELECT count(*) FROM docs__x)")
-    assert out.stdout.splitlines()[1] == "36,36,2"
+              "SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM docs__hash64), (SELECT count(*) FROM docs__x), "
+              "(SELECT count(*) FROM docs__x_nearest('a cow', 1)), len(embed('docs__x', 'a cow'))")
+    assert out.stdout.splitlines()[1] == "36,36,2,1,64"
+    bad = run("sql", "--store", docs, "SELECT embed('docs', 'a cat'), embed('nope', 'x')", ok=False)
+    assert_one_line_error(bad, "SQL error", "no collection 'nope'")
 
 
 # ------------------------------------------------------------------------------------------------ fit and eval
@@ -52,6 +61,10 @@ def test_bad_head_parameters_name_the_parameter_and_the_choices(docs):
                               "cannot fit knn: " + words)
     assert_one_line_error(run(*fit, "--model", "centroid", "--param", "temperature=-2", ok=False),
                           "temperature must be 'auto' or a positive number, got -2")
+    assert_one_line_error(run(*fit, "--param", "device=gpu", ok=False), "cannot fit logreg: unknown device 'gpu'")
+    # a fixed k and a learning curve: the shares too small for k are left out of the curve, not the fit failed
+    plot = run(*fit, "--model", "knn", "--param", "n_neighbors=3", "--plot", docs.parent / "plots")
+    assert "learning curve: " in plot.stdout
     assert_one_line_error(run(*fit, "--labels", "x.csv", ok=False), "--label-column", "--labels", "not both")
     typo = run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--train-where", "split = 'train'",
                "--test-where", "lable = 'x'", ok=False)
@@ -77,7 +90,7 @@ def test_the_fit_table_says_what_was_left_out_and_what_is_unknown(tmp_path):
 def test_eval_refuses_test_labels_it_never_trained_on_and_says_when_runs_cannot_differ(docs, tmp_path):
     out = run("eval", "--store", docs, "-c", "docs", "--label-column", "label", "--samples", "2,50",
               "--repeats", "3").stdout
-    assert "per_label 50: no label has that many training items, so every run trained on all of them" in out
+    assert "per_label 50: no label has more than 50 training items, so every run trained on all of them" in out
     data = run_json("eval", "--store", docs, "-c", "docs", "--label-column", "label", "--samples", "2,50",
                     "--repeats", "3")
     assert [r["every_item"] for r in data["results"]] == [False, True]
@@ -102,7 +115,10 @@ def test_a_multi_label_head_shows_every_label_and_draws_its_learning_curve(tmp_p
     summary = run_json("predict", "--store", store, "--head", "tags", "-c", "m")
     stored = run("sql", "--store", store, "--format", "csv",
                  "SELECT l, count(*) FROM (SELECT unnest(labels) AS l FROM predictions) GROUP BY l ORDER BY l")
-    assert summary["labels"] == {k: int(v) for k, v in csv.reader(stored.stdout.splitlines()[1:])}  # every label
+    none = run("sql", "--store", store, "--format", "csv", "SELECT count(*) FROM predictions WHERE len(labels) = 0")
+    expected = {k: int(v) for k, v in csv.reader(stored.stdout.splitlines()[1:])}  # every label of every item
+    expected.update({"(none)": int(none.stdout.split()[-1])} if int(none.stdout.split()[-1]) else {})
+    assert summary["labels"] == expected
     assert summary["labels"]["pets"] > 0 and sum(summary["labels"].values()) > summary["predicted"]
 
 
@@ -178,5 +194,31 @@ def test_a_hub_model_that_cannot_be_had_offline_fails_at_once(docs, tmp_path, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network: no download is tried
     out = run("ingest", write_csv(tmp_path / "t.csv", [{"text": "a cat"}]), "--store", docs, "-c", "more",
               "--encoder", "st:no-such-model-anywhere", ok=False)
-    assert_one_line_error(out, "'no-such-model-anywhere': it is not a local folder nor in the Hugging Face cache, "
-                          "and huggingface.co cannot be reached from here; give a local model folder")
+    assert_one_line_error(out, "'no-such-model-anywhere': it is not a local folder, it does not load from the Hugging "
+                          "Face cache, and huggingface.co cannot be reached from here; give a local model folder")
+
+
+def test_a_held_out_split_keeps_every_label_in_training(tmp_path):
+    rows = [{"text": f"the {w} {w} and the {w}", "label": f"l{n}"} for n, w in
+            enumerate(["cat", "dog", "bond", "bank", "goal", "team", "cow", "rates", "race", "mouse"]) for _ in (0, 1)]
+    for n, r in enumerate(rows):
+        r["text"] += f" {n}"  # two different items per label, ten labels: too few to stratify a 0.2 split
+    store = tmp_path / "s"
+    run("ingest", write_csv(tmp_path / "t.csv", rows), "--store", store, "-c", "few", "--encoder", HASH)
+    for seed in range(5):
+        rec = run_json("fit", "--store", store, "-c", "few", "--label-column", "label", "--seed", seed)
+        assert rec["n_train"] + rec["metrics"]["n_test"] == 20 and rec["n_classes"] == 10
+        ev = run_json("eval", "--store", store, "-c", "few", "--label-column", "label", "--samples", "1",
+                      "--repeats", "2", "--test-size", "0.2")
+        assert ev["n_train"] >= 10 and ev["results"][0]["runs"] == 2
+
+
+def test_multi_label_predictions_count_items_with_no_label(tmp_path):
+    from embstore import Store
+
+    rows = [{"text": r["text"], "tags": r["label"]} for r in topic_rows()]
+    s = Store.open(tmp_path / "s")
+    s.ingest(write_csv(tmp_path / "t.csv", rows), "m", encoder=HASH)
+    s.fit("m", "tags", "tags", label_sep="|", params={"C": 0.01})  # so weak that no label reaches 0.5
+    out = s.predict("tags", "m")
+    assert out["labels"].get("(none)", 0) > 0 and sum(out["labels"].values()) >= out["predicted"]

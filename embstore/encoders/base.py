@@ -61,7 +61,8 @@ class Encoder:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection now (False when HF_HUB_OFFLINE is set): asked before a
+    """Whether the Hugging Face hub answers a TCP connection now (False when HF_HUB_OFFLINE is set; True behind a
+    proxy, which a direct connection cannot judge): asked before a
     download is tried, so a machine without network gets one message at once, not a minute of retries."""
     import os
     import socket
@@ -69,6 +70,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows: let the download try
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
         socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout).close()

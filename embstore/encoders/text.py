@@ -52,13 +52,14 @@ class SentenceTransformerEncoder(Encoder):
         try:
             try:  # a local folder, or a hub name already in the Hugging Face cache: no network needed
                 self.model = SentenceTransformer(local, device=device, local_files_only=True)
-            except Exception:
+            except Exception as local_error:
                 if os.path.isdir(local):
                     raise
                 if not hub_reachable():
+                    first = (str(local_error).splitlines() or [type(local_error).__name__])[0][:200]
                     raise EncoderError(f"cannot load sentence-transformers model {name_or_path!r}: it is not a local "
-                                       "folder nor in the Hugging Face cache, and huggingface.co cannot be reached "
-                                       "from here; give a local model folder") from None
+                                       "folder, it does not load from the Hugging Face cache, and huggingface.co "
+                                       f"cannot be reached from here; give a local model folder ({first})") from None
                 self.model = SentenceTransformer(local, device=device)  # download it
         except EncoderError:
             raise
