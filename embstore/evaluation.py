@@ -44,11 +44,14 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> list[float]:
 def macro_f1_interval(matrix: Any, draws: int = 1000, seed: int = 0, chunk: int = 100) -> list[float]:
     """95% bootstrap interval of macro-F1 from a confusion matrix. Resampling the test items with replacement is a
     multinomial draw over the matrix's cells, so only the non-empty cells are drawn (cheap for any test size).
-    Macro-F1 of each draw is over the labels that occur in it as truth or prediction, as scikit-learn's is."""
+    Macro-F1 of each draw is over the labels that occur in it as truth or prediction, as scikit-learn's is. With every
+    test item right the bootstrap is degenerate, and the accuracy's Wilson interval is returned instead."""
     m = np.asarray(matrix, dtype=np.int64)
     n = int(m.sum())
     if n == 0:
         return [0.0, 1.0]
+    if int(np.trace(m)) == n:  # every item right: no resample can draw an error that never happened, so the
+        return wilson_interval(n, n)  # bootstrap says [1, 1]; the accuracy's interval says how sure n items make us
     from scipy.sparse import csr_matrix
 
     r, c = np.nonzero(m)
