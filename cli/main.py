@@ -68,7 +68,33 @@ def progress_bar(label: str) -> Callable[[str, int, int], None]:
     return update
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class OneLineErrors(click.Group):
+    """Usage errors (a missing option, a value of the wrong kind) print one line like every other error,
+    `Error: ... (see: embstore CMD -h)`, instead of click's usage block; exit code 2 as click gives them."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # bare `embstore`: its help
+                click.echo(e.format_message())
+                sys.exit(0)
+            where = f" (see: {e.ctx.command_path} -h)" if e.ctx is not None else ""
+            click.echo(f"Error: {e.format_message()}{where}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="embstore")
 def cli() -> None:
     """embstore: embed a corpus once with a frozen encoder, then train heads, search and query it with SQL.
@@ -133,7 +159,8 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     echo_table(["read", "added", "duplicates", "quarantined", "embedded", "reused"],
                [[r.read, r.added, r.duplicates, r.quarantined, r.embedded, r.reused]])
     if r.added == 0 and r.embedded == 0 and r.reused == 0:
-        click.echo("nothing new: no row was added (duplicates are already in the collection)")
+        click.echo("nothing new: the input has no rows" if r.read == 0 else
+                   "nothing new: no row was added (duplicates are already in the collection)")
     for reason, n in r.reasons.items():
         click.echo(f"quarantined {n}: {reason}")
     if r.quarantine_file:
@@ -281,7 +308,8 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
     for r in out["results"]:
         if r["every_item"] and r["samples_per_label"] != "all":
             n = r["samples_per_label"]
-            click.echo(f"per_label {n}: no label has more than {n} training items, so every run trained on all of them")
+            click.echo(f"per_label {n}: no label has more than {n} training items, so every run trained on all of them "
+                       "(in another order)")
     if "plot" in out:
         click.echo(f"learning curve: {out['plot']}")
 
@@ -358,7 +386,7 @@ def parse_vector(value: str | None) -> Any:
 
     if value.endswith(".npy"):
         try:
-            return np.load(value, allow_pickle=False).reshape(-1)
+            return np.load(value, allow_pickle=False)  # its shape is checked by the search (one vector)
         except (OSError, ValueError) as e:
             raise click.BadParameter(f"cannot read {value}: {e}", param_hint="--vector") from None
     try:
@@ -431,7 +459,7 @@ def show_result(rel: Any, output: str | None, fmt: str, limit: int) -> None:
     elif fmt == "csv":
         import csv
 
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")  # as -o writes it, and as shell tools expect
         w.writerow(rel.columns)
         for batch in record_batches(rel):
             for row in zip(*[c.to_pylist() for c in batch.columns]):
@@ -533,10 +561,10 @@ def delete(store_path: str, collection: str | None, head: str | None, version: i
     predictions) and head files stay on disk for EMBSTORE_RETENTION_SECONDS (default 3600) so that queries and
     predictions already running finish, then a later write removes them; index files and quarantine records go at
     once. Heads trained on a deleted collection stay; a kNN head among them must be fit again."""
-    if (collection is None) == (head is None):
-        raise InputError("give --collection NAME or --head HEAD (one of them)")
     if version is not None and head is None:
         raise InputError("--version goes with --head")
+    if (collection is None) == (head is None):
+        raise InputError("give --collection NAME or --head HEAD (one of them)")
     store = open_store(store_path)
     what = (f"collection {collection!r}" if collection
             else f"head {head!r}" + (f" version {version}" if version is not None else ""))

@@ -155,7 +155,7 @@ def parse_samples(spec: str | Sequence[Any]) -> list[int | str]:
             out.append(int(item))
         else:
             raise InputError(f"samples per label must be positive integers or 'all', got {item!r} (e.g. 1,2,4,8,all)")
-    return out
+    return list(dict.fromkeys(out))  # each n once, in the order given
 
 
 def undersample(y: np.ndarray, n: int, rng: np.random.RandomState, idxs: np.ndarray | None = None) -> np.ndarray:
@@ -263,6 +263,12 @@ def plot_learning_curve(points: list[dict[str, Any]], path: str | os.PathLike, t
         ax.annotate(str(p.get("samples_per_label", "")), (x, y), textcoords="offset points", xytext=(0, 6),
                     ha="center", fontsize=8)
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(xs.tolist()))))  # ticks at the sizes measured, in plain numbers
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=45 if len(set(xs.tolist())) > 6 else 0, labelsize=8)
     ax.set_xlabel("training items" + (" (labels: items per label)" if "samples_per_label" in points[0] else ""))
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)

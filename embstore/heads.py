@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError, LabelError, NotFoundError, SpaceMismatchError
+from .errors import InputError, LabelError, NotFoundError, ReadOnlyError, SpaceMismatchError
 from .manifest import now, write_atomic
 from .evaluation import evaluate, jsonable as _jsonable, paired_comparison
 from .storage import check_name, read_shards, write_shard
@@ -82,6 +82,8 @@ def normalize_labels(values: list[Any], sep: str | None = None) -> list[Any]:
     """One type for all labels: ints stay ints; anything else (or a mix) becomes strings. A list (or a string
     split by ``sep``) is a multi-label target: a sorted list of strings. Missing or empty -> None (unlabelled)."""
     if sep is not None:
+        if not sep:
+            raise InputError("--label-sep is empty; give the string that separates labels, e.g. \"|\"")
         values = [v.split(sep) if isinstance(v, str) else v for v in values]
     if any(isinstance(v, (list, tuple, np.ndarray)) for v in values):
         out = []
@@ -125,8 +127,10 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
     if where is not None:
         try:
             chosen = set(r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall())
-        except InputError as e:
-            raise InputError(f"bad {where_option} predicate {where!r}: {e}") from None
+        except (InputError, ReadOnlyError) as e:
+            raise InputError(f"bad {where_option} predicate {where!r}: {e}" if isinstance(e, InputError) else
+                             f"bad {where_option} predicate {where!r}: give one SQL condition over the collection's "
+                             "columns, not statements") from None
         if not chosen:
             raise LabelError(f"no item of {collection!r} matches {where_option} {where!r}")
         by_id = {k: v for k, v in by_id.items() if k in chosen}

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import index as ix
-from .errors import InputError, NotFoundError
+from .errors import InputError, NotFoundError, ReadOnlyError
 from .sql import space_view
 
 
@@ -20,9 +20,14 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
     sp = store.space(collection, space)
     dim = sp["encoder"]["dim"]
     if vector is not None:
-        v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        v = np.asarray(vector, dtype=np.float32)
+        if v.ndim > 1 and v.shape[0] != 1:
+            raise InputError(f"the query holds {v.shape[0]} vectors (shape {tuple(v.shape)}); give one")
+        v = v.reshape(1, -1)
         if v.shape[1] != dim:
             raise InputError(f"query vector has {v.shape[1]} dimensions; space {space!r} has {dim}")
+        if not np.isfinite(v).all() or not np.abs(v).max() > 0:
+            raise InputError("the query vector is all zeros (or not finite): it points nowhere; give another")
         return v
     if item_id is not None:
         ids, vectors = store.embeddings(collection, space)
@@ -87,8 +92,10 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
     returns fewer than k. So k results come back whenever at least k items match."""
     try:
         allowed = [r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall()]
-    except InputError as e:
-        raise InputError(f"bad --where predicate {where!r}: {e}") from None
+    except (InputError, ReadOnlyError) as e:
+        raise InputError(f"bad --where predicate {where!r}: {e}" if isinstance(e, InputError) else
+                         f"bad --where predicate {where!r}: give one SQL condition over the collection's columns, "
+                         "not statements") from None
     if not allowed:
         return []
     index, ids = store._sync_index(collection, space)

@@ -135,10 +135,27 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
     try:
         for st in statements[:-1]:
             con.execute(st.query)
+            if st.type.name in ("SELECT", "EXPLAIN", "PRAGMA"):
+                con.fetchall()  # only the last statement's rows are shown: finish this one's
         last = statements[-1]
         if last.type.name not in ("SELECT", "EXPLAIN", "PRAGMA"):
             con.execute(last.query)  # a statement: nothing to show
-            return None
-        return con.sql(last.query)
+        if write:
+            _refuse_hidden_tables(store, con)
+        return None if last.type.name not in ("SELECT", "EXPLAIN", "PRAGMA") else con.sql(last.query)
     except duckdb.Error as e:
+        con.close()
         raise InputError(f"SQL error: {str(e).splitlines()[0]}") from None
+    except BaseException:
+        con.close()  # a failed write must not hold STORE/sql.duckdb open (the next connection would share it)
+        raise
+
+
+def _refuse_hidden_tables(store: Any, con: Any) -> None:
+    """A table of the user's named like one of the store's views cannot be read (the view hides it): say so, and how
+    to rename it, rather than print ok."""
+    taken = taken_names(store.manifest)
+    for db, name in con.execute("SELECT database_name, table_name FROM duckdb_tables() WHERE NOT temporary").fetchall():
+        if name.lower() in taken:
+            raise InputError(f"your table {name!r} is hidden in SQL by {taken[name.lower()]}, which has the same name; "
+                             f"rename it: embstore sql --write \"ALTER TABLE {db}.main.{name} RENAME TO another_name\"")

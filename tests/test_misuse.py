@@ -222,3 +222,37 @@ def test_multi_label_predictions_count_items_with_no_label(tmp_path):
     s.fit("m", "tags", "tags", label_sep="|", params={"C": 0.01})  # so weak that no label reaches 0.5
     out = s.predict("tags", "m")
     assert out["labels"].get("(none)", 0) > 0 and sum(out["labels"].values()) >= out["predicted"]
+
+
+def test_usage_errors_are_one_line_too(docs):
+    for args, words in ((("fit", "--store", docs, "-c", "docs", "--param", "C"),
+                         "Invalid value for --param: 'C' is not KEY=VALUE (see: "),
+                        (("fit", "--store", docs), "Missing option '--collection' / '-c'. (see: "),
+                        (("search", "--store", docs, "-c", "docs", "--vector", "[1,2,"), "give a JSON list of numbers"),
+                        (("sql", "--store", docs, "SELECT 1", "--format", "parquet"), "--format parquet needs --output"),
+                        (("nope",), "No such command 'nope'")):
+        assert_one_line_error(run(*args, ok=False), words)
+    assert run().stdout.startswith("Usage: ")  # bare: the help, exit 0
+
+
+def test_sql_and_search_inputs_a_user_gets_wrong(docs, tmp_path):
+    both = run("sql", "--store", docs, "--format", "csv", "SELECT 1 AS a; SELECT 2 AS b")
+    assert both.stdout == "b\n2\n"  # the last statement's rows, plain newlines (as -o writes them)
+    hidden = run("sql", "--store", docs, "--write", "CREATE TABLE docs AS SELECT 1 AS x", ok=False)
+    assert_one_line_error(hidden, "your table 'docs' is hidden in SQL by collection 'docs'", "ALTER TABLE")
+    run("sql", "--store", docs, "--write", "ALTER TABLE sql.main.docs RENAME TO mine")
+    assert run("sql", "--store", docs, "--format", "csv", "SELECT x FROM mine").stdout == "x\n1\n"
+    assert_one_line_error(run("search", "--store", docs, "-c", "docs", "cat", "--where", "true; DROP TABLE mine",
+                              ok=False), "give one SQL condition over the collection's columns, not statements")
+    np.save(tmp_path / "two.npy", np.ones((2, 64), np.float32))
+    np.save(tmp_path / "zero.npy", np.zeros(64, np.float32))
+    for f, words in (("two.npy", "the query holds 2 vectors (shape (2, 64)); give one"), ("zero.npy", "all zeros")):
+        assert_one_line_error(run("search", "--store", docs, "-c", "docs", "--vector", tmp_path / f, ok=False), words)
+    assert_one_line_error(run("delete", "--store", docs, "--version", "3", "--yes", ok=False), "--version goes with --head")
+    header_only = run("ingest", write_csv(tmp_path / "h.csv", [], columns=["text"]), "--store", docs, "-c", "docs")
+    assert "nothing new: the input has no rows" in header_only.stdout
+    assert_one_line_error(run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--label-sep", "",
+                              ok=False), "--label-sep is empty")
+    ev = run_json("eval", "--store", docs, "-c", "docs", "--label-column", "label", "--samples", "1,1,all,all",
+                  "--repeats", "2")
+    assert [r["samples_per_label"] for r in ev["results"]] == [1, "all"]
