@@ -259,16 +259,22 @@ def plot_learning_curve(points: list[dict[str, Any]], path: str | os.PathLike, t
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.plot(xs, mean, marker="o")
     ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
-    for p, x, y in zip(points, xs, mean):
-        ax.annotate(str(p.get("samples_per_label", "")), (x, y), textcoords="offset points", xytext=(0, 6),
-                    ha="center", fontsize=8)
+    below = False
+    for i, (p, x, y) in enumerate(zip(points, xs, mean)):
+        below = i > 0 and x < 1.5 * xs[i - 1] and not below  # a close neighbour's label is above: this one below
+        ax.annotate(str(p.get("samples_per_label", "")), (x, y), textcoords="offset points",
+                    xytext=(0, -12 if below else 6), ha="center", fontsize=8)
     ax.set_xscale("log")
     from matplotlib.ticker import FixedLocator, NullFormatter
 
-    ax.xaxis.set_major_locator(FixedLocator(sorted(set(xs.tolist()))))  # ticks at the sizes measured, in plain numbers
+    ticks: list[float] = []
+    for x in sorted(set(xs.tolist())):  # at the sizes measured, in plain numbers, none crowding the last
+        if not ticks or x >= 1.25 * ticks[-1]:
+            ticks.append(x)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.tick_params(axis="x", labelrotation=45 if len(set(xs.tolist())) > 6 else 0, labelsize=8)
+    ax.tick_params(axis="x", labelrotation=45 if len(ticks) > 6 else 0, labelsize=8)
     ax.set_xlabel("training items" + (" (labels: items per label)" if "samples_per_label" in points[0] else ""))
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
