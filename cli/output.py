@@ -27,7 +27,7 @@ def fmt(v: Any, width: int = 60) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        s = f"{v + 0.0:.4f}".replace("-0.0000", "0.0000")  # a tiny negative (a rounding error) is not "-0"
+        s = f"{v:.4f}".replace("-0.0000", "0.0000")  # a tiny negative (a rounding error) is not "-0"
     elif isinstance(v, (list, tuple)) and len(v) > 4:
         s = "[" + ", ".join(fmt(x, 10) for x in v[:3]) + f", ... ({len(v)})]"
     else:

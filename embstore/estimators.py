@@ -402,7 +402,8 @@ class CentroidHead(_CosineBase):
     def _loo_temperature(self, X: np.ndarray, yi: np.ndarray, S: np.ndarray) -> float:
         from scipy.optimize import minimize_scalar
 
-        rows = np.flatnonzero(np.bincount(yi, minlength=len(S))[yi] > 1)
+        counts = np.bincount(yi, minlength=len(S))
+        rows = np.flatnonzero(counts[yi] > 1)
         if len(rows) == 0:
             return self.UNFIT_TEMPERATURE
         if len(rows) > 20_000:  # one number to fit: a fixed sample of the items is as good, and cheaper
@@ -411,7 +412,6 @@ class CentroidHead(_CosineBase):
         # item's own label is not handicapped against the others (with two items per label, the own "centroid" is a
         # single item, and against whole centroids the fit came out far too unsure). Which item is left out is
         # chance: a few draws (fixed seeds) when the items are few, so the fit does not hang on one of them.
-        counts = np.bincount(yi, minlength=len(S))
         own = S[yi[rows]] - X[rows]  # the item's own centroid without it
         own_sim = (X[rows] * own).sum(1) / np.maximum(np.linalg.norm(own, axis=1), 1e-12)
         blocks = []

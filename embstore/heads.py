@@ -14,9 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import InputError, LabelError, NotFoundError, ReadOnlyError, SpaceMismatchError
+from .errors import InputError, LabelError, NotFoundError, SpaceMismatchError
 from .manifest import now, write_atomic
-from .evaluation import evaluate, jsonable as _jsonable, paired_comparison
+from .evaluation import evaluate, jsonable as _jsonable, paired_comparison, refuse_unknown_labels
+from .sql import ids_where
 from .storage import check_name, read_shards, write_shard
 
 MODELS = ("logreg", "knn", "centroid", "sklearn-logreg")
@@ -125,12 +126,7 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
         by_id = dict(zip(items.column("id").to_pylist(), normalize_labels(items.column(label_column).to_pylist(), sep)))
     ids, X = store.embeddings(collection, space)
     if where is not None:
-        try:
-            chosen = set(r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall())
-        except (InputError, ReadOnlyError) as e:
-            raise InputError(f"bad {where_option} predicate {where!r}: {e}" if isinstance(e, InputError) else
-                             f"bad {where_option} predicate {where!r}: give one SQL condition over the collection's "
-                             "columns, not statements") from None
+        chosen = set(ids_where(store, collection, where, where_option))
         if not chosen:
             raise LabelError(f"no item of {collection!r} matches {where_option} {where!r}")
         by_id = {k: v for k, v in by_id.items() if k in chosen}
@@ -375,8 +371,6 @@ def few_shot_eval(store: Any, collection: str, label_column: str | None, *, spac
                       train_where=train_where, test_where=test_where, test_size=test_size, seed=0, sep=None)
     if data["multilabel"]:
         raise InputError("the few-shot protocol scores one label per item; this label column holds lists")
-    from .evaluation import refuse_unknown_labels
-
     refuse_unknown_labels(sorted(set(data["yte"]) - set(data["ytr"]), key=str))  # as fit does: never scored as wrong
     points = few_shot(data["Xtr"], data["ytr"], data["Xte"], data["yte"], parse_samples(samples), repeats, seed)
     out = {"collection": collection, "space": space, "encoder": store.space(collection, space)["encoder"]["spec"],

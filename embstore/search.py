@@ -6,8 +6,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import index as ix
-from .errors import InputError, NotFoundError, ReadOnlyError
-from .sql import space_view
+from .errors import InputError, NotFoundError
+from .sql import ids_where, space_view
 
 
 def query_vector(store: Any, collection: str, space: str, *, query: str | None, image: Any, item_id: str | None,
@@ -90,12 +90,7 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
     """Top-k among the items matching a SQL predicate. Selective filters are answered exactly on the matching
     vectors; broad ones inside the index's own search (a FAISS IDSelector), falling back to exact when the index
     returns fewer than k. So k results come back whenever at least k items match."""
-    try:
-        allowed = [r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall()]
-    except (InputError, ReadOnlyError) as e:
-        raise InputError(f"bad --where predicate {where!r}: {e}" if isinstance(e, InputError) else
-                         f"bad --where predicate {where!r}: give one SQL condition over the collection's columns, "
-                         "not statements") from None
+    allowed = ids_where(store, collection, where, "--where")
     if not allowed:
         return []
     index, ids = store._sync_index(collection, space)

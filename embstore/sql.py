@@ -24,6 +24,18 @@ def space_view(collection: str, space: str) -> str:
     return f"{collection}__{space}"
 
 
+def ids_where(store: Any, collection: str, where: str, option: str) -> list[str]:
+    """The ids of the items of ``collection`` that match the SQL condition ``where`` (given as ``option``, named in
+    the one-line error when it is not a valid condition)."""
+    try:
+        return [r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall()]
+    except InputError as e:
+        raise InputError(f"bad {option} predicate {where!r}: {e}") from None
+    except ReadOnlyError:
+        raise InputError(f"bad {option} predicate {where!r}: give one SQL condition over the collection's columns, "
+                         "not statements") from None
+
+
 def taken_names(manifest: dict[str, Any]) -> dict[str, str]:
     """Every view name the store's SQL uses, lower-cased (SQL names ignore case), and what it shows: a new
     collection or space must not take one, or one view would hide another."""
@@ -138,11 +150,12 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
             if st.type.name in ("SELECT", "EXPLAIN", "PRAGMA"):
                 con.fetchall()  # only the last statement's rows are shown: finish this one's
         last = statements[-1]
-        if last.type.name not in ("SELECT", "EXPLAIN", "PRAGMA"):
+        shows_rows = last.type.name in ("SELECT", "EXPLAIN", "PRAGMA")
+        if not shows_rows:
             con.execute(last.query)  # a statement: nothing to show
         if write:
             _refuse_hidden_tables(store, con)
-        return None if last.type.name not in ("SELECT", "EXPLAIN", "PRAGMA") else con.sql(last.query)
+        return con.sql(last.query) if shows_rows else None
     except duckdb.Error as e:
         con.close()
         raise InputError(f"SQL error: {str(e).splitlines()[0]}") from None

@@ -197,7 +197,7 @@ class Store:
             if index is not None:
                 _check_factory(index, enc.dim)  # before the manifest is touched
             self._ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
-            run = IngestRun(self, collection, space, enc, plan, read, src.absolute(), self.settings, progress)
+            run = IngestRun(self, collection, space, enc, plan, read, src, self.settings, progress)
             report = run.run()
             self._sync_index(collection, space, save=True, factory=index)
             coll = self.manifest["collections"][collection]
