@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU runs of the benchmarks, as one script for a lent CUDA machine that has torch, scikit-learn, pyarrow and
-# scipy but not duckdb/faiss (their wheels travel in .whl/) and no ../shared (stock.py travels in .gpu/).
+# The GPU runs, as one script for a lent CUDA machine that has torch, timm, sentence-transformers, scikit-learn,
+# pyarrow and pytest but not duckdb/faiss/open_clip (their wheels travel in .whl/), no ../shared (stock.py and the
+# datasets travel in .gpu/) and no weight packages (bench/gpu_prep.py makes random-weight stand-ins: throughput and
+# vector agreement only, never accuracy).
 #   bash bench/gpu.sh [OUTDIR]
 set -uo pipefail
 out=${1:-bench/out}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
-if ls .whl/*.whl >/dev/null 2>&1; then
+if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 else
@@ -13,10 +15,28 @@ else
 fi
 stock=${STOCK:-.gpu/stock.py}
 [ -f "$stock" ] || stock=../shared/bench/stock.py
-export PYTHONUNBUFFERED=1
+stock=$(cd "$(dirname "$stock")" && pwd)/$(basename "$stock")
+data=${DATA:-.gpu/datasets}
+[ -d "$data" ] || data=../shared/datasets
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+dev=${DEVICE:-cuda}  # DEVICE=cpu tries the script on a machine without a GPU
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cpus', __import__('os').cpu_count())" | tee -a "$out/gpu.txt"
+python3 -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cpus', os.cpu_count())" | tee -a "$out/gpu.txt"
+step() { local t=$1; shift; echo "== $* (limit ${t}s)" >&2; timeout "$t" "$@"; echo "== rc $?" >&2; }
+
+gp=/tmp/gpu_inputs
+step 120 python3 bench/gpu_prep.py --out $gp --data "$data" --text-rows ${TEXT_ROWS:-40000} --images ${IMAGES:-12000} \
+  2>&1 | tee "$out/prep.log"
+export PYTHONPATH=$gp/site:$PYTHONPATH
+# the whole suite with the device left on auto (so: cuda), less the two tests that need the real weights' accuracy
+step 240 python3 -m pytest -q -p no:cacheprovider tests -k "not test_minilm_fit_predict_search_end_to_end and not test_minilm_knn_centroid_and_few_shot_heads" \
+  2>&1 | tee "$out/pytest_cuda.log" | tail -25
 cd bench
-python3 fit.py --device cuda --sizes 10000,100000,1000000 --stock-max 100000 --stock "../$stock" 2>&1 | tee "$out/fit_cuda.jsonl"
-python3 fit.py --device cpu --sizes 100000 --stock-max 0 2>&1 | tee -a "$out/fit_cuda.jsonl"
-python3 search.py --device cuda --n 1000000 --queries 1000 --stock "../$stock" 2>&1 | tee "$out/search_cuda.jsonl"
+for bs in 64 256; do
+  step 120 python3 embed_text.py --device $dev --data $gp/text.csv --batch-size $bs --repeat 2 --stock "$stock" --out /tmp/bout
+done 2>&1 | tee "$out/embed_cuda.jsonl"
+step 150 python3 embed_image.py --device $dev --data $gp/images/labels.csv --limit 0 --workers 8 --repeat 2 \
+  --stock "$stock" --out /tmp/bout 2>&1 | tee -a "$out/embed_cuda.jsonl"
+step 150 python3 fit.py --device $dev --sizes ${FIT_SIZES:-10000,100000,1000000} --stock-max 100000 --stock "$stock" 2>&1 | tee "$out/fit_cuda.jsonl"
+step 60 python3 fit.py --device cpu --sizes ${CPU_FIT_SIZES:-100000} --stock-max 0 2>&1 | tee -a "$out/fit_cuda.jsonl"
+[ -n "${SKIP_SEARCH:-}" ] || step 200 python3 search.py --device $dev --n ${SEARCH_N:-1000000} --queries 1000 --stock "$stock" 2>&1 | tee "$out/search_cuda.jsonl"
