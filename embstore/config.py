@@ -22,7 +22,7 @@ class Settings:
     device: str = "cpu"
     batch_size: int = 64
     commit_rows: int = 20_000  # rows per committed shard: a crash loses at most this many
-    workers: int = 2  # image decode threads
+    workers: int = 2  # image decoders: worker processes for many images (Linux), else threads
     index_memory: int = 8 << 30  # bytes a space's index may take: decides Flat / HNSW / IVF / IVF-PQ
     retention_s: int = 3600  # replaced files stay this long, so a reader of an older snapshot can finish
 

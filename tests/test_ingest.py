@@ -122,6 +122,58 @@ def test_broken_image_in_a_folder_is_quarantined(store, tmp_path):
     assert list(r.reasons) == ["broken image"]
 
 
+@pytest.mark.parametrize("decoders", ["threads", "processes"])
+def test_images_decode_in_batches_with_quarantine_and_reuse(tmp_path, monkeypatch, decoders):
+    """Decoding streams into the model a batch at a time, in threads or (for many images) worker processes; either
+    way broken files are quarantined (each row naming its own file, also when two rows share the broken bytes),
+    the same bytes under two paths are embedded once, and every stored vector is the encoder's own."""
+    from embstore.config import Settings
+    from embstore.ingest import runner
+
+    monkeypatch.setattr(runner, "PROCESS_MIN", 1 if decoders == "processes" else 10**9)
+    data = tmp_path / "data"
+    rows = []
+    for k in range(9):
+        make_png(data / f"img{k}.png", k)
+        rows.append({"file": f"img{k}.png", "label": str(k)})
+    (data / "copy.png").write_bytes((data / "img4.png").read_bytes())
+    for name in ("bad1.png", "bad2.png"):
+        (data / name).write_bytes(b"not an image, twice" * 20)
+    rows[3:3] = [{"file": "bad1.png", "label": "b1"}, {"file": "copy.png", "label": "c"}]
+    rows += [{"file": "bad2.png", "label": "b2"}, {"file": "gone.png", "label": "g"}]
+    src = write_csv(data / "labels.csv", rows)
+    store = Store.open(tmp_path / "store", settings=Settings.resolve(device="cpu", batch_size=3, workers=2))
+    r = store.ingest(src, "pics", image_column="file", encoder=HASH)
+    assert (r.read, r.added, r.quarantined, r.embedded, r.reused) == (13, 10, 3, 9, 1)
+    assert r.reasons == {"broken image": 2, "missing file": 1} and counts_add_up(r)
+    reasons = {x["data"]["label"]: x["reason"] for x in quarantine_lines(store.root, r.quarantine_file)}
+    assert "bad1.png" in reasons["b1"] and "bad2.png" in reasons["b2"] and "gone.png" in reasons["g"]
+    ids, X = store.embeddings("pics")
+    path_of = dict(store.sql("SELECT id, file FROM pics").fetchall())
+    np.testing.assert_allclose(X, get_encoder(HASH).encode_images([path_of[i] for i in ids]), atol=1e-6)
+
+
+def test_decoding_runs_only_a_few_batches_ahead_of_the_model(tmp_path):
+    """Memory holds a few decoded batches, never a whole chunk: after the first batch is taken, at most
+    workers + 1 batches have been decoded."""
+    from embstore.ingest.runner import decode_batches
+    from embstore.ingest.hashing import content_hash
+
+    paths = [str(make_png(tmp_path / f"{k}.png", k)) for k in range(40)]
+    digests = [content_hash(open(p, "rb").read()) for p in paths]
+    decoded = []
+
+    def preprocess(image):
+        decoded.append(1)
+        return np.zeros(4, np.float32)
+
+    batches = decode_batches(paths, digests, preprocess, batch_size=2, workers=2)
+    ks, batch, errors = next(batches)
+    assert ks == [0, 1] and batch.shape == (2, 4) and errors == []
+    assert len(decoded) <= 3 * 2
+    assert sum(len(b[0]) for b in batches) == 38 and len(decoded) == 40
+
+
 # ------------------------------------------------------------------------------------------------ ids and dedupe
 def test_row_hash_ids_and_reingest_adds_nothing(store, topics_csv):
     first = store.ingest(topics_csv, "docs", encoder=HASH)
@@ -181,7 +233,7 @@ def test_a_space_whose_encoder_changed_refuses_new_items_and_commits_nothing(sto
     src = write_csv(tmp_path / "t.csv", topic_rows())
     store.ingest(src, "c", encoder=HASH)
     other = get_encoder("hash:32")  # stands in for the same spec whose weights changed on disk
-    monkeypatch.setattr(encoders, "_cache", {(HASH, "cpu"): other})
+    monkeypatch.setattr(encoders, "_cache", {(HASH, store.settings.device): other})
     store.ingest(src, "c")  # nothing new: fine without the model
     more = write_csv(tmp_path / "more.csv", topic_rows() + [{"text": "a brand new sentence", "label": "x"}])
     with pytest.raises(SpaceMismatchError, match="its weights changed"):

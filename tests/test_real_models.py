@@ -248,13 +248,18 @@ def _stock_lite0():
     return model.eval()
 
 
-def test_lite0_matches_timm(tmp_path):
+@pytest.mark.parametrize("decoders", ["threads", "processes"])
+def test_lite0_matches_timm(tmp_path, monkeypatch, decoders):
     import timm
     import torch
     from PIL import Image
 
+    from embstore.config import Settings
+    from embstore.ingest import runner
+
+    monkeypatch.setattr(runner, "PROCESS_MIN", 1 if decoders == "processes" else 10**9)
     paths = _images(tmp_path / "imgs")
-    s = Store.open(tmp_path / "store")
+    s = Store.open(tmp_path / "store", settings=Settings.resolve(batch_size=3, workers=2))
     r = s.ingest(tmp_path / "imgs", "imgs")
     assert (r.added, r.quarantined, r.space) == (8, 0, "efficientnet_lite0")
     ids, X = s.embeddings("imgs")

@@ -45,10 +45,11 @@ class Encoder:
 
     # images ---------------------------------------------------------------------------------------------------
     def preprocess(self, image: "Any") -> Any:
-        """Turn one decoded PIL image into the model's input (called in worker threads)."""
+        """Turn one decoded PIL image into the model's input (called in worker threads or processes)."""
         raise EncoderError(f"encoder {self.spec!r} does not embed images; use an image or CLIP encoder")
 
     def encode_preprocessed(self, batch: list[Any]) -> np.ndarray:
+        """Embed a batch of ``preprocess`` outputs: a list, or the same already stacked into one array/tensor."""
         raise EncoderError(f"encoder {self.spec!r} does not embed images; use an image or CLIP encoder")
 
     def encode_images(self, images: Iterable[Any], batch_size: int = 64) -> np.ndarray:

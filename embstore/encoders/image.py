@@ -93,5 +93,5 @@ class TimmEncoder(Encoder):
         import torch
 
         with torch.inference_mode():
-            x = torch.stack(batch).to(self.device, non_blocking=True)
+            x = (batch if isinstance(batch, torch.Tensor) else torch.stack(batch)).to(self.device, non_blocking=True)
             return as_float32(self.model(x).float().cpu().numpy())

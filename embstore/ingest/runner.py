@@ -1,13 +1,15 @@
-"""The ingest pipeline: read -> validate + dedupe -> load (images, in worker threads) -> encode -> write + commit
--> index. Each chunk of ``commit_rows`` rows is committed on its own, so a crash loses at most one chunk."""
+"""The ingest pipeline: read -> validate + dedupe (images: read and hash in threads) -> encode (images: decode
+and preprocess in worker processes, streamed into the model) -> write + commit -> index. Each chunk of
+``commit_rows`` rows is committed on its own, so a crash loses at most one chunk."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,9 +184,15 @@ class IngestRun:
                     self._duplicate_or_changed(stored, hashes[i], row, item_id, chunk, i)
                     continue
             candidates.append(i)
+        fresh: set[str] = set()  # content hashes embedded in this chunk
         if plan.modality == "image":
-            candidates = self._load_images(chunk, candidates, offset, payloads, hashes, pool, known, ids)
+            candidates = self._hash_images(chunk, candidates, offset, payloads, hashes, pool, known, ids)
         self.timings["validate" if plan.modality == "text" else "load"] += time.perf_counter() - t
+        if plan.modality == "image":  # decode and embed before the rows are counted: a broken image is quarantined
+            t = time.perf_counter()
+            vectors = known_vectors(self.collection, self.space, set(hashes[i] for i in candidates))
+            candidates = self._embed_images(chunk, candidates, offset, payloads, hashes, vectors, fresh)
+            self.timings["encode"] += time.perf_counter() - t
 
         # within-input repeats of one id
         keep, new_items = [], []
@@ -207,25 +215,21 @@ class IngestRun:
                 self.report.duplicates += 1  # already an item; only the space was missing its vector
 
         # embed each distinct new content once; reuse vectors the space already has
-        t = time.perf_counter()
-        need = set(hashes[i] for i in keep)
-        vectors = known_vectors(self.collection, self.space, need)
-        first: dict[str, int] = {}
-        for i in keep:
-            if hashes[i] not in vectors:
-                first.setdefault(hashes[i], i)
-        if first:
-            batch = [payloads[i] for i in first.values()]
-            if plan.modality == "text":
-                out = self.encoder.encode_text(batch, self.settings.batch_size)
-            else:
-                bs = self.settings.batch_size
-                out = np.concatenate([self.encoder.encode_preprocessed(batch[j:j + bs])
-                                      for j in range(0, len(batch), bs)])
-            vectors.update(zip(first, out))
-        self.report.embedded += len(first)
-        self.report.reused += len(keep) - len(first)
-        self.timings["encode"] += time.perf_counter() - t
+        if plan.modality == "text":
+            t = time.perf_counter()
+            vectors = known_vectors(self.collection, self.space, set(hashes[i] for i in keep))
+            first: dict[str, int] = {}
+            for i in keep:
+                if hashes[i] not in vectors:
+                    first.setdefault(hashes[i], i)
+            if first:
+                out = self.encoder.encode_text([payloads[i] for i in first.values()], self.settings.batch_size)
+                vectors.update(zip(first, out))
+                fresh.update(first)
+            self.timings["encode"] += time.perf_counter() - t
+        embedded = len(fresh.intersection(hashes[i] for i in keep))
+        self.report.embedded += embedded
+        self.report.reused += len(keep) - embedded
 
         # write + commit: new items, and the space's vectors for every kept row, in one manifest update
         t = time.perf_counter()
@@ -264,47 +268,140 @@ class IngestRun:
                     else str(v) for v in chunk.column(col).to_pylist()]
         return chunk.set_column(chunk.column_names.index(col), col, pa.array(resolved, pa.string()))
 
-    def _load_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
+    def _hash_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
                      hashes: dict[int, str], pool: ThreadPoolExecutor, known: Callable[[int], str | None],
                      ids: list[Any]) -> list[int]:
-        """Read and hash each image in worker threads; decode and preprocess only what is new; quarantine what
-        fails. An id already stored with the same bytes is a duplicate; with other bytes, it is quarantined."""
+        """Read and hash each image file in worker threads; quarantine what cannot be read. An id already stored
+        with the same bytes is a duplicate; with other bytes, it is quarantined. Returns the rows left to embed."""
         paths = chunk.column(self.plan.content_column).to_pylist()
-        encoder = self.encoder
-        if any(known(i) is None for i in candidates):
-            encoder = encoder.load()  # here, not in a worker thread, where a load error would read as a broken image
 
-        def load(i: int) -> tuple[int, str | None, Any, str | None]:
+        def read(i: int) -> tuple[int, str | None, str | None]:
             path = paths[i]
             if path is None:
-                return i, None, None, f"empty image path in column {self.plan.content_column!r}"
+                return i, None, f"empty image path in column {self.plan.content_column!r}"
             try:
                 with open(path, "rb") as f:
-                    data = f.read()
+                    return i, content_hash(f.read()), None
             except FileNotFoundError:
-                return i, None, None, f"missing file: {path}"
+                return i, None, f"missing file: {path}"
             except OSError as e:
-                return i, None, None, f"unreadable file: {path}: {e.strerror}"
-            digest = content_hash(data)
-            if known(i) is not None:
-                return i, digest, None, None  # compared below; no decode needed
-            try:
-                tensor = encoder.preprocess(load_image(data))
-            except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
-                detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")
-                return i, None, None, f"broken image: {path}: {type(e).__name__}: {detail}"
-            return i, digest, tensor, None
+                return i, None, f"unreadable file: {path}: {e.strerror}"
 
         ok = []
-        for i, digest, tensor, error in pool.map(load, candidates):
+        for i, digest, error in pool.map(read, candidates):
             if error:
                 self.quarantine.add(offset + i + 1, error, _row(chunk, i))
-            elif tensor is None:
+            elif known(i) is not None:
                 self._duplicate_or_changed(known(i), digest, offset + i + 1, ids[i], chunk, i)
             else:
-                payloads[i], hashes[i] = tensor, digest
+                payloads[i], hashes[i] = paths[i], digest
                 ok.append(i)
         return ok
+
+    def _embed_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
+                      hashes: dict[int, str], vectors: dict[str, np.ndarray], fresh: set[str]) -> list[int]:
+        """Decode, preprocess and embed each distinct image the space has no vector for, streamed through the model
+        a batch at a time (decoded in worker processes when there are many). Rows whose image does not decode are
+        quarantined; returns the others."""
+        first: dict[str, int] = {}
+        for i in candidates:
+            if hashes[i] not in vectors:
+                first.setdefault(hashes[i], i)
+        if not first:
+            return candidates
+        encoder = self.encoder.load()  # here: a load error must not read as a broken image
+        todo = list(first.items())
+        broken: dict[str, str] = {}
+        for done, batch, errors in decode_batches([payloads[i] for _, i in todo], [h for h, _ in todo],
+                                                  encoder.preprocess, self.settings.batch_size, self.settings.workers):
+            for k, error in errors:
+                broken[todo[k][0]] = error
+            if done:
+                out = encoder.encode_preprocessed(batch)
+                vectors.update(zip((todo[k][0] for k in done), out))
+                fresh.update(todo[k][0] for k in done)
+        ok = []
+        for i in candidates:
+            if hashes[i] in broken:
+                reason = broken[hashes[i]]  # names the file that was decoded; a row with the same bytes, its own
+                self.quarantine.add(offset + i + 1, reason.replace(payloads[first[hashes[i]]], payloads[i], 1),
+                                    _row(chunk, i))
+            else:
+                ok.append(i)
+        return ok
+
+
+PROCESS_MIN = 256  # images to decode before worker processes pay for their start (fewer: threads)
+
+
+class _Decode:
+    """Decode + preprocess image k of a list, checking that the file still has the bytes that were hashed.
+    Returns (k, input or None, error or None): a broken image is a value, never an exception."""
+
+    def __init__(self, paths: list[str], digests: list[str], preprocess: Callable[[Any], Any]):
+        self.paths, self.digests, self.preprocess = paths, digests, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, k: int) -> tuple[int, Any, str | None]:
+        path = self.paths[k]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            return k, None, f"unreadable file: {path}: {e.strerror}"
+        if content_hash(data) != self.digests[k]:
+            return k, None, f"file changed while it was being ingested: {path}; ingest it again"
+        try:
+            return k, self.preprocess(load_image(data)), None
+        except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
+            detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")
+            return k, None, f"broken image: {path}: {type(e).__name__}: {detail}"
+
+
+def _collate(items: list[tuple[int, Any, str | None]]) -> tuple[list[int], Any, list[tuple[int, str]]]:
+    """One batch: the indices that decoded, their inputs stacked (one tensor crosses from a worker process, not
+    one per image), and the (index, error) of those that did not."""
+    good = [(k, x) for k, x, error in items if error is None]
+    errors = [(k, error) for k, _, error in items if error is not None]
+    if not good:
+        return [], None, errors
+    xs = [x for _, x in good]
+    if type(xs[0]).__module__.startswith("torch"):
+        import torch
+
+        batch: Any = torch.stack(xs)
+    else:
+        batch = np.stack(xs)
+    return [k for k, _ in good], batch, errors
+
+
+def decode_batches(paths: list[str], digests: list[str], preprocess: Callable[[Any], Any], batch_size: int,
+                   workers: int) -> Any:
+    """Yield (indices, stacked inputs, errors) batch by batch, in order, while the next batches decode: in worker
+    processes (torch's DataLoader, forked) for many images on Linux, else in threads, never more than a few
+    batches ahead of the model, so memory holds batches, not a whole chunk of decoded images."""
+    dataset = _Decode(paths, digests, preprocess)
+    if workers > 1 and len(paths) >= PROCESS_MIN and sys.platform.startswith("linux"):
+        from torch.utils.data import DataLoader
+
+        # fork, as DataLoader does by default on Linux up to Python 3.13: workers start at once, inherit the
+        # preprocess function without pickling the model, and touch neither CUDA nor DuckDB; each runs torch on
+        # one thread (DataLoader sets that), so no thread pool is shared across the fork
+        yield from DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                              multiprocessing_context="fork", prefetch_factor=2)
+        return
+    starts = range(0, len(paths), batch_size)
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for start in starts:
+            pending.append(pool.submit(lambda s: _collate([dataset[k] for k in range(s, min(s + batch_size,
+                                                                                           len(paths)))]), start))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _with_system_columns(items: pa.Table, ids: list[str], hashes: list[str]) -> pa.Table:
