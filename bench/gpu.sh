@@ -33,12 +33,12 @@ export PYTHONPATH=$gp/site:/tmp/cli_pkg:$PYTHONPATH
 step 240 python3 -m pytest -q -p no:cacheprovider tests -k "not test_minilm_fit_predict_search_end_to_end and not test_minilm_knn_centroid_and_few_shot_heads" \
   2>&1 | tee "$out/pytest_cuda.log" | tail -25
 cd bench
+step 150 python3 embed_image.py --device $dev --data $gp/images/labels.csv --limit 0 --workers 8 --repeat 2 \
+  --stock "$stock" --out /tmp/bout 2>&1 | tee "$out/embed_cuda.jsonl"
 for bs in ${TEXT_BATCHES:-64 256}; do
   step 120 python3 embed_text.py --device $dev --data $gp/text.csv --batch-size $bs --repeat 2 --stock "$stock" --out /tmp/bout
-done 2>&1 | tee "$out/embed_cuda.jsonl"
-[ -f ../.gpu/text_ab.py ] && step 120 python3 ../.gpu/text_ab.py $gp/text.csv $dev 2>&1 | tee "$out/text_ab.log"
-step 150 python3 embed_image.py --device $dev --data $gp/images/labels.csv --limit 0 --workers 8 --repeat 2 \
-  --stock "$stock" --out /tmp/bout 2>&1 | tee -a "$out/embed_cuda.jsonl"
+done 2>&1 | tee -a "$out/embed_cuda.jsonl"
+[ -z "${TEXT_AB:-}" ] || step 120 python3 text_ab.py $gp/text.csv $dev 2>&1 | tee "$out/text_ab.log"
 [ -n "${SKIP_FIT:-}" ] || step 150 python3 fit.py --device $dev --sizes ${FIT_SIZES:-10000,100000,1000000} --stock-max 100000 --stock "$stock" 2>&1 | tee "$out/fit_cuda.jsonl"
 [ -n "${SKIP_FIT:-}" ] || step 60 python3 fit.py --device cpu --sizes ${CPU_FIT_SIZES:-100000} --stock-max 0 2>&1 | tee -a "$out/fit_cuda.jsonl"
 [ -n "${SKIP_SEARCH:-}" ] || step 200 python3 search.py --device $dev --n ${SEARCH_N:-1000000} --queries 1000 --stock "$stock" 2>&1 | tee "$out/search_cuda.jsonl"

@@ -174,6 +174,15 @@ def test_decoding_runs_only_a_few_batches_ahead_of_the_model(tmp_path):
     assert sum(len(b[0]) for b in batches) == 38 and len(decoded) == 40
 
 
+def test_a_file_changed_between_hashing_and_decoding_is_an_error_not_a_wrong_vector(tmp_path):
+    from embstore.ingest.runner import decode_batches
+
+    path = str(make_png(tmp_path / "a.png", 1))
+    [(ks, batch, errors)] = decode_batches([path], ["the hash of other bytes"], lambda im: np.zeros(2), 4, 1)
+    assert ks == [] and batch is None
+    assert errors == [(0, f"file changed while it was being ingested: {path}; ingest it again")]
+
+
 # ------------------------------------------------------------------------------------------------ ids and dedupe
 def test_row_hash_ids_and_reingest_adds_nothing(store, topics_csv):
     first = store.ingest(topics_csv, "docs", encoder=HASH)
