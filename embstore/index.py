@@ -87,6 +87,9 @@ def tune(index: Any, factory: str, vectors: np.ndarray, target: float = TARGET_R
     """Raise efSearch / nprobe until recall@k against exact search reaches ``target``; returns what was measured."""
     import faiss
 
+    name = param_name(factory)
+    if name is None:  # an exact index: nothing to tune, nothing to measure
+        return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": 0}
     rng = np.random.default_rng(0)
     x = normalize(vectors)
     rows = rng.choice(len(x), min(n_queries, len(x)), replace=False)
@@ -99,9 +102,6 @@ def tune(index: Any, factory: str, vectors: np.ndarray, target: float = TARGET_R
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
     _, truth = flat.search(q, k)
-    name = param_name(factory)
-    if name is None:
-        return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": len(rows)}
     ceiling = faiss.extract_index_ivf(index).nlist if name == "nprobe" else 1024
     value, recall = 16, 0.0
     while True:
