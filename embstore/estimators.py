@@ -162,7 +162,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             with _one_thread(True):  # the CV path works on at most cv_max_rows rows
                 self.C_, self.cv_scores_ = self._choose_C(X, targets, strat, weights)
         else:
-            if not (isinstance(self.C, (int, float)) and self.C > 0):
+            if isinstance(self.C, (bool, np.bool_)) or not (
+                    isinstance(self.C, (int, float, np.integer, np.floating)) and self.C > 0):
                 raise ValueError(f"C must be 'auto' or a positive number, got {self.C!r}")
             self.C_ = float(self.C)
             if self.calibrate:

@@ -45,6 +45,10 @@ def test_probe_matches_sklearn_logistic_regression_at_the_same_C():
     calibrated = LinearProbe(C=0.5, device="cpu", tol=1e-7, max_iter=5000).fit(X, y)
     assert np.abs(calibrated.coef_ - ours.coef_).max() < 5e-3 and calibrated.temperature_ != 1.0
     assert (calibrated.predict(Xt) == ours.predict(Xt)).all()
+    # a numpy number is a number; a bool is not (C=True would silently be C=1)
+    assert LinearProbe(C=np.int64(2), device="cpu", calibrate=False).fit(X, y).C_ == 2.0
+    with pytest.raises(ValueError, match="C must be 'auto' or a positive number, got True"):
+        LinearProbe(C=True, device="cpu").fit(X, y)
 
 
 def test_probe_chooses_C_by_cross_validation_and_calibrates():

@@ -62,6 +62,7 @@ def test_bad_head_parameters_name_the_parameter_and_the_choices(docs):
     assert_one_line_error(run(*fit, "--model", "centroid", "--param", "temperature=-2", ok=False),
                           "temperature must be 'auto' or a positive number, got -2")
     assert_one_line_error(run(*fit, "--param", "device=gpu", ok=False), "cannot fit logreg: unknown device 'gpu'")
+    assert_one_line_error(run(*fit, "--param", "C=true", ok=False), "C must be 'auto' or a positive number, got True")
     # a fixed k and a learning curve: the shares too small for k are left out of the curve, not the fit failed
     plot = run(*fit, "--model", "knn", "--param", "n_neighbors=3", "--plot", docs.parent / "plots")
     assert "learning curve: " in plot.stdout
