@@ -451,13 +451,17 @@ class KNNHead(_CosineBase):
         self.loo_max_rows = loo_max_rows
         self.random_state = random_state
 
+    def fits_on(self, n: int) -> bool:
+        """Whether ``n`` training items are enough: a fixed k needs more than k (each is scored against the others)."""
+        return self.n_neighbors == "auto" or n > self.n_neighbors
+
     def fit(self, X: Any, y: Any) -> "KNNHead":
         X, yi = self._prepare_fit(X, y)
         if self.n_neighbors != "auto":
             k = self.n_neighbors
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
                 raise ValueError(f"n_neighbors must be 'auto' or a whole number >= 1, got {k!r}")
-            if k >= len(X):
+            if not self.fits_on(len(X)):
                 raise ValueError(f"n_neighbors={k} needs more than {k} training items (each is scored against the "
                                  f"others), there are {len(X)}; choose fewer or 'auto'")
         self.fit_X_, self.fit_y_ = X, yi

@@ -342,8 +342,8 @@ def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params:
         ys = [data["ytr"][i] for i in rows]
         if len({v for row in ys for v in row} if multilabel else set(ys)) < 2:
             continue
-        if model == "knn" and isinstance(params.get("n_neighbors"), int) and len(rows) <= params["n_neighbors"]:
-            continue  # a fixed k needs more than k items: this share is too small for it
+        if not getattr(make_estimator(model, params, device), "fits_on", lambda n: True)(len(rows)):
+            continue  # e.g. a fixed k needs more than k items: this share is too small for it
         est = _fit_estimator(model, params, record["classes"], multilabel, data["Xtr"][rows], ys, device)
         if multilabel:
             acc = float((np.asarray(est.predict(data["Xte"])) == Yte).all(1).mean())
