@@ -302,7 +302,8 @@ class IngestRun:
                       hashes: dict[int, str], vectors: dict[str, np.ndarray], fresh: set[str]) -> list[int]:
         """Decode, preprocess and embed each distinct image the space has no vector for, streamed through the model
         a batch at a time (decoded in worker processes when there are many). Rows whose image does not decode are
-        quarantined; returns the others."""
+        quarantined; returns the others. Each file is read twice, to hash and to decode, so that memory never holds
+        a chunk's worth of file bytes or decoded images."""
         first: dict[str, int] = {}
         for i in candidates:
             if hashes[i] not in vectors:
