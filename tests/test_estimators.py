@@ -121,6 +121,42 @@ def test_centroid_temperature_is_fitted_on_left_out_items(n, seed):
     assert CentroidHead().fit(X[one_each], y[one_each]).temperature_ == CentroidHead.UNFIT_TEMPERATURE
 
 
+def test_centroid_temperature_at_two_items_per_label_is_not_handicapped_by_the_own_label():
+    """Two items per label, embedding-like vectors (a direction all share, then the label's, then noise): the fitted
+    temperature lands nearer the one fresh data asks for than the rule that left the item out of its own centroid
+    only (that rule made the own label a single item against whole centroids, and came out too unsure)."""
+    from scipy.optimize import minimize_scalar
+
+    from embstore.estimators import _log_loss
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def best_log_t(sims, y):
+        return minimize_scalar(lambda lt: _log_loss(sims * np.exp(lt), y, False), bounds=(0, np.log(1000)),
+                               method="bounded").x
+
+    new, old = [], []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        common, means = unit(rng.standard_normal((1, 64))), unit(rng.standard_normal((20, 64)))
+
+        def draw(per_label):
+            y = np.repeat(np.arange(20), per_label)
+            return unit(common + 0.6 * means[y] + rng.standard_normal((len(y), 64)) / 8).astype(np.float32), y
+
+        (X, y), (Xt, yt) = draw(2), draw(200)
+        head = CentroidHead().fit(X, y)
+        target = best_log_t((unit(Xt) @ head.centroids_.T).astype(np.float64), yt)
+        S = np.zeros((20, 64))
+        np.add.at(S, y, X)
+        sims = X @ unit(S).T
+        sims[np.arange(len(y)), y] = (X * unit(S[y] - X)).sum(1)  # the old rule: only the own centroid leaves it out
+        new.append(abs(np.log(head.temperature_) - target))
+        old.append(abs(best_log_t(sims, y) - target))
+    assert np.mean(new) < 0.45 and np.mean(new) < np.mean(old) - 0.1, (np.mean(new), np.mean(old))
+
+
 def test_one_rare_label_does_not_switch_the_search_for_C_off():
     X, y = blobs(n=600, spread=3.0)
     X, y = np.vstack([X, X[:1] + 0.01]), np.r_[y, 4]  # a fifth label with a single item
