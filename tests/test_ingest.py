@@ -153,6 +153,87 @@ def test_images_decode_in_batches_with_quarantine_and_reuse(tmp_path, monkeypatc
     np.testing.assert_allclose(X, get_encoder(HASH).encode_images([path_of[i] for i in ids]), atol=1e-6)
 
 
+def test_a_file_gone_before_decoding_fails_its_own_row_only(tmp_path, monkeypatch):
+    """Two rows share bytes; the first file vanishes between hashing and decoding: that row is quarantined as a
+    missing file, and the other row's (intact) file is decoded instead, not quarantined in its name."""
+    from embstore.ingest import runner
+
+    data = tmp_path / "data"
+    make_png(data / "a.png", 1)
+    (data / "b.png").write_bytes((data / "a.png").read_bytes())
+    make_png(data / "c.png", 2)
+    src = write_csv(data / "t.csv", [{"file": f"{n}.png", "label": n} for n in "abc"])
+    original = runner.decode_batches
+
+    def vanish_first(paths, *args, **kwargs):
+        if os.path.exists(data / "a.png"):
+            os.remove(data / "a.png")
+        return original(paths, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "decode_batches", vanish_first)
+    store = Store.open(tmp_path / "store")
+    r = store.ingest(src, "pics", image_column="file", encoder=HASH)
+    assert (r.read, r.added, r.quarantined, r.embedded) == (3, 2, 1, 2) and counts_add_up(r)
+    [line] = quarantine_lines(store.root, r.quarantine_file)
+    assert line["data"]["label"] == "a" and line["reason"] == f"missing file: {data / 'a.png'}"
+    assert sorted(x["label"] for x in items(store, "pics")) == ["b", "c"]
+
+
+def test_only_the_kept_copy_of_a_repeated_id_is_embedded(tmp_path, monkeypatch):
+    """An id twice in the input with different images: the second copy is quarantined before any model runs on it,
+    so `embedded` is what the encoder computed."""
+    from embstore.encoders.hashing import HashEncoder
+
+    seen = []
+    original = HashEncoder.encode_preprocessed
+    monkeypatch.setattr(HashEncoder, "encode_preprocessed", lambda self, batch: seen.append(len(batch)) or
+                        original(self, batch))
+    make_png(tmp_path / "a.png", 1)
+    make_png(tmp_path / "b.png", 2)
+    src = write_csv(tmp_path / "t.csv", [{"id": "x", "file": "a.png"}, {"id": "x", "file": "b.png"}])
+    r = Store.open(tmp_path / "store").ingest(src, "pics", image_column="file", encoder=HASH)
+    assert (r.added, r.quarantined, r.embedded, sum(seen)) == (1, 1, 1, 1)
+    assert r.reasons == {"id repeated in input with different content": 1}
+
+
+def test_a_stored_item_whose_image_changed_is_not_added_to_a_new_space(tmp_path):
+    """The item exists (embedded in one space) and its file's bytes have changed: ingesting into a second space
+    quarantines the row instead of storing a vector of the new bytes under the item's old content."""
+    make_png(tmp_path / "a.png", 1)
+    src = write_csv(tmp_path / "t.csv", [{"id": "x", "file": "a.png"}])
+    store = Store.open(tmp_path / "store")
+    store.ingest(src, "pics", image_column="file", encoder=HASH)
+    make_png(tmp_path / "a.png", 2)
+    r = store.ingest(src, "pics", image_column="file", encoder="hash:32")
+    assert (r.read, r.added, r.duplicates, r.quarantined, r.embedded) == (1, 0, 0, 1, 0)
+    assert list(r.reasons) == ["id already in collection with different content"]
+    make_png(tmp_path / "a.png", 1)  # the bytes the item has: the new space gets its vector
+    r = store.ingest(src, "pics", image_column="file", encoder="hash:32")
+    assert (r.duplicates, r.quarantined, r.embedded) == (1, 0, 1)
+
+
+def _ingest_in_a_pool_worker(args):
+    store_path, src = args
+    r = Store.open(store_path).ingest(src, "pics", image_column="file", encoder=HASH)
+    return r.added, r.quarantined
+
+
+def test_ingest_inside_a_daemonic_pool_worker_decodes_in_threads(tmp_path, monkeypatch):
+    """A multiprocessing.Pool worker may not start processes: there the many-images path falls back to threads."""
+    import multiprocessing
+
+    from embstore.ingest import runner
+
+    monkeypatch.setattr(runner, "PROCESS_MIN", 1)  # inherited by the forked pool worker (workers: the default, >= 2)
+    monkeypatch.setenv("EMBSTORE_WORKERS", "2")
+    rows = [{"file": f"{k}.png"} for k in range(6)]
+    for k in range(6):
+        make_png(tmp_path / f"{k}.png", k)
+    src = write_csv(tmp_path / "t.csv", rows)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.map(_ingest_in_a_pool_worker, [(str(tmp_path / "store"), str(src))]) == [(6, 0)]
+
+
 def test_decoding_runs_only_a_few_batches_ahead_of_the_model(tmp_path):
     """Memory holds a few decoded batches, never a whole chunk: after the first batch is taken, at most
     workers + 1 batches have been decoded."""
@@ -180,7 +261,7 @@ def test_a_file_changed_between_hashing_and_decoding_is_an_error_not_a_wrong_vec
     path = str(make_png(tmp_path / "a.png", 1))
     [(ks, batch, errors)] = decode_batches([path], ["the hash of other bytes"], lambda im: np.zeros(2), 4, 1)
     assert ks == [] and batch is None
-    assert errors == [(0, f"file changed while it was being ingested: {path}; ingest it again")]
+    assert errors == [(0, ("file", f"file changed while it was being ingested: {path}; ingest it again"))]
 
 
 # ------------------------------------------------------------------------------------------------ ids and dedupe

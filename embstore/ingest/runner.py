@@ -165,9 +165,15 @@ class IngestRun:
         hashes: dict[int, str] = {}
         candidates = []
 
-        def known(i: int) -> str | None:
-            """The stored content hash when this row's id already has an item and a vector in this space."""
-            return existing_items.get(ids[i]) if ids[i] in existing_space else None
+        def settled(i: int, digest: str) -> bool:
+            """Whether this row's id is already an item and that decides the row: a duplicate when this space has
+            its vector, quarantined when its content changed. (Same content, no vector in this space yet: not
+            settled, the space still needs the vector.)"""
+            stored = existing_items.get(ids[i])
+            if stored is None or (ids[i] not in existing_space and stored == digest):
+                return False
+            self._duplicate_or_changed(stored, digest, offset + i + 1, ids[i], chunk, i)
+            return True
 
         for i, (item_id, value) in enumerate(zip(ids, content)):
             row = offset + i + 1
@@ -179,19 +185,17 @@ class IngestRun:
                     continue
                 payloads[i] = str(value)
                 hashes[i] = content_hash(payloads[i])
-                stored = known(i)
-                if stored is not None:
-                    self._duplicate_or_changed(stored, hashes[i], row, item_id, chunk, i)
+                if settled(i, hashes[i]):
                     continue
             candidates.append(i)
         fresh: set[str] = set()  # content hashes embedded in this chunk
         if plan.modality == "image":
-            candidates = self._hash_images(chunk, candidates, offset, payloads, hashes, pool, known, ids)
+            candidates = self._hash_images(chunk, candidates, offset, payloads, hashes, pool, settled)
         self.timings["validate" if plan.modality == "text" else "load"] += time.perf_counter() - t
         if plan.modality == "image":  # decode and embed before the rows are counted: a broken image is quarantined
             t = time.perf_counter()
             vectors = known_vectors(self.collection, self.space, set(hashes[i] for i in candidates))
-            candidates = self._embed_images(chunk, candidates, offset, payloads, hashes, vectors, fresh)
+            candidates = self._embed_images(chunk, candidates, offset, payloads, hashes, ids, vectors, fresh)
             self.timings["encode"] += time.perf_counter() - t
 
         # within-input repeats of one id
@@ -269,8 +273,8 @@ class IngestRun:
         return chunk.set_column(chunk.column_names.index(col), col, pa.array(resolved, pa.string()))
 
     def _hash_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
-                     hashes: dict[int, str], pool: ThreadPoolExecutor, known: Callable[[int], str | None],
-                     ids: list[Any]) -> list[int]:
+                     hashes: dict[int, str], pool: ThreadPoolExecutor,
+                     settled: Callable[[int, str], bool]) -> list[int]:
         """Read and hash each image file in worker threads; quarantine what cannot be read. An id already stored
         with the same bytes is a duplicate; with other bytes, it is quarantined. Returns the rows left to embed."""
         paths = chunk.column(self.plan.content_column).to_pylist()
@@ -291,42 +295,59 @@ class IngestRun:
         for i, digest, error in pool.map(read, candidates):
             if error:
                 self.quarantine.add(offset + i + 1, error, _row(chunk, i))
-            elif known(i) is not None:
-                self._duplicate_or_changed(known(i), digest, offset + i + 1, ids[i], chunk, i)
-            else:
+            elif not settled(i, digest):
                 payloads[i], hashes[i] = paths[i], digest
                 ok.append(i)
         return ok
 
     def _embed_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
-                      hashes: dict[int, str], vectors: dict[str, np.ndarray], fresh: set[str]) -> list[int]:
-        """Decode, preprocess and embed each distinct image the space has no vector for, streamed through the model
-        a batch at a time (decoded in worker processes when there are many). Rows whose image does not decode are
-        quarantined; returns the others. Each file is read twice, to hash and to decode, so that memory never holds
-        a chunk's worth of file bytes or decoded images."""
-        first: dict[str, int] = {}
+                      hashes: dict[int, str], ids: list[Any], vectors: dict[str, np.ndarray],
+                      fresh: set[str]) -> list[int]:
+        """Decode, preprocess and embed what the space has no vector for, streamed through the model a batch at a
+        time (decoded in worker processes when there are many); quarantine rows whose image does not decode;
+        return the others.
+
+        Only the first usable row of each id needs a vector (later rows of the id are duplicates or quarantined
+        below), and each distinct content is decoded from one of its rows. Broken bytes are broken for every row
+        that has them; a file that vanished or changed since it was hashed fails its own row only, and the content
+        is tried again from another row that has it. Each file is read twice, to hash and to decode, so that memory
+        never holds a chunk's worth of file bytes or decoded images."""
+        by_id: dict[Any, list[int]] = {}
         for i in candidates:
-            if hashes[i] not in vectors:
-                first.setdefault(hashes[i], i)
-        if not first:
-            return candidates
-        encoder = self.encoder.load()  # here: a load error must not read as a broken image
-        todo = list(first.items())
-        broken: dict[str, str] = {}
-        for done, batch, errors in decode_batches([payloads[i] for _, i in todo], [h for h, _ in todo],
-                                                  encoder.preprocess, self.settings.batch_size, self.settings.workers):
-            for k, error in errors:
-                broken[todo[k][0]] = error
-            if done:
-                out = encoder.encode_preprocessed(batch)
-                vectors.update(zip((todo[k][0] for k in done), out))
-                fresh.update(todo[k][0] for k in done)
+            by_id.setdefault(ids[i], []).append(i)
+        broken: dict[str, tuple[str, str]] = {}  # content hash -> (reason, the file it names)
+        failed: dict[int, str] = {}  # row -> what went wrong with its own file
+        encoder = None
+        while True:
+            need: dict[str, int] = {}
+            for rows in by_id.values():
+                live = next((i for i in rows if i not in failed and hashes[i] not in broken), None)
+                if live is not None and hashes[live] not in vectors:
+                    need.setdefault(hashes[live], live)
+            if not need:
+                break
+            encoder = encoder or self.encoder.load()  # here: a load error must not read as a broken image
+            todo = list(need.items())
+            for done, batch, errors in decode_batches([payloads[i] for _, i in todo], [h for h, _ in todo],
+                                                      encoder.preprocess, self.settings.batch_size,
+                                                      self.settings.workers):
+                for k, (kind, reason) in errors:
+                    digest, i = todo[k]
+                    if kind == "content":
+                        broken[digest] = (reason, payloads[i])
+                    else:
+                        failed[i] = reason
+                if done:
+                    out = encoder.encode_preprocessed(batch)
+                    vectors.update(zip((todo[k][0] for k in done), out))
+                    fresh.update(todo[k][0] for k in done)
         ok = []
         for i in candidates:
-            if hashes[i] in broken:
-                reason = broken[hashes[i]]  # names the file that was decoded; a row with the same bytes, its own
-                self.quarantine.add(offset + i + 1, reason.replace(payloads[first[hashes[i]]], payloads[i], 1),
-                                    _row(chunk, i))
+            if i in failed:
+                self.quarantine.add(offset + i + 1, failed[i], _row(chunk, i))
+            elif hashes[i] in broken:
+                reason, named = broken[hashes[i]]  # it names the file decoded; each row with those bytes, its own
+                self.quarantine.add(offset + i + 1, reason.replace(named, payloads[i], 1), _row(chunk, i))
             else:
                 ok.append(i)
         return ok
@@ -337,7 +358,8 @@ PROCESS_MIN = 256  # images to decode before worker processes pay for their star
 
 class _Decode:
     """Decode + preprocess image k of a list, checking that the file still has the bytes that were hashed.
-    Returns (k, input or None, error or None): a broken image is a value, never an exception."""
+    Returns (k, input or None, error or None), the error as (kind, reason): kind "content" when the bytes do not
+    decode (so for every file with those bytes), "file" when this file vanished or changed. Never raises."""
 
     def __init__(self, paths: list[str], digests: list[str], preprocess: Callable[[Any], Any]):
         self.paths, self.digests, self.preprocess = paths, digests, preprocess
@@ -345,23 +367,25 @@ class _Decode:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, k: int) -> tuple[int, Any, str | None]:
+    def __getitem__(self, k: int) -> tuple[int, Any, tuple[str, str] | None]:
         path = self.paths[k]
         try:
             with open(path, "rb") as f:
                 data = f.read()
+        except FileNotFoundError:
+            return k, None, ("file", f"missing file: {path}")
         except OSError as e:
-            return k, None, f"unreadable file: {path}: {e.strerror}"
+            return k, None, ("file", f"unreadable file: {path}: {e.strerror}")
         if content_hash(data) != self.digests[k]:
-            return k, None, f"file changed while it was being ingested: {path}; ingest it again"
+            return k, None, ("file", f"file changed while it was being ingested: {path}; ingest it again")
         try:
             return k, self.preprocess(load_image(data)), None
         except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
             detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")
-            return k, None, f"broken image: {path}: {type(e).__name__}: {detail}"
+            return k, None, ("content", f"broken image: {path}: {type(e).__name__}: {detail}")
 
 
-def _collate(items: list[tuple[int, Any, str | None]]) -> tuple[list[int], Any, list[tuple[int, str]]]:
+def _collate(items: list[tuple[int, Any, Any]]) -> tuple[list[int], Any, list[tuple[int, Any]]]:
     """One batch: the indices that decoded, their inputs stacked (one tensor crosses from a worker process, not
     one per image), and the (index, error) of those that did not."""
     good = [(k, x) for k, x, error in items if error is None]
@@ -383,8 +407,12 @@ def decode_batches(paths: list[str], digests: list[str], preprocess: Callable[[A
     """Yield (indices, stacked inputs, errors) batch by batch, in order, while the next batches decode: in worker
     processes (torch's DataLoader, forked) for many images on Linux, else in threads, never more than a few
     batches ahead of the model, so memory holds batches, not a whole chunk of decoded images."""
+    import multiprocessing
+
     dataset = _Decode(paths, digests, preprocess)
-    if workers > 1 and len(paths) >= PROCESS_MIN and sys.platform.startswith("linux"):
+    # a daemonic process (a multiprocessing.Pool worker, say) may not start processes of its own: threads there
+    if workers > 1 and len(paths) >= PROCESS_MIN and sys.platform.startswith("linux") \
+            and not multiprocessing.current_process().daemon:
         from torch.utils.data import DataLoader
 
         # fork, as DataLoader does by default on Linux up to Python 3.13: workers start at once, inherit the
