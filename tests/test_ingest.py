@@ -212,6 +212,17 @@ def test_a_stored_item_whose_image_changed_is_not_added_to_a_new_space(tmp_path)
     assert (r.duplicates, r.quarantined, r.embedded) == (1, 0, 1)
 
 
+def test_a_stored_item_whose_text_changed_is_not_added_to_a_new_space(tmp_path):
+    src = write_csv(tmp_path / "t.csv", [{"id": "x", "text": "the first words"}])
+    store = Store.open(tmp_path / "store")
+    store.ingest(src, "docs", encoder=HASH)
+    changed = write_csv(tmp_path / "u.csv", [{"id": "x", "text": "other words now"}])
+    r = store.ingest(changed, "docs", encoder="hash:32")
+    assert (r.added, r.duplicates, r.quarantined, r.embedded) == (0, 0, 1, 0)
+    assert list(r.reasons) == ["id already in collection with different content"]
+    assert (store.ingest(src, "docs", encoder="hash:32").embedded, len(store.embeddings("docs", "hash32")[0])) == (1, 1)
+
+
 def _ingest_in_a_pool_worker(args):
     store_path, src = args
     r = Store.open(store_path).ingest(src, "pics", image_column="file", encoder=HASH)
