@@ -4,6 +4,9 @@
 # datasets travel in .gpu/) and no weight packages (bench/gpu_prep.py makes random-weight stand-ins: throughput and
 # vector agreement only, never accuracy).
 #   bash bench/gpu.sh [OUTDIR]
+# Knobs (environment): SKIP_FIT=1, SKIP_SEARCH=1, TEXT_BATCHES="64 256", TEXT_AB=1 (bench/text_ab.py too),
+# TEXT_ROWS, IMAGES, FIT_SIZES, SEARCH_N; DEVICE=cpu NO_WHEELS=1 tries the script on a machine without a GPU.
+# The whole run took about 5-6 minutes on a lent H100: give the device call a limit with room to spare.
 set -uo pipefail
 out=${1:-bench/out}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
