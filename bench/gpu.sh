@@ -6,7 +6,7 @@
 #   bash bench/gpu.sh [OUTDIR]
 # Knobs (environment): SKIP_FIT=1, SKIP_SEARCH=1, TEXT_BATCHES="64 256", TEXT_AB=1 (bench/text_ab.py too),
 # TEXT_ROWS, IMAGES, FIT_SIZES, SEARCH_N; DEVICE=cpu NO_WHEELS=1 tries the script on a machine without a GPU.
-# The whole run took about 5-6 minutes on a lent H100: give the device call a limit with room to spare.
+# The whole run took 379 s on a lent H100 (run 1, before the image fix): give the device call room to spare.
 set -uo pipefail
 out=${1:-bench/out}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
