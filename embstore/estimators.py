@@ -162,8 +162,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             with _one_thread(True):  # the CV path works on at most cv_max_rows rows
                 self.C_, self.cv_scores_ = self._choose_C(X, targets, strat, weights)
         else:
-            if isinstance(self.C, (bool, np.bool_)) or not (
-                    isinstance(self.C, (int, float, np.integer, np.floating)) and self.C > 0):
+            if not _positive_number(self.C):
                 raise ValueError(f"C must be 'auto' or a positive number, got {self.C!r}")
             self.C_ = float(self.C)
             if self.calibrate:
@@ -393,8 +392,7 @@ class CentroidHead(_CosineBase):
         self.centroids_ = _unit(S.astype(np.float32))
         if self.temperature == "auto":
             self.temperature_ = self._loo_temperature(X, yi, S)
-        elif isinstance(self.temperature, (int, float, np.integer, np.floating)) and not isinstance(self.temperature, bool) \
-                and self.temperature > 0:
+        elif _positive_number(self.temperature):
             self.temperature_ = float(self.temperature)
         else:
             raise ValueError(f"temperature must be 'auto' or a positive number, got {self.temperature!r}")
@@ -544,6 +542,11 @@ def _fit_vote_calibration(shares: np.ndarray, y: np.ndarray) -> tuple[float, flo
 
     return params(minimize(loss, np.array([0.0, -4.0]), method="Nelder-Mead",
                            options={"xatol": 1e-4, "fatol": 1e-7}).x)
+
+
+def _positive_number(v: Any) -> bool:
+    """A number above 0, numpy's included; not a bool (True would silently be 1)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and v > 0
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -430,10 +430,7 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
             raise NotFoundError(f"no heads in {store.root}; train one with `embstore fit`")
         # the most recently trained: by commit order (seq), not by a timestamp that two fits can share
         name = max(heads, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
-    versions = store._head_entry(name)["versions"]
-    chosen = versions[-1] if version is None else next((v for v in versions if v["version"] == version), None)
-    if chosen is None:
-        raise NotFoundError(f"head {name!r} has no version {version} (versions: {[v['version'] for v in versions]})")
+    chosen = store._head_versions(name, version)[-1]
     folder = store.root / chosen["path"]
     try:
         record = json.loads((folder / "head.json").read_text(encoding="utf-8"))

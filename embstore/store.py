@@ -515,6 +515,16 @@ class Store:
             raise NotFoundError(f"no head {name!r} in {self.root} (heads: {', '.join(sorted(heads)) or 'none'})")
         return heads[name]
 
+    def _head_versions(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
+        """A head's versions in the manifest, oldest first, or only the one numbered ``version`` (an error naming
+        the versions there are when it has none so numbered)."""
+        versions = self._head_entry(name)["versions"]
+        chosen = [v for v in versions if version is None or v["version"] == version]
+        if not chosen:
+            raise NotFoundError(f"head {name!r} has no version {version} "
+                                f"(versions: {[v['version'] for v in versions]})")
+        return chosen
+
     def delete_collection(self, collection: str) -> dict[str, Any]:
         """Drop a collection. Its shards are retired (readers of older snapshots still find them for
         ``retention_s``); its index files and quarantine records go now (such a reader rebuilds an exact index from
@@ -548,10 +558,7 @@ class Store:
         with self._writing():
             heads = self.manifest["heads"]
             versions = self._head_entry(name)["versions"]
-            if version is not None and not any(v["version"] == version for v in versions):
-                raise NotFoundError(f"head {name!r} has no version {version} "
-                                    f"(versions: {[v['version'] for v in versions]})")
-            dropped = [v for v in versions if version is None or v["version"] == version]
+            dropped = self._head_versions(name, version)
             numbers = {v["version"] for v in dropped}
             files: list[str] = []
             predictions: dict[str, int] = {}

@@ -280,16 +280,10 @@ class IngestRun:
         paths = chunk.column(self.plan.content_column).to_pylist()
 
         def read(i: int) -> tuple[int, str | None, str | None]:
-            path = paths[i]
-            if path is None:
+            if paths[i] is None:
                 return i, None, f"empty image path in column {self.plan.content_column!r}"
-            try:
-                with open(path, "rb") as f:
-                    return i, content_hash(f.read()), None
-            except FileNotFoundError:
-                return i, None, f"missing file: {path}"
-            except OSError as e:
-                return i, None, f"unreadable file: {path}: {e.strerror}"
+            data, error = _read_file(paths[i])
+            return i, None if data is None else content_hash(data), error
 
         ok = []
         for i, digest, error in pool.map(read, candidates):
@@ -353,6 +347,17 @@ class IngestRun:
         return ok
 
 
+def _read_file(path: str) -> tuple[bytes | None, str | None]:
+    """An image file's bytes, or the quarantine reason why they cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(), None
+    except FileNotFoundError:
+        return None, f"missing file: {path}"
+    except OSError as e:
+        return None, f"unreadable file: {path}: {e.strerror}"
+
+
 PROCESS_MIN = 256  # images to decode before worker processes pay for their start (fewer: threads)
 
 
@@ -369,13 +374,9 @@ class _Decode:
 
     def __getitem__(self, k: int) -> tuple[int, Any, tuple[str, str] | None]:
         path = self.paths[k]
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return k, None, ("file", f"missing file: {path}")
-        except OSError as e:
-            return k, None, ("file", f"unreadable file: {path}: {e.strerror}")
+        data, error = _read_file(path)
+        if data is None:
+            return k, None, ("file", str(error))
         if content_hash(data) != self.digests[k]:
             return k, None, ("file", f"file changed while it was being ingested: {path}; ingest it again")
         try:
@@ -421,12 +422,14 @@ def decode_batches(paths: list[str], digests: list[str], preprocess: Callable[[A
         yield from DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                               multiprocessing_context="fork", prefetch_factor=2)
         return
-    starts = range(0, len(paths), batch_size)
+
+    def batch(start: int) -> tuple[list[int], Any, list[tuple[int, Any]]]:
+        return _collate([dataset[k] for k in range(start, min(start + batch_size, len(paths)))])
+
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
-        for start in starts:
-            pending.append(pool.submit(lambda s: _collate([dataset[k] for k in range(s, min(s + batch_size,
-                                                                                           len(paths)))]), start))
+        for start in range(0, len(paths), batch_size):
+            pending.append(pool.submit(batch, start))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
