@@ -106,7 +106,7 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
         hits = [(str(ids[r]), float(s)) for r, s in zip(found[0], scores[0]) if r >= 0]
         if len(hits) >= min(k, len(rows)):
             return hits
-    return exact_subset(store, collection, space, q, k, where)
+    return exact_subset(store, collection, space, q, k, allowed)
 
 
 def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
@@ -158,12 +158,20 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
     return served
 
 
-def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int, where: str) -> list[tuple]:
-    view = f'"{space_view(collection, space)}"'
-    rel = store.sql(f'SELECT e.id, e.embedding FROM {view} e WHERE e.id IN (SELECT id FROM "{collection}" WHERE {where})')
-    t = rel.arrow()
-    if hasattr(t, "read_all"):  # newer duckdb returns a RecordBatchReader
-        t = t.read_all()
+def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int, ids: list[str]) -> list[tuple]:
+    """Exact top-k among the given items, reading only their vectors (the predicate that chose them is not run
+    again: it is evaluated once per search, whatever it holds)."""
+    import pyarrow as pa
+
+    con = store.connect()
+    try:
+        con.register("embstore_allowed", pa.table({"id": pa.array(ids, pa.string())}))
+        t = con.sql(f'SELECT e.id, e.embedding FROM "{space_view(collection, space)}" e '
+                    "SEMI JOIN embstore_allowed a ON e.id = a.id").arrow()
+        if hasattr(t, "read_all"):  # newer duckdb returns a RecordBatchReader
+            t = t.read_all()
+    finally:
+        con.close()
     if t.num_rows == 0:
         return []
     from .storage import embedding_matrix
@@ -171,8 +179,8 @@ def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int,
     X = ix.normalize(embedding_matrix(t.column("embedding"), q.shape[1]))
     scores = X @ ix.normalize(q)[0]
     top = np.argsort(-scores)[:k]
-    ids = t.column("id").to_pylist()
-    return [(ids[i], float(scores[i])) for i in top]
+    found = t.column("id").to_pylist()
+    return [(found[i], float(scores[i])) for i in top]
 
 
 def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: int) -> list[tuple]:

@@ -105,6 +105,18 @@ def test_filtered_search_returns_k_when_one_percent_matches(big, factory):
     assert store.search("v", vector=q, k=10, where="grp = 1000") == []
 
 
+def test_filtered_search_runs_the_predicate_once(big, monkeypatch):
+    """The exact path searches the items the predicate chose, not the items a second run of it would choose (a
+    predicate may be costly, or hold random())."""
+    store, X, groups = big
+    seen = []
+    sql = store.sql
+    monkeypatch.setattr(store, "sql", lambda query, **kw: (seen.append(query), sql(query, **kw))[1])
+    hits = store.search("v", vector=X[123], k=10, where="grp = 7")
+    assert [int(h["id"]) for h in hits] == exact_top(X, X[123], 10, groups == 7)
+    assert sum("grp = 7" in q for q in seen) == 1
+
+
 def test_search_modes_text_like_vector_and_image(tmp_path, docs_store=None):
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
     store.ingest(write_csv(tmp_path / "t.csv", topic_rows()), "docs", encoder=HASH)
