@@ -4,7 +4,7 @@
 # datasets travel in .gpu/) and no weight packages (bench/gpu_prep.py makes random-weight stand-ins: throughput and
 # vector agreement only, never accuracy).
 #   bash bench/gpu.sh [OUTDIR]
-# Knobs (environment): SKIP_FIT=1, SKIP_SEARCH=1, TEXT_BATCHES="64 256", TEXT_AB=1 (bench/text_ab.py too),
+# Knobs (environment): SKIP_FIT=1, SKIP_SEARCH=1, TEXT_BATCHES="256" (one run of embed_text.py each), TEXT_AB=1 (bench/text_ab.py too),
 # TEXT_ROWS, IMAGES, FIT_SIZES, SEARCH_N; DEVICE=cpu NO_WHEELS=1 tries the script on a machine without a GPU.
 # The whole run took 379 s on a lent H100 (run 1, before the image fix): give the device call room to spare.
 set -uo pipefail
@@ -28,7 +28,7 @@ python3 -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cu
 step() { local t=$1; shift; echo "== $* (limit ${t}s)" >&2; timeout "$t" "$@"; echo "== rc $?" >&2; }
 
 gp=/tmp/gpu_inputs
-step 120 python3 bench/gpu_prep.py --out $gp --data "$data" --text-rows ${TEXT_ROWS:-40000} --images ${IMAGES:-12000} \
+step 120 python3 bench/gpu_prep.py --out $gp --data "$data" --text-rows ${TEXT_ROWS:-100000} --images ${IMAGES:-12000} \
   2>&1 | tee "$out/prep.log"
 mkdir -p /tmp/cli_pkg && ln -sfn "$PWD/cli" /tmp/cli_pkg/embstore_cli  # the CLI package, as pip would install it
 export PYTHONPATH=$gp/site:/tmp/cli_pkg:$PYTHONPATH
@@ -38,9 +38,11 @@ step 240 python3 -m pytest -q -p no:cacheprovider tests -k "not test_minilm_fit_
 cd bench
 step 150 python3 embed_image.py --device $dev --data $gp/images/labels.csv --limit 0 --workers 8 --repeat 2 \
   --stock "$stock" --out /tmp/bout 2>&1 | tee "$out/embed_cuda.jsonl"
-for bs in ${TEXT_BATCHES:-64 256}; do
-  step 120 python3 embed_text.py --device $dev --data $gp/text.csv --batch-size $bs --repeat 2 --stock "$stock" --out /tmp/bout
+# 100,000 rows by default: past index.FLAT_MAX, so the HNSW index grows in the background during the ingest
+for bs in ${TEXT_BATCHES:-256}; do
+  step 180 python3 embed_text.py --device $dev --data $gp/text.csv --batch-size $bs --repeat 2 --stock "$stock" --out /tmp/bout
 done 2>&1 | tee -a "$out/embed_cuda.jsonl"
+step 90 python3 ingest_overhead.py --data $gp/text.csv --rows 100000 --repeat 1 --out /tmp/bout 2>&1 | tee "$out/ingest_overhead.jsonl"
 [ -z "${TEXT_AB:-}" ] || step 120 python3 text_ab.py $gp/text.csv $dev 2>&1 | tee "$out/text_ab.log"
 [ -n "${SKIP_FIT:-}" ] || step 150 python3 fit.py --device $dev --sizes ${FIT_SIZES:-10000,100000,1000000} --stock-max 100000 --stock "$stock" 2>&1 | tee "$out/fit_cuda.jsonl"
 [ -n "${SKIP_FIT:-}" ] || step 60 python3 fit.py --device cpu --sizes ${CPU_FIT_SIZES:-100000} --stock-max 0 2>&1 | tee -a "$out/fit_cuda.jsonl"

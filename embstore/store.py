@@ -42,6 +42,7 @@ class Store:
         self.manifest = manifest
         self.settings = settings
         self._index_cache: dict[tuple[str, str], tuple[int, Any, np.ndarray]] = {}
+        self._growing: dict[tuple[str, str], tuple[str, Any]] = {}  # index being grown by an ingest: (factory, index)
 
     # ------------------------------------------------------------------------------------------------ opening
     @classmethod
@@ -197,8 +198,12 @@ class Store:
             if index is not None:
                 _check_factory(index, enc.dim)  # before the manifest is touched
             self._ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
-            run = IngestRun(self, collection, space, enc, plan, read, src, self.settings, progress)
-            report = run.run()
+            run = IngestRun(self, collection, space, enc, plan, read, src, self.settings, progress, factory=index)
+            try:
+                report = run.run()
+            except BaseException:
+                self._growing.pop((collection, space), None)
+                raise
             self._sync_index(collection, space, save=True, factory=index)
             coll = self.manifest["collections"][collection]
             coll["ingests"].append({k: v for k, v in report.to_dict().items() if k not in ("collection",)}
@@ -335,10 +340,16 @@ class Store:
         path = self.root / rel
         entry = sp.get("index") or {}
         ids = self._space_ids_in_order(collection, space)
-        index = ix.load_index(path) if path.exists() and entry else None
+        index = None
         if save:
             want = factory or sp.get("index_factory") or ix.choose_factory(
                 len(ids), sp["encoder"]["dim"], self.settings.index_memory)
+            grown = self._growing.pop(key, None)
+            if grown is not None and grown[0] == want and grown[1].ntotal <= len(ids):
+                index, entry = grown[1], {"factory": want}  # grown during the ingest: extend it, tune it, save it
+        if index is None:
+            index = ix.load_index(path) if path.exists() and entry else None
+        if save:
             if factory:
                 sp["index_factory"] = factory  # forced by the user: kept for later ingests
             if index is None or entry.get("factory") != want or index.ntotal > len(ids):
@@ -370,6 +381,29 @@ class Store:
         id_array = np.asarray(ids, dtype=object)
         self._index_cache[key] = (sp["rows"], index, id_array)
         return index, id_array
+
+    def _grow_index(self, collection: str, space: str, expect_rows: int, factory: str | None = None) -> None:
+        """During an ingest, after each committed chunk (in its writer thread): bring an in-memory index up to the
+        committed rows, of the kind a space of ``expect_rows`` needs, so that the closing ``_sync_index`` has only
+        the last rows to add before it tunes and saves it. Flat and HNSW only: an IVF index trains once, on the
+        whole space, at the end."""
+        sp = self.manifest["collections"][collection]["spaces"][space]
+        dim = sp["encoder"]["dim"]
+        want = factory or sp.get("index_factory") or ix.choose_factory(expect_rows, dim, self.settings.index_memory)
+        if not want.startswith(("HNSW", "Flat")):
+            return
+        key = (collection, space)
+        grown = self._growing.get(key)
+        if grown is None or grown[0] != want or grown[1].ntotal > sp["rows"]:
+            path = self.root / f"collections/{collection}/spaces/{space}/index/index.faiss"
+            entry = sp.get("index") or {}
+            index = ix.load_index(path) if path.exists() and entry.get("factory") == want else None
+            if index is None or index.ntotal > sp["rows"]:
+                index = ix.build(np.zeros((0, dim), np.float32), want)
+            grown = self._growing[key] = (want, index)
+        index = grown[1]
+        if index.ntotal < sp["rows"]:
+            index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
 
     def reindex(self, collection: str, space: str | None = None, *, factory: str | None = None,
                 target_recall: float | None = None) -> dict[str, Any]:

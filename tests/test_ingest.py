@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embstore import EmbstoreError, InputError, Store
+from embstore.config import Settings
 from embstore.encoders import get_encoder
 
 from conftest import HASH, make_png, quarantine_lines, topic_rows, write_csv, write_jsonl
@@ -537,3 +539,83 @@ def test_row_ids_of_an_image_table_do_not_depend_on_where_it_lies(store, tmp_pat
     shutil.copytree(tmp_path / "data", tmp_path / "copy")
     r = store.ingest(tmp_path / "copy" / "t.csv", "c", image_column="file")
     assert (r.added, r.duplicates) == (0, 1)
+
+
+# ------------------------------------------------------------------------------------------------ background writes
+def _numbered_rows(n: int, repeats: bool = False) -> list[dict]:
+    """n texts, each its own words (so the hash encoder spreads them); with ``repeats``, rows 10, 20, 30, ...
+    repeat the text of rows 5, 15, 25, ... (under other ids: their rows differ by ``n``)."""
+    return [{"text": f"w{j} x{j % 7} y{j % 11} z{j % 13}", "n": i}
+            for i in range(n) for j in [i - 5 if repeats and i and i % 10 == 0 else i]]
+
+
+def test_chunks_are_written_and_indexed_in_the_background_into_the_right_index(tmp_path, monkeypatch):
+    """Commit chunks of 60 rows: each is written and added to an index grown chunk by chunk, of the kind the whole
+    ingest needs (HNSW here, as the thresholds are lowered), while the next chunk is encoded. The result is the
+    index a rebuild gives: every item finds itself, in the manifest's row order."""
+    from embstore import index as ix
+
+    monkeypatch.setattr(ix, "FLAT_MAX", 100)
+    built = []
+    real_build = ix.build
+    monkeypatch.setattr(ix, "build", lambda vectors, factory: (built.append((len(vectors), factory)),
+                                                                real_build(vectors, factory))[1])
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=60))
+    rep = store.ingest(write_csv(tmp_path / "t.csv", _numbered_rows(250)), "t", encoder=HASH)
+    assert rep.added == 250 and rep.seconds["index"] > 0
+    assert built == [(0, "HNSW32")]  # grown from empty, never rebuilt at the end
+    entry = store.space("t")["index"]
+    assert entry["factory"] == "HNSW32" and entry["ntotal"] == 250 and entry["recall_queries"] == 200  # tuned
+    ids, X = store.embeddings("t")
+    for s in (store, Store.open(store.root)):  # in memory, and as saved
+        assert [s.search("t", vector=X[r], k=1)[0]["id"] for r in range(0, 250, 10)] == ids[::10]
+    # a second ingest extends the saved index instead of building another
+    built.clear()
+    rep = store.ingest(write_csv(tmp_path / "more.csv", _numbered_rows(320)[250:]), "t")
+    assert rep.added == 70 and built == [] and store.space("t")["index"]["ntotal"] == 320
+    ids, X = store.embeddings("t")
+    assert store.search("t", vector=X[300], k=1)[0]["id"] == ids[300]
+
+
+def test_a_chunk_repeating_the_chunk_being_written_reuses_its_vectors(tmp_path, monkeypatch):
+    """The vectors of the chunk still being written are found for the next chunk's repeats: each content is
+    embedded once, across the chunk boundary."""
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=50))
+    encoder = get_encoder(HASH)
+    embedded = []
+    real = type(encoder).encode_text
+    monkeypatch.setattr(type(encoder), "encode_text", lambda self, texts, batch_size=64: (
+        embedded.extend(texts), real(self, texts, batch_size))[1])
+    commit = Store._commit_chunk  # a slow disk: each chunk is still being written when the next one is encoded
+    monkeypatch.setattr(Store, "_commit_chunk", lambda self, *args: (time.sleep(0.3), commit(self, *args))[1])
+    rows = _numbered_rows(150, repeats=True)  # rows 50 and 100 repeat rows 45 and 95: across chunks
+    rep = store.ingest(write_csv(tmp_path / "t.csv", rows), "t", encoder=HASH)
+    distinct = {r["text"] for r in rows}
+    assert rep.added == 150 and rep.embedded == len(distinct) and rep.reused == 150 - len(distinct)
+    assert sorted(embedded) == sorted(distinct)
+
+
+def test_a_failed_background_write_stops_the_ingest_and_loses_no_committed_chunk(tmp_path, monkeypatch):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=40))
+    source = write_csv(tmp_path / "t.csv", _numbered_rows(200))
+    real = Store._commit_chunk
+    calls = []
+
+    def flaky(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, *args)
+
+    monkeypatch.setattr(Store, "_commit_chunk", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        store.ingest(source, "t", encoder=HASH)
+    assert len(calls) == 3  # the error stopped the ingest at the next chunk, not at the end
+    monkeypatch.setattr(Store, "_commit_chunk", real)
+    again = Store.open(store.root)
+    assert again.sql("SELECT count(*) FROM t").fetchall() == [(80,)]  # the two chunks committed before it
+    ids, X = again.embeddings("t")
+    assert len(ids) == 80 and again.search("t", vector=X[79], k=1)[0]["id"] == ids[79]
+    rep = again.ingest(source, "t")
+    assert (rep.added, rep.duplicates, rep.read) == (120, 80, 200)
+    assert again.space("t")["index"]["ntotal"] == 200

@@ -1,6 +1,9 @@
 """The ingest pipeline: read -> validate + dedupe (images: read and hash in threads) -> encode (images: decode
 and preprocess in worker processes, streamed into the model) -> write + commit -> index. Each chunk of
-``commit_rows`` rows is committed on its own, so a crash loses at most one chunk."""
+``commit_rows`` rows is committed on its own, so a crash loses at most the chunks not yet committed: the one being
+written and the one being encoded. A chunk is written, committed and added to the space's index in a background
+thread while the next chunk is read and encoded (text; images overlap the next chunk's hashing pass only, since their
+decoders fork)."""
 from __future__ import annotations
 
 import json
@@ -112,14 +115,19 @@ class IngestRun:
     """One ingest of one source into one collection and one space; the Store supplies storage and commits."""
 
     def __init__(self, store: Any, collection: str, space: str, encoder: Encoder, plan: Plan, read: ReadResult,
-                 source: Path, settings: Any, progress: Progress | None = None):
+                 source: Path, settings: Any, progress: Progress | None = None, factory: str | None = None):
         self.store, self.collection, self.space, self.encoder = store, collection, space, encoder
+        self.factory = factory  # the index the user asked for (--index), else None: chosen by size
         self.plan, self.read, self.settings = plan, read, settings
         self.progress = progress or (lambda stage, done, total: None)
         self.report = IngestReport(collection, space, encoder.spec, str(source), read=read.table.num_rows,
                                    ignored_files=read.ignored_files)
         self.quarantine = Quarantine(store.root, collection, str(source))
         self.timings: Counter[str] = Counter()
+        self.writer: ThreadPoolExecutor | None = None
+        self.writing: Any = None  # the future of the chunk being written
+        self.pending: dict[str, np.ndarray] = {}  # its vectors by content hash, until its shard is listed
+        self.expect_rows = 0
 
     # ----------------------------------------------------------------------------------------------------------
     def run(self) -> IngestReport:
@@ -129,17 +137,26 @@ class IngestRun:
         table = self.read.table
         existing_items = self.store._item_hashes(self.collection)  # id -> content_hash
         existing_space = self.store._space_ids(self.collection, self.space)
-        known_vectors = self.store._space_vectors_by_hash
+
+        def known_vectors(collection: str, space: str, hashes: set[str]) -> dict[str, np.ndarray]:
+            """Vectors the space has for these contents: committed, or in the chunk being written."""
+            pending = self.pending
+            out = {h: pending[h] for h in hashes if h in pending}
+            return out | self.store._space_vectors_by_hash(collection, space, hashes - out.keys())
         total = table.num_rows
         step = self.settings.commit_rows
-        done = 0
+        # the space's size when every row is new: the index grows, chunk by chunk, as the one that size needs
+        self.expect_rows = self.store.space(self.collection, self.space)["rows"] + total
         self.progress("ingest", 0, total)
-        with ThreadPoolExecutor(self.settings.workers) as pool:
-            for start in range(0, total, step):
-                chunk = table.slice(start, step)
-                self._chunk(chunk, start, existing_items, existing_space, known_vectors, pool)
-                done += chunk.num_rows
-                self.progress("ingest", done, total)
+        with ThreadPoolExecutor(self.settings.workers) as pool, ThreadPoolExecutor(1) as self.writer:
+            try:
+                for start in range(0, total, step):
+                    chunk = table.slice(start, step)
+                    self._chunk(chunk, start, existing_items, existing_space, known_vectors, pool)
+            except BaseException:
+                self._settle(raise_error=False)  # never leave a write running; the first error is the one raised
+                raise
+            self._settle()
         r = self.report
         r.quarantined = self.quarantine.count
         r.reasons = dict(self.quarantine.reasons)
@@ -193,6 +210,7 @@ class IngestRun:
             candidates = self._hash_images(chunk, candidates, offset, payloads, hashes, pool, settled)
         self.timings["validate" if plan.modality == "text" else "load"] += time.perf_counter() - t
         if plan.modality == "image":  # decode and embed before the rows are counted: a broken image is quarantined
+            self._settle()  # the decoders fork: not while a write (FAISS threads, file handles) is under way
             t = time.perf_counter()
             vectors = known_vectors(self.collection, self.space, set(hashes[i] for i in candidates))
             candidates = self._embed_images(chunk, candidates, offset, payloads, hashes, ids, vectors, fresh)
@@ -235,7 +253,8 @@ class IngestRun:
         self.report.embedded += embedded
         self.report.reused += len(keep) - embedded
 
-        # write + commit: new items, and the space's vectors for every kept row, in one manifest update
+        # write + commit: new items, and the space's vectors for every kept row, in one manifest update; then the
+        # index takes them. In the background, while the next chunk is read and encoded.
         t = time.perf_counter()
         items = chunk.take(pa.array(new_items, pa.int64())) if new_items else None
         if items is not None:
@@ -243,9 +262,31 @@ class IngestRun:
         emb = np.stack([vectors[hashes[i]] for i in keep]) if keep else np.zeros((0, self.encoder.dim), np.float32)
         space_rows = pa.table({"id": pa.array([ids[i] for i in keep], pa.string()),
                                "content_hash": pa.array([hashes[i] for i in keep], pa.string())})
+        self.timings["prepare"] += time.perf_counter() - t
+        self._settle()  # one chunk in flight: commits stay in order, memory holds two chunks at most
+        self.pending = {hashes[i]: vectors[hashes[i]] for i in keep}
+        self.writing = self.writer.submit(self._write, items, space_rows, emb)
+        self.progress("ingest", offset + chunk.num_rows, self.read.table.num_rows)  # read and encoded
+
+    def _write(self, items: pa.Table | None, space_rows: pa.Table, emb: np.ndarray) -> None:
+        t = time.perf_counter()
         self.store._commit_chunk(self.collection, self.space, self.encoder, self.plan, items, space_rows, emb,
                                  self.report)
         self.timings["write"] += time.perf_counter() - t
+        t = time.perf_counter()
+        self.store._grow_index(self.collection, self.space, self.expect_rows, self.factory)
+        self.timings["index"] += time.perf_counter() - t
+
+    def _settle(self, raise_error: bool = True) -> None:
+        """Wait for the chunk being written; raise what went wrong in it (unless another error is on its way)."""
+        writing, self.writing = self.writing, None
+        if writing is None:
+            return
+        try:
+            writing.result()
+        except BaseException:
+            if raise_error:
+                raise
 
     def _duplicate_or_changed(self, stored: str, digest: str, row: int, item_id: str, chunk: pa.Table,
                               i: int) -> None:
