@@ -52,9 +52,12 @@ def _read_csv(p: Path, kind: str) -> ReadResult:
     try:
         table = csv.read_csv(p, parse_options=csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                              convert_options=convert)
+        if _may_end_in_open_quote(p, table):
+            _check_quotes_closed(p, delimiter)
         return ReadResult(table, kind)
     except pa.ArrowInvalid as e:
         if "columns" not in str(e):
+            _check_quotes_closed(p, delimiter)
             raise InputError(f"cannot read {p.name} as {kind.upper()}: {str(e).splitlines()[0]}") from None
     except UnicodeDecodeError as e:
         raise InputError(f"cannot read {p.name} as {kind.upper()}: {e}") from None
@@ -69,9 +72,56 @@ def _read_csv(p: Path, kind: str) -> ReadResult:
     try:
         table = csv.read_csv(p, read_options=csv.ReadOptions(use_threads=False), parse_options=parse,
                              convert_options=convert)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+    except pa.ArrowInvalid as e:
+        _check_quotes_closed(p, delimiter)  # a header whose quote never closes reads as "empty file"
         raise InputError(f"cannot read {p.name} as {kind.upper()}: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"cannot read {p.name} as {kind.upper()}: {e}") from None
+    if _may_end_in_open_quote(p, table) or (bad and '"' in bad[-1]["data"]):  # or a last record cut short by it
+        _check_quotes_closed(p, delimiter)
     return ReadResult(table, kind, bad)
+
+
+def _may_end_in_open_quote(p: Path, table: pa.Table) -> bool:
+    """Whether the file may end inside a quoted field that never closed, which pyarrow accepts: the field then runs to
+    the end of the file, so it is the last column of the last row and holds the rest of the file. Normal files pay
+    one value's look (no line break in it); a last value with a line break (a multi-line quoted text) is compared
+    with the file's last bytes: an open quote leaves exactly '"' and the value, its quotes doubled, at the end."""
+    if table.num_rows == 0 or table.num_columns == 0:
+        return False
+    value = table.column(table.num_columns - 1)[-1].as_py()
+    if not isinstance(value, str) or ("\n" not in value and "\r" not in value):
+        return False
+    tail = b'"' + value.encode("utf-8").replace(b'"', b'""')
+    with open(p, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size < len(tail):
+            return False
+        f.seek(size - len(tail))
+        return f.read() == tail
+
+
+def _check_quotes_closed(p: Path, delimiter: str) -> None:
+    """Raise InputError when a quoted field of ``p`` opens and never closes: one pass over the file's quotes, run only
+    when the parse hints at it. Follows pyarrow's parser: a quote opens a field only as the field's first character,
+    ``""`` inside it is a quote, and the next lone quote closes it (what follows, up to the delimiter, belongs to the
+    field, quotes included)."""
+    data = p.read_bytes()
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    field_starts = {delimiter.encode()[0], ord("\n"), ord("\r")}
+    at = start
+    while (q := data.find(b'"', at)) >= 0:
+        if q != start and data[q - 1] not in field_starts:
+            at = q + 1  # a quote inside an unquoted field is a character
+            continue
+        end = q + 1
+        while (end := data.find(b'"', end)) >= 0 and data[end + 1:end + 2] == b'"':
+            end += 2  # "" inside a quoted field
+        if end < 0:
+            line = data.count(b"\n", 0, q) + data.count(b"\r", 0, q) - data.count(b"\r\n", 0, q) + 1
+            raise InputError(f"{p.name}: a quote opened on line {line} is never closed, so the rest of the file "
+                             f"would read as one value; close or remove that quote")
+        at = end + 1
 
 
 def _read_parquet(p: Path, kind: str) -> ReadResult:
