@@ -158,15 +158,21 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     click.echo(f"{r.collection}.{r.space} ({r.encoder}) from {r.source}")
     echo_table(["read", "added", "duplicates", "quarantined", "embedded", "reused"],
                [[r.read, r.added, r.duplicates, r.quarantined, r.embedded, r.reused]])
-    if r.added == 0 and r.embedded == 0 and r.reused == 0:
-        click.echo("nothing new: the input has no rows" if r.read == 0 else
-                   "nothing new: no row was added (duplicates are already in the collection)")
     for reason, n in r.reasons.items():
         click.echo(f"quarantined {n}: {reason}")
     if r.quarantine_file:
         click.echo(f"quarantined rows and reasons: {store.root / r.quarantine_file}")
     if r.ignored_files:
-        click.echo(f"ignored {r.ignored_files} files that are not images")
+        click.echo(f"ignored {r.ignored_files} {'file' if r.ignored_files == 1 else 'files'} that are not images")
+    if r.added == 0 and r.embedded == 0 and r.reused == 0:
+        if r.read == 0:
+            click.echo("nothing to ingest: the input has no data rows")
+        elif r.duplicates == 0:  # every row was refused: a failure, though nothing was lost
+            raise click.ClickException(f"no row was added: all {r.read} rows were quarantined (reasons above); "
+                                       "fix them and ingest again")
+        else:
+            click.echo(f"nothing new: {r.duplicates} rows are already in the collection"
+                       + (f", {r.quarantined} were quarantined" if r.quarantined else ""))
 
 
 # ------------------------------------------------------------------------------------------------------ fit

@@ -99,12 +99,18 @@ def normalize_labels(values: list[Any], sep: str | None = None) -> list[Any]:
     return [None if v is None or (isinstance(v, str) and not v.strip()) else str(v) for v in values]
 
 
+def require_items(store: Any, collection: str) -> None:
+    if not any(s["rows"] for s in store.collection(collection)["item_shards"]):
+        raise InputError(f"collection {collection!r} has no items yet; ingest some into it first")
+
+
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
              labels_file: str | os.PathLike | None, where: str | None = None,
              sep: str | None = None, where_option: str = "--train-where") -> tuple[np.ndarray, list[Any], list[str], int]:
     """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label (and match ``where``, given
     as ``where_option``: named in the error when it is not valid SQL)."""
     coll = store.collection(collection)
+    require_items(store, collection)
     if labels_file is not None:
         import pyarrow.csv as pcsv
 
@@ -506,6 +512,7 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
         return {"head": record["name"], "version": record["version"], "rows": rows}
 
     space = matching_space(store, collection, fp, f"head {record['name']!r}")
+    require_items(store, collection)
     ids, X = store.embeddings(collection, space)
     label, conf, sets = _probabilities(record, est, X)
     table = pa.table({"id": pa.array(ids, pa.string()), "head": pa.array([record["name"]] * len(ids), pa.string()),

@@ -204,6 +204,11 @@ class Store:
             except BaseException:
                 self._growing.pop((collection, space), None)
                 raise
+            if existing is None and report.added == 0:  # no row made it (none, or all quarantined): no empty
+                del self.manifest["collections"][collection]  # collection is left behind; the quarantine file is
+                self._growing.pop((collection, space), None)  # kept, and the report names it
+                self._commit()
+                return report
             self._sync_index(collection, space, save=True, factory=index)
             coll = self.manifest["collections"][collection]
             coll["ingests"].append({k: v for k, v in report.to_dict().items() if k not in ("collection",)}
@@ -221,22 +226,29 @@ class Store:
                 vectors = np.load(src, allow_pickle=False)
             except ValueError as e:
                 raise InputError(f"cannot read {src.name} as a NumPy array: {e}") from None
-            return self.ingest_vectors(collection, vectors, None, name=name, space=space, source=str(src))
+            if vectors.ndim != 2:
+                raise InputError(f"{src.name} holds an array of shape {vectors.shape}; give one vector per row (n, dim)")
+            return self.ingest_vectors(collection, vectors, _vector_row_ids(vectors), name=name, space=space,
+                                       source=str(src))
         from .ingest.readers import read_source
         from .ingest.vectors import vectors_from_table
 
         table = read_source(src).table
         vectors = vectors_from_table(table, column or "embedding")
         id_column = id_column or ("id" if "id" in table.column_names else None)
-        ids = table.column(id_column).to_pylist() if id_column else None
+        if id_column and id_column not in table.column_names:
+            raise InputError(f"id column {id_column!r} is not in {src.name}; its columns are: "
+                             f"{', '.join(table.column_names)}")
         meta = table.drop_columns([c for c in (column or "embedding", id_column) if c])
+        ids = table.column(id_column).to_pylist() if id_column else _vector_row_ids(vectors, meta)
         return self.ingest_vectors(collection, vectors, ids, metadata=meta, name=name, space=space, source=str(src))
 
     def ingest_vectors(self, collection: str, vectors: Any, ids: Sequence[Any] | None = None, *,
                        metadata: Any = None, name: str = "external", space: str | None = None,
                        source: str = "<array>") -> "IngestReport":
-        """Precomputed embeddings (n, dim) with their ids (default: row numbers) and optional metadata (an Arrow
-        table, a dict of columns or a pandas DataFrame). The space records an ``external:<name>`` encoder."""
+        """Precomputed embeddings (n, dim) with their ids and optional metadata (an Arrow table, a dict of columns
+        or a pandas DataFrame). The space records an ``external:<name>`` encoder. Ids default to row numbers: give
+        ids when adding a second array, since an id already stored with another vector is quarantined."""
         from .ingest.vectors import ingest_vectors
 
         check_name("collection", collection)
@@ -284,6 +296,24 @@ class Store:
         coll = self.manifest["collections"].get(collection)
         t = read_shards(self.root, coll["item_shards"], ["id", "content_hash"]) if coll else None
         return {} if t is None else dict(zip(t.column("id").to_pylist(), t.column("content_hash").to_pylist()))
+
+    def _item_values(self, collection: str, ids: list[str], columns: list[str]) -> dict[str, list[Any]]:
+        """id -> the stored item's values in ``columns`` (None where it has no such column), for these ids."""
+        coll = self.manifest["collections"].get(collection)
+        if not ids or not coll or not coll["item_shards"]:
+            return {}
+        import pyarrow.dataset as ds
+
+        import pyarrow.parquet as pq
+
+        files = [str(self.root / s["file"]) for s in coll["item_shards"]]
+        schema = pa.unify_schemas([pq.read_schema(f) for f in files])  # a later shard may have more columns
+        data = ds.dataset(files, schema=schema, format="parquet")
+        have = [c for c in columns if c in data.schema.names]
+        t = data.to_table(columns=["id", *have], filter=ds.field("id").isin(ids))
+        got = {c: t.column(c).to_pylist() for c in have}
+        return {item_id: [got[c][n] if c in got else None for c in columns]
+                for n, item_id in enumerate(t.column("id").to_pylist())}
 
     def _space_ids(self, collection: str, space: str) -> set[str]:
         return set(self._space_ids_in_order(collection, space))
@@ -617,6 +647,17 @@ class Store:
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)
+
+
+def _vector_row_ids(vectors: np.ndarray, meta: pa.Table | None = None) -> list[str]:
+    """Ids of a file's vectors when it gives none: a hash of the row (its vector and its other values), as a text
+    row's id is, so that a second file's rows are new items and the same rows again are duplicates."""
+    from .ingest.runner import value_digest
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = zip(*[meta.column(c).to_pylist() for c in meta.column_names]) if meta is not None and meta.num_columns \
+        else [()] * len(vectors)
+    return [value_digest([v.tobytes().hex(), *r])[:32] for v, r in zip(vectors, rows)]
 
 
 def _item_rows(coll: dict[str, Any]) -> int:

@@ -409,6 +409,31 @@ def test_user_ids_repeated_or_changed_are_quarantined(store, tmp_path):
     assert dict(store.sql("SELECT id, text FROM u").fetchall()) == {"a": "first", "b": "second", "c": "new"}
 
 
+def test_a_known_id_with_the_same_content_but_other_values_is_quarantined_naming_them(store, tmp_path):
+    """Items are not updated in place: a re-ingest that changes an item's label (same id, same text) must not read
+    as a duplicate and drop the new label unseen."""
+    rows = [{"id": 1, "text": "Where is Paris ?", "label": "LOC", "score": 1},
+            {"id": 2, "text": "Who wrote Hamlet ?", "label": "HUM", "score": 2}]
+    store.ingest(write_csv(tmp_path / "a.csv", rows), "q", encoder=HASH)
+    again = [dict(rows[0], label="HUM"), dict(rows[1], score=2.0), {"id": 3, "text": "new one", "label": "x", "score": 3}]
+    r = store.ingest(write_csv(tmp_path / "b.csv", again), "q")
+    assert (r.read, r.added, r.duplicates, r.quarantined) == (3, 1, 1, 1)  # 2.0 is the stored 2: a duplicate
+    [line] = quarantine_lines(store.root, r.quarantine_file)
+    assert line["row"] == 1 and line["reason"].startswith("id already in collection with other values in label: 1;")
+    assert store.sql("SELECT label FROM q WHERE id = '1'").fetchall() == [("LOC",)]
+    # within one input: the first row of an id is kept, a later one with other values is quarantined, not dropped
+    inner = [{"id": 7, "text": "t", "label": "a", "score": 0}, {"id": 7, "text": "t", "label": "b", "score": 0},
+             {"id": 7, "text": "t", "label": "a", "score": 0}]
+    r = store.ingest(write_csv(tmp_path / "c.csv", inner), "q")
+    assert (r.added, r.duplicates, r.quarantined) == (1, 1, 1)
+    assert list(r.reasons) == ["id repeated in input with other values"]
+    # and across chunks of one ingest, with the first chunk still being written
+    small = Store.open(store.root, settings=Settings.resolve(device="cpu", commit_rows=1))
+    r = small.ingest(write_csv(tmp_path / "d.csv", [{"id": 8, "text": "u", "label": "a", "score": 0},
+                                                    {"id": 8, "text": "u", "label": "c", "score": 0}]), "q")
+    assert (r.added, r.duplicates, r.quarantined) == (1, 0, 1)
+
+
 def test_id_column_option(store, tmp_path):
     src = write_csv(tmp_path / "k.csv", [{"key": "k1", "text": "one"}, {"key": "k2", "text": "two"}])
     store.ingest(src, "k", id_column="key", encoder=HASH)

@@ -251,9 +251,43 @@ def test_sql_and_search_inputs_a_user_gets_wrong(docs, tmp_path):
         assert_one_line_error(run("search", "--store", docs, "-c", "docs", "--vector", tmp_path / f, ok=False), words)
     assert_one_line_error(run("delete", "--store", docs, "--version", "3", "--yes", ok=False), "--version goes with --head")
     header_only = run("ingest", write_csv(tmp_path / "h.csv", [], columns=["text"]), "--store", docs, "-c", "docs")
-    assert "nothing new: the input has no rows" in header_only.stdout
+    assert "nothing to ingest: the input has no data rows" in header_only.stdout
     assert_one_line_error(run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--label-sep", "",
                               ok=False), "--label-sep is empty")
     ev = run_json("eval", "--store", docs, "-c", "docs", "--label-column", "label", "--samples", "1,1,all,all",
                   "--repeats", "2")
     assert [r["samples_per_label"] for r in ev["results"]] == [1, "all"]
+
+
+# ------------------------------------------------------------------------------------------------ inputs that add nothing
+def test_an_ingest_that_adds_nothing_says_why_and_leaves_no_empty_collection(docs, tmp_path):
+    header_only = run("ingest", write_csv(tmp_path / "h.csv", [], columns=["text", "label"]), "--store", docs,
+                      "-c", "fresh", "--encoder", HASH)
+    assert "nothing to ingest: the input has no data rows" in header_only.stdout
+    broken = run("ingest", write_csv(tmp_path / "b.csv", [{"text": " ", "label": "x"}] * 3), "--store", docs, "-c",
+                 "fresh", "--encoder", HASH, ok=False)
+    assert broken.exit_code == 1 and "Traceback" not in broken.output
+    assert broken.stderr.strip() == "Error: no row was added: all 3 rows were quarantined (reasons above); fix them " \
+                                    "and ingest again"
+    assert "quarantined 3: empty text in column 'text'" in broken.stdout and "quarantine/fresh/" in broken.stdout
+    assert "fresh" not in run_json("info", "--store", docs)["collections"]  # neither left an empty collection
+    again = run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", docs, "-c", "docs")
+    assert "nothing new: 36 rows are already in the collection" in again.stdout
+
+
+def test_predict_and_fit_on_a_collection_with_no_items_are_one_line_errors(docs, tmp_path):
+    from embstore import Store
+
+    store = Store.open(docs)
+    store.ingest_vectors("empty", np.ones((1, 64), np.float32), ["only"], name="v")
+    with store._writing():  # what an older embstore left: a collection with no items
+        store.manifest["collections"]["empty"]["item_shards"] = []
+        store.manifest["collections"]["empty"]["spaces"]["v"].update(shards=[], rows=0, index=None)
+        store._commit()
+    vec = np.ones((1, 64), np.float32)
+    store.ingest_vectors("full", np.vstack([vec, vec * 2, -vec, -vec * 2]), list("abcd"),
+                         metadata={"label": ["x", "x", "y", "y"]}, name="v")
+    run("fit", "--store", docs, "-c", "full", "--label-column", "label", "--name", "vh", "--model", "centroid",
+        "--test-size", "0.5")
+    for args in (("predict", "--head", "vh", "-c", "empty"), ("fit", "-c", "empty", "--label-column", "label")):
+        assert_one_line_error(run(*args, "--store", docs, ok=False), "collection 'empty' has no items yet")

@@ -16,7 +16,7 @@ from embstore.config import Settings
 from embstore.errors import EncoderError
 from embstore_cli.main import cli
 
-from conftest import HASH, topic_rows, write_csv
+from conftest import HASH, quarantine_lines, topic_rows, write_csv
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 50, seed: int = 0) -> np.ndarray:
@@ -198,6 +198,36 @@ def test_precomputed_vectors_from_parquet_and_npy(tmp_path):
         store.ingest(tmp_path / "vecs.parquet", "pre2", embedding_column="tag")
     with pytest.raises(EncoderError):
         store.encoder_for("pre")
+
+
+def test_vectors_without_ids_are_named_by_their_row_and_a_known_id_never_drops_new_values(tmp_path):
+    """Files of vectors without ids: a second file's rows are new items, the same file again adds nothing. An
+    array without ids is named by row number, so a second array's rows are quarantined, not silently dropped."""
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    X = clustered(30, dim=8, seed=5)
+    np.save(tmp_path / "a.npy", X[:20])
+    np.save(tmp_path / "b.npy", X[20:])
+    assert (store.ingest(tmp_path / "a.npy", "n").added, store.ingest(tmp_path / "b.npy", "n").added) == (20, 10)
+    r = store.ingest(tmp_path / "a.npy", "n")
+    assert (r.read, r.added, r.duplicates) == (20, 0, 20)
+    t = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), 8),
+                  "label": ["x"] * 10 + ["y"] * 20})
+    pq.write_table(t, tmp_path / "p.parquet")
+    pq.write_table(t.slice(10), tmp_path / "tail.parquet")
+    relabelled = t.set_column(1, "label", pa.array(["z"] * 30))
+    pq.write_table(relabelled, tmp_path / "z.parquet")
+    store.ingest(tmp_path / "p.parquet", "p", embedding_column="embedding")
+    assert store.ingest(tmp_path / "tail.parquet", "p", embedding_column="embedding").duplicates == 20
+    r = store.ingest(tmp_path / "z.parquet", "p", embedding_column="embedding")  # another label: another row
+    assert (r.added, r.duplicates) == (30, 0)
+    # an array: ids 0..n-1 unless given; the same ids with other vectors are refused, saying why
+    store.ingest_vectors("arr", X[:10], metadata={"label": ["x"] * 10})
+    r = store.ingest_vectors("arr", np.vstack([X[10:15], X[5:10]]), metadata={"label": ["x"] * 9 + ["w"]})
+    assert (r.read, r.added, r.duplicates, r.quarantined) == (10, 0, 4, 6)
+    reasons = {x["row"]: x["reason"] for x in quarantine_lines(store.root, r.quarantine_file)}
+    assert reasons[1].startswith("id already in collection with a different vector: 0; give it a new id")
+    assert reasons[10].startswith("id already in collection with other values in label: 9;")
+    assert store.ingest_vectors("arr", X[10:15], ids=range(10, 15)).added == 5
 
 
 def test_gpu_exact_search_matches_exact_cpu(tmp_path):

@@ -128,6 +128,7 @@ class IngestRun:
         self.writing: Any = None  # the future of the chunk being written
         self.pending: dict[str, np.ndarray] = {}  # its vectors by content hash, until its shard is listed
         self.expect_rows = 0
+        self.run_values: dict[str, str] = {}  # user id -> value digest of the items this ingest added
 
     # ----------------------------------------------------------------------------------------------------------
     def run(self) -> IngestReport:
@@ -182,6 +183,9 @@ class IngestRun:
         hashes: dict[int, str] = {}
         candidates = []
 
+        values = self._values(chunk) if plan.id_column else None  # the rest of each row, to compare by id
+        same: list[int] = []  # rows whose id is an item with the same content: are their other values the same?
+
         def settled(i: int, digest: str) -> bool:
             """Whether this row's id is already an item and that decides the row: a duplicate when this space has
             its vector, quarantined when its content changed. (Same content, no vector in this space yet: not
@@ -189,7 +193,13 @@ class IngestRun:
             stored = existing_items.get(ids[i])
             if stored is None or (ids[i] not in existing_space and stored == digest):
                 return False
-            self._duplicate_or_changed(stored, digest, offset + i + 1, ids[i], chunk, i)
+            if stored != digest:
+                self.quarantine.add(offset + i + 1, f"id already in collection with different content: {ids[i]}; "
+                                    "give the new content a new id", _row(chunk, i))
+            elif values is not None:
+                same.append(i)
+            else:
+                self.report.duplicates += 1
             return True
 
         for i, (item_id, value) in enumerate(zip(ids, content)):
@@ -208,6 +218,8 @@ class IngestRun:
         fresh: set[str] = set()  # content hashes embedded in this chunk
         if plan.modality == "image":
             candidates = self._hash_images(chunk, candidates, offset, payloads, hashes, pool, settled)
+        if same:
+            self._same_values(chunk, same, ids, values, offset)
         self.timings["validate" if plan.modality == "text" else "load"] += time.perf_counter() - t
         if plan.modality == "image":  # decode and embed before the rows are counted: a broken image is quarantined
             self._settle()  # the decoders fork: not while a write (FAISS threads, file handles) is under way
@@ -221,7 +233,11 @@ class IngestRun:
         for i in candidates:
             item_id = ids[i]
             if item_id in existing_items and item_id in existing_space:
-                if existing_items[item_id] == hashes[i]:
+                if existing_items[item_id] == hashes[i] and values is not None \
+                        and self.run_values.get(item_id, values[i]) != values[i]:
+                    self.quarantine.add(offset + i + 1, f"id repeated in input with other values: {item_id}",
+                                        _row(chunk, i))
+                elif existing_items[item_id] == hashes[i]:
                     self.report.duplicates += 1
                 else:
                     self.quarantine.add(offset + i + 1, f"id repeated in input with different content: {item_id}",
@@ -231,6 +247,8 @@ class IngestRun:
             existing_space.add(item_id)
             if item_id not in existing_items:
                 existing_items[item_id] = hashes[i]
+                if values is not None:
+                    self.run_values[item_id] = values[i]
                 new_items.append(i)
                 self.report.added += 1
             else:
@@ -288,13 +306,41 @@ class IngestRun:
             if raise_error:
                 raise
 
-    def _duplicate_or_changed(self, stored: str, digest: str, row: int, item_id: str, chunk: pa.Table,
-                              i: int) -> None:
-        if stored == digest:
-            self.report.duplicates += 1
-        else:
-            self.quarantine.add(row, f"id already in collection with different content: {item_id}; "
-                                "give the new content a new id", _row(chunk, i))
+    def _compared(self, columns: list[str]) -> list[str]:
+        """The columns that must match for a row to be a duplicate of the item with its id (its content is
+        compared by hash)."""
+        return [c for c in columns if c not in (self.plan.id_column, self.plan.content_column, *RESERVED)]
+
+    def _values(self, chunk: pa.Table) -> list[str]:
+        """Per row, a digest of its compared columns' values."""
+        cols = self._compared(chunk.column_names)
+        data = [chunk.column(c).to_pylist() for c in cols]
+        return [value_digest(row) for row in zip(*data)] if cols else [""] * chunk.num_rows
+
+    def _same_values(self, chunk: pa.Table, rows: list[int], ids: list[Any], values: list[str], offset: int) -> None:
+        """Rows whose id is an item with the same content: duplicates when their other values are the item's too;
+        quarantined, naming the columns, when not (items are not updated in place: nothing is dropped unseen)."""
+        cols = self._compared(chunk.column_names)
+        stored = self.store._item_values(self.collection, [ids[i] for i in rows if ids[i] not in self.run_values],
+                                         cols)
+        for i in rows:
+            item_id = ids[i]
+            if item_id in self.run_values:  # added by this ingest: compared by digest
+                if self.run_values[item_id] == values[i]:
+                    self.report.duplicates += 1
+                else:
+                    self.quarantine.add(offset + i + 1, f"id repeated in input with other values: {item_id}",
+                                        _row(chunk, i))
+                continue
+            had = stored.get(item_id, [None] * len(cols))
+            now = [chunk.column(c)[i].as_py() for c in cols]
+            changed = [c for c, a, b in zip(cols, had, now) if _norm(a) != _norm(b)]
+            if not changed:
+                self.report.duplicates += 1
+            else:
+                self.quarantine.add(offset + i + 1, f"id already in collection with other values in "
+                                    f"{', '.join(changed)}: {item_id}; items are not updated in place: give the row "
+                                    "a new id, or ingest into a new collection", _row(chunk, i))
 
     def _user_ids(self, chunk: pa.Table, offset: int) -> list[str | None]:
         out: list[str | None] = []
@@ -386,6 +432,22 @@ class IngestRun:
             else:
                 ok.append(i)
         return ok
+
+
+def _norm(v: Any) -> str | None:
+    """A value as compared across inputs: 1, 1.0 and "1" alike (one file's column may parse as int, another's as
+    float or text), nested values by their JSON."""
+    if v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, sort_keys=True, default=str)
+    return str(v)
+
+
+def value_digest(values: Any) -> str:
+    return content_hash(json.dumps([_norm(v) for v in values]))
 
 
 def _read_file(path: str) -> tuple[bytes | None, str | None]:

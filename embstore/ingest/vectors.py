@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ..encoders.base import fingerprint_of
 from ..errors import InputError
-from .runner import IngestReport, Quarantine
+from .runner import IngestReport, Quarantine, _norm
 
 
 class ExternalEncoder:
@@ -80,22 +80,36 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         if coll and space in coll["spaces"] and coll["spaces"][space]["encoder"]["fingerprint"] != enc.fingerprint():
             raise InputError(f"space {space!r} holds {coll['spaces'][space]['encoder']['spec']} vectors of another "
                              "dim or name; pass --space NEW_NAME")
+        created = coll is None
         coll = store._ensure_space(collection, space, enc, "vector", None, "id")
         known = store._item_hashes(collection)
         finite = np.isfinite(vectors).all(1)
-        keep, seen = [], set()
+        digests = [hashlib.sha256(v.tobytes()).hexdigest() for v in vectors]
+        cols = [] if metadata is None else metadata.column_names
+        meta_rows = list(zip(*[metadata.column(c).to_pylist() for c in cols])) if cols else [()] * n
+        stored = store._item_values(collection, [i for i in set(ids) if known.get(i) in digests], cols)
+        keep, seen = [], {}
         for i, item_id in enumerate(ids):
+            # the same id again: a duplicate when its vector and its metadata are the same, else quarantined
+            before = (known[item_id], stored.get(item_id, [None] * len(cols))) if item_id in known else seen.get(item_id)
             if not finite[i]:
                 quarantine.add(i + 1, "vector has NaN or infinite values", {"id": item_id})
-            elif item_id in known or item_id in seen:
-                report.duplicates += 1
-            else:
-                seen.add(item_id)
+            elif before is None:
+                seen[item_id] = (digests[i], list(meta_rows[i]))
                 keep.append(i)
+            elif before[0] != digests[i]:
+                quarantine.add(i + 1, f"id already in collection with a different vector: {item_id}; give it a new id"
+                               " (without ids, vectors from a file are named by their content, an array's by row "
+                               "number)", {"id": item_id})
+            elif changed := [c for c, a, b in zip(cols, before[1], meta_rows[i]) if _norm(a) != _norm(b)]:
+                quarantine.add(i + 1, f"id already in collection with other values in {', '.join(changed)}: "
+                               f"{item_id}; items are not updated in place: give the row a new id", {"id": item_id})
+            else:
+                report.duplicates += 1
         step = store.settings.commit_rows
         for start in range(0, len(keep), step):
             rows = keep[start:start + step]
-            hashes = [hashlib.sha256(vectors[i].tobytes()).hexdigest() for i in rows]
+            hashes = [digests[i] for i in rows]
             items = pa.table({"id": pa.array([ids[i] for i in rows], pa.string())})
             if metadata is not None:
                 meta = metadata.take(pa.array(rows, pa.int64()))
@@ -109,6 +123,10 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         report.quarantined = quarantine.count
         report.reasons = dict(quarantine.reasons)
         report.quarantine_file = quarantine.rel if quarantine.count else None
+        if created and report.added == 0:  # no row made it: no empty collection is left behind
+            del store.manifest["collections"][collection]
+            store._commit()
+            return report
         store._sync_index(collection, space, save=True)
         from ..manifest import now
 
