@@ -192,7 +192,8 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
               help="Write confusion-matrix (single-label heads) and learning-curve PNGs here.")
 @click.option("--space", metavar="NAME", help="Space to train on (needed when the collection has several).")
 @click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split.")
-@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. \"split = 'train'\".")
+@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. \"split = 'train'\" "
+              "(default: every labelled item, less the --test-where ones).")
 @click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate, e.g. \"split = 'test'\".")
 @click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -281,7 +282,8 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
 @click.option("--space", metavar="NAME", help="Space to evaluate (needed when the collection has several).")
 @click.option("--test-collection", metavar="C2", help="Score on this collection.")
-@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate.")
+@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate (default: every "
+              "labelled item, less the --test-where ones).")
 @click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate.")
 @click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
 @click.option("--samples", default="1,2,4,8,16,32,all", show_default=True, help="Training items per label to try.")

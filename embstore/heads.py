@@ -160,6 +160,17 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         raise InputError("give a label column (--label-column) or a labels file (--labels), not both")
     sp = store.space(collection, space)
     X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, labels, train_where, sep)
+    same = test_collection in (None, collection)
+    if same and test_where is not None and train_where is None:  # training takes the items the test does not
+        chosen = set(ids_where(store, collection, test_where, "--test-where"))
+        keep = [i for i, item_id in enumerate(train_ids) if item_id not in chosen]
+        X, y, train_ids = X[keep], [y[i] for i in keep], [train_ids[i] for i in keep]
+        if not y:
+            raise LabelError(f"every labelled item of {collection!r} matches --test-where {test_where!r}: none is "
+                             "left to train on")
+    elif test_collection == collection and test_where is None:
+        raise InputError(f"--test-collection is the training collection {collection!r}: pick its test items with "
+                         "--test-where (training takes the rest), or give another collection")
     if len(y) == 0:
         raise LabelError(f"no item of {collection!r} has a label in {label_column or labels!r}; nothing to train on")
     multilabel = isinstance(y[0], list)
@@ -174,9 +185,10 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
                                          "--test-where")
         if not yte:
             raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column or labels!r}")
-        if test_coll == collection and set(test_ids) & set(train_ids):
-            raise InputError("the test items overlap the training items; give --train-where too, e.g. "
-                             "--train-where \"split = 'train'\" --test-where \"split = 'test'\"")
+        shared = set(test_ids) & set(train_ids) if test_coll == collection else set()
+        if shared:
+            raise InputError(f"--train-where and --test-where share {len(shared)} items; make them disjoint, or "
+                             "leave out --train-where (training then takes the items outside --test-where)")
         Xtr, ytr = X, y
         evaluated_on = f"collection {test_coll}" + (f" where {test_where}" if test_where else "")
     else:

@@ -78,9 +78,19 @@ def test_fit_with_train_where_and_test_where(docs):
     assert rec["accuracy"] == 1.0
 
 
-def test_test_where_alone_overlapping_the_training_items_is_refused(docs):
-    with pytest.raises(InputError, match="overlap the training items"):
-        docs.fit("docs", "label", model="knn", test_where="split = 'test'")
+def test_test_where_alone_trains_on_the_other_items(docs):
+    alone = docs.fit("docs", "label", "alone", model="logreg", test_where="split = 'test'")
+    both = docs.fit("docs", "label", "both", model="logreg", test_where="split = 'test'",
+                    train_where="split = 'train'")
+    assert alone["n_train"] == both["n_train"] == 27 and alone["metrics"]["n_test"] == 9
+    assert alone["train_data_sha256"] == both["train_data_sha256"]  # the very same training items
+    assert alone["metrics"]["accuracy"] == both["metrics"]["accuracy"]
+    with pytest.raises(InputError, match="--train-where and --test-where share 9 items; make them disjoint"):
+        docs.fit("docs", "label", test_where="split = 'test'", train_where="true")
+    with pytest.raises(InputError, match="--test-collection is the training collection 'docs': pick its test items"):
+        docs.fit("docs", "label", test_collection="docs")
+    with pytest.raises(LabelError, match="every labelled item of 'docs' matches --test-where"):
+        docs.fit("docs", "label", test_where="true")
 
 
 def test_train_where_matching_nothing(docs):
