@@ -362,7 +362,7 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
 @click.option("--like", "like", metavar="ID", help="Search by an item already in the collection (more like this).")
 @click.option("--vector", metavar="JSON|FILE.npy", help="Search by a raw vector: a JSON list or a .npy file.")
 @click.option("--where", metavar="SQL", help="Only items matching this SQL predicate over the collection's columns, "
-              "e.g. \"label = 'HUM'\" or \"id IN (SELECT id FROM predictions WHERE label = 'x')\".")
+              "e.g. \"label = 'HUM'\" or \"id IN (SELECT id FROM predictions WHERE collection = 'q' AND label = 'x')\".")
 @device_option
 @json_option
 @friendly

@@ -31,7 +31,7 @@ step embstore search --store "$store" --collection digits --image "$work/digits/
 # predictions joined with the items they label
 step embstore sql --store "$store" "SELECT i.folder AS digit, count(*) AS items,
     round(avg((p.label = i.folder)::INT), 4) AS agree, round(avg(p.confidence), 4) AS confidence
-  FROM predictions p JOIN digits i USING (id) WHERE p.head = 'digit' GROUP BY digit ORDER BY digit"
+  FROM predictions p JOIN digits i USING (id) WHERE p.collection = 'digits' AND p.head = 'digit' GROUP BY digit ORDER BY digit"
 
 step embstore info --store "$store"
 
