@@ -149,9 +149,15 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     if not Path(path).expanduser().exists():
         raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, or a folder of images")
     store = Store.open(store_path, settings=Settings.resolve(device=device, batch_size=batch_size))
-    r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
-                     encoder=encoder, space=space, index=index_factory, embedding_column=embedding_column,
-                     progress=progress_bar("embedding"))
+    try:
+        r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
+                         encoder=encoder, space=space, index=index_factory, embedding_column=embedding_column,
+                         progress=progress_bar("embedding"))
+    except KeyboardInterrupt:
+        kept = Store.open(store.root).info()["collections"].get(collection, {}).get("items", 0)
+        click.echo(f"\ninterrupted: what was committed stays ({kept} items now in {collection!r}); run the same "
+                   "ingest again to add the rest", err=True)
+        sys.exit(130)
     if as_json:
         echo_json(r.to_dict())
         return

@@ -644,3 +644,25 @@ def test_a_failed_background_write_stops_the_ingest_and_loses_no_committed_chunk
     rep = again.ingest(source, "t")
     assert (rep.added, rep.duplicates, rep.read) == (120, 80, 200)
     assert again.space("t")["index"]["ntotal"] == 200
+
+
+def test_commit_chunks_start_small_and_grow_while_they_are_quick(tmp_path, monkeypatch):
+    from embstore.ingest import runner
+
+    source = write_csv(tmp_path / "t.csv", _numbered_rows(1000))
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    store.ingest(source, "quick", encoder=HASH)
+    assert [s["rows"] for s in store.space("quick")["shards"]] == [256, 512, 232]
+    monkeypatch.setattr(runner, "COMMIT_SECONDS", 0.0)  # every chunk "slow": they stay at the first size
+    store.ingest(source, "slow", encoder=HASH)
+    assert [s["rows"] for s in store.space("slow")["shards"]] == [256, 256, 256, 232]
+
+
+def test_progress_moves_within_a_chunk_and_ends_at_the_total(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", batch_size=2))
+    seen = []
+    store.ingest(write_csv(tmp_path / "t.csv", _numbered_rows(300)), "t", encoder=HASH,
+                 progress=lambda stage, done, total: seen.append((done, total)))
+    done = [d for d, _ in seen]
+    assert {t for _, t in seen} == {300} and done[0] == 0 and done[-1] == 300 and done == sorted(done)
+    assert {64, 128, 192} <= set(done)  # within the first chunk of 256: one update per 64 texts (32 batches of 2)

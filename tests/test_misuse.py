@@ -291,3 +291,28 @@ def test_predict_and_fit_on_a_collection_with_no_items_are_one_line_errors(docs,
         "--test-size", "0.5")
     for args in (("predict", "--head", "vh", "-c", "empty"), ("fit", "-c", "empty", "--label-column", "label")):
         assert_one_line_error(run(*args, "--store", docs, ok=False), "collection 'empty' has no items yet")
+
+
+def test_an_interrupted_ingest_says_what_it_kept_and_a_rerun_adds_the_rest(tmp_path, monkeypatch):
+    from embstore.encoders import get_encoder
+
+    rows = [{"text": f"row number {i} of many", "n": i} for i in range(600)]
+    source = write_csv(tmp_path / "t.csv", rows)
+    encoder = get_encoder(HASH)
+    real = type(encoder).encode_text
+    calls = []
+
+    def interrupted(self, texts, batch_size=64):
+        calls.append(len(texts))
+        if len(calls) == 2:  # Ctrl-C in the second chunk: the first (256 rows) is committed by then
+            raise KeyboardInterrupt
+        return real(self, texts, batch_size)
+
+    monkeypatch.setattr(type(encoder), "encode_text", interrupted)
+    stopped = run("ingest", source, "--store", tmp_path / "s", "-c", "c", "--encoder", HASH, ok=False)
+    assert stopped.exit_code == 130 and "Traceback" not in stopped.output
+    assert "interrupted: what was committed stays (256 items now in 'c'); run the same ingest again to add the rest" \
+        in stopped.stderr
+    monkeypatch.setattr(type(encoder), "encode_text", real)
+    again = run_json("ingest", source, "--store", tmp_path / "s", "-c", "c")
+    assert (again["read"], again["added"], again["duplicates"]) == (600, 344, 256)

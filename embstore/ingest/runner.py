@@ -1,7 +1,8 @@
 """The ingest pipeline: read -> validate + dedupe (images: read and hash in threads) -> encode (images: decode
 and preprocess in worker processes, streamed into the model) -> write + commit -> index. Each chunk of
-``commit_rows`` rows is committed on its own, so a crash loses at most the chunks not yet committed: the one being
-written and the one being encoded. A chunk is written, committed and added to the space's index in a background
+up to ``commit_rows`` rows (the first 256, each next one twice the last while a chunk takes under 15 s) is
+committed on its own, so a crash loses at most the chunks not yet committed: the one being written and the one
+being encoded. A chunk is written, committed and added to the space's index in a background
 thread while the next chunk is read and encoded (text; images overlap the next chunk's hashing pass only, since their
 decoders fork)."""
 from __future__ import annotations
@@ -151,9 +152,16 @@ class IngestRun:
         self.progress("ingest", 0, total)
         with ThreadPoolExecutor(self.settings.workers) as pool, ThreadPoolExecutor(1) as self.writer:
             try:
-                for start in range(0, total, step):
-                    chunk = table.slice(start, step)
+                start, size = 0, min(step, FIRST_CHUNK)
+                while start < total:
+                    chunk = table.slice(start, size)
+                    t = time.perf_counter()
                     self._chunk(chunk, start, existing_items, existing_space, known_vectors, pool)
+                    start += chunk.num_rows
+                    # chunks grow to commit_rows while one takes under COMMIT_SECONDS: an early commit soon,
+                    # and a slow model (images on a CPU) does not hold minutes of work uncommitted
+                    if time.perf_counter() - t < COMMIT_SECONDS / 2:
+                        size = min(step, size * 2)
             except BaseException:
                 self._settle(raise_error=False)  # never leave a write running; the first error is the one raised
                 raise
@@ -225,7 +233,8 @@ class IngestRun:
             self._settle()  # the decoders fork: not while a write (FAISS threads, file handles) is under way
             t = time.perf_counter()
             vectors = known_vectors(self.collection, self.space, set(hashes[i] for i in candidates))
-            candidates = self._embed_images(chunk, candidates, offset, payloads, hashes, ids, vectors, fresh)
+            candidates = self._embed_images(chunk, candidates, offset, payloads, hashes, ids, vectors, fresh,
+                                            lambda share: self._tick(offset, chunk.num_rows, share))
             self.timings["encode"] += time.perf_counter() - t
 
         # within-input repeats of one id
@@ -263,7 +272,12 @@ class IngestRun:
                 if hashes[i] not in vectors:
                     first.setdefault(hashes[i], i)
             if first:
-                out = self.encoder.encode_text([payloads[i] for i in first.values()], self.settings.batch_size)
+                texts = [payloads[i] for i in first.values()]
+                piece = self.settings.batch_size * PROGRESS_BATCHES  # the model's calls: progress between them
+                out = []
+                for start in range(0, len(texts), piece):
+                    out.extend(self.encoder.encode_text(texts[start:start + piece], self.settings.batch_size))
+                    self._tick(offset, chunk.num_rows, min(start + piece, len(texts)) / len(texts))
                 vectors.update(zip(first, out))
                 fresh.update(first)
             self.timings["encode"] += time.perf_counter() - t
@@ -285,6 +299,11 @@ class IngestRun:
         self.pending = {hashes[i]: vectors[hashes[i]] for i in keep}
         self.writing = self.writer.submit(self._write, items, space_rows, emb)
         self.progress("ingest", offset + chunk.num_rows, self.read.table.num_rows)  # read and encoded
+
+    def _tick(self, offset: int, rows: int, share: float) -> None:
+        """Progress within a chunk: ``share`` of its embedding done (the rows count when it is handed to the
+        writer)."""
+        self.progress("ingest", offset + min(int(rows * share), rows - 1), self.read.table.num_rows)
 
     def _write(self, items: pa.Table | None, space_rows: pa.Table, emb: np.ndarray) -> None:
         t = time.perf_counter()
@@ -383,7 +402,7 @@ class IngestRun:
 
     def _embed_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
                       hashes: dict[int, str], ids: list[Any], vectors: dict[str, np.ndarray],
-                      fresh: set[str]) -> list[int]:
+                      fresh: set[str], on_batch: Callable[[float], None] | None = None) -> list[int]:
         """Decode, preprocess and embed what the space has no vector for, streamed through the model a batch at a
         time (decoded in worker processes when there are many); quarantine rows whose image does not decode;
         return the others.
@@ -409,6 +428,7 @@ class IngestRun:
                 break
             encoder = encoder or self.encoder.load()  # here: a load error must not read as a broken image
             todo = list(need.items())
+            seen = 0
             for done, batch, errors in decode_batches([payloads[i] for _, i in todo], [h for h, _ in todo],
                                                       encoder.preprocess, self.settings.batch_size,
                                                       self.settings.workers):
@@ -422,6 +442,9 @@ class IngestRun:
                     out = encoder.encode_preprocessed(batch)
                     vectors.update(zip((todo[k][0] for k in done), out))
                     fresh.update(todo[k][0] for k in done)
+                seen += len(done) + len(errors)
+                if on_batch is not None:
+                    on_batch(seen / len(todo))
         ok = []
         for i in candidates:
             if i in failed:
@@ -461,6 +484,9 @@ def _read_file(path: str) -> tuple[bytes | None, str | None]:
         return None, f"unreadable file: {path}: {e.strerror}"
 
 
+FIRST_CHUNK = 256  # rows in the first commit chunk; later ones double up to commit_rows ...
+COMMIT_SECONDS = 30.0  # ... while a chunk takes less than half this
+PROGRESS_BATCHES = 32  # text: model batches per encoder call, so per progress update (images: one batch)
 PROCESS_MIN = 256  # images to decode before worker processes pay for their start (fewer: threads)
 
 
