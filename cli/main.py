@@ -252,8 +252,9 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     per = rec["metrics"]["per_label"]
     click.echo("")
     echo_table(["label", "precision", "recall", "f1", "support"],
-               [[k, v["precision"], *((v["recall"], v["f1"]) if v["support"] else ("", "")), v["support"]]
-                for k, v in per.items()])  # no test item of a label: its recall is not 0, it is unknown
+               [[k, v["precision"] if v.get("predicted", 1) else "",
+                 *((v["recall"], v["f1"]) if v["support"] else ("", "")), v["support"]]
+                for k, v in per.items()])  # no test item of a label (or none predicted): unknown, not 0
     for kind, path in rec.get("plots", {}).items():
         click.echo(f"{kind.replace('_', ' ')}: {path}")
 

@@ -105,7 +105,7 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
                   "accuracy_ci95": wilson_interval(int(right.sum()), len(y)),
                   "macro_f1": float(f1_score(Y, P, average="macro", zero_division=0)),
                   "micro_f1": float(f1_score(Y, P, average="micro", zero_division=0)),
-                  "per_label": _per_label(labels, p, r, f, s), "n_test": len(y)}
+                  "per_label": _per_label(labels, p, r, f, s, np.asarray(P).sum(0)), "n_test": len(y)}
         return (scores, right) if outcomes else scores
     unknown = sorted({v for v in y} - set(labels), key=str)
     refuse_unknown_labels(unknown)
@@ -123,7 +123,7 @@ def evaluate(est: Any, X: np.ndarray, y: list[Any], classes: Sequence[Any], mult
         # a trained label with no test item is not a zero
         "macro_f1": float(f1_score(y_obj, pred, average="macro", zero_division=0)),
         "macro_f1_ci95": macro_f1_interval(matrix),
-        "per_label": _per_label(labels, p, r, f, s),
+        "per_label": _per_label(labels, p, r, f, s, matrix.sum(0)),
         "confusion": {"labels": [jsonable(c) for c in labels], "matrix": matrix.tolist()},
         "calibration": calibration(proba, np.asarray([index[v] for v in y])),
         "n_test": len(y),
@@ -138,9 +138,9 @@ def refuse_unknown_labels(unknown: list[Any]) -> None:
                          "add training examples for them or drop those rows")
 
 
-def _per_label(labels: list[Any], p: Any, r: Any, f: Any, s: Any) -> dict[str, dict[str, float]]:
-    return {str(c): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, c in enumerate(labels)}
+def _per_label(labels: list[Any], p: Any, r: Any, f: Any, s: Any, predicted: Any) -> dict[str, dict[str, float]]:
+    return {str(c): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
+                     "predicted": int(predicted[i])} for i, c in enumerate(labels)}
 
 
 # ------------------------------------------------------------------------------------------------- few-shot

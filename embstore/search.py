@@ -12,8 +12,8 @@ from .sql import ids_where, space_view
 
 def query_vector(store: Any, collection: str, space: str, *, query: str | None, image: Any, item_id: str | None,
                  vector: Sequence[float] | np.ndarray | None) -> np.ndarray:
-    given = [name for name, v in (("query", query), ("image", image), ("item_id", item_id), ("vector", vector))
-             if v is not None]
+    given = [name for name, v in (("a text query", query), ("--image", image), ("--like", item_id),
+                                  ("--vector", vector)) if v is not None]
     if len(given) != 1:
         raise InputError("search needs exactly one of: a text query, --image FILE, --like ID or a vector"
                          + (f" (got {', '.join(given)})" if given else ""))

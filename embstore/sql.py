@@ -30,7 +30,11 @@ def ids_where(store: Any, collection: str, where: str, option: str) -> list[str]
     try:
         return [r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall()]
     except InputError as e:
-        raise InputError(f"bad {option} predicate {where!r}: {e}") from None
+        hint = ""
+        if "Referenced column" in str(e):
+            cols = store.sql(f'SELECT * FROM "{collection}" LIMIT 0').columns
+            hint = f"; the columns of {collection!r} are: {', '.join(c for c in cols if c != 'content_hash')}"
+        raise InputError(f"bad {option} predicate {where!r}: {e}{hint}") from None
     except ReadOnlyError:
         raise InputError(f"bad {option} predicate {where!r}: give one SQL condition over the collection's columns, "
                          "not statements") from None

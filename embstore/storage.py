@@ -23,6 +23,14 @@ def check_name(kind: str, name: str) -> str:
     if kind == "collection" and "__" in name:
         raise InputError(f"collection name {name!r} holds '__', which in SQL separates a collection from its space "
                          f"(<collection>__<space>); use single underscores")
+    if kind == "collection":  # (a space's view is <collection>__<space>: any name is fine there)
+        import duckdb
+
+        try:  # a SQL keyword (full, left, order, ...) would need quotes in every query
+            duckdb.extract_statements(f"SELECT * FROM {name} WHERE {name}.id = 1")
+        except duckdb.Error:
+            raise InputError(f"{kind} name {name!r} is a SQL keyword, so every query would have to quote it; "
+                             "choose another name") from None
     return name
 
 

@@ -155,8 +155,8 @@ def test_no_labels_is_refused(store, tmp_path):
 
 def test_unlabelled_items_are_left_out_and_counted(store, tmp_path):
     rows = topic_rows() + [{"text": f"unlabelled text {i}", "label": "", "split": "x"} for i in range(4)]
-    store.ingest(write_csv(tmp_path / "some.csv", rows), "some", encoder=HASH)
-    rec = store.fit("some", "label", model="knn")
+    store.ingest(write_csv(tmp_path / "some.csv", rows), "partly", encoder=HASH)
+    rec = store.fit("partly", "label", model="knn")
     assert rec["n_unlabelled"] == 4 and rec["n_train"] + rec["metrics"]["n_test"] == 36
 
 

@@ -84,7 +84,13 @@ def test_the_fit_table_says_what_was_left_out_and_what_is_unknown(tmp_path):
     unlabelled = sum(1 for r in rows if r["split"] == "train" and not r["label"])
     assert f"training items ({unlabelled} without a label left out)" in head  # of the training items only
     sports = next(line for line in out.splitlines() if line.startswith("sports "))
-    assert sports.split() == ["sports", sports.split()[1], "0"]  # no test item: recall and F1 blank, not 0.0000
+    # no test item and none predicted: precision, recall and F1 blank, not 0.0000
+    assert sports.split() == ["sports", "0"]
+    fit = run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--train-where",
+                   "split = 'train'", "--test-where", "split = 'test' AND label <> 'sports'")
+    assert fit["metrics"]["per_label"]["sports"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0,
+                                                     "predicted": 0}
+    assert sum(v["predicted"] for v in fit["metrics"]["per_label"].values()) == fit["metrics"]["n_test"]
     assert "-0.0000" not in out
 
 
@@ -285,9 +291,9 @@ def test_predict_and_fit_on_a_collection_with_no_items_are_one_line_errors(docs,
         store.manifest["collections"]["empty"]["spaces"]["v"].update(shards=[], rows=0, index=None)
         store._commit()
     vec = np.ones((1, 64), np.float32)
-    store.ingest_vectors("full", np.vstack([vec, vec * 2, -vec, -vec * 2]), list("abcd"),
+    store.ingest_vectors("filled", np.vstack([vec, vec * 2, -vec, -vec * 2]), list("abcd"),
                          metadata={"label": ["x", "x", "y", "y"]}, name="v")
-    run("fit", "--store", docs, "-c", "full", "--label-column", "label", "--name", "vh", "--model", "centroid",
+    run("fit", "--store", docs, "-c", "filled", "--label-column", "label", "--name", "vh", "--model", "centroid",
         "--test-size", "0.5")
     for args in (("predict", "--head", "vh", "-c", "empty"), ("fit", "-c", "empty", "--label-column", "label")):
         assert_one_line_error(run(*args, "--store", docs, ok=False), "collection 'empty' has no items yet")
@@ -316,3 +322,15 @@ def test_an_interrupted_ingest_says_what_it_kept_and_a_rerun_adds_the_rest(tmp_p
     monkeypatch.setattr(type(encoder), "encode_text", real)
     again = run_json("ingest", source, "--store", tmp_path / "s", "-c", "c")
     assert (again["read"], again["added"], again["duplicates"]) == (600, 344, 256)
+
+
+def test_names_columns_and_files_a_user_gets_wrong(docs, tmp_path):
+    assert_one_line_error(run("ingest", write_csv(tmp_path / "k.csv", topic_rows()), "--store", docs, "-c", "full",
+                              ok=False), "collection name 'full' is a SQL keyword")
+    (tmp_path / "empty.csv").write_text("")
+    assert_one_line_error(run("ingest", tmp_path / "empty.csv", "--store", docs, "-c", "e", ok=False),
+                          "empty.csv is empty; give a file with a header row")
+    assert_one_line_error(run("search", "--store", docs, "-c", "docs", "cat", "--where", "labl = 'x'", ok=False),
+                          "the columns of 'docs' are: id, text, label, split")
+    assert_one_line_error(run("search", "--store", docs, "-c", "docs", "cat", "--like", "abc", ok=False),
+                          "(got a text query, --like)")

@@ -240,7 +240,7 @@ def test_search_images_by_image(store, tmp_path):
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({}, InputError, "exactly one of"),
-    ({"query": "cat", "item_id": "x"}, InputError, r"got query, item_id"),
+    ({"query": "cat", "item_id": "x"}, InputError, r"got a text query, --like"),
     ({"query": "   "}, InputError, "query is empty"),
     ({"item_id": "no-such-id"}, NotFoundError, "no item 'no-such-id'"),
     ({"vector": [0.1, 0.2]}, InputError, "query vector has 2 dimensions; space 'hash64' has 64"),

@@ -56,6 +56,8 @@ def _read_csv(p: Path, kind: str) -> ReadResult:
             _check_quotes_closed(p, delimiter)
         return ReadResult(table, kind)
     except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e) and p.stat().st_size == 0:
+            raise InputError(f"{p.name} is empty; give a file with a header row, then one row per item") from None
         if "columns" not in str(e):
             _check_quotes_closed(p, delimiter)
             raise InputError(f"cannot read {p.name} as {kind.upper()}: {str(e).splitlines()[0]}") from None
