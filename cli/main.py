@@ -414,7 +414,7 @@ def parse_vector(value: str | None) -> Any:
 # ------------------------------------------------------------------------------------------------------ index
 @cli.command()
 @store_option
-@click.option("--collection", "-c", required=True)
+@click.option("--collection", "-c", required=True, help="Collection whose space to index.")
 @click.option("--space", metavar="NAME", help="Space to index (needed when the collection has several).")
 @click.option("--factory", metavar="FACTORY", help="FAISS factory string (Flat, HNSW32, IVF4096,Flat, IVF4096,PQ32, ...); "
               "default: chosen by size and memory.")
@@ -429,8 +429,12 @@ def index(store_path: str, collection: str, space: str | None, factory: str | No
     if as_json:
         echo_json(out)
         return
+    click.echo(f"{out['collection']}.{out['space']}")
     echo_table(["factory", "vectors", "param", "value", "recall@10", "queries"],
                [[out["factory"], out["ntotal"], out["param"], out["value"], out["recall_at_10"], out["recall_queries"]]])
+    if out["recall_at_10"] is not None and out["recall_at_10"] < target_recall:
+        click.echo(f"recall@10 {out['recall_at_10']} is below the target {target_recall}: {out['param']} stopped at "
+                   f"its ceiling ({out['value']}); try another --factory, or Flat for exact search")
 
 
 # ------------------------------------------------------------------------------------------------------ sql

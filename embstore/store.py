@@ -30,7 +30,8 @@ def _check_factory(factory: str, dim: int) -> None:
     try:
         faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        raise InputError(f"FAISS cannot build index {factory!r}: {str(e).strip().splitlines()[-1]}; "
+        reason = str(e).strip().splitlines()[-1].split(": ")[-1]  # FAISS prefixes the C++ function and file
+        raise InputError(f"FAISS cannot build index {factory!r}: {reason}; "
                          "see the faiss index_factory docs, e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32") from None
 
 
@@ -438,6 +439,8 @@ class Store:
     def reindex(self, collection: str, space: str | None = None, *, factory: str | None = None,
                 target_recall: float | None = None) -> dict[str, Any]:
         """Rebuild a space's index: auto-chosen by size and memory, or the FAISS ``factory`` string given."""
+        if target_recall is not None and not 0 < target_recall <= 1:
+            raise InputError(f"target recall must be a fraction in (0, 1], got {target_recall}")
         with self._writing():
             space = self.space_name(collection, space)
             sp = self.manifest["collections"][collection]["spaces"][space]
@@ -449,7 +452,7 @@ class Store:
             self._index_cache.pop((collection, space), None)
             self._sync_index(collection, space, save=True, factory=factory, target_recall=target_recall)
             self._commit()
-            return dict(sp["index"])
+            return {"collection": collection, "space": space, **sp["index"]}
 
     # ------------------------------------------------------------------------------------------------ search
     def search(self, collection: str, query: str | None = None, *, image: Any = None, item_id: str | None = None,
