@@ -366,7 +366,7 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option("--space", metavar="NAME", help="Space to search (needed when the collection has several).")
 @click.option("--image", type=click.Path(), help="Search by this image file instead of text.")
-@click.option("--like", "like", metavar="ID", help="Search by an item already in the collection (more like this).")
+@click.option("--like", "like", metavar="ID", help="Search by an item already in the collection: the others most like it.")
 @click.option("--vector", metavar="JSON|FILE.npy", help="Search by a raw vector: a JSON list or a .npy file.")
 @click.option("--where", metavar="SQL", help="Only items matching this SQL predicate over the collection's columns, "
               "e.g. \"label = 'HUM'\" or \"id IN (SELECT id FROM predictions WHERE collection = 'q' AND label = 'x')\".")

@@ -61,17 +61,20 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
         raise InputError(f"k must be at least 1, got {k}")
     space = store.space_name(collection, space)
     q = query_vector(store, collection, space, query=query, image=image, item_id=item_id, vector=vector)
+    want = k + (item_id is not None)  # more like an item: the item itself is not an answer
     if where is not None:
-        hits = filtered_search(store, collection, space, q, k, where)
+        hits = filtered_search(store, collection, space, q, want, where)
     elif store.settings.device.startswith("cuda"):
-        hits = gpu_exact_search(store, collection, space, q, k)
+        hits = gpu_exact_search(store, collection, space, q, want)
     else:
         index, ids = store._sync_index(collection, space)
         if index.ntotal == 0:
             return []
         factory, param = index_setting(store, collection, space)
-        scores, rows = ix.search(index, q, k, limit=len(ids), factory=factory, param=param)
+        scores, rows = ix.search(index, q, want, limit=len(ids), factory=factory, param=param)
         hits = [(str(ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+    if item_id is not None:
+        hits = [h for h in hits if h[0] != str(item_id)][:k]
     meta = items_by_id(store, collection, [h[0] for h in hits])
     return [{"rank": n + 1, "id": i, "score": round(s, 6), **meta.get(i, {})} for n, (i, s) in enumerate(hits)]
 

@@ -211,10 +211,15 @@ def test_search_by_a_few_words(topic_store):
 
 def test_search_like_an_item(topic_store):
     item_id, text = topic_store.sql("SELECT id, text FROM docs WHERE label = 'animals' ORDER BY id LIMIT 1").fetchall()[0]
-    hits = topic_store.search("docs", item_id=item_id, k=4)
-    assert hits[0]["id"] == item_id and hits[0]["text"] == text
-    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    hits = topic_store.search("docs", item_id=item_id, k=4)  # more like it: itself left out
+    ids, X = topic_store.embeddings("docs")
+    by_vector = topic_store.search("docs", vector=X[ids.index(item_id)], k=5)
+    assert by_vector[0]["id"] == item_id and by_vector[0]["text"] == text
+    assert [h["id"] for h in hits] == [h["id"] for h in by_vector[1:]]
     assert [h["label"] for h in hits] == ["animals"] * 4
+    filtered = topic_store.search("docs", item_id=item_id, k=2, where="label = 'animals'")
+    assert item_id not in [h["id"] for h in filtered] and len(filtered) == 2  # (ties may order the same scores
+    assert [h["score"] for h in filtered] == pytest.approx([h["score"] for h in by_vector[1:3]])  # differently)
 
 
 def test_search_by_vector(topic_store):
