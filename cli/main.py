@@ -83,7 +83,10 @@ class OneLineErrors(click.Group):
                 click.echo(e.format_message())
                 sys.exit(0)
             where = f" (see: {e.ctx.command_path} -h)" if e.ctx is not None else ""
-            click.echo(f"Error: {e.format_message()}{where}", err=True)
+            message = e.format_message()
+            if isinstance(e, click.MissingParameter) and e.param is not None and e.param.name == "store_path":
+                message = message.rstrip(".") + " (or set EMBSTORE_STORE)."
+            click.echo(f"Error: {message}{where}", err=True)
             sys.exit(e.exit_code)
         except click.ClickException as e:
             e.show()
@@ -532,7 +535,7 @@ def info(store_path: str, head: str | None, as_json: bool) -> None:
     if head is not None:
         versions = store.head_versions(head)
         if as_json:
-            echo_json(versions)
+            echo_json({"head": head, "versions": versions})
             return
         echo_table(["version", "model", "collection", "space", "labels", "accuracy", "macro_f1", "evaluated_on",
                     "created"], [[v["version"], v["model"], v["collection"], v["space"], v["n_classes"], v["accuracy"],

@@ -197,7 +197,7 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
             accs.append(float((pred == yte).mean()))
             f1s.append(float(f1_score(yte, pred, average="macro", zero_division=0)))
             sizes.append(len(rows))
-        out.append({"samples_per_label": n, "runs": len(accs), "train_size": float(np.mean(sizes)),
+        out.append({"samples_per_label": n, "runs": len(accs), "train_size": int(sizes[0]) if len(set(sizes)) == 1 else float(np.mean(sizes)),
                     # no label has more than n items: every run trains on all of them, so the runs are the same
                     "every_item": n == "all" or int(n) >= most,
                     "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),

@@ -508,7 +508,7 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
         if wanted not in enc.modalities:
             other = "--image image files" if texts is not None else "--text texts"
             raise InputError(f"head {record['name']!r} was trained on {record['space']!r} ({spec}), which embeds "
-                             f"{' and '.join(sorted(enc.modalities))} only, not {wanted}s: predict {other} with it, "
+                             f"{' and '.join(m + 's' for m in sorted(enc.modalities))} only, not {wanted}s: predict {other} with it, "
                              f"or a collection (--collection)")
         if texts is not None:
             X = enc.encode_text(list(texts))

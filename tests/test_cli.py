@@ -355,7 +355,7 @@ def test_delete_a_head_version_a_head_and_a_collection(tmp_path, monkeypatch):
     out = run("delete", "--store", store, "--head", "topic", "--version", "1", "--yes")
     assert out.stdout.strip() == "deleted head topic version 1"  # v2 made the predictions: they stay
     assert run("delete", "--store", store, "--head", "topic", "--version", "3", "--yes", ok=False).exit_code == 2
-    assert [v["version"] for v in run_json("info", "--store", store, "--head", "topic")] == [2]
+    assert [v["version"] for v in run_json("info", "--store", store, "--head", "topic")["versions"]] == [2]
     assert (store / "heads" / "topic" / "v1" / "head.json").is_file()  # retired: kept for readers of older snapshots
     assert count_predictions(store) == 36
     gone = run_json("delete", "--store", store, "--head", "topic", "--yes")
@@ -391,7 +391,7 @@ def test_info_lists_the_versions_of_a_head(tmp_path):
     run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
     for model in ("centroid", "knn"):
         run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--model", model)
-    versions = run_json("info", "--store", store, "--head", "topic")
+    versions = run_json("info", "--store", store, "--head", "topic")["versions"]
     assert [(v["version"], v["model"]) for v in versions] == [(1, "centroid"), (2, "knn")]
     assert all(v["evaluated_on"] == "held-out 0.2 of docs (seed 0)" and 0 <= v["accuracy"] <= 1 for v in versions)
     table = run("info", "--store", store, "--head", "topic").stdout.splitlines()

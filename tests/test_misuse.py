@@ -153,7 +153,7 @@ def test_predict_an_image_with_a_text_head_says_what_the_head_takes(tmp_path):
         "-c", "docs")  # the default text encoder: text only
     run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--param", "C=1")
     refused = run("predict", "--store", store, "--head", "topic", "--image", make_png(tmp_path / "a.png", 1), ok=False)
-    assert_one_line_error(refused, "head 'topic' was trained on 'minilm' (minilm), which embeds text only, not "
+    assert_one_line_error(refused, "head 'topic' was trained on 'minilm' (minilm), which embeds texts only, not "
                           "images: predict --text texts with it")
 
 
