@@ -5,7 +5,8 @@
   objective is scikit-learn's (``C * sum(loss) + ||W||^2 / 2``, intercept not penalised). ``C="auto"`` chooses C by
   stratified k-fold cross-validation over a grid, warm-starting along the path.
 - ``KNNHead``: cosine k-nearest neighbours over a FAISS inner-product index (its own, or one it is served from);
-  ``n_neighbors="auto"`` picks k by leave-one-out accuracy on up to 5,000 training items.
+  ``n_neighbors="auto"`` picks k by leave-one-out accuracy on up to 5,000 training items (past the grid's
+  largest k, doubling, while the largest is best).
 - ``CentroidHead``: cosine nearest centroid, with probabilities from a softmax over similarities; trains from one
   example per label.
 
@@ -22,6 +23,7 @@ from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
+K_MAX = 1000  # the largest k the kNN head's search for k goes to
 DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # walked from strong to weak; stops once held-out loss rises
 
 
@@ -467,14 +469,19 @@ class KNNHead(_CosineBase):
         ks = (sorted(k for k in self.ks if k < len(X)) or [1]) if self.n_neighbors == "auto" else [int(self.n_neighbors)]
         # leave one out on (a sample of) the training items: k by accuracy, then how much to smooth the votes
         rows = np.random.default_rng(self.random_state).permutation(len(X))[: self.loo_max_rows]
-        sims, nbrs = self._search(X[rows], max(ks) + 1)
-        own = nbrs == rows[:, None]  # drop the item itself (wherever an approximate index ranked it), else the last one
-        drop = np.where(own.any(1), own.argmax(1), nbrs.shape[1] - 1)
-        keep = np.arange(nbrs.shape[1])[None, :] != drop[:, None]
-        sims, nbrs = sims[keep].reshape(len(rows), -1), nbrs[keep].reshape(len(rows), -1)
-        votes = [self._vote(sims[:, :k], nbrs[:, :k]) for k in ks]
-        acc = [float((v.argmax(1) == yi[rows]).mean()) for v in votes]
-        best = int(np.argmax(acc))
+        while True:
+            sims, nbrs = self._search(X[rows], max(ks) + 1)
+            own = nbrs == rows[:, None]  # drop the item itself (wherever an approximate index ranked it), else the last
+            drop = np.where(own.any(1), own.argmax(1), nbrs.shape[1] - 1)
+            keep = np.arange(nbrs.shape[1])[None, :] != drop[:, None]
+            sims, nbrs = sims[keep].reshape(len(rows), -1), nbrs[keep].reshape(len(rows), -1)
+            votes = [self._vote(sims[:, :k], nbrs[:, :k]) for k in ks]
+            acc = [float((v.argmax(1) == yi[rows]).mean()) for v in votes]
+            best = int(np.argmax(acc))
+            # the largest k of the grid won: the best may lie beyond it, so the grid goes on, doubling
+            if self.n_neighbors != "auto" or best < len(ks) - 1 or len(ks) < 2 or 2 * ks[-1] >= min(len(X), K_MAX):
+                break
+            ks = ks + [2 * ks[-1]]
         self.n_neighbors_ = ks[best]
         self.cv_scores_ = dict(zip(map(str, ks), acc)) if self.n_neighbors == "auto" else {}
         self.sharpness_, self.smoothing_ = _fit_vote_calibration(votes[best], yi[rows])

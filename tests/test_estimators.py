@@ -167,6 +167,19 @@ def test_one_rare_label_does_not_switch_the_search_for_C_off():
     assert tiny.C_ == 1.0 and tiny.cv_scores_ == {} and tiny.cv_how_.startswith("none")
 
 
+def test_knn_k_search_goes_past_the_grid_while_its_largest_k_wins():
+    """Noisy labels (30% flipped) reward a large k: the search doubles k past the grid's 50 until the leave-one-out
+    accuracy stops rising, and the k it finds beats the grid's largest on the true test labels."""
+    X, y = blobs(n=2000, k=2, spread=2.0, seed=3)
+    Xt, yt = blobs(n=2000, k=2, spread=2.0, seed=4)
+    noisy = np.where(np.random.default_rng(5).random(len(y)) < 0.3, 1 - y, y)
+    knn = KNNHead().fit(X, noisy)
+    assert knn.n_neighbors_ == 100 and list(knn.cv_scores_) == ["1", "3", "5", "10", "20", "50", "100", "200"]
+    assert knn.cv_scores_["200"] < knn.cv_scores_["100"]  # where it stopped
+    at_50 = KNNHead(n_neighbors=50).fit(X, noisy)
+    assert (knn.predict(Xt) == yt).mean() > (at_50.predict(Xt) == yt).mean() + 0.01
+
+
 def test_knn_and_centroid_learn_from_few_examples():
     X, y = blobs(n=400)
     Xt, yt = blobs(seed=5)
