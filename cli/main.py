@@ -242,6 +242,11 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
         tried = "  ".join(f"{k}: {v:.4g}" + (" (chosen)" if float(k) == float(sel["chosen"]) else "")
                           for k, v in sel["scores"].items())
         click.echo(f"\n{sel['parameter']} by {sel['how']}, {sel['criterion']}: {tried}")
+        from embstore.estimators import DEFAULT_CS
+
+        if sel["parameter"] == "C" and float(sel["chosen"]) == max(map(float, sel["scores"])) == max(DEFAULT_CS):
+            click.echo(f"C={sel['chosen']:g} is the weakest regularisation tried: a weaker one may do better "
+                       f"(--param C={3 * sel['chosen']:g} to try one)")
     prev = rec.get("vs_previous")
     if prev:
         verdict = ("more than the luck of the test set" if prev["p_value"] < 0.05

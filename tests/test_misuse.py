@@ -334,3 +334,18 @@ def test_names_columns_and_files_a_user_gets_wrong(docs, tmp_path):
                           "the columns of 'docs' are: id, text, label, split")
     assert_one_line_error(run("search", "--store", docs, "-c", "docs", "cat", "--like", "abc", ok=False),
                           "(got a text query, --like)")
+
+
+def test_a_C_at_the_end_of_the_grid_is_pointed_out(tmp_path):
+    """scikit-learn's wine data, L2-normalised: the held-out loss keeps falling as C weakens, up to the grid's end;
+    the fit says the best may lie beyond."""
+    from sklearn.datasets import load_wine
+
+    from embstore import Store
+
+    X, y = load_wine(return_X_y=True)
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+    Store.open(tmp_path / "s").ingest_vectors("sep", X, metadata={"label": [str(v) for v in y]}, name="v")
+    out = run("fit", "--store", tmp_path / "s", "-c", "sep", "--label-column", "label").stdout
+    assert "C=1000 is the weakest regularisation tried: a weaker one may do better (--param C=3000 to try one)" in out
