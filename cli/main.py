@@ -373,6 +373,7 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
 @click.option("--collection", "-c", required=True, help="Collection to search.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of results.")
 @click.option("--space", metavar="NAME", help="Space to search (needed when the collection has several).")
+@click.option("--text", "text", metavar="TEXT", help="The text query, as an option (same as QUERY).")
 @click.option("--image", type=click.Path(), help="Search by this image file instead of text.")
 @click.option("--like", "like", metavar="ID", help="Search by an item already in the collection: the others most like it.")
 @click.option("--vector", metavar="JSON|FILE.npy", help="Search by a raw vector: a JSON list or a .npy file.")
@@ -381,12 +382,16 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
 @device_option
 @json_option
 @friendly
-def search(query: str | None, store_path: str, collection: str, k: int, space: str | None, image: str | None,
-           like: str | None, vector: str | None, where: str | None, device: str | None, as_json: bool) -> None:
+def search(query: str | None, store_path: str, collection: str, k: int, space: str | None, text: str | None,
+           image: str | None, like: str | None, vector: str | None, where: str | None, device: str | None,
+           as_json: bool) -> None:
     """Top-k items most similar to QUERY (text), --image FILE, --like ID or --vector, with scores and metadata.
 
     With --where, k results come back whenever at least k items match (the filter runs before or inside the
     search, not after it)."""
+    if query is not None and text is not None:
+        raise InputError("give the text query once: as QUERY or as --text, not both")
+    query = text if query is None else query
     store = open_store(store_path, device)
     hits = store.search(collection, query, image=image, item_id=like, vector=parse_vector(vector), k=k,
                         space=space, where=where)

@@ -175,6 +175,10 @@ def test_search_text_like_and_k(session):
     like = run_json("search", "--like", top["id"], "--store", store, "-c", "docs", "-k", "2")
     assert [r["id"] for r in like["results"]] == [r["id"] for r in res["results"][1:]]  # all but the item itself
     assert {r["label"] for r in like["results"]} == {"finance"}
+    assert run_json("search", "--text", "the bond and the bank near the rates yields", "--store", store, "-c", "docs",
+                    "-k", "3") == res
+    assert_one_line_error(run("search", "a", "--text", "b", "--store", store, "-c", "docs", ok=False),
+                          "give the text query once")
     human = run("search", "striker referee", "--store", store, "-c", "docs", "-k", "2").stdout.splitlines()
     assert human[0].split()[:3] == ["rank", "id", "score"] and len(human) == 4
     assert "sports" in human[2]
