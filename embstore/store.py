@@ -272,12 +272,35 @@ class Store:
         if (existing is None or space not in existing["spaces"]) and view.lower() in taken:
             raise InputError(f"space {space!r} of {collection!r} would be the SQL view {view!r}, which is taken by "
                              f"{taken[view.lower()]}; pass --space ANOTHER_NAME")
+        new_views = ([collection] if existing is None else []) + ([view] if existing is None or space not in
+                                                                   existing["spaces"] else [])
+        mine = self._user_tables() if new_views else {}
+        for name in new_views:
+            if name.lower() in mine:
+                raise InputError(f"your SQL table {mine[name.lower()]!r} (in STORE/sql.duckdb) has the name of the new "
+                                 f"view {name!r}, which would hide it; rename the table (embstore sql --write \"ALTER "
+                                 f"TABLE {mine[name.lower()]} RENAME TO another_name\") or choose another name")
         coll = self.manifest["collections"].setdefault(collection, {
             "modality": modality, "content_column": content_column, "id_column": id_column, "created": now(),
             "item_shards": [], "spaces": {}, "predictions": {}, "ingests": []})
         coll["spaces"].setdefault(space, {"encoder": enc.describe(), "created": now(), "rows": 0, "shards": [],
                                           "index": None})
         return coll
+
+    def _user_tables(self) -> dict[str, str]:
+        """The tables a user made with ``embstore sql --write`` (lower-cased name -> name)."""
+        db = self.root / "sql.duckdb"
+        if not db.exists():
+            return {}
+        import duckdb
+
+        try:
+            with duckdb.connect(str(db), read_only=True) as con:
+                names = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary")
+                         .fetchall()]
+        except duckdb.Error:  # held by a writer right now: nothing to check against
+            return {}
+        return {n.lower(): n for n in names}
 
     def _commit_chunk(self, collection: str, space: str, enc: Encoder, plan: Any, items: pa.Table | None,
                       space_rows: pa.Table, vectors: np.ndarray, report: Any) -> None:

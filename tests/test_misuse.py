@@ -46,6 +46,16 @@ def test_a_collection_or_space_that_would_hide_another_sql_view_is_refused(docs,
     assert_one_line_error(bad, "SQL error", "no collection 'nope'")
 
 
+def test_a_new_collection_named_like_a_table_of_the_user_s_is_refused(docs, tmp_path):
+    run("sql", "--store", docs, "--write", "CREATE TABLE Labels AS SELECT 1 AS x")
+    src = write_csv(tmp_path / "more.csv", [{"text": "a cow"}])
+    assert_one_line_error(run("ingest", src, "--store", docs, "-c", "labels", "--encoder", HASH, ok=False),
+                          "your SQL table 'Labels' (in STORE/sql.duckdb) has the name of the new view 'labels'",
+                          "ALTER TABLE Labels RENAME TO")
+    run("ingest", src, "--store", docs, "-c", "labels2", "--encoder", HASH)
+    assert run("sql", "--store", docs, "--format", "csv", "SELECT x FROM Labels").stdout == "x\n1\n"
+
+
 # ------------------------------------------------------------------------------------------------ fit and eval
 def test_bad_head_parameters_name_the_parameter_and_the_choices(docs):
     fit = ["fit", "--store", docs, "-c", "docs", "--label-column", "label"]
