@@ -56,6 +56,9 @@ def main() -> None:
             Paced.spent += time.perf_counter() - t
             return out
 
+    from embstore.ingest import runner
+
+    runner.BACKGROUND = True  # as with a model on a GPU: chunks are written and indexed while the next one encodes
     spec = f"hash:{a.dim}"
     settings = Settings.resolve(device="cpu")
     encoders._cache[(spec, settings.device)] = Paced(a.dim)

@@ -416,7 +416,7 @@ class Store:
                     index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
                 vectors = None
             if changed or not entry.get("recall_at_10"):
-                if vectors is None:
+                if vectors is None and ix.param_name(want) is not None:  # (an exact index is not measured)
                     vectors = self._vectors_from(collection, space, 0)
                 tuned = ix.tune(index, want, vectors, target_recall or ix.TARGET_RECALL) if len(ids) else \
                     {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}

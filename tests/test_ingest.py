@@ -409,7 +409,7 @@ def test_user_ids_repeated_or_changed_are_quarantined(store, tmp_path):
     assert dict(store.sql("SELECT id, text FROM u").fetchall()) == {"a": "first", "b": "second", "c": "new"}
 
 
-def test_a_known_id_with_the_same_content_but_other_values_is_quarantined_naming_them(store, tmp_path):
+def test_a_known_id_with_the_same_content_but_other_values_is_quarantined_naming_them(store, tmp_path, monkeypatch):
     """Items are not updated in place: a re-ingest that changes an item's label (same id, same text) must not read
     as a duplicate and drop the new label unseen."""
     rows = [{"id": 1, "text": "Where is Paris ?", "label": "LOC", "score": 1},
@@ -428,6 +428,9 @@ def test_a_known_id_with_the_same_content_but_other_values_is_quarantined_naming
     assert (r.added, r.duplicates, r.quarantined) == (1, 1, 1)
     assert list(r.reasons) == ["id repeated in input with other values"]
     # and across chunks of one ingest, with the first chunk still being written
+    from embstore.ingest import runner
+
+    monkeypatch.setattr(runner, "BACKGROUND", True)
     small = Store.open(store.root, settings=Settings.resolve(device="cpu", commit_rows=1))
     r = small.ingest(write_csv(tmp_path / "d.csv", [{"id": 8, "text": "u", "label": "a", "score": 0},
                                                     {"id": 8, "text": "u", "label": "c", "score": 0}]), "q")
@@ -574,12 +577,16 @@ def _numbered_rows(n: int, repeats: bool = False) -> list[dict]:
             for i in range(n) for j in [i - 5 if repeats and i and i % 10 == 0 else i]]
 
 
-def test_chunks_are_written_and_indexed_in_the_background_into_the_right_index(tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [True, False], ids=["background", "in-turn"])
+def test_chunks_are_written_and_indexed_into_the_right_index(tmp_path, monkeypatch, background):
     """Commit chunks of 60 rows: each is written and added to an index grown chunk by chunk, of the kind the whole
-    ingest needs (HNSW here, as the thresholds are lowered), while the next chunk is encoded. The result is the
-    index a rebuild gives: every item finds itself, in the manifest's row order."""
+    ingest needs (HNSW here, as the thresholds are lowered); in the background (as on a GPU) while the next chunk
+    is encoded, or in turn (as on the CPU). The result is the index a rebuild gives: every item finds itself, in
+    the manifest's row order."""
     from embstore import index as ix
+    from embstore.ingest import runner
 
+    monkeypatch.setattr(runner, "BACKGROUND", background)
     monkeypatch.setattr(ix, "FLAT_MAX", 100)
     built = []
     real_build = ix.build
@@ -605,6 +612,9 @@ def test_chunks_are_written_and_indexed_in_the_background_into_the_right_index(t
 def test_a_chunk_repeating_the_chunk_being_written_reuses_its_vectors(tmp_path, monkeypatch):
     """The vectors of the chunk still being written are found for the next chunk's repeats: each content is
     embedded once, across the chunk boundary."""
+    from embstore.ingest import runner
+
+    monkeypatch.setattr(runner, "BACKGROUND", True)
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=50))
     encoder = get_encoder(HASH)
     embedded = []
@@ -620,7 +630,11 @@ def test_a_chunk_repeating_the_chunk_being_written_reuses_its_vectors(tmp_path, 
     assert sorted(embedded) == sorted(distinct)
 
 
-def test_a_failed_background_write_stops_the_ingest_and_loses_no_committed_chunk(tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [True, False], ids=["background", "in-turn"])
+def test_a_failed_write_stops_the_ingest_and_loses_no_committed_chunk(tmp_path, monkeypatch, background):
+    from embstore.ingest import runner
+
+    monkeypatch.setattr(runner, "BACKGROUND", background)
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=40))
     source = write_csv(tmp_path / "t.csv", _numbered_rows(200))
     real = Store._commit_chunk
@@ -646,14 +660,14 @@ def test_a_failed_background_write_stops_the_ingest_and_loses_no_committed_chunk
     assert again.space("t")["index"]["ntotal"] == 200
 
 
-def test_commit_chunks_start_small_and_grow_while_they_are_quick(tmp_path, monkeypatch):
+def test_commit_chunks_start_small_and_then_take_about_commit_seconds(tmp_path, monkeypatch):
     from embstore.ingest import runner
 
     source = write_csv(tmp_path / "t.csv", _numbered_rows(1000))
-    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
-    store.ingest(source, "quick", encoder=HASH)
-    assert [s["rows"] for s in store.space("quick")["shards"]] == [256, 512, 232]
-    monkeypatch.setattr(runner, "COMMIT_SECONDS", 0.0)  # every chunk "slow": they stay at the first size
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=600))
+    store.ingest(source, "quick", encoder=HASH)  # a fast model: then chunks of commit_rows
+    assert [s["rows"] for s in store.space("quick")["shards"]] == [256, 600, 144]
+    monkeypatch.setattr(runner, "COMMIT_SECONDS", 1e-9)  # a slow one: chunks stay at the first size
     store.ingest(source, "slow", encoder=HASH)
     assert [s["rows"] for s in store.space("slow")["shards"]] == [256, 256, 256, 232]
 

@@ -1,10 +1,10 @@
 """The ingest pipeline: read -> validate + dedupe (images: read and hash in threads) -> encode (images: decode
 and preprocess in worker processes, streamed into the model) -> write + commit -> index. Each chunk of
-up to ``commit_rows`` rows (the first 256, each next one twice the last while a chunk takes under 15 s) is
+up to ``commit_rows`` rows (the first 256, each next one what the run does in about 20 s) is
 committed on its own, so a crash loses at most the chunks not yet committed: the one being written and the one
-being encoded. A chunk is written, committed and added to the space's index in a background
-thread while the next chunk is read and encoded (text; images overlap the next chunk's hashing pass only, since their
-decoders fork)."""
+being encoded. On a GPU a chunk is written, committed and added to the space's index in a background thread while
+the next chunk is read and encoded (text; images overlap the next chunk's hashing pass only, since their decoders
+fork); on the CPU, where the model keeps every core busy, in turn."""
 from __future__ import annotations
 
 import json
@@ -130,6 +130,9 @@ class IngestRun:
         self.pending: dict[str, np.ndarray] = {}  # its vectors by content hash, until its shard is listed
         self.expect_rows = 0
         self.run_values: dict[str, str] = {}  # user id -> value digest of the items this ingest added
+        # write in the background while the model works on an accelerator; on the CPU the model's threads already
+        # use every core, and a writer beside them only makes them wait for each other (measured: bench/RESULTS.md)
+        self.background = BACKGROUND if BACKGROUND is not None else not str(settings.device).startswith("cpu")
 
     # ----------------------------------------------------------------------------------------------------------
     def run(self) -> IngestReport:
@@ -158,10 +161,11 @@ class IngestRun:
                     t = time.perf_counter()
                     self._chunk(chunk, start, existing_items, existing_space, known_vectors, pool)
                     start += chunk.num_rows
-                    # chunks grow to commit_rows while one takes under COMMIT_SECONDS: an early commit soon,
-                    # and a slow model (images on a CPU) does not hold minutes of work uncommitted
-                    if time.perf_counter() - t < COMMIT_SECONDS / 2:
-                        size = min(step, size * 2)
+                    # the next chunk: what this run does in COMMIT_SECONDS at the rate just measured, up to
+                    # commit_rows: a first commit soon, and a slow model (images on a CPU) never holds minutes of
+                    # work uncommitted, while a fast one writes few, large shards
+                    rate = chunk.num_rows / max(time.perf_counter() - t, 1e-9)
+                    size = int(min(step, max(FIRST_CHUNK, rate * COMMIT_SECONDS)))
             except BaseException:
                 self._settle(raise_error=False)  # never leave a write running; the first error is the one raised
                 raise
@@ -295,9 +299,12 @@ class IngestRun:
         space_rows = pa.table({"id": pa.array([ids[i] for i in keep], pa.string()),
                                "content_hash": pa.array([hashes[i] for i in keep], pa.string())})
         self.timings["prepare"] += time.perf_counter() - t
-        self._settle()  # one chunk in flight: commits stay in order, memory holds two chunks at most
-        self.pending = {hashes[i]: vectors[hashes[i]] for i in keep}
-        self.writing = self.writer.submit(self._write, items, space_rows, emb)
+        if not self.background:
+            self._write(items, space_rows, emb)
+        else:
+            self._settle()  # one chunk in flight: commits stay in order, memory holds two chunks at most
+            self.pending = {hashes[i]: vectors[hashes[i]] for i in keep}
+            self.writing = self.writer.submit(self._write, items, space_rows, emb)
         self.progress("ingest", offset + chunk.num_rows, self.read.table.num_rows)  # read and encoded
 
     def _tick(self, offset: int, rows: int, share: float) -> None:
@@ -484,8 +491,9 @@ def _read_file(path: str) -> tuple[bytes | None, str | None]:
         return None, f"unreadable file: {path}: {e.strerror}"
 
 
-FIRST_CHUNK = 256  # rows in the first commit chunk; later ones double up to commit_rows ...
-COMMIT_SECONDS = 30.0  # ... while a chunk takes less than half this
+BACKGROUND: bool | None = None  # write + index chunks in a background thread; None: when the device is not the CPU
+FIRST_CHUNK = 256  # rows in the first commit chunk (and the fewest in any); later ones take about ...
+COMMIT_SECONDS = 20.0  # ... this long at the measured rate, up to commit_rows
 PROGRESS_BATCHES = 32  # text: model batches per encoder call, so per progress update (images: one batch)
 PROCESS_MIN = 256  # images to decode before worker processes pay for their start (fewer: threads)
 
