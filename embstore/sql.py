@@ -2,6 +2,7 @@
 embedding) and ``predictions`` (every head's predictions: collection, id, head, version, label, confidence, labels). Read-only unless asked."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import InputError, ReadOnlyError
@@ -147,6 +148,13 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
             if kind not in READ_ONLY_STATEMENTS:
                 raise ReadOnlyError(f"{kind} is not allowed: embstore sql is read-only; pass --write to change data "
                                     "(your tables are kept in STORE/sql.duckdb)")
+    taken = taken_names(store.manifest)
+    for st in statements:  # the store's views are made anew by every call: changing one would seem to work, then not
+        m = re.match(r'\s*(DROP|ALTER)\s+VIEW\s+(?:IF\s+EXISTS\s+)?"?([A-Za-z_][A-Za-z0-9_]*)"?', st.query, re.I)
+        if m and m.group(2).lower() in taken:
+            raise InputError(f"{m.group(2)!r} is {taken[m.group(2).lower()]}, which embstore makes anew for every "
+                             "query: it cannot be dropped or changed in SQL (embstore delete removes collections and "
+                             "heads)")
     con = connect(store, write=write)
     try:
         for st in statements[:-1]:

@@ -359,3 +359,11 @@ def test_a_C_at_the_end_of_the_grid_is_pointed_out(tmp_path):
     Store.open(tmp_path / "s").ingest_vectors("sep", X, metadata={"label": [str(v) for v in y]}, name="v")
     out = run("fit", "--store", tmp_path / "s", "-c", "sep", "--label-column", "label").stdout
     assert "C=1000 is the weakest regularisation tried: a weaker one may do better (--param C=3000 to try one)" in out
+
+
+def test_the_store_s_views_cannot_be_dropped_in_sql(docs):
+    for statement in ("DROP VIEW docs", 'DROP VIEW IF EXISTS "Predictions"', "ALTER VIEW docs__hash64 RENAME TO x"):
+        assert_one_line_error(run("sql", "--store", docs, "--write", statement, ok=False),
+                              "which embstore makes anew for every query: it cannot be dropped or changed in SQL")
+    run("sql", "--store", docs, "--write", "CREATE VIEW mine AS SELECT 1 AS x")
+    run("sql", "--store", docs, "--write", "DROP VIEW mine")  # the user's own views are theirs
