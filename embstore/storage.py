@@ -57,6 +57,41 @@ def read_shards(root: Path, shards: list[dict[str, Any]], columns: list[str] | N
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def conform(table: pa.Table, stored: pa.Schema | None, source: str, collection: str) -> pa.Table:
+    """The input's columns in types the collection's earlier shards can be read with: unchanged where the two
+    types merge (int and float, a column empty in one of them), else cast to the stored type (to text, anything);
+    a column that cannot be is refused, naming it, before anything is written."""
+    if stored is None:
+        return table
+    import pyarrow.compute as pc
+
+    for name in table.column_names:
+        if name not in stored.names or table.schema.field(name).type == stored.field(name).type:
+            continue
+        old, new = stored.field(name).type, table.schema.field(name).type
+        try:
+            pa.unify_schemas([pa.schema([(name, old)]), pa.schema([(name, new)])], promote_options="permissive")
+            continue
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            pass
+        try:
+            cast = pc.cast(table.column(name), old)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            sample = next((v for v in table.column(name).to_pylist() if v is not None), None)
+            raise InputError(f"column {name!r} of collection {collection!r} holds {old} values, but {source} has "
+                             f"{new} ones that do not convert (e.g. {sample!r}); make the column one type, or ingest "
+                             "into another collection") from None
+        table = table.set_column(table.column_names.index(name), name, cast)
+    return table
+
+
+def stored_schema(root: Path, shards: list[dict[str, Any]]) -> pa.Schema | None:
+    """The schema the collection's item shards read with (their columns' types merged)."""
+    if not shards:
+        return None
+    return pa.unify_schemas([pq.read_schema(root / s["file"]) for s in shards], promote_options="permissive")
+
+
 def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])

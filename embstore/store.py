@@ -21,7 +21,8 @@ from .config import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, Settings
 from .encoders import Encoder, RecordedEncoder, get_encoder
 from .errors import InputError, NotFoundError, SpaceMismatchError
 from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manifest, writer_lock
-from .storage import check_name, embedding_array, embedding_matrix, read_shards, write_shard
+from .storage import (check_name, conform, embedding_array, embedding_matrix, read_shards, stored_schema,
+                      write_shard)
 
 
 def _check_factory(factory: str, dim: int) -> None:
@@ -166,6 +167,11 @@ class Store:
         if embedding_column is not None or src.suffix.lower() == ".npy":
             return self._ingest_vector_file(src, collection, embedding_column, id_column, encoder, space)
         read = read_source(src)
+        known = self.manifest["collections"].get(collection)
+        if known and text_column is None and image_column is None and read.kind != "folder":
+            # a later file of the collection: its content comes from the collection's column, unless told otherwise
+            text_column = known["content_column"] if known["modality"] == "text" else None
+            image_column = known["content_column"] if known["modality"] == "image" else None
         plan = plan_for(read, src, text_column, image_column, id_column)
         with self._writing():
             existing = self.manifest["collections"].get(collection)
@@ -198,6 +204,15 @@ class Store:
                         f"({recorded['fingerprint']}), not {spec!r} ({enc.fingerprint()}); pass --space NEW_NAME")
             if index is not None:
                 _check_factory(index, enc.dim)  # before the manifest is touched
+            if existing:
+                if existing.get("content_column") not in (None, plan.content_column):
+                    option = "--text-column" if plan.modality == "text" else "--image-column"
+                    raise InputError(f"collection {collection!r} takes its {plan.modality} from column "
+                                     f"{existing['content_column']!r}, not {plan.content_column!r}; pass {option} "
+                                     f"{existing['content_column']} (renaming the column in the file), or ingest "
+                                     "into another collection")
+                read.table = conform(read.table, stored_schema(self.root, existing["item_shards"]), src.name,
+                                     collection)
             self._ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
             run = IngestRun(self, collection, space, enc, plan, read, src, self.settings, progress, factory=index)
             try:

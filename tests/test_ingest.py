@@ -680,3 +680,36 @@ def test_progress_moves_within_a_chunk_and_ends_at_the_total(tmp_path):
     done = [d for d, _ in seen]
     assert {t for _, t in seen} == {300} and done[0] == 0 and done[-1] == 300 and done == sorted(done)
     assert {64, 128, 192} <= set(done)  # within the first chunk of 256: one update per 64 texts (32 batches of 2)
+
+
+def test_a_column_whose_type_differs_in_a_later_file_is_conformed_or_refused(store, tmp_path):
+    """Shards of one collection must read together: a later file's column is cast to the stored type when it can
+    be (numbers to text, text that holds numbers to numbers, empty to anything), and refused, naming the column,
+    when it cannot; search, fit and SQL keep working."""
+    store.ingest(write_csv(tmp_path / "a.csv", [{"text": "hello there", "label": "A", "n": 1, "note": ""},
+                                                {"text": "general kenobi", "label": "B", "n": 2, "note": ""}]),
+                 "mx", encoder=HASH)
+    r = store.ingest(write_csv(tmp_path / "b.csv", [{"text": "you are a bold one", "label": 7, "n": "3", "note": "x"},
+                                                    {"text": "kill him", "label": 8, "n": 4.5, "note": 1.5}]), "mx")
+    assert r.added == 2
+    assert sorted(store.sql("SELECT label FROM mx").fetchall()) == [("7",), ("8",), ("A",), ("B",)]
+    assert len(store.search("mx", "hello", k=4)) == 4
+    from embstore.heads import labelled
+
+    assert sorted(labelled(store, "mx", "hash64", "label", None)[1]) == ["7", "8", "A", "B"]  # what fit reads
+    with pytest.raises(InputError, match="column 'n' of collection 'mx' holds double values, but c.csv has string "
+                                         "ones that do not convert \\(e.g. 'many'\\)"):
+        store.ingest(write_csv(tmp_path / "c.csv", [{"text": "new words", "label": "C", "n": "many", "note": ""}]),
+                     "mx")
+    assert store.sql("SELECT count(*) FROM mx").fetchall() == [(4,)]  # nothing of it was written
+
+
+def test_a_later_file_takes_the_collection_s_content_column(store, tmp_path):
+    store.ingest(write_csv(tmp_path / "q.csv", [{"question": "where is it", "label": "LOC"}]), "q",
+                 text_column="question", encoder=HASH)
+    r = store.ingest(write_csv(tmp_path / "q2.csv", [{"question": "who is it", "label": "HUM"}]), "q")
+    assert r.added == 1  # no --text-column needed the second time
+    both = write_csv(tmp_path / "q3.csv", [{"question": "what", "text": "other", "label": "X"}])
+    with pytest.raises(InputError, match="collection 'q' takes its text from column 'question', not 'text'; pass "
+                                         "--text-column question"):
+        store.ingest(both, "q", text_column="text")
