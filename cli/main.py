@@ -162,7 +162,9 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
                    "ingest again to add the rest", err=True)
         sys.exit(130)
     if as_json:
-        echo_json(r.to_dict())
+        echo_json(r.to_dict() | {"quarantine_file": str(store.root / r.quarantine_file) if r.quarantine_file else None})
+        if r.read and r.added == r.embedded == r.reused == r.duplicates == 0:
+            sys.exit(1)  # every row was refused, as the table's error says
         return
     click.echo(f"{r.collection}.{r.space} ({r.encoder}) from {r.source}")
     echo_table(["read", "added", "duplicates", "quarantined", "embedded", "reused"],

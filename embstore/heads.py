@@ -488,6 +488,10 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
     fp = record["space_fingerprint"]
     if collection is not None and (texts is not None or images is not None):
         raise InputError("predict takes a collection or new inputs (texts or images), not both")
+    if texts is not None and images is not None:
+        raise InputError("predict takes texts or images, not both: predict each with its own call")
+    texts = [texts] if isinstance(texts, str) else texts  # one text, not its letters
+    images = [images] if isinstance(images, (str, bytes, os.PathLike)) else images
     if collection is None and texts is None and images is None:
         raise InputError("predict needs a collection (--collection) or new inputs (--text / --image)")
     if collection is None:

@@ -262,15 +262,22 @@ class Store:
     def ingest_vectors(self, collection: str, vectors: Any, ids: Sequence[Any] | None = None, *,
                        metadata: Any = None, name: str = "external", space: str | None = None,
                        source: str = "<array>") -> "IngestReport":
-        """Precomputed embeddings (n, dim) with their ids and optional metadata (an Arrow table, a dict of columns
-        or a pandas DataFrame). The space records an ``external:<name>`` encoder. Ids default to row numbers: give
+        """Precomputed embeddings (n, dim) with their ids and optional metadata (an Arrow table, a dict of columns,
+        a list of row dicts or a pandas DataFrame). The space records an ``external:<name>`` encoder. Ids default to row numbers: give
         ids when adding a second array, since an id already stored with another vector is quarantined."""
         from .ingest.vectors import ingest_vectors
 
         check_name("collection", collection)
         if metadata is not None and not isinstance(metadata, pa.Table):
-            metadata = pa.table(metadata) if isinstance(metadata, dict) else pa.Table.from_pandas(metadata,
-                                                                                                  preserve_index=False)
+            if isinstance(metadata, dict):
+                metadata = pa.table(metadata)
+            elif isinstance(metadata, list) and all(isinstance(r, dict) for r in metadata):
+                metadata = pa.Table.from_pylist(metadata)
+            elif hasattr(metadata, "columns") and hasattr(metadata, "iloc"):
+                metadata = pa.Table.from_pandas(metadata, preserve_index=False)
+            else:
+                raise InputError(f"metadata must be an Arrow table, a dict of columns, a list of row dicts or a pandas "
+                                 f"DataFrame, not {type(metadata).__name__}")
         return ingest_vectors(self, collection, vectors, ids, metadata, name, space, source)
 
     def _ensure_space(self, collection: str, space: str, enc: Any, modality: str, content_column: str | None,

@@ -4,10 +4,12 @@ that cannot differ, labels with no test items)."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 
+from embstore import InputError
 from conftest import HASH, topic_rows, write_csv
 from test_cli import assert_one_line_error, run, run_json
 
@@ -152,6 +154,18 @@ def test_predict_names_the_inputs_a_head_can_take(docs, tmp_path):
     run("fit", "--store", docs, "-c", "ext", "--label-column", "label", "--name", "ext_head")
     refused = run("predict", "--store", docs, "--head", "ext_head", "--text", "a cat", ok=False)
     assert_one_line_error(refused, "vectors made outside embstore", "predict that (--collection)")
+    both = run("predict", "--store", docs, "--head", "topic", "--text", "a cat", "--image", tmp_path / "x.png", ok=False)
+    assert_one_line_error(both, "predict takes texts or images, not both")
+    one = s.predict("topic", texts="the cat and the dog")  # one text, not five letters
+    assert [r["input"] for r in one["rows"]] == ["the cat and the dog"]
+    s.ingest_vectors("rows", vectors[:2], metadata=[{"label": "x"}, {"label": "y"}])
+    assert s.sql("SELECT label FROM rows ORDER BY label").fetchall() == [("x",), ("y",)]
+    with pytest.raises(InputError, match="metadata must be an Arrow table, a dict of columns, a list of row dicts"):
+        s.ingest_vectors("rows2", vectors[:2], metadata=["x", "y"])
+    everything_bad = write_csv(tmp_path / "bad.csv", [{"text": " "}])
+    out = run("ingest", everything_bad, "--store", docs, "-c", "nothing", "--json", ok=False)
+    assert out.exit_code == 1 and json.loads(out.stdout)["quarantined"] == 1
+    assert json.loads(out.stdout)["quarantine_file"].startswith(str(docs))
 
 
 def test_predict_an_image_with_a_text_head_says_what_the_head_takes(tmp_path):

@@ -81,6 +81,10 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
             raise InputError(f"space {space!r} holds {coll['spaces'][space]['encoder']['spec']} vectors of another "
                              "dim or name; pass --space NEW_NAME")
         created = coll is None
+        if coll and metadata is not None:  # shards of one collection must read together: see storage.conform
+            from ..storage import conform, stored_schema
+
+            metadata = conform(metadata, stored_schema(store.root, coll["item_shards"]), source, collection)
         coll = store._ensure_space(collection, space, enc, "vector", None, "id")
         known = store._item_hashes(collection)
         finite = np.isfinite(vectors).all(1)
