@@ -76,3 +76,21 @@ def test_a_last_value_that_ends_like_an_open_quote_but_is_closed_still_reads(tmp
     src = tmp_path / "tricky.csv"
     src.write_text('text,label\nplain,"\n"\n', encoding="utf-8")  # the label is a line break, quoted and closed
     assert read_source(src).table.to_pylist() == [{"text": "plain", "label": "\n"}]
+
+
+def test_a_jsonl_row_whose_field_has_another_type_is_quarantined_naming_field_and_line(tmp_path):
+    from embstore import Store
+
+    from conftest import HASH, quarantine_lines, write_jsonl
+
+    path = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "label": "x", "score": 1},
+                                             {"text": "b", "label": 3, "score": 2.5},
+                                             {"text": "c", "label": None, "score": 3},
+                                             {"text": "d", "label": "y", "score": True}])
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(path, "j", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (4, 2, 2)
+    reasons = {x["line"]: x["reason"] for x in quarantine_lines(store.root, r.quarantine_file)}
+    assert reasons == {2: "field 'label' holds a number here but text on line 1; make each field one type",
+                       4: "field 'score' holds a boolean here but a number on line 1; make each field one type"}
+    assert store.sql("SELECT text, score FROM j ORDER BY text").fetchall() == [("a", 1.0), ("c", 3.0)]

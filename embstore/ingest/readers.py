@@ -155,16 +155,38 @@ def _read_jsonl(p: Path, kind: str) -> ReadResult:
             except json.JSONDecodeError as e:
                 bad.append({"row": number, "reason": f"invalid JSON: {e.msg}", "data": line[:1000]})
     good = []
+    first: dict[str, tuple[str, int]] = {}  # field -> the kind of its first value, and on which line
     for number, obj in lines:
-        if isinstance(obj, dict):
-            good.append(obj)
-        else:
+        if not isinstance(obj, dict):
             bad.append({"row": number, "reason": "not a JSON object", "data": json.dumps(obj)[:1000]})
+            continue
+        kinds = {k: _kind(v) for k, v in obj.items()}
+        clash = next((k for k, kind in kinds.items() if kind and k in first and first[k][0] != kind), None)
+        if clash is not None:  # a column holds one type: the row that breaks it is quarantined, the rest goes on
+            kind, line = first[clash]
+            bad.append({"row": number, "reason": f"field {clash!r} holds {kinds[clash]} here but {kind} on line {line}; "
+                        "make each field one type", "data": json.dumps(obj)[:1000]})
+            continue
+        for k, kind in kinds.items():
+            if kind:
+                first.setdefault(k, (kind, number))
+        good.append(obj)
     try:
         table = pa.Table.from_pylist(good)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(f"{p.name}: a column mixes types ({str(e).splitlines()[0]}); make each field one type") from None
     return ReadResult(table, kind, bad)
+
+
+def _kind(value: Any) -> str | None:
+    """A JSON value's kind as a column sees it (int and float are both numbers); None for null."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _read_folder(root: Path) -> ReadResult:
