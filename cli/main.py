@@ -174,7 +174,10 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     if r.quarantine_file:
         click.echo(f"quarantined rows and reasons: {store.root / r.quarantine_file}")
     if r.ignored_files:
-        click.echo(f"ignored {r.ignored_files} {'file' if r.ignored_files == 1 else 'files'} that are not images")
+        click.echo(f"ignored {r.ignored_files} {'file that is not an image' if r.ignored_files == 1 else 'files that are not images'}")
+    if r.new_columns:
+        click.echo(f"new columns: {', '.join(r.new_columns)} (the collection's earlier items have no values in them; "
+                   "a misspelt column name shows here)")
     if r.added == 0 and r.embedded == 0 and r.reused == 0:
         if r.read == 0:
             click.echo("nothing to ingest: the input has no data rows")
@@ -182,7 +185,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
             raise click.ClickException(f"no row was added: all {r.read} rows were quarantined (reasons above); "
                                        "fix them and ingest again")
         else:
-            click.echo(f"nothing new: {r.duplicates} rows are already in the collection"
+            click.echo(f"nothing new: {r.duplicates} {'row is' if r.duplicates == 1 else 'rows are'} already in the collection"
                        + (f", {r.quarantined} were quarantined" if r.quarantined else ""))
 
 

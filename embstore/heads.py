@@ -120,7 +120,14 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
             raise InputError(f"cannot read labels file {labels_file}: {str(e).splitlines()[0]}") from None
         if not {"id", "label"} <= set(t.column_names):
             raise InputError(f"labels file {labels_file} needs columns id,label; it has {', '.join(t.column_names)}")
-        by_id = dict(zip(t.column("id").to_pylist(), normalize_labels(t.column("label").to_pylist(), sep)))
+        by_id = {}
+        for row, (item_id, label) in enumerate(zip(t.column("id").to_pylist(),
+                                                   normalize_labels(t.column("label").to_pylist(), sep)), start=2):
+            if item_id in by_id and by_id[item_id][1] != label:
+                raise LabelError(f"labels file {labels_file} gives id {item_id!r} two labels ({by_id[item_id][1]!r} "
+                                 f"on line {by_id[item_id][0]}, {label!r} on line {row}); keep one")
+            by_id.setdefault(item_id, (row, label))
+        by_id = {k: v for k, (_, v) in by_id.items()}
     else:
         if label_column is None:
             raise InputError("give a label column (--label-column) or a labels file (--labels id,label CSV)")

@@ -211,8 +211,8 @@ class Store:
                                      f"{existing['content_column']!r}, not {plan.content_column!r}; pass {option} "
                                      f"{existing['content_column']} (renaming the column in the file), or ingest "
                                      "into another collection")
-                read.table = conform(read.table, stored_schema(self.root, existing["item_shards"]), src.name,
-                                     collection)
+                stored = stored_schema(self.root, existing["item_shards"])
+                read.table = conform(read.table, stored, src.name, collection)
             self._ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
             run = IngestRun(self, collection, space, enc, plan, read, src, self.settings, progress, factory=index)
             try:
@@ -220,6 +220,9 @@ class Store:
             except BaseException:
                 self._growing.pop((collection, space), None)
                 raise
+            if existing and existing["item_shards"] and report.added:
+                report.new_columns = [c for c in read.table.column_names if c not in stored.names
+                                      and c != plan.id_column]
             if existing is None and report.added == 0:  # no row made it (none, or all quarantined): no empty
                 del self.manifest["collections"][collection]  # collection is left behind; the quarantine file is
                 self._growing.pop((collection, space), None)  # kept, and the report names it

@@ -126,6 +126,13 @@ def test_labels_file_instead_of_a_column(docs, tmp_path):
     rec = docs.fit("docs", labels=labels, name="from_file", model="knn")
     assert rec["label_column"] is None and rec["n_classes"] == 3
     assert rec["n_train"] + rec["metrics"]["n_test"] == 30 and rec["n_unlabelled"] == 6
+    repeated = [{"id": i, "label": lab} for i, lab in ids[:30]] + [{"id": ids[0][0], "label": ids[0][1]}]
+    assert docs.fit("docs", labels=write_csv(tmp_path / "same.csv", repeated), model="knn")["n_train"] == \
+        rec["n_train"]  # the same label twice is one label
+    clash = repeated + [{"id": ids[0][0], "label": "other"}]
+    with pytest.raises(LabelError, match=f"gives id '{ids[0][0]}' two labels \\('{ids[0][1]}' on line 2, 'other' "
+                                         "on line 33\\); keep one"):
+        docs.fit("docs", labels=write_csv(tmp_path / "clash.csv", clash), model="knn")
 
 
 def test_integer_labels_stay_integers(store, tmp_path):

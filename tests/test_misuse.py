@@ -381,3 +381,10 @@ def test_the_store_s_views_cannot_be_dropped_in_sql(docs):
                               "which embstore makes anew for every query: it cannot be dropped or changed in SQL")
     run("sql", "--store", docs, "--write", "CREATE VIEW mine AS SELECT 1 AS x")
     run("sql", "--store", docs, "--write", "DROP VIEW mine")  # the user's own views are theirs
+
+
+def test_a_later_file_with_a_new_column_says_so(docs, tmp_path):
+    typo = write_csv(tmp_path / "typo.csv", [{"text": "a new cow in the barn", "lab": "animals", "split": "train"}])
+    out = run("ingest", typo, "--store", docs, "-c", "docs").stdout
+    assert "new columns: lab (the collection's earlier items have no values in them" in out
+    assert run_json("ingest", typo, "--store", docs, "-c", "docs")["new_columns"] == []  # nothing added this time

@@ -48,6 +48,7 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)
     quarantine_file: str | None = None
     ignored_files: int = 0
+    new_columns: list[str] = field(default_factory=list)  # columns the collection's earlier items do not have
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
