@@ -230,7 +230,7 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
                     labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
                     test_where=test_where, label_sep=label_sep, plot_dir=plot_dir)
     if as_json:
-        echo_json({k: v for k, v in rec.items() if k != "encoder"})
+        echo_json(rec)
         return
     unlabelled = f" ({rec['n_unlabelled']} without a label left out)" if rec.get("n_unlabelled") else ""
     click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
@@ -338,6 +338,10 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
             n = r["samples_per_label"]
             click.echo(f"per_label {n}: no label has more than {n} training items, so every run trained on all of them "
                        "(in another order)")
+    stopped = [f"{r['stopped_at_max_iter']} of {r['runs']} at per_label {r['samples_per_label']}"
+               for r in out["results"] if r.get("stopped_at_max_iter")]
+    if stopped:
+        click.echo(f"runs that stopped at max_iter=100 before converging, as the protocol has them: {', '.join(stopped)}")
     if "plot" in out:
         click.echo(f"learning curve: {out['plot']}")
 

@@ -3,6 +3,7 @@ few-shot protocol, and pictures of both."""
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -177,6 +178,7 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
     """MTEB classification protocol: for each n, ``repeats`` times undersample the train split to n per label
     (a RandomState(seed) per n, so each n's runs do not depend on which other n were asked for), fit
     LogisticRegression(max_iter=100), score accuracy and macro-F1 on the whole test split."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
@@ -187,12 +189,15 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
     out = []
     for n in samples:
         rng, idxs = np.random.RandomState(seed), np.arange(len(ytr))
-        accs, f1s, sizes = [], [], []
+        accs, f1s, sizes, stopped = [], [], [], 0
         for _ in range(1 if n == "all" else repeats):
             rows = np.arange(len(ytr)) if n == "all" else undersample(ytr, int(n), rng, idxs)
             if len(set(ytr[rows])) < 2:
                 continue
-            clf = LogisticRegression(max_iter=max_iter).fit(Xtr[rows], ytr[rows])
+            with warnings.catch_warnings():  # the protocol stops at max_iter=100 by design: counted, not printed
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf = LogisticRegression(max_iter=max_iter).fit(Xtr[rows], ytr[rows])
+            stopped += int(np.max(clf.n_iter_) >= max_iter)
             pred = clf.predict(Xte)
             accs.append(float((pred == yte).mean()))
             f1s.append(float(f1_score(yte, pred, average="macro", zero_division=0)))
@@ -200,6 +205,7 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
         out.append({"samples_per_label": n, "runs": len(accs), "train_size": int(sizes[0]) if len(set(sizes)) == 1 else float(np.mean(sizes)),
                     # no label has more than n items: every run trains on all of them, so the runs are the same
                     "every_item": n == "all" or int(n) >= most,
+                    "stopped_at_max_iter": stopped,
                     "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
                     "macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s))})
     return out

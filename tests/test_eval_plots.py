@@ -176,3 +176,17 @@ def test_a_label_seen_only_at_test_time_is_named(docs, tmp_path):
     docs.ingest(write_csv(tmp_path / "x.csv", rows), "extra", encoder=HASH)
     with pytest.raises(LabelError, match="space_travel"):
         docs.fit("docs", "label", "h", test_collection="extra")
+
+
+def test_few_shot_runs_that_stop_at_max_iter_are_counted_not_warned():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)).astype(np.float32)
+    y = [i % 3 for i in range(60)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        short = few_shot(X, y, X, y, samples=(4,), repeats=3, max_iter=1)
+        full = few_shot(X, y, X, y, samples=(4,), repeats=3)
+    assert short[0]["stopped_at_max_iter"] == 3 and full[0]["stopped_at_max_iter"] == 0
+    assert not [w for w in caught if "converge" in str(w.message).lower()]

@@ -244,3 +244,15 @@ def test_head_schema_rejects_wrong_documents(real_store, mutate):
     assert head["model"] == "logreg"
     mutate(head)
     assert errors(validator("head.schema.json"), head) != []
+
+
+def test_fit_json_is_the_whole_head_record(tmp_path):
+    from test_cli import run, run_json
+
+    from conftest import HASH, topic_rows, write_csv
+
+    store = tmp_path / "s"
+    run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
+    out = run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "h")
+    assert errors(validator("head.schema.json"), out) == []
+    assert out == json.loads((store / out["path"] / "head.json").read_text())
