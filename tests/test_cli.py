@@ -111,7 +111,7 @@ def test_fit_json_has_metrics(session):
     assert isinstance(fit["accuracy"], float) and isinstance(fit["macro_f1"], float)
     assert 0.9 <= fit["accuracy"] <= 1.0 and 0.9 <= fit["macro_f1"] <= 1.0
     assert fit["metrics"]["n_test"] + fit["n_train"] == 36
-    assert "encoder" not in fit
+    assert fit["encoder"]["spec"] == HASH  # the whole record
 
 
 def test_fit_human_output_and_options(tmp_path):
