@@ -116,7 +116,8 @@ def register_functions(store: Any, con: Any) -> None:
                     else target.partition(".")
             enc = store.encoder_for(collection, space or None)
             if "text" not in enc.modalities:
-                raise ValueError(f"space {target!r} does not embed text")
+                raise ValueError(f"{target!r} is a space of {collection!r} made by {enc.spec}, which does not embed "
+                                 "text")
             cache[key] = enc.encode_text([text])[0].tolist()
         return cache[key]
 

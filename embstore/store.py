@@ -509,7 +509,7 @@ class Store:
         """Top-``k`` items by cosine similarity to a text, an image (path/bytes/PIL), an item's id, or a vector.
 
         ``where`` is a SQL predicate over the collection's columns (predictions via a subquery, e.g.
-        ``id IN (SELECT id FROM predictions WHERE label = 'HUM')``); k results come back whenever k items match."""
+        ``id IN (SELECT id FROM predictions WHERE collection = 'q' AND label = 'HUM')``); k results come back whenever k items match."""
         from .search import run_search
 
         return run_search(self, collection, query=query, image=image, item_id=item_id, vector=vector, k=k,

@@ -207,8 +207,11 @@ class IngestRun:
             if stored is None or (ids[i] not in existing_space and stored == digest):
                 return False
             if stored != digest:
+                fix = "give the new content a new id" if plan.id_column else \
+                    "items are not updated in place: rename the file, and its new path is a new item" \
+                    if plan.modality == "image" else "give the new content a new id"
                 self.quarantine.add(offset + i + 1, f"id already in collection with different content: {ids[i]}; "
-                                    "give the new content a new id", _row(chunk, i))
+                                    f"{fix}", _row(chunk, i))
             elif values is not None:
                 same.append(i)
             else:

@@ -78,8 +78,9 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         if coll and coll["modality"] != "vector":
             raise InputError(f"collection {collection!r} holds {coll['modality']} items; put vectors in another one")
         if coll and space in coll["spaces"] and coll["spaces"][space]["encoder"]["fingerprint"] != enc.fingerprint():
-            raise InputError(f"space {space!r} holds {coll['spaces'][space]['encoder']['spec']} vectors of another "
-                             "dim or name; pass --space NEW_NAME")
+            had = coll["spaces"][space]["encoder"]
+            raise InputError(f"space {space!r} holds {had['spec']} vectors of {had['dim']} dimensions; these are "
+                             f"{enc.spec} with {enc.dim}: pass another space name (--space, or space=)")
         created = coll is None
         if coll and metadata is not None:  # shards of one collection must read together: see storage.conform
             from ..storage import conform, stored_schema
