@@ -556,6 +556,14 @@ def test_a_changed_image_under_a_known_id_is_not_a_silent_duplicate(store, tmp_p
     r = store.ingest(src, "c", image_column="file")
     assert (r.duplicates, r.quarantined) == (0, 1)
     assert list(r.reasons) == ["id already in collection with different content"]
+    assert quarantine_lines(store.root, r.quarantine_file)[0]["reason"].endswith("give the new content a new id")
+    # a folder gives no ids: a changed file is told to take a new name
+    make_png(tmp_path / "folder" / "x" / "b.png", 3)
+    store.ingest(tmp_path / "folder", "f", encoder=HASH)
+    make_png(tmp_path / "folder" / "x" / "b.png", 4)
+    r = store.ingest(tmp_path / "folder", "f")
+    assert quarantine_lines(store.root, r.quarantine_file)[0]["reason"].endswith(
+        "items are not updated in place: rename the file, and its new path is a new item")
 
 
 def test_row_ids_of_an_image_table_do_not_depend_on_where_it_lies(store, tmp_path):

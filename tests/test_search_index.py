@@ -229,6 +229,9 @@ def test_vectors_without_ids_are_named_by_their_row_and_a_known_id_never_drops_n
     assert reasons[1].startswith("id already in collection with a different vector: 0; give it a new id")
     assert reasons[10].startswith("id already in collection with other values in label: 9;")
     assert store.ingest_vectors("arr", X[10:15], ids=range(10, 15)).added == 5
+    with pytest.raises(InputError, match="space 'external' holds external:external vectors of 8 dimensions; these are "
+                                         "external:external with 5"):
+        store.ingest_vectors("arr", X[:2, :5], ids=["p", "q"])
 
 
 def test_gpu_exact_search_matches_exact_cpu(tmp_path):
