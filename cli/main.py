@@ -39,7 +39,8 @@ def friendly(fn: Callable) -> Callable:
         except OSError as e:  # a file or folder of the user's that cannot be read or written: say which, and why
             if e.filename is None:
                 raise
-            raise BadInput(f"{e.strerror or e}: {e.filename}") from None
+            raise BadInput(f"cannot use {e.filename}: {e.strerror or e}; check the path, and that you may read or "
+                           "write there") from None
 
     return wrapper
 

@@ -721,3 +721,11 @@ def test_a_later_file_takes_the_collection_s_content_column(store, tmp_path):
     with pytest.raises(InputError, match="collection 'q' takes its text from column 'question', not 'text'; pass "
                                          "--text-column question"):
         store.ingest(both, "q", text_column="text")
+
+
+def test_image_paths_are_stored_normalised(store, tmp_path):
+    make_png(tmp_path / "imgs" / "a.png", 1)
+    (tmp_path / "sub").mkdir()
+    store.ingest(write_csv(tmp_path / "t.csv", [{"file": "sub/../imgs/./a.png"}]), "c", image_column="file",
+                 encoder=HASH)
+    assert store.sql("SELECT file FROM c").fetchall() == [(str(tmp_path / "imgs" / "a.png"),)]

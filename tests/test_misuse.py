@@ -194,7 +194,7 @@ def test_paths_that_cannot_be_written_are_one_line_errors(docs, tmp_path):
     run("sql", "--store", docs, query, "-o", tmp_path / "x.csv")
     assert sum(1 for _ in csv.reader(open(tmp_path / "x.csv"))) == 4
     plot = run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--plot", src / "plots", ok=False)
-    assert_one_line_error(plot, f"Not a directory: {src / 'plots'}")
+    assert_one_line_error(plot, f"cannot use {src / 'plots'}: Not a directory; check the path")
 
 
 def test_a_gpu_asked_for_by_name_that_is_not_there(docs, tmp_path):

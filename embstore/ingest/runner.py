@@ -385,8 +385,8 @@ class IngestRun:
     def _resolve_paths(self, chunk: pa.Table) -> pa.Table:
         col = self.plan.content_column
         base = self.plan.base_dir
-        resolved = [None if v is None else str(base / os.path.expanduser(str(v))) if not os.path.isabs(str(v))
-                    else str(v) for v in chunk.column(col).to_pylist()]
+        resolved = [None if v is None else os.path.normpath(base / os.path.expanduser(str(v)))
+                    if not os.path.isabs(str(v)) else os.path.normpath(str(v)) for v in chunk.column(col).to_pylist()]
         return chunk.set_column(chunk.column_names.index(col), col, pa.array(resolved, pa.string()))
 
     def _hash_images(self, chunk: pa.Table, candidates: list[int], offset: int, payloads: dict[int, Any],
