@@ -570,8 +570,11 @@ def info(store_path: str, head: str | None, as_json: bool) -> None:
     for c, ci in data["collections"].items():
         for s, si in ci["spaces"].items() or [(None, {})]:
             param = ", ".join(f"{k}={v}" for k, v in si.get("index_param", {}).items())
+            index = " ".join(x for x in (si.get("index"), param) if x)
+            if si.get("rows") and not index:  # an interrupted ingest committed vectors but saved no index yet
+                index = "none saved: run embstore index"
             rows.append([c, ci["modality"], ci["items"], ci["quarantined"], s, si.get("encoder"), si.get("dim"),
-                         si.get("rows"), " ".join(x for x in (si.get("index"), param) if x), si.get("recall_at_10")])
+                         si.get("rows"), index, si.get("recall_at_10")])
     echo_table(["collection", "modality", "items", "quarantined", "space", "encoder", "dim", "vectors", "index",
                 "recall@10"], rows)
     if data["heads"]:

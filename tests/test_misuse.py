@@ -388,3 +388,15 @@ def test_a_later_file_with_a_new_column_says_so(docs, tmp_path):
     out = run("ingest", typo, "--store", docs, "-c", "docs").stdout
     assert "new columns: lab (the collection's earlier items have no values in them" in out
     assert run_json("ingest", typo, "--store", docs, "-c", "docs")["new_columns"] == []  # nothing added this time
+
+
+def test_info_says_when_a_space_has_no_saved_index(docs):
+    from embstore import Store
+
+    store = Store.open(docs)
+    with store._writing():  # what an ingest interrupted after its commits and before its index leaves
+        store.manifest["collections"]["docs"]["spaces"]["hash64"]["index"] = None
+        store._commit()
+    assert "none saved: run embstore index" in run("info", "--store", docs).stdout
+    run("index", "--store", docs, "-c", "docs")
+    assert "none saved" not in run("info", "--store", docs).stdout
