@@ -354,15 +354,26 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
 @click.option("--version", type=int, help="Head version (default: latest).")
 @click.option("--collection", "-c", help="Predict every item of this collection; results land in the store.")
 @click.option("--text", "texts", multiple=True, help="Predict this text (repeatable) instead of a collection.")
-@click.option("--image", "images", multiple=True, type=click.Path(), help="Predict this image file (repeatable).")
+@click.option("--image", "images", multiple=True, type=click.Path(),
+              help="Predict this image file, or every image in this folder (repeatable).")
 @device_option
 @json_option
 @friendly
 def predict(store_path: str, head: str | None, version: int | None, collection: str | None, texts: tuple[str, ...],
             images: tuple[str, ...], device: str | None, as_json: bool) -> None:
     """Apply a head to a collection (stored; query it as the `predictions` SQL view) or to new inputs."""
+    from pathlib import Path
+
+    from embstore.ingest.readers import IMAGE_EXTENSIONS
+
+    files: list[str] = []
+    for given in images:  # a folder: every image below it, in a stable order
+        p = Path(given).expanduser()
+        files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [given]
+    if images and not files:
+        raise InputError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
     store = open_store(store_path, device)
-    out = store.predict(head, collection, texts=list(texts) or None, images=list(images) or None, version=version)
+    out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
     if as_json:
         echo_json(out)
     elif "rows" in out and any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5

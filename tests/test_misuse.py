@@ -400,3 +400,24 @@ def test_info_says_when_a_space_has_no_saved_index(docs):
     assert "none saved: run embstore index" in run("info", "--store", docs).stdout
     run("index", "--store", docs, "-c", "docs")
     assert "none saved" not in run("info", "--store", docs).stdout
+
+
+def test_predict_takes_a_folder_of_images(tmp_path):
+    from conftest import make_png
+
+    for n in range(6):
+        make_png(tmp_path / "imgs" / ("a" if n % 2 else "b") / f"{n}.png", n)
+    (tmp_path / "new" / "deeper").mkdir(parents=True)
+    make_png(tmp_path / "new" / "x.png", 1)
+    make_png(tmp_path / "new" / "deeper" / "y.png", 2)
+    (tmp_path / "new" / "notes.txt").write_text("not an image")
+    store = tmp_path / "s"
+    run("ingest", tmp_path / "imgs", "--store", store, "-c", "imgs", "--encoder", HASH)
+    run("fit", "--store", store, "-c", "imgs", "--label-column", "folder", "--name", "h", "--model", "knn",
+        "--param", "n_neighbors=1", "--test-size", "0.34")
+    out = run_json("predict", "--store", store, "--head", "h", "--image", tmp_path / "new")
+    assert [r["input"] for r in out["rows"]] == [str(tmp_path / "new" / "deeper" / "y.png"), str(tmp_path / "new" / "x.png")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(run("predict", "--store", store, "--head", "h", "--image", empty, ok=False),
+                          "no image files")
