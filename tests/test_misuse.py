@@ -421,3 +421,28 @@ def test_predict_takes_a_folder_of_images(tmp_path):
     empty.mkdir()
     assert_one_line_error(run("predict", "--store", store, "--head", "h", "--image", empty, ok=False),
                           "no image files")
+
+
+def test_encoders_that_cannot_be_had_say_so_at_once(tmp_path, monkeypatch):
+    """open_clip with no weights named is refused (it used to build a random model under a warning); an unknown
+    tag lists the model's tags; pretrained timm weights with the hub out of reach fail at once, not after a minute
+    of retries."""
+    import time
+
+    from conftest import make_png
+
+    from embstore.encoders import base
+
+    make_png(tmp_path / "imgs" / "a.png", 1)
+    for spec, words in (("open_clip:ViT-B-32", "open_clip:ViT-B-32 names no weights: give @TAG"),
+                        ("open_clip:ViT-B-32@nosuchtag", "'nosuchtag' is neither a weights file nor a pretrained tag "
+                                                         "of open_clip ViT-B-32; its tags: openai")):
+        out = run("ingest", tmp_path / "imgs", "--store", tmp_path / "s", "-c", "i", "--encoder", spec, ok=False)
+        assert_one_line_error(out, words)
+    monkeypatch.setattr(base, "hub_reachable", lambda timeout=3.0: False)
+    t = time.perf_counter()
+    out = run("ingest", tmp_path / "imgs", "--store", tmp_path / "s", "-c", "i", "--encoder",
+              "timm:mobilenetv3_small_050", ok=False)
+    assert_one_line_error(out, "cannot fetch pretrained weights for timm:mobilenetv3_small_050 (they are not in the "
+                               "Hugging Face cache, and huggingface.co cannot be reached from here)")
+    assert time.perf_counter() - t < 20

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from typing import Any, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -131,3 +132,25 @@ def as_float32(x: Any) -> np.ndarray:
     if arr.ndim != 2:
         raise EncoderError(f"encoder returned an array of shape {arr.shape}; expected (n, dim)")
     return np.ascontiguousarray(arr)
+
+
+@contextmanager
+def hub_cache_only_when_unreachable() -> Iterator[bool]:
+    """Inside: when the Hugging Face hub cannot be reached, its downloads look in the local cache only (a weights
+    file already there loads; one that is not fails at once, not after a minute of retries). Yields whether the
+    hub was reachable."""
+    reachable = hub_reachable()
+    if reachable:
+        yield True
+        return
+    try:
+        import huggingface_hub.constants as hub
+    except ImportError:  # pragma: no cover
+        yield False
+        return
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield False
+    finally:
+        hub.HF_HUB_OFFLINE = before

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import EncoderError
-from .base import Encoder, as_float32, hash_state_dict
+from .base import Encoder, as_float32, hash_state_dict, hub_cache_only_when_unreachable
 from .text import slug
 
 
@@ -38,7 +38,10 @@ class OpenClipEncoder(Encoder):
             raise EncoderError(f"unknown open_clip model {arch!r}; see open_clip.list_models() or give a config .json")
         self.arch = arch
         self.pretrained = pretrained
-        if pretrained in (None, "", "random"):
+        if not pretrained:
+            raise EncoderError(f"open_clip:{arch} names no weights: give @TAG (one of open_clip's pretrained tags), "
+                               f"@/path/to/weights, or @random for random weights")
+        if pretrained == "random":
             torch.manual_seed(0)
             try:
                 model, _, preprocess = open_clip.create_model_and_transforms(arch)
@@ -46,11 +49,19 @@ class OpenClipEncoder(Encoder):
                 raise EncoderError(f"cannot build open_clip model {arch!r}: {type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}; check the model config") from None
         else:
+            local = os.path.exists(pretrained)
+            tags = [] if local else open_clip.list_pretrained_tags_by_model(arch)
+            if not local and pretrained not in tags:
+                raise EncoderError(f"{pretrained!r} is neither a weights file nor a pretrained tag of open_clip {arch}; "
+                                   f"its tags: {', '.join(tags) or 'none'} (or @random for random weights)")
             try:
-                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+                with hub_cache_only_when_unreachable() as online:
+                    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
             except Exception as e:  # download and format errors vary: all mean "these weights cannot be had here"
-                raise EncoderError(f"cannot load open_clip weights {pretrained!r} for {arch}: {str(e).splitlines()[0]}; "
-                                   "give a local weights file") from None
+                why = str(e).splitlines()[0][:160] if online or local else "they are not in the Hugging Face " \
+                    "cache, and huggingface.co cannot be reached from here"
+                fix = "check that the file holds this model's weights" if local else "give a local weights file"
+                raise EncoderError(f"cannot load open_clip weights {pretrained!r} for {arch}: {why}; {fix}") from None
         self.model = model.eval().to(device)
         self.device = device
         self.preprocess_fn = preprocess

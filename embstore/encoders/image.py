@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError
-from .base import Encoder, as_float32, hash_state_dict
+from .base import Encoder, as_float32, hash_state_dict, hub_cache_only_when_unreachable
 from .text import slug
 
 
@@ -55,9 +55,12 @@ class TimmEncoder(Encoder):
             raise EncoderError(f"unknown timm architecture {arch!r}; see timm.list_models() for the names")
         if weights is None:
             try:
-                model = timm.create_model(arch, pretrained=True)
+                with hub_cache_only_when_unreachable() as online:
+                    model = timm.create_model(arch, pretrained=True)
             except Exception as e:  # hub errors vary by version: all mean "no weights here"
-                raise EncoderError(f"cannot fetch pretrained weights for timm:{arch} ({str(e).splitlines()[0]}); "
+                why = str(e).splitlines()[0][:160] if online else "they are not in the Hugging Face cache, and " \
+                    "huggingface.co cannot be reached from here"
+                raise EncoderError(f"cannot fetch pretrained weights for timm:{arch} ({why}); "
                                    f"name a local file instead: timm:{arch}@/path/to/weights.pth") from None
         else:
             model = timm.create_model(arch, pretrained=False)
