@@ -55,12 +55,23 @@ def choose_factory(n: int, dim: int, memory_bytes: int = DEFAULT_MEMORY) -> str:
 def build(vectors: np.ndarray, factory: str) -> Any:
     import faiss
 
+    from .errors import InputError
+
     x = normalize(vectors)
     index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        cap = max(64 * 1024, 40 * int(getattr(faiss.extract_index_ivf(index), "nlist", 1024)))  # faiss wants >= 39/list
+        try:
+            nlist = int(faiss.extract_index_ivf(index).nlist)
+        except RuntimeError:  # trained, but not an IVF (PCA, OPQ, ...)
+            nlist = 1024
+        cap = max(64 * 1024, 40 * nlist)  # faiss wants >= 39 training vectors a list
         sample = x if len(x) <= cap else x[np.random.default_rng(0).choice(len(x), cap, replace=False)]
-        index.train(sample)
+        try:
+            index.train(sample)
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[-1].split(": ")[-1]
+            raise InputError(f"FAISS cannot train {factory} on {len(x)} vectors: {reason}; give a factory that "
+                             "fits the space's size, or none (embstore chooses by size)") from None
     if factory.startswith("HNSW"):
         index.hnsw.efConstruction = 80
     index.add(x)
@@ -88,7 +99,7 @@ def tune(index: Any, factory: str, vectors: np.ndarray, target: float = TARGET_R
     import faiss
 
     name = param_name(factory)
-    if name is None:  # an exact index: nothing to tune, nothing to measure
+    if factory.strip() == "Flat":  # the exact index: nothing to tune, nothing to measure
         return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": 0}
     rng = np.random.default_rng(0)
     x = normalize(vectors)
@@ -102,6 +113,10 @@ def tune(index: Any, factory: str, vectors: np.ndarray, target: float = TARGET_R
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
     _, truth = flat.search(q, k)
+    if name is None:  # another approximate index (PCA, a bare PQ, ...): no knob to raise, but measured all the same
+        _, got = index.search(q, k)
+        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
+        return {"param": None, "value": None, "recall_at_10": round(recall, 4), "n_queries": len(rows)}
     ceiling = faiss.extract_index_ivf(index).nlist if name == "nprobe" else 1024
     value, recall = 16, 0.0
     while True:

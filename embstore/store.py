@@ -165,7 +165,7 @@ class Store:
         check_name("collection", collection)
         src = Path(os.path.abspath(Path(source).expanduser()))  # absolute, and without ".." in what is recorded
         if embedding_column is not None or src.suffix.lower() == ".npy":
-            return self._ingest_vector_file(src, collection, embedding_column, id_column, encoder, space)
+            return self._ingest_vector_file(src, collection, embedding_column, id_column, encoder, space, index)
         read = read_source(src)
         known = self.manifest["collections"].get(collection)
         if known and text_column is None and image_column is None and read.kind != "folder":
@@ -228,7 +228,11 @@ class Store:
                 self._growing.pop((collection, space), None)  # kept, and the report names it
                 self._commit()
                 return report
-            self._sync_index(collection, space, save=True, factory=index)
+            try:
+                self._sync_index(collection, space, save=True, factory=index)
+            except InputError as e:  # a forced factory that cannot be built at this size: the rows are in all the same
+                raise InputError(f"the rows are committed ({report.added} added), but not indexed: {e}; then run "
+                                 "embstore index") from None
             coll = self.manifest["collections"][collection]
             coll["ingests"].append({k: v for k, v in report.to_dict().items() if k not in ("collection",)}
                                    | {"at": now()})
@@ -236,7 +240,7 @@ class Store:
         return report
 
     def _ingest_vector_file(self, src: Path, collection: str, column: str | None, id_column: str | None,
-                            encoder: str | None, space: str | None) -> "IngestReport":
+                            encoder: str | None, space: str | None, index: str | None = None) -> "IngestReport":
         name = (encoder or "external").removeprefix("external:")
         if src.suffix.lower() == ".npy":
             if not src.exists():
@@ -248,7 +252,7 @@ class Store:
             if vectors.ndim != 2:
                 raise InputError(f"{src.name} holds an array of shape {vectors.shape}; give one vector per row (n, dim)")
             return self.ingest_vectors(collection, vectors, _vector_row_ids(vectors), name=name, space=space,
-                                       source=str(src))
+                                       source=str(src), index=index)
         from .ingest.readers import read_source
         from .ingest.vectors import vectors_from_table
 
@@ -260,11 +264,12 @@ class Store:
                              f"{', '.join(table.column_names)}")
         meta = table.drop_columns([c for c in (column or "embedding", id_column) if c])
         ids = table.column(id_column).to_pylist() if id_column else _vector_row_ids(vectors, meta)
-        return self.ingest_vectors(collection, vectors, ids, metadata=meta, name=name, space=space, source=str(src))
+        return self.ingest_vectors(collection, vectors, ids, metadata=meta, name=name, space=space, source=str(src),
+                                   index=index)
 
     def ingest_vectors(self, collection: str, vectors: Any, ids: Sequence[Any] | None = None, *,
                        metadata: Any = None, name: str = "external", space: str | None = None,
-                       source: str = "<array>") -> "IngestReport":
+                       source: str = "<array>", index: str | None = None) -> "IngestReport":
         """Precomputed embeddings (n, dim) with their ids and optional metadata (an Arrow table, a dict of columns,
         a list of row dicts or a pandas DataFrame). The space records an ``external:<name>`` encoder. Ids default to row numbers: give
         ids when adding a second array, since an id already stored with another vector is quarantined."""
@@ -281,7 +286,7 @@ class Store:
             else:
                 raise InputError(f"metadata must be an Arrow table, a dict of columns, a list of row dicts or a pandas "
                                  f"DataFrame, not {type(metadata).__name__}")
-        return ingest_vectors(self, collection, vectors, ids, metadata, name, space, source)
+        return ingest_vectors(self, collection, vectors, ids, metadata, name, space, source, index)
 
     def _ensure_space(self, collection: str, space: str, enc: Any, modality: str, content_column: str | None,
                       id_column: str | None) -> dict[str, Any]:

@@ -243,3 +243,21 @@ def test_gpu_exact_search_matches_exact_cpu(tmp_path):
     store.ingest_vectors("v", X, name="c")
     hits = store.search("v", vector=X[9], k=10)
     assert [int(h["id"]) for h in hits] == exact_top(X, X[9], 10)
+
+
+def test_factories_that_do_not_fit_the_space_are_one_line_errors_and_approximate_ones_are_measured(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    X = clustered(300, dim=16, seed=6)
+    with pytest.raises(InputError, match="the rows are committed \\(300 added\\), but not indexed: FAISS cannot train "
+                                         "IVF512,Flat on 300 vectors"):
+        store.ingest(_npy(tmp_path, X), "v", index="IVF512,Flat")
+    assert store.sql("SELECT count(*) FROM v").fetchall() == [(300,)]
+    with pytest.raises(InputError, match="FAISS cannot train IVF8192,Flat on 300 vectors"):
+        store.reindex("v", factory="IVF8192,Flat")
+    entry = store.reindex("v", factory="PCA4,Flat")  # approximate, with no knob: its recall is measured, not assumed
+    assert entry["recall_queries"] == 200 and entry["recall_at_10"] < 1.0
+
+
+def _npy(tmp_path, X):
+    np.save(tmp_path / "x.npy", X)
+    return tmp_path / "x.npy"

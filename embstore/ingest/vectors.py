@@ -54,7 +54,8 @@ def vectors_from_table(table: pa.Table, column: str) -> np.ndarray:
 
 
 def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequence[Any] | None,
-                   metadata: pa.Table | None, name: str, space: str | None, source: str) -> IngestReport:
+                   metadata: pa.Table | None, name: str, space: str | None, source: str,
+                   factory: str | None = None) -> IngestReport:
     from ..storage import check_name
 
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -132,7 +133,15 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
             del store.manifest["collections"][collection]
             store._commit()
             return report
-        store._sync_index(collection, space, save=True)
+        if factory is not None:
+            from ..store import _check_factory
+
+            _check_factory(factory, vectors.shape[1])
+        try:
+            store._sync_index(collection, space, save=True, factory=factory)
+        except InputError as e:  # a forced factory that cannot be built at this size: the rows are in all the same
+            raise InputError(f"the rows are committed ({report.added} added), but not indexed: {e}; then run "
+                             "embstore index") from None
         from ..manifest import now
 
         coll["ingests"].append({k: v for k, v in report.to_dict().items() if k != "collection"} | {"at": now()})
