@@ -32,11 +32,11 @@ class Settings:
                 retention_s: int | None = None) -> "Settings":
         return cls(
             device=resolve_device(device),
-            batch_size=_positive("batch_size", _pick(batch_size, "EMBSTORE_BATCH_SIZE", 64)),
-            commit_rows=_positive("commit_rows", _pick(commit_rows, "EMBSTORE_COMMIT_ROWS", 20_000)),
-            workers=_positive("workers", _pick(workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1))),
-            index_memory=_positive("index_memory", _pick(index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30)),
-            retention_s=_positive("retention_s", _pick(retention_s, "EMBSTORE_RETENTION_SECONDS", 3600), zero=True),
+            batch_size=_positive("batch_size", batch_size, "EMBSTORE_BATCH_SIZE", 64),
+            commit_rows=_positive("commit_rows", commit_rows, "EMBSTORE_COMMIT_ROWS", 20_000),
+            workers=_positive("workers", workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)),
+            index_memory=_positive("index_memory", index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30),
+            retention_s=_positive("retention_s", retention_s, "EMBSTORE_RETENTION_SECONDS", 3600, zero=True),
         )
 
 
@@ -53,9 +53,12 @@ def _pick(value: int | None, env: str, default: int) -> int:
         raise InputError(f"{env}={raw!r} is not an integer; unset it or give a whole number") from None
 
 
-def _positive(name: str, value: int, zero: bool = False) -> int:
+def _positive(name: str, given: int | None, env: str, default: int, zero: bool = False) -> int:
+    """The setting (given, else from ``env``, else ``default``), checked; an error names where a bad value came from."""
+    value = _pick(given, env, default)
     if value < (0 if zero else 1):
-        raise InputError(f"{name} must be a {'non-negative' if zero else 'positive'} integer, got {value}")
+        where = name if given is not None else env
+        raise InputError(f"{where} must be a {'non-negative' if zero else 'positive'} integer, got {value}")
     return value
 
 

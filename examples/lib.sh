@@ -7,7 +7,13 @@
 setup() {
   local name=$1
   shift
-  data=$(cd "${1:-$here/../../shared/datasets}" && pwd)
+  case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
+  local given=${1:-$here/../../shared/datasets}
+  if [ ! -d "$given" ]; then
+    echo "Error: data folder $given does not exist; give DATA_DIR, the folder holding trec/ and mnist/ (see -h)" >&2
+    exit 2
+  fi
+  data=$(cd "$given" && pwd)
   work=${2:-$(mktemp -d "${TMPDIR:-/tmp}/embstore-$name.XXXXXX")}
   stock=${STOCK:-$(dirname "$data")/bench/stock.py}
   store="$work/$name.store"

@@ -9,6 +9,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+case ${1:-} in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 work=${1:-$(mktemp -d "${TMPDIR:-/tmp}/embstore-quickstart.XXXXXX")}
 store="$work/digits.store"
 mkdir -p "$work"

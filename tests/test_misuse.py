@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -446,3 +447,21 @@ def test_encoders_that_cannot_be_had_say_so_at_once(tmp_path, monkeypatch):
     assert_one_line_error(out, "cannot fetch pretrained weights for timm:mobilenetv3_small_050 (they are not in the "
                                "Hugging Face cache, and huggingface.co cannot be reached from here)")
     assert time.perf_counter() - t < 20
+
+
+def test_weights_files_that_do_not_fit_say_what_is_wrong(tmp_path):
+    import timm
+    import torch
+
+    from embstore.encoders import EncoderError
+    from embstore.encoders.image import TimmEncoder
+
+    torch.save(timm.create_model("mobilenetv3_small_050", pretrained=False), tmp_path / "whole_model.pth")
+    (tmp_path / "junk.pth").write_bytes(b"0123456789")
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "resnet.pth")
+    for name, words in (("whole_model.pth", "holds pickled Python objects, and embstore loads tensors only"),
+                        ("junk.pth", "is not a torch state_dict file (UnpicklingError)"),
+                        ("resnet.pth", "do not fit timm:mobilenetv3_small_050: missing 239 (e.g. blocks.0.0.bn1.bias); "
+                                       "unexpected 117 (e.g. conv1.weight)")):
+        with pytest.raises(EncoderError, match=re.escape(words)):
+            TimmEncoder("mobilenetv3_small_050", str(tmp_path / name))

@@ -35,7 +35,12 @@ def load_state_dict_file(path: str) -> dict[str, Any]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise EncoderError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
+        if "Unsupported global" in str(e):  # a pickled model object, not a state_dict
+            raise EncoderError(f"cannot read weights {path}: it holds pickled Python objects, and embstore loads "
+                               "tensors only (a received file must not run code); save model.state_dict() with "
+                               "torch.save, or a .safetensors file") from None
+        raise EncoderError(f"cannot read weights {path}: it is not a torch state_dict file ({type(e).__name__}); "
+                           "give one saved with torch.save(model.state_dict(), ...), or a .safetensors file") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -71,8 +76,15 @@ class TimmEncoder(Encoder):
                 sd = dict(zip(own, sd.values()))  # same tensors in the same order under other names (Lite0 package)
             try:
                 model.load_state_dict(sd)
-            except RuntimeError as e:
-                raise EncoderError(f"weights {weights} do not fit timm:{arch}: {str(e).splitlines()[0]}") from None
+            except RuntimeError:
+                missing = sorted(set(own) - set(sd))
+                extra = sorted(set(sd) - set(own))
+                shapes = [k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(getattr(sd[k], "shape", ()))]
+                detail = "; ".join(f"{what} {len(keys)} (e.g. {keys[0]})" for what, keys in
+                                   (("missing", missing), ("unexpected", extra), ("other shapes", sorted(shapes)))
+                                   if keys)
+                raise EncoderError(f"weights {weights} do not fit timm:{arch}: {detail}; give the weights of this "
+                                   "architecture") from None
         model.reset_classifier(0)
         self.model = model.eval().to(device)
         self.device = device
