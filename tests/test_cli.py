@@ -333,7 +333,7 @@ def test_retention_comes_from_the_environment_and_may_be_zero(tmp_path, monkeypa
     assert Settings.resolve(device="cpu").retention_s == 3600
     src = write_csv(tmp_path / "t.csv", [{"text": "x"}])
     assert_one_line_error(run("ingest", src, "--store", tmp_path / "s", "-c", "c", "--encoder", HASH, ok=False,
-                              env={"EMBSTORE_RETENTION_SECONDS": "-5"}), "retention_s must be a non-negative integer")
+                              env={"EMBSTORE_RETENTION_SECONDS": "-5"}), "EMBSTORE_RETENTION_SECONDS must be a non-negative integer, got -5")
 
 
 # ------------------------------------------------------------------------------------------------ delete
