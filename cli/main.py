@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 from typing import Any, Callable
 
@@ -152,11 +153,19 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     check_name("collection", collection)  # bad input is refused before a new store is created
     if not Path(path).expanduser().exists():
         raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, or a folder of images")
-    store = Store.open(store_path, settings=Settings.resolve(device=device, batch_size=batch_size))
+    settings = Settings.resolve(device=device, batch_size=batch_size)
+    new_store = not (Path(store_path).expanduser() / "embstore.json").exists()
+    store = Store.open(store_path, settings=settings)
     try:
         r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
                          encoder=encoder, space=space, index=index_factory, embedding_column=embedding_column,
                          progress=progress_bar("embedding"))
+    except EmbstoreError:
+        # refused before anything was kept, into a store this command made: no empty store is left behind
+        if new_store and {p.name for p in store.root.iterdir()} <= {"embstore.json", ".writer.lock"} \
+                and not Store.open(store.root).manifest["collections"]:
+            shutil.rmtree(store.root, ignore_errors=True)
+        raise
     except KeyboardInterrupt:
         kept = Store.open(store.root).info()["collections"].get(collection, {}).get("items", 0)
         click.echo(f"\ninterrupted: what was committed stays ({kept} items now in {collection!r}); run the same "
@@ -214,16 +223,17 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Estimator parameter, e.g. C=0.5, n_neighbors=5 or calibrate=false (repeatable).")
+@device_option
 @json_option
 @friendly
 def fit(store_path: str, collection: str, label_column: str | None, labels_file: str | None, name: str | None,
         model: str, class_weight: str | None, label_sep: str | None, plot_dir: str | None, space: str | None,
         test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float, seed: int,
-        params: tuple[str, ...], as_json: bool) -> None:
+        params: tuple[str, ...], device: str | None, as_json: bool) -> None:
     """Train a head on a collection's embeddings; report accuracy and macro-F1 with 95% intervals, per-label
     precision/recall and calibration on a test set (--test-collection, --test-where, or a held-out split). A refit
     scored on the same test items is compared with the head's previous version item by item (McNemar's test)."""
-    store = open_store(store_path)
+    store = open_store(store_path, device)
     extra = parse_params(params)
     if class_weight:
         extra["class_weight"] = class_weight
@@ -312,17 +322,18 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, default=42, show_default=True,
               help="Seed of the undersampling (MTEB's is 42). A held-out split (no test set given) uses seed 0, as fit's.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write the learning-curve PNG here.")
+@device_option
 @json_option
 @friendly
 def eval_(store_path: str, collection: str, label_column: str | None, labels_file: str | None, space: str | None,
           test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float,
-          samples: str, repeats: int, seed: int, plot_dir: str | None, as_json: bool) -> None:
+          samples: str, repeats: int, seed: int, plot_dir: str | None, device: str | None, as_json: bool) -> None:
     """Few-shot evaluation (MTEB's classification protocol): accuracy by training items per label.
 
     For each n, --repeats times: undersample the training set to n items per label (fixed seed), fit
     LogisticRegression(max_iter=100), score on the whole test set. Shows what the frozen encoder buys you.
     """
-    out = open_store(store_path).eval(collection, label_column, space=space, test_collection=test_collection,
+    out = open_store(store_path, device).eval(collection, label_column, space=space, test_collection=test_collection,
                                       labels=labels_file, train_where=train_where, test_where=test_where,
                                       test_size=test_size, samples=samples, repeats=repeats, seed=seed,
                                       plot_dir=plot_dir)

@@ -401,3 +401,14 @@ def test_info_lists_the_versions_of_a_head(tmp_path):
     table = run("info", "--store", store, "--head", "topic").stdout.splitlines()
     assert table[0].split()[:3] == ["version", "model", "collection"] and len(table) == 4
     assert_one_line_error(run("info", "--store", store, "--head", "nope", ok=False), "no head 'nope'", "topic")
+
+
+def test_fit_and_eval_take_device(tmp_path):
+    store = tmp_path / "s"
+    run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
+    env = {"EMBSTORE_DEVICE": "no-such-device"}  # --device wins over the environment
+    assert_one_line_error(run("fit", "--store", store, "-c", "docs", "--label-column", "label", env=env, ok=False),
+                          "no-such-device")
+    assert run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--device", "cpu", env=env)["n_train"]
+    assert run_json("eval", "--store", store, "-c", "docs", "--label-column", "label", "--samples", "2",
+                    "--repeats", "2", "--device", "cpu", env=env)["results"]

@@ -465,3 +465,14 @@ def test_weights_files_that_do_not_fit_say_what_is_wrong(tmp_path):
                                        "unexpected 117 (e.g. conv1.weight)")):
         with pytest.raises(EncoderError, match=re.escape(words)):
             TimmEncoder("mobilenetv3_small_050", str(tmp_path / name))
+
+
+def test_a_first_ingest_refused_leaves_no_empty_store(tmp_path):
+    src = write_csv(tmp_path / "t.csv", topic_rows())
+    assert_one_line_error(run("ingest", src, "--store", tmp_path / "new", "-c", "c", "--encoder", "nope:1", ok=False),
+                          "unknown encoder spec 'nope:1'")
+    assert not (tmp_path / "new").exists()
+    run("ingest", src, "--store", tmp_path / "new", "-c", "c", "--encoder", HASH)  # and the path is free to use
+    assert_one_line_error(run("ingest", src, "--store", tmp_path / "new", "-c", "d", "--encoder", "nope:1", ok=False),
+                          "unknown encoder spec")
+    assert (tmp_path / "new" / "embstore.json").exists()  # a store that was there stays

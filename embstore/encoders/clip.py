@@ -7,6 +7,7 @@ initialisation: for tests and throughput runs only).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Sequence
 
@@ -44,7 +45,12 @@ class OpenClipEncoder(Encoder):
         if pretrained == "random":
             torch.manual_seed(0)
             try:
-                model, _, preprocess = open_clip.create_model_and_transforms(arch)
+                quiet = logging.getLogger().level
+                logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "initialized randomly": asked for here
+                try:
+                    model, _, preprocess = open_clip.create_model_and_transforms(arch)
+                finally:
+                    logging.getLogger().setLevel(quiet)
             except Exception as e:  # a bad config surfaces as whatever open_clip/torch raise
                 raise EncoderError(f"cannot build open_clip model {arch!r}: {type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}; check the model config") from None
