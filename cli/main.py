@@ -435,6 +435,11 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
         return
     cols = list(dict.fromkeys(c for h in hits for c in h))
     echo_table(cols, [[h.get(c) for c in cols] for h in hits])
+    entry = store.space(collection, space).get("index") or {}
+    if "PQ" in (entry.get("factory") or "") and not store.settings.device.startswith("cuda"):
+        click.echo(f"scores are approximate: the {entry['factory']} index compresses the vectors (recall@10 "
+                   f"{entry.get('recall_at_10')}); embstore index --factory with ',Flat' in place of ',PQ…' for "
+                   "exact ones, if the memory allows")
 
 
 def parse_vector(value: str | None) -> Any:

@@ -261,3 +261,16 @@ def test_factories_that_do_not_fit_the_space_are_one_line_errors_and_approximate
 def _npy(tmp_path, X):
     np.save(tmp_path / "x.npy", X)
     return tmp_path / "x.npy"
+
+
+def test_search_through_a_pq_index_says_its_scores_are_approximate(tmp_path):
+    from click.testing import CliRunner
+
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    store.ingest_vectors("v", clustered(2_000, dim=16, seed=7), name="c")
+    store.reindex("v", factory="IVF16,PQ4")
+    out = CliRunner().invoke(cli, ["search", "--store", str(tmp_path / "s"), "-c", "v", "--like", "5", "-k", "3"])
+    assert out.exit_code == 0 and "scores are approximate: the IVF16,PQ4 index compresses the vectors" in out.stdout
+    store.reindex("v", factory="IVF16,Flat")
+    out = CliRunner().invoke(cli, ["search", "--store", str(tmp_path / "s"), "-c", "v", "--like", "5", "-k", "3"])
+    assert "approximate" not in out.stdout
