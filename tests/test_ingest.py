@@ -124,7 +124,7 @@ def test_broken_image_in_a_folder_is_quarantined(store, tmp_path):
     assert list(r.reasons) == ["broken image"]
 
 
-@pytest.mark.parametrize("decoders", ["threads", "processes"])
+@pytest.mark.parametrize("decoders", ["threads", "processes", "processes, chunks of 4 written in the background"])
 def test_images_decode_in_batches_with_quarantine_and_reuse(tmp_path, monkeypatch, decoders):
     """Decoding streams into the model a batch at a time, in threads or (for many images) worker processes; either
     way broken files are quarantined (each row naming its own file, also when two rows share the broken bytes),
@@ -132,7 +132,9 @@ def test_images_decode_in_batches_with_quarantine_and_reuse(tmp_path, monkeypatc
     from embstore.config import Settings
     from embstore.ingest import runner
 
-    monkeypatch.setattr(runner, "PROCESS_MIN", 1 if decoders == "processes" else 10**9)
+    monkeypatch.setattr(runner, "PROCESS_MIN", 1 if decoders.startswith("processes") else 10**9)
+    chunked = "chunks" in decoders  # as on a GPU: each chunk's decoders fork after the last chunk's write is done
+    monkeypatch.setattr(runner, "BACKGROUND", True if chunked else None)
     data = tmp_path / "data"
     rows = []
     for k in range(9):
@@ -144,9 +146,11 @@ def test_images_decode_in_batches_with_quarantine_and_reuse(tmp_path, monkeypatc
     rows[3:3] = [{"file": "bad1.png", "label": "b1"}, {"file": "copy.png", "label": "c"}]
     rows += [{"file": "bad2.png", "label": "b2"}, {"file": "gone.png", "label": "g"}]
     src = write_csv(data / "labels.csv", rows)
-    store = Store.open(tmp_path / "store", settings=Settings.resolve(device="cpu", batch_size=3, workers=2))
+    store = Store.open(tmp_path / "store", settings=Settings.resolve(device="cpu", batch_size=3, workers=2,
+                                                                     commit_rows=4 if chunked else None))
     r = store.ingest(src, "pics", image_column="file", encoder=HASH)
     assert (r.read, r.added, r.quarantined, r.embedded, r.reused) == (13, 10, 3, 9, 1)
+    assert len(store.space("pics")["shards"]) == (3 if chunked else 1)  # chunks of 4: the 4th (1 row) is quarantined
     assert r.reasons == {"broken image": 2, "missing file": 1} and counts_add_up(r)
     reasons = {x["data"]["label"]: x["reason"] for x in quarantine_lines(store.root, r.quarantine_file)}
     assert "bad1.png" in reasons["b1"] and "bad2.png" in reasons["b2"] and "gone.png" in reasons["g"]
