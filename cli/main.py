@@ -246,6 +246,9 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     unlabelled = f" ({rec['n_unlabelled']} without a label left out)" if rec.get("n_unlabelled") else ""
     click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
                f"{rec['n_train']} training items{unlabelled}, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
+    if rec.get("labels_file_unmatched"):
+        click.echo(f"{rec['labels_file_unmatched']} ids of the labels file are items of neither collection; they were "
+                   "ignored")
     cal = rec["metrics"].get("calibration", {})
     learned = ", ".join(f"{k.rstrip('_')}={v:.4g}" if isinstance(v, float) else f"{k.rstrip('_')}={v}"
                         for k, v in rec["learned"].items() if k != "multilabel_")

@@ -104,6 +104,26 @@ def require_items(store: Any, collection: str) -> None:
         raise InputError(f"collection {collection!r} has no items yet; ingest some into it first")
 
 
+def labels_from_file(labels_file: str | os.PathLike, sep: str | None) -> dict[str, Any]:
+    """id -> label from an id,label CSV; an id given two different labels is refused."""
+    import pyarrow.csv as pcsv
+
+    try:
+        t = pcsv.read_csv(labels_file, convert_options=pcsv.ConvertOptions(column_types={"id": pa.string()}))
+    except (FileNotFoundError, pa.ArrowInvalid) as e:
+        raise InputError(f"cannot read labels file {labels_file}: {str(e).splitlines()[0]}") from None
+    if not {"id", "label"} <= set(t.column_names):
+        raise InputError(f"labels file {labels_file} needs columns id,label; it has {', '.join(t.column_names)}")
+    by_id: dict[str, tuple[int, Any]] = {}
+    for row, (item_id, label) in enumerate(zip(t.column("id").to_pylist(),
+                                               normalize_labels(t.column("label").to_pylist(), sep)), start=2):
+        if item_id in by_id and by_id[item_id][1] != label:
+            raise LabelError(f"labels file {labels_file} gives id {item_id!r} two labels ({by_id[item_id][1]!r} "
+                             f"on line {by_id[item_id][0]}, {label!r} on line {row}); keep one")
+        by_id.setdefault(item_id, (row, label))
+    return {k: v for k, (_, v) in by_id.items()}
+
+
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
              labels_file: str | os.PathLike | None, where: str | None = None,
              sep: str | None = None, where_option: str = "--train-where") -> tuple[np.ndarray, list[Any], list[str], int]:
@@ -112,22 +132,7 @@ def labelled(store: Any, collection: str, space: str, label_column: str | None,
     coll = store.collection(collection)
     require_items(store, collection)
     if labels_file is not None:
-        import pyarrow.csv as pcsv
-
-        try:
-            t = pcsv.read_csv(labels_file, convert_options=pcsv.ConvertOptions(column_types={"id": pa.string()}))
-        except (FileNotFoundError, pa.ArrowInvalid) as e:
-            raise InputError(f"cannot read labels file {labels_file}: {str(e).splitlines()[0]}") from None
-        if not {"id", "label"} <= set(t.column_names):
-            raise InputError(f"labels file {labels_file} needs columns id,label; it has {', '.join(t.column_names)}")
-        by_id = {}
-        for row, (item_id, label) in enumerate(zip(t.column("id").to_pylist(),
-                                                   normalize_labels(t.column("label").to_pylist(), sep)), start=2):
-            if item_id in by_id and by_id[item_id][1] != label:
-                raise LabelError(f"labels file {labels_file} gives id {item_id!r} two labels ({by_id[item_id][1]!r} "
-                                 f"on line {by_id[item_id][0]}, {label!r} on line {row}); keep one")
-            by_id.setdefault(item_id, (row, label))
-        by_id = {k: v for k, (_, v) in by_id.items()}
+        by_id = labels_from_file(labels_file, sep)
     else:
         if label_column is None:
             raise InputError("give a label column (--label-column) or a labels file (--labels id,label CSV)")
@@ -204,7 +209,11 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         Xtr, Xte, ytr, yte = X[tr], X[te], [y[i] for i in tr], [y[i] for i in te]
         train_ids, test_ids = [train_ids[i] for i in tr], [train_ids[i] for i in te]
         evaluated_on = f"held-out {test_size:g} of {collection} (seed {seed})"
-    return {"Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte, "train_ids": train_ids, "test_ids": test_ids,
+    unmatched = None
+    if labels is not None:  # ids of the labels file that are items of neither collection: ignored, and counted
+        known = set(store._item_hashes(collection)) | set(store._item_hashes(test_collection or collection))
+        unmatched = sum(1 for item_id in labels_from_file(labels, sep) if item_id not in known)
+    return {"labels_unmatched": unmatched, "Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte, "train_ids": train_ids, "test_ids": test_ids,
             "classes": classes, "multilabel": multilabel, "unlabelled": unlabelled, "evaluated_on": evaluated_on}
 
 
@@ -271,7 +280,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         "n_classes": len(classes), "multilabel": multilabel, "label_sep": label_sep, "label_column": label_column,
         "collection": collection, "space": space, "space_fingerprint": sp["encoder"]["fingerprint"],
         "encoder": sp["encoder"], "learned": {k: _jsonable(v) for k, v in scalars.items()},
-        "n_train": len(data["ytr"]), "n_unlabelled": data["unlabelled"], "evaluated_on": data["evaluated_on"],
+        "n_train": len(data["ytr"]), "n_unlabelled": data["unlabelled"],
+        **({"labels_file_unmatched": data["labels_unmatched"]} if data["labels_unmatched"] is not None else {}),
+        "evaluated_on": data["evaluated_on"],
         "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "metrics": metrics,
         "train_data_sha256": _pairs_hash(data["train_ids"], data["ytr"]), "test_data_sha256": test_hash,
         "created": now(),

@@ -129,6 +129,11 @@ def test_labels_file_instead_of_a_column(docs, tmp_path):
     repeated = [{"id": i, "label": lab} for i, lab in ids[:30]] + [{"id": ids[0][0], "label": ids[0][1]}]
     assert docs.fit("docs", labels=write_csv(tmp_path / "same.csv", repeated), model="knn")["n_train"] == \
         rec["n_train"]  # the same label twice is one label
+    assert rec["labels_file_unmatched"] == 0
+    strays = docs.fit("docs", labels=write_csv(tmp_path / "strays.csv", repeated + [{"id": "nope", "label": "x"}]),
+                      model="knn")
+    assert strays["labels_file_unmatched"] == 1 and strays["n_train"] == rec["n_train"]
+    assert "labels_file_unmatched" not in docs.fit("docs", "label", model="knn")  # no labels file, no count
     clash = repeated + [{"id": ids[0][0], "label": "other"}]
     with pytest.raises(LabelError, match=f"gives id '{ids[0][0]}' two labels \\('{ids[0][1]}' on line 2, 'other' "
                                          "on line 33\\); keep one"):

@@ -476,3 +476,13 @@ def test_a_first_ingest_refused_leaves_no_empty_store(tmp_path):
     assert_one_line_error(run("ingest", src, "--store", tmp_path / "new", "-c", "d", "--encoder", "nope:1", ok=False),
                           "unknown encoder spec")
     assert (tmp_path / "new" / "embstore.json").exists()  # a store that was there stays
+
+
+def test_a_labels_file_with_ids_of_no_item_says_how_many(docs, tmp_path):
+    from embstore import Store
+
+    ids = Store.open(docs).sql("SELECT id, label FROM docs").fetchall()
+    labels = write_csv(tmp_path / "l.csv", [{"id": i, "label": lab} for i, lab in ids] +
+                       [{"id": "typo1", "label": "x"}, {"id": "typo2", "label": "y"}])
+    out = run("fit", "--store", docs, "-c", "docs", "--labels", labels).stdout
+    assert "2 ids of the labels file are items of neither collection; they were ignored" in out
