@@ -148,13 +148,14 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
 
     from embstore import Store
     from embstore.config import Settings
+    from embstore.manifest import MANIFEST
     from embstore.storage import check_name
 
     check_name("collection", collection)  # bad input is refused before a new store is created
     if not Path(path).expanduser().exists():
         raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, or a folder of images")
     settings = Settings.resolve(device=device, batch_size=batch_size)
-    new_store = not (Path(store_path).expanduser() / "embstore.json").exists()
+    new_store = not (Path(store_path).expanduser() / MANIFEST).exists()
     store = Store.open(store_path, settings=settings)
     try:
         r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
@@ -162,7 +163,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
                          progress=progress_bar("embedding"))
     except EmbstoreError:
         # refused before anything was kept, into a store this command made: no empty store is left behind
-        if new_store and {p.name for p in store.root.iterdir()} <= {"embstore.json", ".writer.lock"} \
+        if new_store and {p.name for p in store.root.iterdir()} <= {MANIFEST, ".writer.lock"} \
                 and not Store.open(store.root).manifest["collections"]:
             shutil.rmtree(store.root, ignore_errors=True)
         raise
@@ -171,10 +172,11 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
         click.echo(f"\ninterrupted: what was committed stays ({kept} items now in {collection!r}); run the same "
                    "ingest again to add the rest", err=True)
         sys.exit(130)
+    refused = r.read and not (r.added or r.embedded or r.reused or r.duplicates)  # every row was quarantined
     if as_json:
         echo_json(r.to_dict() | {"quarantine_file": str(store.root / r.quarantine_file) if r.quarantine_file else None})
-        if r.read and r.added == r.embedded == r.reused == r.duplicates == 0:
-            sys.exit(1)  # every row was refused, as the table's error says
+        if refused:
+            sys.exit(1)  # as the table's error below says
         return
     click.echo(f"{r.collection}.{r.space} ({r.encoder}) from {r.source}")
     echo_table(["read", "added", "duplicates", "quarantined", "embedded", "reused"],
@@ -188,15 +190,15 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     if r.new_columns:
         click.echo(f"new columns: {', '.join(r.new_columns)} (the collection's earlier items have no values in them; "
                    "a misspelt column name shows here)")
+    if refused:  # a failure, though nothing was lost
+        raise click.ClickException(f"no row was added: all {r.read} rows were quarantined (reasons above); "
+                                   "fix them and ingest again")
     if r.added == 0 and r.embedded == 0 and r.reused == 0:
         if r.read == 0:
             click.echo("nothing to ingest: the input has no data rows")
-        elif r.duplicates == 0:  # every row was refused: a failure, though nothing was lost
-            raise click.ClickException(f"no row was added: all {r.read} rows were quarantined (reasons above); "
-                                       "fix them and ingest again")
         else:
-            click.echo(f"nothing new: {r.duplicates} {'row is' if r.duplicates == 1 else 'rows are'} already in the collection"
-                       + (f", {r.quarantined} were quarantined" if r.quarantined else ""))
+            click.echo(f"nothing new: {r.duplicates} {'row is' if r.duplicates == 1 else 'rows are'} already in the "
+                       "collection" + (f", {r.quarantined} were quarantined" if r.quarantined else ""))
 
 
 # ------------------------------------------------------------------------------------------------------ fit

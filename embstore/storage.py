@@ -20,10 +20,10 @@ def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InputError(f"{kind} name {name!r} is not valid; use letters, digits and _ (not starting with a digit), "
                          "so it can be a SQL name")
-    if kind == "collection" and "__" in name:
-        raise InputError(f"collection name {name!r} holds '__', which in SQL separates a collection from its space "
-                         f"(<collection>__<space>); use single underscores")
-    if kind == "collection":  # (a space's view is <collection>__<space>: any name is fine there)
+    if kind == "collection":  # (a space's view is <collection>__<space>: any other name is fine there)
+        if "__" in name:
+            raise InputError(f"collection name {name!r} holds '__', which in SQL separates a collection from its "
+                             "space (<collection>__<space>); use single underscores")
         import duckdb
 
         try:  # a SQL keyword (full, left, order, ...) would need quotes in every query

@@ -223,21 +223,27 @@ class Store:
             if existing and existing["item_shards"] and report.added:
                 report.new_columns = [c for c in read.table.column_names if c not in stored.names
                                       and c != plan.id_column]
-            if existing is None and report.added == 0:  # no row made it (none, or all quarantined): no empty
-                del self.manifest["collections"][collection]  # collection is left behind; the quarantine file is
-                self._growing.pop((collection, space), None)  # kept, and the report names it
-                self._commit()
-                return report
-            try:
-                self._sync_index(collection, space, save=True, factory=index)
-            except InputError as e:  # a forced factory that cannot be built at this size: the rows are in all the same
-                raise InputError(f"the rows are committed ({report.added} added), but not indexed: {e}; then run "
-                                 "embstore index") from None
-            coll = self.manifest["collections"][collection]
-            coll["ingests"].append({k: v for k, v in report.to_dict().items() if k not in ("collection",)}
-                                   | {"at": now()})
-            self._commit()
+            self._finish_ingest(collection, space, report, created=existing is None, factory=index)
         return report
+
+    def _finish_ingest(self, collection: str, space: str, report: Any, *, created: bool,
+                       factory: str | None) -> None:
+        """After an ingest's chunks are committed (writer lock held): index the space and record the ingest in one
+        last commit. A collection this ingest created and added no row to (none, or all quarantined) is not left
+        behind empty; the quarantine file is kept, and the report names it."""
+        if created and report.added == 0:
+            del self.manifest["collections"][collection]
+            self._growing.pop((collection, space), None)
+            self._commit()
+            return
+        try:
+            self._sync_index(collection, space, save=True, factory=factory)
+        except InputError as e:  # a forced factory that cannot be built at this size: the rows are in all the same
+            raise InputError(f"the rows are committed ({report.added} added), but not indexed: {e}; then run "
+                             "embstore index") from None
+        self.manifest["collections"][collection]["ingests"].append(
+            {k: v for k, v in report.to_dict().items() if k != "collection"} | {"at": now()})
+        self._commit()
 
     def _ingest_vector_file(self, src: Path, collection: str, column: str | None, id_column: str | None,
                             encoder: str | None, space: str | None, index: str | None = None) -> "IngestReport":
@@ -358,11 +364,8 @@ class Store:
             return {}
         import pyarrow.dataset as ds
 
-        import pyarrow.parquet as pq
-
-        files = [str(self.root / s["file"]) for s in coll["item_shards"]]
-        schema = pa.unify_schemas([pq.read_schema(f) for f in files])  # a later shard may have more columns
-        data = ds.dataset(files, schema=schema, format="parquet")
+        data = ds.dataset([str(self.root / s["file"]) for s in coll["item_shards"]],  # a later shard may have more
+                          schema=stored_schema(self.root, coll["item_shards"]), format="parquet")  # columns
         have = [c for c in columns if c in data.schema.names]
         t = data.to_table(columns=["id", *have], filter=ds.field("id").isin(ids))
         got = {c: t.column(c).to_pylist() for c in have}

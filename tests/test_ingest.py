@@ -425,6 +425,9 @@ def test_a_known_id_with_the_same_content_but_other_values_is_quarantined_naming
     [line] = quarantine_lines(store.root, r.quarantine_file)
     assert line["row"] == 1 and line["reason"].startswith("id already in collection with other values in label: 1;")
     assert store.sql("SELECT label FROM q WHERE id = '1'").fetchall() == [("LOC",)]
+    # the same file again, now that the score column is int64 in one shard and double in the other
+    r = store.ingest(tmp_path / "b.csv", "q")
+    assert (r.added, r.duplicates, r.quarantined) == (0, 2, 1)
     # within one input: the first row of an id is kept, a later one with other values is quarantined, not dropped
     inner = [{"id": 7, "text": "t", "label": "a", "score": 0}, {"id": 7, "text": "t", "label": "b", "score": 0},
              {"id": 7, "text": "t", "label": "a", "score": 0}]

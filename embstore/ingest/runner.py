@@ -207,9 +207,8 @@ class IngestRun:
             if stored is None or (ids[i] not in existing_space and stored == digest):
                 return False
             if stored != digest:
-                fix = "give the new content a new id" if plan.id_column else \
-                    "items are not updated in place: rename the file, and its new path is a new item" \
-                    if plan.modality == "image" else "give the new content a new id"
+                fix = "items are not updated in place: rename the file, and its new path is a new item" \
+                    if plan.modality == "image" and not plan.id_column else "give the new content a new id"
                 self.quarantine.add(offset + i + 1, f"id already in collection with different content: {ids[i]}; "
                                     f"{fix}", _row(chunk, i))
             elif values is not None:
@@ -250,12 +249,8 @@ class IngestRun:
         for i in candidates:
             item_id = ids[i]
             if item_id in existing_items and item_id in existing_space:
-                if existing_items[item_id] == hashes[i] and values is not None \
-                        and self.run_values.get(item_id, values[i]) != values[i]:
-                    self.quarantine.add(offset + i + 1, f"id repeated in input with other values: {item_id}",
-                                        _row(chunk, i))
-                elif existing_items[item_id] == hashes[i]:
-                    self.report.duplicates += 1
+                if existing_items[item_id] == hashes[i]:
+                    self._repeat(chunk, i, item_id, None if values is None else values[i], offset)
                 else:
                     self.quarantine.add(offset + i + 1, f"id repeated in input with different content: {item_id}",
                                         _row(chunk, i))
@@ -356,21 +351,22 @@ class IngestRun:
         for i in rows:
             item_id = ids[i]
             if item_id in self.run_values:  # added by this ingest: compared by digest
-                if self.run_values[item_id] == values[i]:
-                    self.report.duplicates += 1
-                else:
-                    self.quarantine.add(offset + i + 1, f"id repeated in input with other values: {item_id}",
-                                        _row(chunk, i))
+                self._repeat(chunk, i, item_id, values[i], offset)
                 continue
-            had = stored.get(item_id, [None] * len(cols))
-            now = [chunk.column(c)[i].as_py() for c in cols]
-            changed = [c for c, a, b in zip(cols, had, now) if _norm(a) != _norm(b)]
+            changed = changed_columns(cols, stored.get(item_id, [None] * len(cols)),
+                                      [chunk.column(c)[i].as_py() for c in cols])
             if not changed:
                 self.report.duplicates += 1
             else:
-                self.quarantine.add(offset + i + 1, f"id already in collection with other values in "
-                                    f"{', '.join(changed)}: {item_id}; items are not updated in place: give the row "
-                                    "a new id, or ingest into a new collection", _row(chunk, i))
+                self.quarantine.add(offset + i + 1, other_values(changed, item_id), _row(chunk, i))
+
+    def _repeat(self, chunk: pa.Table, i: int, item_id: str, value: str | None, offset: int) -> None:
+        """A row repeating an id (with its content) that this ingest has kept: a duplicate, unless its other
+        values (``value``: their digest, None when ids are row hashes) differ from the kept row's."""
+        if value is not None and self.run_values.get(item_id, value) != value:
+            self.quarantine.add(offset + i + 1, f"id repeated in input with other values: {item_id}", _row(chunk, i))
+        else:
+            self.report.duplicates += 1
 
     def _user_ids(self, chunk: pa.Table, offset: int) -> list[str | None]:
         out: list[str | None] = []
@@ -482,6 +478,17 @@ def _norm(v: Any) -> str | None:
 
 def value_digest(values: Any) -> str:
     return content_hash(json.dumps([_norm(v) for v in values]))
+
+
+def changed_columns(columns: list[str], before: Any, now: Any) -> list[str]:
+    """The columns whose values differ between a stored item (``before``) and a row for its id (``now``)."""
+    return [c for c, a, b in zip(columns, before, now) if _norm(a) != _norm(b)]
+
+
+def other_values(changed: list[str], item_id: str) -> str:
+    """The quarantine reason of a row whose id is an item with other values in ``changed``."""
+    return (f"id already in collection with other values in {', '.join(changed)}: {item_id}; items are not updated "
+            "in place: give the row a new id, or ingest into a new collection")
 
 
 def _read_file(path: str) -> tuple[bytes | None, str | None]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ..encoders.base import fingerprint_of
 from ..errors import InputError
-from .runner import IngestReport, Quarantine, _norm
+from .runner import IngestReport, Quarantine, changed_columns, other_values
 
 
 class ExternalEncoder:
@@ -83,11 +83,15 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
             raise InputError(f"space {space!r} holds {had['spec']} vectors of {had['dim']} dimensions; these are "
                              f"{enc.spec} with {enc.dim}: pass another space name (--space, or space=)")
         created = coll is None
+        if factory is not None:
+            from ..store import _check_factory
+
+            _check_factory(factory, vectors.shape[1])  # before anything is written, as for other inputs
         if coll and metadata is not None:  # shards of one collection must read together: see storage.conform
             from ..storage import conform, stored_schema
 
             metadata = conform(metadata, stored_schema(store.root, coll["item_shards"]), source, collection)
-        coll = store._ensure_space(collection, space, enc, "vector", None, "id")
+        store._ensure_space(collection, space, enc, "vector", None, "id")
         known = store._item_hashes(collection)
         finite = np.isfinite(vectors).all(1)
         digests = [hashlib.sha256(v.tobytes()).hexdigest() for v in vectors]
@@ -107,9 +111,8 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
                 quarantine.add(i + 1, f"id already in collection with a different vector: {item_id}; give it a new id"
                                " (without ids, vectors from a file are named by their content, an array's by row "
                                "number)", {"id": item_id})
-            elif changed := [c for c, a, b in zip(cols, before[1], meta_rows[i]) if _norm(a) != _norm(b)]:
-                quarantine.add(i + 1, f"id already in collection with other values in {', '.join(changed)}: "
-                               f"{item_id}; items are not updated in place: give the row a new id", {"id": item_id})
+            elif changed := changed_columns(cols, before[1], meta_rows[i]):
+                quarantine.add(i + 1, other_values(changed, item_id), {"id": item_id})
             else:
                 report.duplicates += 1
         step = store.settings.commit_rows
@@ -129,21 +132,5 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         report.quarantined = quarantine.count
         report.reasons = dict(quarantine.reasons)
         report.quarantine_file = quarantine.rel if quarantine.count else None
-        if created and report.added == 0:  # no row made it: no empty collection is left behind
-            del store.manifest["collections"][collection]
-            store._commit()
-            return report
-        if factory is not None:
-            from ..store import _check_factory
-
-            _check_factory(factory, vectors.shape[1])
-        try:
-            store._sync_index(collection, space, save=True, factory=factory)
-        except InputError as e:  # a forced factory that cannot be built at this size: the rows are in all the same
-            raise InputError(f"the rows are committed ({report.added} added), but not indexed: {e}; then run "
-                             "embstore index") from None
-        from ..manifest import now
-
-        coll["ingests"].append({k: v for k, v in report.to_dict().items() if k != "collection"} | {"at": now()})
-        store._commit()
+        store._finish_ingest(collection, space, report, created=created, factory=factory)
     return report
