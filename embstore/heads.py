@@ -125,14 +125,15 @@ def labels_from_file(labels_file: str | os.PathLike, sep: str | None) -> dict[st
 
 
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
-             labels_file: str | os.PathLike | None, where: str | None = None,
+             from_file: dict[str, Any] | None, where: str | None = None,
              sep: str | None = None, where_option: str = "--train-where") -> tuple[np.ndarray, list[Any], list[str], int]:
     """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label (and match ``where``, given
-    as ``where_option``: named in the error when it is not valid SQL)."""
+    as ``where_option``: named in the error when it is not valid SQL). The labels are the ``label_column``'s, or
+    ``from_file`` (a labels file's, ``labels_from_file``)."""
     coll = store.collection(collection)
     require_items(store, collection)
-    if labels_file is not None:
-        by_id = labels_from_file(labels_file, sep)
+    if from_file is not None:
+        by_id = from_file
     else:
         if label_column is None:
             raise InputError("give a label column (--label-column) or a labels file (--labels id,label CSV)")
@@ -171,7 +172,8 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
     if label_column is not None and labels is not None:
         raise InputError("give a label column (--label-column) or a labels file (--labels), not both")
     sp = store.space(collection, space)
-    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, labels, train_where, sep)
+    from_file = None if labels is None else labels_from_file(labels, sep)  # read once, for both sets
+    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, from_file, train_where, sep)
     same = test_collection in (None, collection)
     if same and test_where is not None and train_where is None:  # training takes the items the test does not
         chosen = set(ids_where(store, collection, test_where, "--test-where"))
@@ -193,7 +195,7 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
     if test_collection is not None or test_where is not None:
         test_coll = test_collection or collection
         test_space = matching_space(store, test_coll, sp["encoder"]["fingerprint"], f"a head on {collection}.{space}")
-        Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, labels, test_where, sep,
+        Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, from_file, test_where, sep,
                                          "--test-where")
         if not yte:
             raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column or labels!r}")
@@ -210,9 +212,9 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         train_ids, test_ids = [train_ids[i] for i in tr], [train_ids[i] for i in te]
         evaluated_on = f"held-out {test_size:g} of {collection} (seed {seed})"
     unmatched = None
-    if labels is not None:  # ids of the labels file that are items of neither collection: ignored, and counted
+    if from_file is not None:  # ids of the labels file that are items of neither collection: ignored, and counted
         known = set(store._item_hashes(collection)) | set(store._item_hashes(test_collection or collection))
-        unmatched = sum(1 for item_id in labels_from_file(labels, sep) if item_id not in known)
+        unmatched = sum(1 for item_id in from_file if item_id not in known)
     return {"labels_unmatched": unmatched, "Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte, "train_ids": train_ids, "test_ids": test_ids,
             "classes": classes, "multilabel": multilabel, "unlabelled": unlabelled, "evaluated_on": evaluated_on}
 
