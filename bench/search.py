@@ -64,7 +64,7 @@ def main() -> None:
     _, truth = flat.search(Q, a.k)
     del flat
 
-    index, ids = store._sync_index("synthetic", store.space_name("synthetic"))
+    index, ids = store.sync_index("synthetic", store.space_name("synthetic"))
     store.search("synthetic", vector=Q[0], k=a.k)  # warm
     lat, found = [], []
     for q in Q[:200]:

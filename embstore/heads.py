@@ -213,8 +213,9 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         evaluated_on = f"held-out {test_size:g} of {collection} (seed {seed})"
     unmatched = None
     if from_file is not None:  # ids of the labels file that are items of neither collection: ignored, and counted
-        known = set(store._item_hashes(collection)) | set(store._item_hashes(test_collection or collection))
-        unmatched = sum(1 for item_id in from_file if item_id not in known)
+        ids = list(from_file)
+        known = store.known_ids(collection, ids) | store.known_ids(test_collection or collection, ids)
+        unmatched = sum(1 for item_id in ids if item_id not in known)
     return {"labels_unmatched": unmatched, "Xtr": Xtr, "ytr": ytr, "Xte": Xte, "yte": yte, "train_ids": train_ids, "test_ids": test_ids,
             "classes": classes, "multilabel": multilabel, "unlabelled": unlabelled, "evaluated_on": evaluated_on}
 
@@ -435,7 +436,7 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
               test_right: np.ndarray | None = None) -> dict[str, Any]:
     """Write a head's next version: head.json, its learned arrays, and (``test_right``) whether it got each test
     item right, in id order, for the next version's paired comparison."""
-    with store._writing():
+    with store.writing():
         entry = store.manifest["heads"].setdefault(record["name"], {"versions": []})
         # numbers are never given twice while the head exists, even after its latest version was deleted
         version = max(entry.get("next_version", 1), (entry["versions"][-1]["version"] + 1) if entry["versions"] else 1)
@@ -456,8 +457,8 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
         write_atomic(folder / "head.json", (json.dumps(record, indent=1, default=_jsonable) + "\n").encode())
         entry["versions"].append({k: record[k] for k in (
             "version", "path", "model", "collection", "space", "space_fingerprint", "label_column", "n_classes",
-            "accuracy", "macro_f1", "evaluated_on", "created")} | {"seq": store._new_part()})
-        store._commit()
+            "accuracy", "macro_f1", "evaluated_on", "created")} | {"seq": store.new_part()})
+        store.commit()
     return record
 
 
@@ -556,16 +557,16 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
                       "label": pa.array([str(v) for v in label], pa.string()),
                       "confidence": pa.array(conf, pa.float32()),
                       "labels": pa.array(sets, pa.list_(pa.string()))})
-    with store._writing():
+    with store.writing():
         coll = store.collection(collection)
-        rel = f"collections/{collection}/predictions/{record['name']}/part-{store._new_part():06d}.parquet"
+        rel = f"collections/{collection}/predictions/{record['name']}/part-{store.new_part():06d}.parquet"
         shard = write_shard(store.root, rel, table)
         old = coll["predictions"].get(record["name"])
         coll["predictions"][record["name"]] = {"version": record["version"], "shards": [shard], "rows": len(ids),
                                                "created": now()}
         if old:  # replaced: no longer listed, deleted once readers of older snapshots have had their time
-            store._retire([s["file"] for s in old["shards"] if s["file"] != rel])
-        store._commit()
+            store.retire([s["file"] for s in old["shards"] if s["file"] != rel])
+        store.commit()
     counts: dict[str, int] = {}  # items per label: the top label, or every label an item gets (multi-label)
     for v in (table.column("labels").to_pylist() if record.get("multilabel") else table.column("label").to_pylist()):
         for one in (v if isinstance(v, list) else [v]) or ["(none)"]:  # multi-label: no label at 0.5 or more

@@ -171,3 +171,16 @@ def search(index: Any, queries: np.ndarray, k: int, limit: int | None = None, se
         scores = np.stack([s[m][:k] for s, m in zip(scores, keep)])
         rows = np.stack([r[m][:k] for r, m in zip(rows, keep)])
     return scores, rows
+
+
+def check_factory(factory: str, dim: int) -> None:
+    import faiss
+
+    from .errors import InputError
+
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1].split(": ")[-1]  # FAISS prefixes the C++ function and file
+        raise InputError(f"FAISS cannot build index {factory!r}: {reason}; "
+                         "see the faiss index_factory docs, e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32") from None

@@ -67,7 +67,7 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
     elif store.settings.device.startswith("cuda"):
         hits = gpu_exact_search(store, collection, space, q, want)
     else:
-        index, ids = store._sync_index(collection, space)
+        index, ids = store.sync_index(collection, space)
         if index.ntotal == 0:
             return []
         factory, param = index_setting(store, collection, space)
@@ -96,7 +96,7 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
     allowed = ids_where(store, collection, where, "--where")
     if not allowed:
         return []
-    index, ids = store._sync_index(collection, space)
+    index, ids = store.sync_index(collection, space)
     n = len(ids)
     if len(allowed) > max(EXACT_SUBSET, 0.05 * n):
         import faiss
@@ -121,7 +121,7 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
     ``vectors``: the items' vectors in the order of ``ids``, when the caller has them (else read from the space)."""
     import faiss
 
-    index, all_ids = store._sync_index(collection, space)
+    index, all_ids = store.sync_index(collection, space)
     pos = store._positions(collection, space)
     missing = [i for i in ids if i not in pos]
     if missing:

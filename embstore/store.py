@@ -25,17 +25,6 @@ from .storage import (check_name, conform, embedding_array, embedding_matrix, re
                       write_shard)
 
 
-def _check_factory(factory: str, dim: int) -> None:
-    import faiss
-
-    try:
-        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        reason = str(e).strip().splitlines()[-1].split(": ")[-1]  # FAISS prefixes the C++ function and file
-        raise InputError(f"FAISS cannot build index {factory!r}: {reason}; "
-                         "see the faiss index_factory docs, e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32") from None
-
-
 class Store:
     """Open with ``Store.open(path)``; every verb of the CLI is a method here."""
 
@@ -74,12 +63,12 @@ class Store:
         return self
 
     @contextmanager
-    def _writing(self) -> Iterator[dict[str, Any]]:
+    def writing(self) -> Iterator[dict[str, Any]]:
         with writer_lock(self.root):
             self.manifest = read_manifest(self.root)
             yield self.manifest
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         """Write the manifest atomically; then delete the retired files whose retention has passed."""
         retired = self.manifest.get("retired") or []
         cutoff = time.time() - self.settings.retention_s
@@ -108,13 +97,13 @@ class Store:
         inside = str(rel).startswith(folder + "/") and path.is_relative_to(self.root.resolve() / folder)
         return path if inside else None
 
-    def _retire(self, files: Sequence[str]) -> None:
+    def retire(self, files: Sequence[str]) -> None:
         """Files the manifest stops listing at the next commit: deleted by a commit ``retention_s`` later, so a
         reader still on an older snapshot finds them (``EMBSTORE_RETENTION_SECONDS``, default an hour)."""
         stamp, unix = now(), time.time()
         self.manifest.setdefault("retired", []).extend({"file": f, "retired": stamp, "unix": unix} for f in files)
 
-    def _new_part(self) -> int:
+    def new_part(self) -> int:
         n = self.manifest["next_part"]
         self.manifest["next_part"] = n + 1
         return n
@@ -152,126 +141,21 @@ class Store:
         return enc
 
     # ------------------------------------------------------------------------------------------------ ingest
-    def ingest(self, source: str | os.PathLike, collection: str, *, text_column: str | None = None,
+    def ingest(self, source: Any, collection: str, *, text_column: str | None = None,
                image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
                space: str | None = None, index: str | None = None, embedding_column: str | None = None,
-               progress: Any = None) -> "IngestReport":
-        """Read ``source`` (CSV/TSV/Parquet/JSONL file or a folder of images), embed what is new, commit, index.
+               engine: str = "local", address: str | None = None, progress: Any = None) -> "IngestReport":
+        """Read ``source`` (a CSV/TSV/Parquet/JSONL file, a folder of images or of tables, a glob, a URL fsspec
+        knows, or a list of those), streamed; embed what is new, commit chunk by chunk, index.
 
-        With ``embedding_column`` (or a ``.npy`` file) the vectors are taken as given: see ``ingest_vectors``."""
-        from .ingest.readers import read_source
-        from .ingest.runner import IngestRun, plan_for
+        ``engine="ray"`` runs read -> encode -> write as a Ray Data pipeline (``address``: an existing cluster's,
+        else a local Ray). With ``embedding_column`` (or a ``.npy`` file) the vectors are taken as given: see
+        ``ingest_vectors``."""
+        from .ingest.job import ingest
 
-        check_name("collection", collection)
-        src = Path(os.path.abspath(Path(source).expanduser()))  # absolute, and without ".." in what is recorded
-        if embedding_column is not None or src.suffix.lower() == ".npy":
-            return self._ingest_vector_file(src, collection, embedding_column, id_column, encoder, space, index)
-        read = read_source(src)
-        known = self.manifest["collections"].get(collection)
-        if known and text_column is None and image_column is None and read.kind != "folder":
-            # a later file of the collection: its content comes from the collection's column, unless told otherwise
-            text_column = known["content_column"] if known["modality"] == "text" else None
-            image_column = known["content_column"] if known["modality"] == "image" else None
-        plan = plan_for(read, src, text_column, image_column, id_column)
-        with self._writing():
-            existing = self.manifest["collections"].get(collection)
-            if existing and existing["modality"] != plan.modality:
-                raise InputError(f"collection {collection!r} holds {existing['modality']} items; ingest "
-                                 f"{plan.modality} into another collection")
-            if encoder is None and space is not None and existing and space in existing["spaces"]:
-                encoder = existing["spaces"][space]["encoder"]["spec"]
-            if encoder is None and existing and len(existing["spaces"]) == 1 and space is None:
-                space, recorded = next(iter(existing["spaces"].items()))
-                encoder = recorded["encoder"]["spec"]
-            if encoder is not None and space is None and existing:  # the one space this encoder already made
-                same = [n for n, sp in existing["spaces"].items() if sp["encoder"]["spec"] == encoder]
-                space = same[0] if len(same) == 1 else None
-            spec = encoder or (DEFAULT_TEXT_ENCODER if plan.modality == "text" else DEFAULT_IMAGE_ENCODER)
-            if existing and space in existing["spaces"] and existing["spaces"][space]["encoder"]["spec"] == spec:
-                # the space's own encoder: loaded only if something new needs embedding, then checked
-                enc = RecordedEncoder(existing["spaces"][space]["encoder"], self.settings.device)
-            else:
-                enc = get_encoder(spec, self.settings.device)
-                if plan.modality not in enc.modalities:
-                    raise InputError(f"encoder {spec!r} does not embed {plan.modality}; choose one that does "
-                                     f"(default: {DEFAULT_TEXT_ENCODER if plan.modality == 'text' else DEFAULT_IMAGE_ENCODER})")
-                space = check_name("space", space or enc.default_space)
-            if existing and space in existing["spaces"]:
-                recorded = existing["spaces"][space]["encoder"]
-                if recorded["fingerprint"] != enc.fingerprint():
-                    raise SpaceMismatchError(
-                        f"space {space!r} of {collection!r} was built with {recorded['spec']!r} "
-                        f"({recorded['fingerprint']}), not {spec!r} ({enc.fingerprint()}); pass --space NEW_NAME")
-            if index is not None:
-                _check_factory(index, enc.dim)  # before the manifest is touched
-            if existing:
-                if existing.get("content_column") not in (None, plan.content_column):
-                    option = "--text-column" if plan.modality == "text" else "--image-column"
-                    raise InputError(f"collection {collection!r} takes its {plan.modality} from column "
-                                     f"{existing['content_column']!r}, not {plan.content_column!r}; pass {option} "
-                                     f"{existing['content_column']} (renaming the column in the file), or ingest "
-                                     "into another collection")
-                stored = stored_schema(self.root, existing["item_shards"])
-                read.table = conform(read.table, stored, src.name, collection)
-            self._ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
-            run = IngestRun(self, collection, space, enc, plan, read, src, self.settings, progress, factory=index)
-            try:
-                report = run.run()
-            except BaseException:
-                self._growing.pop((collection, space), None)
-                raise
-            if existing and existing["item_shards"] and report.added:
-                report.new_columns = [c for c in read.table.column_names if c not in stored.names
-                                      and c != plan.id_column]
-            self._finish_ingest(collection, space, report, created=existing is None, factory=index)
-        return report
-
-    def _finish_ingest(self, collection: str, space: str, report: Any, *, created: bool,
-                       factory: str | None) -> None:
-        """After an ingest's chunks are committed (writer lock held): index the space and record the ingest in one
-        last commit. A collection this ingest created and added no row to (none, or all quarantined) is not left
-        behind empty; the quarantine file is kept, and the report names it."""
-        if created and report.added == 0:
-            del self.manifest["collections"][collection]
-            self._growing.pop((collection, space), None)
-            self._commit()
-            return
-        try:
-            self._sync_index(collection, space, save=True, factory=factory)
-        except InputError as e:  # a forced factory that cannot be built at this size: the rows are in all the same
-            raise InputError(f"the rows are committed ({report.added} added), but not indexed: {e}; then run "
-                             "embstore index") from None
-        self.manifest["collections"][collection]["ingests"].append(
-            {k: v for k, v in report.to_dict().items() if k != "collection"} | {"at": now()})
-        self._commit()
-
-    def _ingest_vector_file(self, src: Path, collection: str, column: str | None, id_column: str | None,
-                            encoder: str | None, space: str | None, index: str | None = None) -> "IngestReport":
-        name = (encoder or "external").removeprefix("external:")
-        if src.suffix.lower() == ".npy":
-            if not src.exists():
-                raise InputError(f"{src} does not exist")
-            try:
-                vectors = np.load(src, allow_pickle=False)
-            except ValueError as e:
-                raise InputError(f"cannot read {src.name} as a NumPy array: {e}") from None
-            if vectors.ndim != 2:
-                raise InputError(f"{src.name} holds an array of shape {vectors.shape}; give one vector per row (n, dim)")
-            return self.ingest_vectors(collection, vectors, _vector_row_ids(vectors), name=name, space=space,
-                                       source=str(src), index=index)
-        from .ingest.readers import read_source
-        from .ingest.vectors import vectors_from_table
-
-        table = read_source(src).table
-        vectors = vectors_from_table(table, column or "embedding")
-        id_column = id_column or ("id" if "id" in table.column_names else None)
-        if id_column and id_column not in table.column_names:
-            raise InputError(f"id column {id_column!r} is not in {src.name}; its columns are: "
-                             f"{', '.join(table.column_names)}")
-        meta = table.drop_columns([c for c in (column or "embedding", id_column) if c])
-        ids = table.column(id_column).to_pylist() if id_column else _vector_row_ids(vectors, meta)
-        return self.ingest_vectors(collection, vectors, ids, metadata=meta, name=name, space=space, source=str(src),
-                                   index=index)
+        return ingest(self, source, collection, text_column=text_column, image_column=image_column,
+                      id_column=id_column, encoder=encoder, space=space, index=index,
+                      embedding_column=embedding_column, engine=engine, address=address, progress=progress)
 
     def ingest_vectors(self, collection: str, vectors: Any, ids: Sequence[Any] | None = None, *,
                        metadata: Any = None, name: str = "external", space: str | None = None,
@@ -294,7 +178,7 @@ class Store:
                                  f"DataFrame, not {type(metadata).__name__}")
         return ingest_vectors(self, collection, vectors, ids, metadata, name, space, source, index)
 
-    def _ensure_space(self, collection: str, space: str, enc: Any, modality: str, content_column: str | None,
+    def ensure_space(self, collection: str, space: str, enc: Any, modality: str, content_column: str | None,
                       id_column: str | None) -> dict[str, Any]:
         """The manifest entries of a collection and one of its spaces, created empty when new; the collection's."""
         from .sql import space_view, taken_names
@@ -338,53 +222,38 @@ class Store:
             return {}
         return {n.lower(): n for n in names}
 
-    def _commit_chunk(self, collection: str, space: str, enc: Encoder, plan: Any, items: pa.Table | None,
-                      space_rows: pa.Table, vectors: np.ndarray, report: Any) -> None:
-        coll = self.manifest["collections"][collection]
-        base = f"collections/{collection}"
-        if items is not None and items.num_rows:
-            coll["item_shards"].append(write_shard(self.root, f"{base}/items/part-{self._new_part():06d}.parquet", items))
-        if space_rows.num_rows:
-            table = space_rows.append_column("embedding", embedding_array(vectors))
-            sp = coll["spaces"][space]
-            sp["shards"].append(write_shard(self.root, f"{base}/spaces/{space}/part-{self._new_part():06d}.parquet",
-                                            table))
-            sp["rows"] += table.num_rows
-        self._commit()
+    def drop_growing(self, collection: str, space: str) -> None:
+        """Forget an index grown during an ingest that did not finish (the next one starts from the saved one)."""
+        self._growing.pop((collection, space), None)
 
-    def _item_hashes(self, collection: str) -> dict[str, str]:
-        coll = self.manifest["collections"].get(collection)
-        t = read_shards(self.root, coll["item_shards"], ["id", "content_hash"]) if coll else None
-        return {} if t is None else dict(zip(t.column("id").to_pylist(), t.column("content_hash").to_pylist()))
+    def key_table(self, collection: str, space: str | None = None) -> Any:
+        """The sorted key table of a collection's items (or, with ``space``, of the space by id) as of this
+        snapshot: memory-mapped from the store, the shards committed after it read from Parquet (``keys.py``)."""
+        from . import keys as kt
 
-    def _item_values(self, collection: str, ids: list[str], columns: list[str]) -> dict[str, list[Any]]:
-        """id -> the stored item's values in ``columns`` (None where it has no such column), for these ids."""
-        coll = self.manifest["collections"].get(collection)
-        if not ids or not coll or not coll["item_shards"]:
-            return {}
-        import pyarrow.dataset as ds
+        coll = self.collection(collection)
+        key = ("keys", collection, space or "")
+        shards = coll["item_shards"] if space is None else coll["spaces"][space]["shards"]
+        cached = self._index_cache.get(key)
+        if not cached or cached[0] != len(shards):
+            if space is None:
+                table = kt.open_table(self.root, coll.get("keys"), shards, kt.ITEM_FIELDS)
+            else:
+                table = kt.open_table(self.root, (coll["spaces"][space].get("keys") or {}).get("by_id"), shards,
+                                      kt.BY_ID_FIELDS)
+            cached = (len(shards), table, None)
+            self._index_cache[key] = cached
+        return cached[1]
 
-        data = ds.dataset([str(self.root / s["file"]) for s in coll["item_shards"]],  # a later shard may have more
-                          schema=stored_schema(self.root, coll["item_shards"]), format="parquet")  # columns
-        have = [c for c in columns if c in data.schema.names]
-        t = data.to_table(columns=["id", *have], filter=ds.field("id").isin(ids))
-        got = {c: t.column(c).to_pylist() for c in have}
-        return {item_id: [got[c][n] if c in got else None for c in columns]
-                for n, item_id in enumerate(t.column("id").to_pylist())}
+    def known_ids(self, collection: str, ids: Sequence[str]) -> set[str]:
+        """The ids (given) that are items of the collection, found through its key table."""
+        from . import keys as kt
 
-    def _space_ids(self, collection: str, space: str) -> set[str]:
-        return set(self._space_ids_in_order(collection, space))
-
-    def _space_vectors_by_hash(self, collection: str, space: str, hashes: set[str]) -> dict[str, np.ndarray]:
-        sp = self.manifest["collections"][collection]["spaces"][space]
-        if not hashes or not sp["shards"]:
-            return {}
-        import pyarrow.dataset as ds
-
-        t = ds.dataset([str(self.root / s["file"]) for s in sp["shards"]], format="parquet").to_table(
-            columns=["content_hash", "embedding"], filter=ds.field("content_hash").isin(list(hashes)))
-        m = embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
-        return dict(zip(t.column("content_hash").to_pylist(), m))
+        if collection not in self.manifest["collections"] or not ids:
+            return set()
+        ids = [str(i) for i in ids]
+        found, _ = self.key_table(collection).find(kt.id_keys(ids))
+        return {ids[n] for n in np.flatnonzero(found)}
 
     # ------------------------------------------------------------------------------------------------ vectors
     def embeddings(self, collection: str, space: str | None = None) -> tuple[list[str], np.ndarray]:
@@ -411,7 +280,7 @@ class Store:
             offset += shard["rows"]
         return np.concatenate(parts) if parts else np.zeros((0, sp["encoder"]["dim"]), np.float32)
 
-    def _sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
+    def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
                     target_recall: float | None = None) -> tuple[Any, np.ndarray]:
         """The space's FAISS index holding exactly the snapshot's rows.
 
@@ -469,7 +338,7 @@ class Store:
         self._index_cache[key] = (sp["rows"], index, id_array)
         return index, id_array
 
-    def _grow_index(self, collection: str, space: str, expect_rows: int, factory: str | None = None) -> None:
+    def grow_index(self, collection: str, space: str, expect_rows: int, factory: str | None = None) -> None:
         """During an ingest, after each committed chunk (in its writer thread): bring an in-memory index up to the
         committed rows, of the kind a space of ``expect_rows`` needs, so that the closing ``_sync_index`` has only
         the last rows to add before it tunes and saves it. Flat and HNSW only: an IVF index trains once, on the
@@ -497,17 +366,17 @@ class Store:
         """Rebuild a space's index: auto-chosen by size and memory, or the FAISS ``factory`` string given."""
         if target_recall is not None and not 0 < target_recall <= 1:
             raise InputError(f"target recall must be a fraction in (0, 1], got {target_recall}")
-        with self._writing():
+        with self.writing():
             space = self.space_name(collection, space)
             sp = self.manifest["collections"][collection]["spaces"][space]
             if factory is None:
                 sp.pop("index_factory", None)
             else:
-                _check_factory(factory, sp["encoder"]["dim"])
+                ix.check_factory(factory, sp["encoder"]["dim"])
             sp["index"] = None  # forces the rebuild
             self._index_cache.pop((collection, space), None)
-            self._sync_index(collection, space, save=True, factory=factory, target_recall=target_recall)
-            self._commit()
+            self.sync_index(collection, space, save=True, factory=factory, target_recall=target_recall)
+            self.commit()
             return {"collection": collection, "space": space, **sp["index"]}
 
     # ------------------------------------------------------------------------------------------------ search
@@ -544,7 +413,7 @@ class Store:
         rows = self.manifest["collections"][collection]["spaces"][space]["rows"]
         cached = self._index_cache.get(key)
         if not cached or cached[0] != rows:
-            _, ids = self._sync_index(collection, space)
+            _, ids = self.sync_index(collection, space)
             cached = (rows, {i: n for n, i in enumerate(ids)}, None)
             self._index_cache[key] = cached
         return cached[1]
@@ -650,10 +519,10 @@ class Store:
 
     def delete_collection(self, collection: str) -> dict[str, Any]:
         """Drop a collection. Its shards are retired (readers of older snapshots still find them for
-        ``retention_s``); its index files and quarantine records go now (such a reader rebuilds an exact index from
-        the shards). Heads trained on it stay (a kNN head needs its training items and will ask to be fit again).
-        Returns what went."""
-        with self._writing():
+        ``retention_s``); its index files, key tables and quarantine records go now (such a reader rebuilds an
+        exact index and its key tables from the shards). Heads trained on it stay (a kNN head needs its training
+        items and will ask to be fit again). Returns what went."""
+        with self.writing():
             coll = self.collection(collection)
             gone = {"collection": collection, "items": _item_rows(coll),
                     "spaces": sorted(coll["spaces"]),
@@ -665,9 +534,15 @@ class Store:
                 files += [s["file"] for s in pred["shards"]]
             for sp_dir in (self.root / "collections" / collection / "spaces").glob("*/index"):
                 shutil.rmtree(sp_dir, ignore_errors=True)  # safe before the commit: a missing index is rebuilt
+            keys = [coll.get("keys")] + [(sp.get("keys") or {}).get(k) for sp in coll["spaces"].values()
+                                         for k in ("by_id", "by_hash")]
+            for entry in keys:  # derived too: a reader of an older snapshot rebuilds its key table from the shards
+                path = self._own_path(entry["file"], "collections") if entry else None
+                if path is not None:
+                    path.unlink(missing_ok=True)
             del self.manifest["collections"][collection]
-            self._retire(files)
-            self._commit()
+            self.retire(files)
+            self.commit()
             # its quarantine records (bad rows and why) describe inputs of a collection that is gone
             shutil.rmtree(self.root / "quarantine" / collection, ignore_errors=True)
         self._index_cache = {k: v for k, v in self._index_cache.items() if k[0] != collection}
@@ -678,7 +553,7 @@ class Store:
         version's own files (head.json, its arrays) are retired like any shard, so a reader of an older snapshot
         can still load that version and read those predictions for ``retention_s``. Version numbers are not given
         twice while any version of the head or a retired folder of one is left. Returns what went."""
-        with self._writing():
+        with self.writing():
             heads = self.manifest["heads"]
             versions = self._head_entry(name)["versions"]
             dropped = self._head_versions(name, version)
@@ -700,23 +575,12 @@ class Store:
                 heads[name]["versions"] = kept
             else:
                 del heads[name]
-            self._retire(files)
-            self._commit()
+            self.retire(files)
+            self.commit()
         return {"head": name, "versions": sorted(numbers), "predictions": predictions}
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)
-
-
-def _vector_row_ids(vectors: np.ndarray, meta: pa.Table | None = None) -> list[str]:
-    """Ids of a file's vectors when it gives none: a hash of the row (its vector and its other values), as a text
-    row's id is, so that a second file's rows are new items and the same rows again are duplicates."""
-    from .ingest.runner import value_digest
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    rows = zip(*[meta.column(c).to_pylist() for c in meta.column_names]) if meta is not None and meta.num_columns \
-        else [()] * len(vectors)
-    return [value_digest([v.tobytes().hex(), *r])[:32] for v, r in zip(vectors, rows)]
 
 
 def _item_rows(coll: dict[str, Any]) -> int:

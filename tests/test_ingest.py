@@ -130,9 +130,9 @@ def test_images_decode_in_batches_with_quarantine_and_reuse(tmp_path, monkeypatc
     way broken files are quarantined (each row naming its own file, also when two rows share the broken bytes),
     the same bytes under two paths are embedded once, and every stored vector is the encoder's own."""
     from embstore.config import Settings
-    from embstore.ingest import runner
+    from embstore.ingest import decode, runner
 
-    monkeypatch.setattr(runner, "PROCESS_MIN", 1 if decoders.startswith("processes") else 10**9)
+    monkeypatch.setattr(decode, "PROCESS_MIN", 1 if decoders.startswith("processes") else 10**9)
     chunked = "chunks" in decoders  # as on a GPU: each chunk's decoders fork after the last chunk's write is done
     monkeypatch.setattr(runner, "BACKGROUND", True if chunked else None)
     data = tmp_path / "data"
@@ -239,9 +239,9 @@ def test_ingest_inside_a_daemonic_pool_worker_decodes_in_threads(tmp_path, monke
     """A multiprocessing.Pool worker may not start processes: there the many-images path falls back to threads."""
     import multiprocessing
 
-    from embstore.ingest import runner
+    from embstore.ingest import decode, runner
 
-    monkeypatch.setattr(runner, "PROCESS_MIN", 1)  # inherited by the forked pool worker (workers: the default, >= 2)
+    monkeypatch.setattr(decode, "PROCESS_MIN", 1)  # inherited by the forked pool worker (workers: the default, >= 2)
     monkeypatch.setenv("EMBSTORE_WORKERS", "2")
     rows = [{"file": f"{k}.png"} for k in range(6)]
     for k in range(6):
@@ -636,8 +636,10 @@ def test_a_chunk_repeating_the_chunk_being_written_reuses_its_vectors(tmp_path, 
     real = type(encoder).encode_text
     monkeypatch.setattr(type(encoder), "encode_text", lambda self, texts, batch_size=64: (
         embedded.extend(texts), real(self, texts, batch_size))[1])
-    commit = Store._commit_chunk  # a slow disk: each chunk is still being written when the next one is encoded
-    monkeypatch.setattr(Store, "_commit_chunk", lambda self, *args: (time.sleep(0.3), commit(self, *args))[1])
+    from embstore.writer import SpaceWriter
+
+    commit = SpaceWriter.commit  # a slow disk: each chunk is still being written when the next one is encoded
+    monkeypatch.setattr(SpaceWriter, "commit", lambda self, *args: (time.sleep(0.3), commit(self, *args))[1])
     rows = _numbered_rows(150, repeats=True)  # rows 50 and 100 repeat rows 45 and 95: across chunks
     rep = store.ingest(write_csv(tmp_path / "t.csv", rows), "t", encoder=HASH)
     distinct = {r["text"] for r in rows}
@@ -652,7 +654,9 @@ def test_a_failed_write_stops_the_ingest_and_loses_no_committed_chunk(tmp_path, 
     monkeypatch.setattr(runner, "BACKGROUND", background)
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=40))
     source = write_csv(tmp_path / "t.csv", _numbered_rows(200))
-    real = Store._commit_chunk
+    from embstore.writer import SpaceWriter
+
+    real = SpaceWriter.commit
     calls = []
 
     def flaky(self, *args):
@@ -661,11 +665,11 @@ def test_a_failed_write_stops_the_ingest_and_loses_no_committed_chunk(tmp_path, 
             raise OSError(28, "No space left on device")
         return real(self, *args)
 
-    monkeypatch.setattr(Store, "_commit_chunk", flaky)
+    monkeypatch.setattr(SpaceWriter, "commit", flaky)
     with pytest.raises(OSError, match="No space left"):
         store.ingest(source, "t", encoder=HASH)
     assert len(calls) == 3  # the error stopped the ingest at the next chunk, not at the end
-    monkeypatch.setattr(Store, "_commit_chunk", real)
+    monkeypatch.setattr(SpaceWriter, "commit", real)
     again = Store.open(store.root)
     assert again.sql("SELECT count(*) FROM t").fetchall() == [(80,)]  # the two chunks committed before it
     ids, X = again.embeddings("t")

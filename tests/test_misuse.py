@@ -311,10 +311,10 @@ def test_predict_and_fit_on_a_collection_with_no_items_are_one_line_errors(docs,
 
     store = Store.open(docs)
     store.ingest_vectors("empty", np.ones((1, 64), np.float32), ["only"], name="v")
-    with store._writing():  # what an older embstore left: a collection with no items
+    with store.writing():  # what an older embstore left: a collection with no items
         store.manifest["collections"]["empty"]["item_shards"] = []
         store.manifest["collections"]["empty"]["spaces"]["v"].update(shards=[], rows=0, index=None)
-        store._commit()
+        store.commit()
     vec = np.ones((1, 64), np.float32)
     store.ingest_vectors("filled", np.vstack([vec, vec * 2, -vec, -vec * 2]), list("abcd"),
                          metadata={"label": ["x", "x", "y", "y"]}, name="v")
@@ -395,9 +395,9 @@ def test_info_says_when_a_space_has_no_saved_index(docs):
     from embstore import Store
 
     store = Store.open(docs)
-    with store._writing():  # what an ingest interrupted after its commits and before its index leaves
+    with store.writing():  # what an ingest interrupted after its commits and before its index leaves
         store.manifest["collections"]["docs"]["spaces"]["hash64"]["index"] = None
-        store._commit()
+        store.commit()
     assert "none saved: run embstore index" in run("info", "--store", docs).stdout
     run("index", "--store", docs, "-c", "docs")
     assert "none saved" not in run("info", "--store", docs).stdout

@@ -255,9 +255,9 @@ def test_lite0_matches_timm(tmp_path, monkeypatch, decoders):
     from PIL import Image
 
     from embstore.config import Settings
-    from embstore.ingest import runner
+    from embstore.ingest import decode, runner
 
-    monkeypatch.setattr(runner, "PROCESS_MIN", 1 if decoders == "processes" else 10**9)
+    monkeypatch.setattr(decode, "PROCESS_MIN", 1 if decoders == "processes" else 10**9)
     paths = _images(tmp_path / "imgs")
     s = Store.open(tmp_path / "store", settings=Settings.resolve(batch_size=3, workers=2))
     r = s.ingest(tmp_path / "imgs", "imgs")

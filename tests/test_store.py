@@ -424,10 +424,10 @@ def test_an_empty_collection_is_an_empty_sql_view(store, tmp_path):
     r = store.ingest(write_csv(tmp_path / "e.csv", [{"text": ""}]), "empty", encoder=HASH)
     assert (r.added, r.quarantined) == (0, 1) and "empty" not in store.info()["collections"]  # not created
     store.ingest(write_csv(tmp_path / "one.csv", [{"text": "one"}]), "empty", encoder=HASH)
-    with store._writing():  # what an older embstore left after such an ingest: a collection with no items
+    with store.writing():  # what an older embstore left after such an ingest: a collection with no items
         c = store.manifest["collections"]["empty"]
         c["item_shards"] = []
         c["spaces"]["hash64"].update(shards=[], rows=0, index=None)
-        store._commit()
+        store.commit()
     assert store.search("empty", "anything") == []
     assert store.sql("SELECT count(*) FROM empty").fetchall() == [(0,)]

@@ -206,3 +206,33 @@ def _read_folder(root: Path) -> ReadResult:
     if not paths:
         raise InputError(f"folder {root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return ReadResult(pa.table({"path": paths, "folder": folders}), "folder", ignored_files=ignored)
+
+
+@dataclass
+class Piece:
+    table: pa.Table
+    file: str
+    first_row: int
+    bad: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Source:
+    """Interim: one whole file as one piece (to be replaced by the streaming sources)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.name = str(path)
+        self.read = read_source(path)
+        self.kind = self.read.kind
+        self.columns = self.read.table.column_names
+        self.rows_hint = self.read.table.num_rows
+        self.base_dir = str(path if path.is_dir() else path.parent)
+        self.files = 1
+        self.ignored_files = self.read.ignored_files
+
+    def pieces(self):
+        yield Piece(self.read.table, self.name, 1, self.read.bad_rows)
+
+
+def open_source(spec: Any, *, batch_rows: int = 65536) -> Source:
+    return Source(Path(os.path.abspath(Path(spec).expanduser())))

@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from ..encoders.base import fingerprint_of
 from ..errors import InputError
-from .runner import IngestReport, Quarantine, changed_columns, other_values
+from ..writer import SpaceWriter
+from .runner import IngestReport, Quarantine, changed_columns, other_values, value_digest
 
 
 class ExternalEncoder:
@@ -57,6 +58,7 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
                    metadata: pa.Table | None, name: str, space: str | None, source: str,
                    factory: str | None = None) -> IngestReport:
     from ..storage import check_name
+    from .job import finish
 
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] < 1:
@@ -74,7 +76,7 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
     space = check_name("space", space or enc.default_space)
     report = IngestReport(collection, space, enc.spec, source, read=n)
     quarantine = Quarantine(store.root, collection, source)
-    with store._writing():
+    with store.writing():
         coll = store.manifest["collections"].get(collection)
         if coll and coll["modality"] != "vector":
             raise InputError(f"collection {collection!r} holds {coll['modality']} items; put vectors in another one")
@@ -84,20 +86,23 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
                              f"{enc.spec} with {enc.dim}: pass another space name (--space, or space=)")
         created = coll is None
         if factory is not None:
-            from ..store import _check_factory
+            from ..index import check_factory
 
-            _check_factory(factory, vectors.shape[1])  # before anything is written, as for other inputs
+            check_factory(factory, vectors.shape[1])  # before anything is written, as for other inputs
         if coll and metadata is not None:  # shards of one collection must read together: see storage.conform
             from ..storage import conform, stored_schema
 
             metadata = conform(metadata, stored_schema(store.root, coll["item_shards"]), source, collection)
-        store._ensure_space(collection, space, enc, "vector", None, "id")
-        known = store._item_hashes(collection)
+        store.ensure_space(collection, space, enc, "vector", None, "id")
+        writer = SpaceWriter(store, collection, space)
+        known = {i: f"{k.hash:016x}" for i, k in writer.known_items(sorted(set(ids))).items()}  # 64 bits of the hash
         finite = np.isfinite(vectors).all(1)
         digests = [hashlib.sha256(v.tobytes()).hexdigest() for v in vectors]
+        short = [d[:16] for d in digests]
+        short_set = set(short)
         cols = [] if metadata is None else metadata.column_names
         meta_rows = list(zip(*[metadata.column(c).to_pylist() for c in cols])) if cols else [()] * n
-        stored = store._item_values(collection, [i for i in set(ids) if known.get(i) in digests], cols)
+        stored = writer.item_values(sorted(i for i in set(ids) if known.get(i) in short_set), cols)
         keep, seen = [], {}
         for i, item_id in enumerate(ids):
             # the same id again: a duplicate when its vector and its metadata are the same, else quarantined
@@ -105,9 +110,9 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
             if not finite[i]:
                 quarantine.add(i + 1, "vector has NaN or infinite values", {"id": item_id})
             elif before is None:
-                seen[item_id] = (digests[i], list(meta_rows[i]))
+                seen[item_id] = (short[i], list(meta_rows[i]))
                 keep.append(i)
-            elif before[0] != digests[i]:
+            elif before[0] != short[i]:
                 quarantine.add(i + 1, f"id already in collection with a different vector: {item_id}; give it a new id"
                                " (without ids, vectors from a file are named by their content, an array's by row "
                                "number)", {"id": item_id})
@@ -126,11 +131,20 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
                     items = items.append_column(col, meta.column(col))
             items = items.append_column("content_hash", pa.array(hashes, pa.string()))
             space_rows = pa.table({"id": items.column("id"), "content_hash": items.column("content_hash")})
-            store._commit_chunk(collection, space, enc, None, items, space_rows, vectors[rows], report)
+            writer.write(items, space_rows, vectors[rows])
             report.added += len(rows)
         report.embedded = 0
         report.quarantined = quarantine.count
         report.reasons = dict(quarantine.reasons)
         report.quarantine_file = quarantine.rel if quarantine.count else None
-        store._finish_ingest(collection, space, report, created=created, factory=factory)
+        finish(store, writer, report, created=created, factory=factory)
     return report
+
+
+def vector_row_ids(vectors: np.ndarray, meta: pa.Table | None = None) -> list[str]:
+    """Ids of a file's vectors when it gives none: a hash of the row (its vector and its other values), as a text
+    row's id is, so that a second file's rows are new items and the same rows again are duplicates."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = zip(*[meta.column(c).to_pylist() for c in meta.column_names]) if meta is not None and meta.num_columns \
+        else [()] * len(vectors)
+    return [value_digest([v.tobytes().hex(), *r])[:32] for v, r in zip(vectors, rows)]
