@@ -116,7 +116,8 @@ def main() -> None:
         gpu_exact_search(store, "synthetic", store.space_name("synthetic"), Q[:1], a.k)  # upload + warm
         import torch
 
-        M = store._index_cache[("gpu", "synthetic", store.space_name("synthetic"))][1]
+        M = store.cached(("gpu", "synthetic", store.space_name("synthetic")), store.space("synthetic")["rows"],
+                         None)[0]
         qt = torch.as_tensor(Q).to(M.device, M.dtype)
         torch.cuda.synchronize()
         t = time.perf_counter()

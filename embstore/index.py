@@ -140,9 +140,17 @@ def save_index(index: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_index(path: Path) -> Any:
+def load_index(path: Path, mmap: bool = False) -> Any:
+    """Read a saved index; ``mmap``: map the file instead (IVF lists and flat codes are paged in as searched), for
+    an index that will only be searched."""
     import faiss
 
+    if mmap:
+        for flag in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
+            try:
+                return faiss.read_index(str(path), getattr(faiss, flag) | faiss.IO_FLAG_READ_ONLY)
+            except (RuntimeError, AttributeError):
+                continue
     return faiss.read_index(str(path))
 
 

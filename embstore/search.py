@@ -7,6 +7,7 @@ import numpy as np
 
 from . import index as ix
 from .errors import InputError, NotFoundError
+from .lookup import item_rows, positions_of, vectors_at
 from .sql import ids_where, space_view
 
 
@@ -30,11 +31,10 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
             raise InputError("the query vector is all zeros (or not finite): it points nowhere; give another")
         return v
     if item_id is not None:
-        ids, vectors = store.embeddings(collection, space)
-        try:
-            return vectors[ids.index(str(item_id))][None]
-        except ValueError:
-            raise NotFoundError(f"no item {item_id!r} in space {space!r} of {collection!r}") from None
+        pos = positions_of(store, collection, space, [str(item_id)])
+        if pos[0] < 0 or pos[0] >= sp["rows"]:
+            raise NotFoundError(f"no item {item_id!r} in space {space!r} of {collection!r}")
+        return vectors_at(store, collection, space, pos)
     if sp["encoder"]["library"] == "external":
         raise InputError(f"space {space!r} holds vectors made outside embstore ({sp['encoder']['spec']}): nothing here "
                          "can embed a query for it; search it with --vector or --like ID")
@@ -72,7 +72,8 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
             return []
         factory, param = index_setting(store, collection, space)
         scores, rows = ix.search(index, q, want, limit=len(ids), factory=factory, param=param)
-        hits = [(str(ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        hits = list(zip(ids.take([r for r, _ in found]), (s for _, s in found)))
     if item_id is not None:
         hits = [h for h in hits if h[0] != str(item_id)][:k]
     meta = items_by_id(store, collection, [h[0] for h in hits])
@@ -101,12 +102,13 @@ def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: i
     if len(allowed) > max(EXACT_SUBSET, 0.05 * n):
         import faiss
 
-        pos = store._positions(collection, space)
-        rows = np.fromiter((pos[i] for i in allowed if i in pos), dtype=np.int64)
+        rows = positions_of(store, collection, space, allowed)
+        rows = rows[rows >= 0]
         factory, param = index_setting(store, collection, space)
         scores, found = ix.search(index, q, k, limit=n, selector=faiss.IDSelectorBatch(rows), factory=factory,
                                   param=param)
-        hits = [(str(ids[r]), float(s)) for r, s in zip(found[0], scores[0]) if r >= 0]
+        kept = [(int(r), float(s)) for r, s in zip(found[0], scores[0]) if r >= 0]
+        hits = list(zip(ids.take([r for r, _ in kept]), (s for _, s in kept)))
         if len(hits) >= min(k, len(rows)):
             return hits
     return exact_subset(store, collection, space, q, k, allowed)
@@ -122,12 +124,11 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
     import faiss
 
     index, all_ids = store.sync_index(collection, space)
-    pos = store._positions(collection, space)
-    missing = [i for i in ids if i not in pos]
+    rows = positions_of(store, collection, space, ids)
+    missing = [i for i, r in zip(ids, rows) if r < 0]
     if missing:
         raise NotFoundError(f"{len(missing)} of the {len(ids)} items this head was trained on are not in "
                             f"{collection}.{space} (e.g. {missing[0]!r}); fit the head again")
-    rows = np.fromiter((pos[i] for i in ids), np.int64, len(ids))
     n = len(all_ids)
     factory, param = index_setting(store, collection, space)
 
@@ -137,7 +138,7 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
     cheaper = factory.startswith("HNSW") and len(rows) * index.d <= int(param or 16) * HNSW_STEP
     if few or cheaper:
         if vectors is None:
-            vectors = store._vectors_from(collection, space, 0)[rows]
+            vectors = vectors_at(store, collection, space, rows)
         flat = faiss.IndexFlatIP(index.d)
         flat.add(ix.normalize(vectors))
 
@@ -191,15 +192,12 @@ def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: 
     one), one matmul + topk."""
     import torch
 
-    key = ("gpu", collection, space)
-    rows = store.space(collection, space)["rows"]
-    cached = store._index_cache.get(key)
-    if not cached or cached[0] != rows:
+    def upload() -> tuple[Any, np.ndarray]:
         ids, X = store.embeddings(collection, space)
         dev = torch.device(store.settings.device)
-        cached = (rows, torch.as_tensor(ix.normalize(X)).to(dev, torch.float32), np.asarray(ids, dtype=object))
-        store._index_cache[key] = cached
-    _, M, ids = cached
+        return torch.as_tensor(ix.normalize(X)).to(dev, torch.float32), np.asarray(ids, dtype=object)
+
+    M, ids = store.cached(("gpu", collection, space), store.space(collection, space)["rows"], upload)
     if len(ids) == 0:
         return []
     qt = torch.as_tensor(ix.normalize(q)).to(M.device, M.dtype)
@@ -208,11 +206,6 @@ def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: 
 
 
 def items_by_id(store: Any, collection: str, ids: list[str]) -> dict[str, dict]:
-    """Item rows (all metadata, no content hash) for these ids, from the collection's items held in memory (read
-    once per snapshot, memory-mapped), so a search does not scan Parquet."""
-    if not ids:
-        return {}
-    table, row_of = store._items(collection)
-    rows = [row_of[i] for i in ids if i in row_of]
-    out = table.take(rows).drop_columns(["content_hash"]).to_pylist()
-    return {r.pop("id"): r for r in out}
+    """Item rows (all metadata, no content hash) for these ids: found through the collection's key table and read
+    from the shards they are in, so a search reads a few row groups, not every item."""
+    return item_rows(store, collection, ids)

@@ -222,6 +222,14 @@ class Store:
             return {}
         return {n.lower(): n for n in names}
 
+    def cached(self, key: tuple, version: Any, build: Any) -> Any:
+        """Derived data kept for this snapshot (vectors on a GPU, say): ``build()``'s result, made anew when
+        ``version`` (e.g. the space's row count) is not the one it was made for."""
+        hit = self._index_cache.get(key)
+        if not hit or hit[0] != version:
+            hit = self._index_cache[key] = (version, build(), None)
+        return hit[1]
+
     def drop_growing(self, collection: str, space: str) -> None:
         """Forget an index grown during an ingest that did not finish (the next one starts from the saved one)."""
         self._growing.pop((collection, space), None)
@@ -264,10 +272,6 @@ class Store:
             return [], np.zeros((0, sp["encoder"]["dim"]), np.float32)
         return t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
-    def _space_ids_in_order(self, collection: str, space: str) -> list[str]:
-        t = read_shards(self.root, self.manifest["collections"][collection]["spaces"][space]["shards"], ["id"])
-        return [] if t is None else t.column("id").to_pylist()
-
     def _vectors_from(self, collection: str, space: str, start: int) -> np.ndarray:
         """The space's vectors from row ``start`` on, reading only the shards that hold them."""
         sp = self.manifest["collections"][collection]["spaces"][space]
@@ -281,12 +285,16 @@ class Store:
         return np.concatenate(parts) if parts else np.zeros((0, sp["encoder"]["dim"]), np.float32)
 
     def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
-                    target_recall: float | None = None) -> tuple[Any, np.ndarray]:
+                   target_recall: float | None = None) -> tuple[Any, Any]:
         """The space's FAISS index holding exactly the snapshot's rows.
 
         A writer (``save``) rebuilds it when missing, when its type no longer fits the size (or ``factory`` asks for
         another), else extends it; then re-tunes it and records the choice in the manifest. A reader extends a
-        lagging index in memory from the shards."""
+        lagging index in memory from the shards. Returns the index and the space's ids in index order (a
+        ``lookup.SpaceIds``, read a shard at a time when asked for). A reader memory-maps the saved index, so a
+        cold search reads the lists it probes, not the whole file."""
+        from .lookup import SpaceIds
+
         sp = self.manifest["collections"][collection]["spaces"][space]
         key = (collection, space)
         cached = self._index_cache.get(key)
@@ -295,7 +303,7 @@ class Store:
         rel = f"collections/{collection}/spaces/{space}/index/index.faiss"
         path = self.root / rel
         entry = sp.get("index") or {}
-        ids = self._space_ids_in_order(collection, space)
+        ids = SpaceIds(self.root, sp)
         index = None
         if save:
             want = factory or sp.get("index_factory") or ix.choose_factory(
@@ -303,8 +311,9 @@ class Store:
             grown = self._growing.pop(key, None)
             if grown is not None and grown[0] == want and grown[1].ntotal <= len(ids):
                 index, entry = grown[1], {"factory": want}  # grown during the ingest: extend it, tune it, save it
-        if index is None:
-            index = ix.load_index(path) if path.exists() and entry else None
+        if index is None and path.exists() and entry:
+            # a reader maps the file; a writer, or a reader whose index lags its snapshot, reads it to add rows
+            index = ix.load_index(path, mmap=not save and entry.get("ntotal", 0) >= sp["rows"])
         if save:
             if factory:
                 sp["index_factory"] = factory  # forced by the user: kept for later ingests
@@ -334,9 +343,8 @@ class Store:
         elif index.ntotal < len(ids):
             index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
         ix.set_param(index, entry.get("factory", "Flat"), entry.get("value"))
-        id_array = np.asarray(ids, dtype=object)
-        self._index_cache[key] = (sp["rows"], index, id_array)
-        return index, id_array
+        self._index_cache[key] = (sp["rows"], index, ids)
+        return index, ids
 
     def grow_index(self, collection: str, space: str, expect_rows: int, factory: str | None = None) -> None:
         """During an ingest, after each committed chunk (in its writer thread): bring an in-memory index up to the
@@ -391,32 +399,6 @@ class Store:
 
         return run_search(self, collection, query=query, image=image, item_id=item_id, vector=vector, k=k,
                           space=space, where=where)
-
-    def _items(self, collection: str) -> tuple[pa.Table, dict[str, int]]:
-        """The collection's item table and an id -> row map (cached per snapshot)."""
-        coll = self.collection(collection)
-        key = ("items", collection, "")
-        n = _item_rows(coll)
-        cached = self._index_cache.get(key)
-        if not cached or cached[0] != n:
-            import pyarrow.parquet as pq
-
-            tables = [pq.read_table(self.root / s["file"], memory_map=True) for s in coll["item_shards"]]
-            table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"id": []})
-            cached = (n, table, {i: r for r, i in enumerate(table.column("id").to_pylist())})
-            self._index_cache[key] = cached
-        return cached[1], cached[2]
-
-    def _positions(self, collection: str, space: str) -> dict[str, int]:
-        """id -> row of the space's index (cached per snapshot)."""
-        key = ("pos", collection, space)
-        rows = self.manifest["collections"][collection]["spaces"][space]["rows"]
-        cached = self._index_cache.get(key)
-        if not cached or cached[0] != rows:
-            _, ids = self.sync_index(collection, space)
-            cached = (rows, {i: n for n, i in enumerate(ids)}, None)
-            self._index_cache[key] = cached
-        return cached[1]
 
     # ------------------------------------------------------------------------------------------------ heads
     def fit(self, collection: str, label_column: str | None = None, name: str | None = None, *,

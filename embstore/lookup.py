@@ -1,0 +1,132 @@
+"""Reading a few rows of a large collection: a space's ids by index position, an id's position and vector, item
+rows by id. Through the key tables (``keys.py``) and the shards' row counts in the manifest, so that a search or a
+``--like`` on 10^7 items reads the shards its answers are in, not every shard."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import keys as kt
+from .storage import embedding_matrix
+
+
+class SpaceIds:
+    """The ids of a space in index order (row i of the index is the space's i-th vector), read a shard at a time
+    when asked for: ``len``, ``ids[i]``, ``take(rows)``; ``all()`` reads every shard's ids."""
+
+    def __init__(self, root: Path, space_entry: dict[str, Any]):
+        self.root = root
+        self.shards = list(space_entry["shards"])
+        self.offsets = np.cumsum([0] + [s["rows"] for s in self.shards])
+        self._cache: dict[int, list[str]] = {}
+        self._all: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _shard_ids(self, k: int) -> list[str]:
+        if k not in self._cache:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[k] = pq.read_table(self.root / self.shards[k]["file"], columns=["id"]).column("id").to_pylist()
+        return self._cache[k]
+
+    def __getitem__(self, row: int) -> str:
+        row = int(row)
+        if self._all is not None:
+            return str(self._all[row])
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        k = int(np.searchsorted(self.offsets, row, side="right") - 1)
+        return self._shard_ids(k)[row - int(self.offsets[k])]
+
+    def take(self, rows: Sequence[int]) -> list[str]:
+        return [self[r] for r in rows]
+
+    def all(self) -> np.ndarray:
+        if self._all is None:
+            t = pq.read_table(self.root / self.shards[0]["file"], columns=["id"]) if len(self.shards) == 1 else None
+            ids: list[str] = t.column("id").to_pylist() if t is not None else []
+            if t is None:
+                for k in range(len(self.shards)):
+                    ids.extend(self._shard_ids(k))
+            self._all = np.asarray(ids, dtype=object)
+        return self._all
+
+    def position(self, part: int, row: int) -> int:
+        """The index position of row ``row`` of the shard numbered ``part``."""
+        for k, shard in enumerate(self.shards):
+            if kt.part_of(shard) == part:
+                return int(self.offsets[k]) + row
+        return -1
+
+
+def positions_of(store: Any, collection: str, space: str, ids: Sequence[str]) -> np.ndarray:
+    """The index position of each id in the space (-1 where it has no vector there)."""
+    ids = [str(i) for i in ids]
+    table = store.key_table(collection, space)
+    found, rec = table.find(kt.id_keys(ids))
+    parts, rows = kt.split_loc(rec[1])
+    sp = store.manifest["collections"][collection]["spaces"][space]
+    offset = dict(zip((kt.part_of(s) for s in sp["shards"]), np.cumsum([0] + [s["rows"] for s in sp["shards"]])))
+    out = np.full(len(ids), -1, np.int64)
+    for n in np.flatnonzero(found):
+        if int(parts[n]) in offset:
+            out[n] = int(offset[int(parts[n])]) + int(rows[n])
+    return out
+
+
+def vectors_at(store: Any, collection: str, space: str, positions: Sequence[int]) -> np.ndarray:
+    """The space's vectors at these index positions, reading only the shards that hold them."""
+    sp = store.manifest["collections"][collection]["spaces"][space]
+    dim = sp["encoder"]["dim"]
+    offsets = np.cumsum([0] + [s["rows"] for s in sp["shards"]])
+    positions = np.asarray(positions, np.int64)
+    out = np.zeros((len(positions), dim), np.float32)
+    shard_of = np.searchsorted(offsets, positions, side="right") - 1
+    for k in np.unique(shard_of):
+        mask = shard_of == k
+        t = pq.read_table(store.root / sp["shards"][k]["file"], columns=["embedding"])
+        rows = pa.array(positions[mask] - offsets[k], pa.int64())
+        out[mask] = embedding_matrix(t.column("embedding").take(rows), dim)
+    return out
+
+
+def item_rows(store: Any, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The items' rows (all columns but the content hash) for these ids, read from the shards they are in."""
+    ids = [str(i) for i in ids]
+    if not ids:
+        return {}
+    coll = store.collection(collection)
+    found, rec = store.key_table(collection).find(kt.id_keys(ids))
+    parts, rows = kt.split_loc(rec[3])
+    files = {kt.part_of(s): s["file"] for s in coll["item_shards"]}
+    wanted: dict[int, list[int]] = {}
+    for n in np.flatnonzero(found):
+        if int(parts[n]) in files:
+            wanted.setdefault(int(parts[n]), []).append(n)
+    out: dict[str, dict[str, Any]] = {}
+    for part, ns in wanted.items():
+        t = _read_rows(store.root / files[part], [int(rows[n]) for n in ns])
+        for n, row in zip(ns, t.drop_columns(["content_hash"]).to_pylist()):
+            if row.get("id") == ids[n]:
+                out[row.pop("id")] = row
+    return out
+
+
+def _read_rows(path: Path, rows: list[int]) -> pa.Table:
+    """Rows of one Parquet file, reading only the row groups they are in."""
+    f = pq.ParquetFile(path)
+    if f.metadata.num_row_groups == 1:
+        return f.read().take(pa.array(rows, pa.int64()))
+    starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)])
+    groups = sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows})
+    t = f.read_row_groups(groups)
+    base = {g: int(sum(f.metadata.row_group(h).num_rows for h in groups[:i])) for i, g in enumerate(groups)}
+    take = [base[int(np.searchsorted(starts, r, side="right") - 1)] + r - int(starts[
+        int(np.searchsorted(starts, r, side="right") - 1)]) for r in rows]
+    return t.take(pa.array(take, pa.int64()))
