@@ -3,6 +3,7 @@ rows by id. Through the key tables (``keys.py``) and the shards' row counts in t
 ``--like`` on 10^7 items reads the shards its answers are in, not every shard."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,7 +46,22 @@ class SpaceIds:
         return self._shard_ids(k)[row - int(self.offsets[k])]
 
     def take(self, rows: Sequence[int]) -> list[str]:
-        return [self[r] for r in rows]
+        """The ids at these positions, reading only the row groups they are in."""
+        if self._all is not None or not len(rows):
+            return [self[r] for r in rows]
+        rows = np.asarray(rows, np.int64)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        out: list[str] = [""] * len(rows)
+        for k in np.unique(shard):
+            mask = np.flatnonzero(shard == k)
+            if int(k) in self._cache:
+                got = [self._cache[int(k)][int(rows[m] - self.offsets[k])] for m in mask]
+            else:
+                got = read_rows(self.root / self.shards[k]["file"], rows[mask] - self.offsets[k], ["id"]) \
+                    .column("id").to_pylist()
+            for m, v in zip(mask, got):
+                out[m] = v
+        return out
 
     def all(self) -> np.ndarray:
         if self._all is None:
@@ -90,9 +106,8 @@ def vectors_at(store: Any, collection: str, space: str, positions: Sequence[int]
     shard_of = np.searchsorted(offsets, positions, side="right") - 1
     for k in np.unique(shard_of):
         mask = shard_of == k
-        t = pq.read_table(store.root / sp["shards"][k]["file"], columns=["embedding"])
-        rows = pa.array(positions[mask] - offsets[k], pa.int64())
-        out[mask] = embedding_matrix(t.column("embedding").take(rows), dim)
+        t = read_rows(store.root / sp["shards"][k]["file"], positions[mask] - offsets[k], ["embedding"])
+        out[mask] = embedding_matrix(t.column("embedding"), dim)
     return out
 
 
@@ -111,22 +126,32 @@ def item_rows(store: Any, collection: str, ids: Sequence[str]) -> dict[str, dict
             wanted.setdefault(int(parts[n]), []).append(n)
     out: dict[str, dict[str, Any]] = {}
     for part, ns in wanted.items():
-        t = _read_rows(store.root / files[part], [int(rows[n]) for n in ns])
+        t = read_rows(store.root / files[part], [int(rows[n]) for n in ns])
         for n, row in zip(ns, t.drop_columns(["content_hash"]).to_pylist()):
             if row.get("id") == ids[n]:
                 out[row.pop("id")] = row
     return out
 
 
-def _read_rows(path: Path, rows: list[int]) -> pa.Table:
-    """Rows of one Parquet file, reading only the row groups they are in."""
-    f = pq.ParquetFile(path)
-    if f.metadata.num_row_groups == 1:
-        return f.read().take(pa.array(rows, pa.int64()))
-    starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)])
-    groups = sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows})
-    t = f.read_row_groups(groups)
-    base = {g: int(sum(f.metadata.row_group(h).num_rows for h in groups[:i])) for i, g in enumerate(groups)}
-    take = [base[int(np.searchsorted(starts, r, side="right") - 1)] + r - int(starts[
-        int(np.searchsorted(starts, r, side="right") - 1)]) for r in rows]
+@functools.lru_cache(maxsize=256)
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    """An opened shard (its footer parsed once): shards never change once written, and a retired one is only
+    deleted after the retention time, so a long-lived process may keep it."""
+    return pq.ParquetFile(path)
+
+
+def read_rows(path: Path, rows: Sequence[int], columns: list[str] | None = None) -> pa.Table:
+    """Rows of one Parquet file, in the order given, reading only the row groups they are in (shards are written
+    in groups of ``storage.ROW_GROUP`` rows, so a lookup reads a few KB, not the shard)."""
+    f = _parquet_file(path)
+    meta = f.metadata
+    if meta.num_row_groups == 1:
+        return f.read(columns=columns).take(pa.array(list(rows), pa.int64()))
+    starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+    rows = np.asarray(rows, np.int64)
+    group = np.searchsorted(starts, rows, side="right") - 1
+    groups = sorted(set(group.tolist()))
+    t = f.read_row_groups(groups, columns=columns)
+    at = dict(zip(groups, np.cumsum([0] + [meta.row_group(g).num_rows for g in groups])))
+    take = [int(at[g]) + int(r - starts[g]) for g, r in zip(group, rows)]
     return t.take(pa.array(take, pa.int64()))
