@@ -1,0 +1,139 @@
+"""Key tables and the writer's lookups: dedupe and lookups by id go through sorted 64-bit keys saved beside the
+shards, which stay correct when the saved table lags the manifest (an interrupted ingest) or is missing (an older
+store), and chunks gathered from many pieces keep each row's file and row number."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import HASH, write_csv
+from embstore import Store
+from embstore import keys as kt
+from embstore.config import Settings
+from embstore.ingest.runner import Chunk, chunks
+
+
+def _rows(n, start=0):
+    return [{"id": f"d{i}", "text": f"text number {i} about things", "label": "ab"[i % 2]} for i in range(start, start + n)]
+
+
+def test_key_table_finds_what_was_added_in_runs_and_the_base(tmp_path):
+    keys = kt.id_keys([f"id{i}" for i in range(1000)])
+    assert len(np.unique(keys)) == 1000 and keys.dtype == np.uint64
+    table = kt.KeyTable(kt.BY_ID_FIELDS)
+    for start in range(0, 1000, 100):  # 10 runs: more than MAX_RUNS, so they are merged on the way
+        table.add(keys[start:start + 100], np.arange(start, start + 100, dtype=np.uint64))
+    assert len(table.runs) <= kt.MAX_RUNS + 1 and len(table) == 1000
+    kt.save_table(tmp_path / "k.npy", table.merged())
+    saved = kt.KeyTable(kt.BY_ID_FIELDS, kt.load_table(tmp_path / "k.npy", kt.BY_ID_FIELDS))
+    assert isinstance(saved.base, np.memmap)
+    saved.add(kt.id_keys(["new"]), np.array([5000], np.uint64))
+    probe = np.concatenate([keys[[3, 999, 500]], kt.id_keys(["new", "absent"])])
+    found, rec = saved.find(probe)
+    assert found.tolist() == [True, True, True, True, False]
+    assert rec[1].tolist() == [3, 999, 500, 5000, 0]
+
+
+def test_locations_round_trip():
+    loc = kt.locations(42, np.array([0, 7, 2**31]))
+    parts, rows = kt.split_loc(loc)
+    assert parts.tolist() == [42, 42, 42] and rows.tolist() == [0, 7, 2**31]
+    assert kt.part_of({"file": "collections/c/items/part-000042.parquet"}) == 42
+    assert kt.part_of({"file": "collections/c/items/part-run1-000003.parquet", "part": 9}) == 9
+
+
+def test_ingests_save_key_tables_and_dedupe_through_them(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300))
+    first = store.ingest(write_csv(tmp_path / "a.csv", _rows(1000)), "c", encoder=HASH)
+    manifest = json.loads((store.root / "embstore.json").read_text())
+    coll = manifest["collections"]["c"]
+    assert coll["keys"]["rows"] == 1000 and coll["keys"]["shards"] == len(coll["item_shards"]) > 1
+    assert (store.root / coll["keys"]["file"]).exists()
+    assert set(coll["spaces"]["hash64"]["keys"]) == {"by_id", "by_hash"}
+    # again, plus 500 new rows and one row whose id is stored with other content
+    rows = _rows(1500)
+    rows[10]["text"] = "a changed text"
+    again = store.ingest(write_csv(tmp_path / "b.csv", rows), "c", encoder=HASH)
+    assert (first.added, again.added, again.duplicates, again.quarantined) == (1000, 500, 999, 1)
+    assert "different content" in next(iter(again.reasons))
+    assert store.refresh().known_ids("c", ["d0", "d1499", "nope"]) == {"d0", "d1499"}
+
+
+def test_a_lagging_or_missing_key_table_is_completed_from_the_shards(tmp_path):
+    """What an interrupted ingest leaves (shards listed after the saved table) and what an older embstore left (no
+    table at all): dedupe still sees every committed row."""
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300))
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(600)), "c", encoder=HASH)
+    with store.writing():  # the key tables as they were before the second half: they cover the first shard only
+        coll = store.manifest["collections"]["c"]
+        coll["keys"] = {"file": coll["keys"]["file"], "shards": 0, "rows": 0}
+        del coll["spaces"]["hash64"]["keys"]
+        store.commit()
+    (store.root / "collections/c/keys.npy").unlink()
+    rep = store.ingest(write_csv(tmp_path / "b.csv", _rows(700)), "c", encoder=HASH)
+    assert (rep.added, rep.duplicates) == (100, 600)
+    assert store.sql("SELECT count(*), count(DISTINCT id) FROM c").fetchall() == [(700, 700)]
+
+
+def test_values_changed_under_a_stored_id_are_found_with_and_without_recorded_digests(tmp_path):
+    store = Store.open(tmp_path / "s")
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(20)), "c", encoder=HASH)
+    rows = _rows(20)
+    rows[3]["label"] = "zz"
+    rep = store.ingest(write_csv(tmp_path / "b.csv", rows), "c", encoder=HASH)
+    assert (rep.duplicates, rep.quarantined) == (19, 1) and "other values in label" in next(iter(rep.reasons))
+
+
+def test_search_results_and_like_come_from_the_shards_that_hold_them(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300))
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(1000)), "c", encoder=HASH)
+    reader = Store.open(store.root)
+    ids, X = reader.embeddings("c")
+    for n in (0, 777, 999):
+        hits = reader.search("c", vector=X[ids.index(f"d{n}")], k=3)
+        text = f"text number {n} about things"
+        exact = {h["id"]: h for h in hits if h["score"] == pytest.approx(1.0)}  # (the hash encoder has twins)
+        assert f"d{n}" in exact or len(exact) == 3
+        if f"d{n}" in exact:
+            assert (exact[f"d{n}"]["text"], exact[f"d{n}"]["label"]) == (text, "ab"[n % 2])
+    from embstore.search import items_by_id
+
+    got = items_by_id(reader, "c", ["d777", "d3", "nope"])
+    assert got == {"d777": {"text": "text number 777 about things", "label": "b"},
+                   "d3": {"text": "text number 3 about things", "label": "b"}}
+    like = reader.search("c", item_id="d777", k=3)
+    assert "d777" not in [h["id"] for h in like] and len(like) == 3
+    from embstore.lookup import positions_of, vectors_at
+
+    pos = positions_of(reader, "c", "hash64", ["d5", "d999", "missing"])
+    assert pos[2] == -1 and [ids[p] for p in pos[:2]] == ["d5", "d999"]
+    assert np.allclose(vectors_at(reader, "c", "hash64", pos[:2]), X[pos[:2]])
+
+
+class _Piece:
+    def __init__(self, table, file, first_row, bad=()):
+        self.table, self.file, self.first_row, self.bad = table, file, first_row, list(bad)
+
+
+def test_chunks_gather_pieces_of_several_files_and_keep_each_rows_origin():
+    pieces = [_Piece(pa.table({"text": [f"{f}-{i}" for i in range(n)]}), f, first)
+              for f, n, first in [("a.csv", 5, 1), ("a.csv", 4, 6), ("b.csv", 7, 1), ("c.csv", 0, 1), ("c.csv", 3, 1)]]
+    got = list(chunks(pieces, lambda: 4, lambda t, f: t, lambda p: None))
+    assert [c.table.num_rows for c in got] == [4, 4, 4, 4, 3] and max(c.table.num_rows for c in got) <= 4
+    flat = [(c.table.column("text")[i].as_py(), c.origin(i)) for c in got for i in range(c.table.num_rows)]
+    assert len(flat) == 19
+    assert [f for _, (f, _) in flat] == [t.rsplit("-", 1)[0] for t, _ in flat]  # each row names its own file
+    by_file = {}
+    for text, (file, row) in flat:
+        by_file.setdefault(file, []).append(row)
+    assert by_file == {"a.csv": list(range(1, 10)), "b.csv": list(range(1, 8)), "c.csv": [1, 2, 3]}
+    assert Chunk(pa.table({"x": [1, 2, 3]}), [(0, "f", 10), (2, "g", 1)]).origin(2) == ("g", 1)
+
+
+@pytest.mark.parametrize("n", [1, 2500])
+def test_id_keys_are_stable_across_calls(n):
+    ids = [f"item-{i}" for i in range(n)]
+    assert np.array_equal(kt.id_keys(ids), kt.id_keys(list(ids)))
