@@ -116,7 +116,7 @@ def cli() -> None:
 
 # ------------------------------------------------------------------------------------------------------ ingest
 @cli.command()
-@click.argument("path", type=click.Path())
+@click.argument("path")
 @store_option
 @click.option("--collection", "-c", required=True, help="Collection to add the items to (created if new).")
 @click.option("--text-column", metavar="COL", help="Column holding the text (default: text).")
@@ -139,7 +139,9 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
            id_column: str | None, embedding_column: str | None, encoder: str | None, space: str | None,
            index_factory: str | None,
            batch_size: int | None, device: str | None, as_json: bool) -> None:
-    """Embed PATH (CSV, TSV, Parquet or JSONL file, or a folder of images) into a collection.
+    """Embed PATH into a collection: a CSV, TSV, Parquet or JSONL file, a folder of images or of tables (Hive
+    partition folders too), a glob ('data/*.parquet', quoted), or a URL (s3://, gs://, hf://datasets/..., file://,
+    with the filesystem's fsspec package installed). Read in a stream: memory holds a few chunks, whatever the size.
 
     Rows already in the collection are skipped; bad rows are quarantined with their reason
     (STORE/quarantine/...) and the rest goes on.
@@ -152,8 +154,8 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     from embstore.storage import check_name
 
     check_name("collection", collection)  # bad input is refused before a new store is created
-    if not Path(path).expanduser().exists():
-        raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, or a folder of images")
+    if "://" not in path and not any(c in path for c in "*?[") and not Path(path).expanduser().exists():
+        raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, a folder, a glob or a URL")
     settings = Settings.resolve(device=device, batch_size=batch_size)
     new_store = not (Path(store_path).expanduser() / MANIFEST).exists()
     store = Store.open(store_path, settings=settings)

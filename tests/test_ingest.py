@@ -697,7 +697,10 @@ def test_progress_moves_within_a_chunk_and_ends_at_the_total(tmp_path):
     store.ingest(write_csv(tmp_path / "t.csv", _numbered_rows(300)), "t", encoder=HASH,
                  progress=lambda stage, done, total: seen.append((done, total)))
     done = [d for d, _ in seen]
-    assert {t for _, t in seen} == {300} and done[0] == 0 and done[-1] == 300 and done == sorted(done)
+    # a CSV does not say how many rows it has: the total is estimated from its size after the first chunk (Arrow
+    # bytes per row), and exact at the end
+    assert seen[-1] == (300, 300) and done[0] == 0 and done == sorted(done)
+    assert all(200 <= t <= 450 for _, t in seen[1:])
     assert {64, 128, 192} <= set(done)  # within the first chunk of 256: one update per 64 texts (32 batches of 2)
 
 

@@ -137,3 +137,28 @@ def test_chunks_gather_pieces_of_several_files_and_keep_each_rows_origin():
 def test_id_keys_are_stable_across_calls(n):
     ids = [f"item-{i}" for i in range(n)]
     assert np.array_equal(kt.id_keys(ids), kt.id_keys(list(ids)))
+
+
+def test_ingest_streams_a_glob_and_an_fsspec_url_into_one_collection(tmp_path):
+    """Many files at once (a glob, then a memory:// URL): pieces of several files in one run, rows and quarantine
+    records traced to their own file, and a re-run adds nothing."""
+    import fsspec
+
+    from conftest import write_jsonl
+
+    for k in range(3):
+        write_jsonl(tmp_path / f"part{k}.jsonl", [{"id": f"g{k}-{i}", "text": f"glob text {k} {i}"} for i in range(40)]
+                    + ([{"id": "", "text": "no id"}] if k == 1 else []))
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=50))
+    rep = store.ingest(str(tmp_path / "part*.jsonl"), "c", encoder=HASH)
+    assert (rep.read, rep.added, rep.quarantined, rep.files) == (121, 120, 1, 3)
+    record = json.loads((store.root / rep.quarantine_file).read_text().splitlines()[0])
+    assert record["source"].endswith("part1.jsonl") and record["row"] == 41
+    fs = fsspec.filesystem("memory")
+    with fs.open("/embstore-test/more.csv", "w") as f:
+        f.write("id,text\n" + "".join(f"m{i},memory text {i}\n" for i in range(30)))
+    more = store.ingest("memory://embstore-test/more.csv", "c")
+    assert (more.added, more.source) == (30, "memory://embstore-test/more.csv")
+    assert store.ingest(str(tmp_path / "part*.jsonl"), "c").duplicates == 120
+    assert store.sql("SELECT count(*) FROM c").fetchall() == [(150,)]
+    fs.rm("/embstore-test", recursive=True)

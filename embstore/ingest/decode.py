@@ -17,14 +17,20 @@ PROCESS_MIN = 256  # images to decode before worker processes pay for their star
 
 
 def read_file(path: str) -> tuple[bytes | None, str | None]:
-    """An image file's bytes, or the quarantine reason why they cannot be read."""
+    """An image file's bytes (a local path, or a URL fsspec knows), or the quarantine reason why they cannot be
+    read."""
     try:
+        if "://" in path:
+            import fsspec
+
+            with fsspec.open(path, "rb") as f:
+                return f.read(), None
         with open(path, "rb") as f:
             return f.read(), None
     except FileNotFoundError:
         return None, f"missing file: {path}"
     except OSError as e:
-        return None, f"unreadable file: {path}: {e.strerror}"
+        return None, f"unreadable file: {path}: {e.strerror or e}"
 
 
 

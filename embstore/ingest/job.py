@@ -25,7 +25,7 @@ def ingest(store: Any, source: Any, collection: str, *, text_column: str | None 
            image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
            space: str | None = None, index: str | None = None, embedding_column: str | None = None,
            engine: str = "local", address: str | None = None, progress: Any = None) -> Any:
-    from .readers import open_source
+    from .sources import open_source
     from .runner import IngestRun, plan_for
 
     check_name("collection", collection)
@@ -72,6 +72,10 @@ def ingest(store: Any, source: Any, collection: str, *, text_column: str | None 
                                    factory=index).run()
         except BaseException:
             store.drop_growing(collection, space)
+            coll = store.manifest["collections"].get(collection)
+            if existing is None and coll is not None and not coll["item_shards"]:
+                del store.manifest["collections"][collection]  # refused while streaming, before any commit:
+                store.commit()  # no empty collection is left behind
             raise
         if existing and existing["item_shards"] and stored is not None and report.added:
             report.new_columns = [c for c in types.seen if c not in stored.names and c != plan.id_column]

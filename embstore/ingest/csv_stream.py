@@ -1,0 +1,244 @@
+"""CSV and TSV files, streamed: ``pyarrow.csv.open_csv`` reads one block (``BLOCK_BYTES``) at a time.
+
+- Types are inferred from the first block only, as the streaming reader does. The block is large (16 MiB), so a small
+  file is inferred from all of it, as ``read_csv`` would. When a later block holds a value the inferred type cannot
+  take (a word in a column of numbers), the read stops with an InputError naming the file, the column and the row:
+  move a row with such a value near the top, or convert the file to Parquet with that column's type given.
+- A malformed row (too many or too few fields) is quarantined, with its line, by an ``invalid_row_handler``. That is a
+  Python callback, and one called from pyarrow's thread pool can abort the interpreter at exit, so the reader runs
+  single-threaded (``use_threads=False``): measured as fast as the threaded one for streaming, which parses serially.
+- A quote that opens and never closes makes the rest of the file one value, which pyarrow accepts. The file's last
+  value (and the last malformed row) are checked for the signs of it at the end of the file, and a parse error also
+  sends the file through one streamed pass over its quotes: the error names the line where the quote opened. The last
+  block's pieces are held back until that check, so the row holding the rest of the file is never handed out.
+- Empty strings read as null (``strings_can_be_null``); an empty file, and text that is not UTF-8, are one-line errors.
+- Memory: the parser holds about eight times a block while it works (some 130 MB), then one block's rows.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+
+from ..errors import InputError
+from .locations import Loc
+from .sources import Piece
+
+BLOCK_BYTES = 16 << 20  # the first block decides the column types
+SCAN_BYTES = 1 << 20  # chunk size of the pass over a file's quotes
+_CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to ([^:]+): (.*)", re.S)
+
+
+class CsvTables:
+    """The CSV (or TSV) files of one source; the first is opened (its first block read) to know the columns."""
+
+    rows_hint = None
+    ignored_files = 0
+
+    def __init__(self, files: list[Loc], kind: str, batch_rows: int):
+        self.kind, self.batch_rows, self._locs = kind, batch_rows, files
+        self.files = len(files)
+        self._first: CsvFile | None = CsvFile(files[0], kind)
+        self.columns = list(self._first.schema.names)
+
+    def pieces(self) -> Iterator[Piece]:
+        for i, loc in enumerate(self._locs):
+            file = self._first if i == 0 and self._first is not None else CsvFile(loc, self.kind)
+            self._first = None
+            yield from file.pieces(self.batch_rows)
+
+
+class CsvFile:
+    """One CSV/TSV file opened for streaming: the constructor reads its first block and infers the schema."""
+
+    def __init__(self, loc: Loc, kind: str):
+        from pyarrow import csv
+
+        self.loc, self.kind = loc, kind
+        self.delimiter = "\t" if kind == "tsv" else ","
+        self.bad: list[dict[str, Any]] = []  # met since the last piece
+        self.last_bad: dict[str, Any] | None = None
+        self.input = loc.arrow_input()
+        parse = csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
+                                 invalid_row_handler=self._on_invalid)
+        try:
+            self.reader = csv.open_csv(self.input, read_options=csv.ReadOptions(block_size=BLOCK_BYTES,
+                                                                               use_threads=False),
+                                       parse_options=parse, convert_options=csv.ConvertOptions(strings_can_be_null=True))
+        except pa.ArrowInvalid as e:
+            self._close()
+            self._fail(e)
+        except UnicodeDecodeError as e:
+            self._close()
+            raise InputError(f"cannot read {loc.shown} as {kind.upper()}: {e}; save it as UTF-8") from None
+        self.schema: pa.Schema = self.reader.schema
+
+    def _on_invalid(self, row: Any) -> str:
+        self.last_bad = {"row": row.number, "reason": f"malformed {self.kind.upper()} row: expected "
+                         f"{row.expected_columns} columns, found {row.actual_columns}", "data": row.text}
+        self.bad.append(self.last_bad)
+        return "skip"
+
+    def _take_bad(self) -> list[dict[str, Any]]:
+        bad, self.bad = self.bad, []
+        return bad
+
+    def _close(self) -> None:
+        if not isinstance(self.input, str):
+            self.input.close()
+
+    def pieces(self, batch_rows: int) -> Iterator[Piece]:
+        """The file's rows in pieces of at most ``batch_rows``; a block's pieces once the next block is read."""
+        rows, held, pieces = 0, None, 0  # held: the last block read, and the bad rows met reading it
+        try:
+            while True:
+                try:
+                    batch = self.reader.read_next_batch()
+                except StopIteration:
+                    break
+                except pa.ArrowInvalid as e:
+                    self._fail(e)
+                except UnicodeDecodeError as e:
+                    raise InputError(f"cannot read {self.loc.shown} as {self.kind.upper()}: {e}; save it as UTF-8"
+                                     ) from None
+                if held is not None:
+                    for piece in self._slices(*held, rows, batch_rows):
+                        pieces += 1
+                        yield piece
+                    rows += held[0].num_rows
+                held = (batch, self._take_bad())
+            if (held is not None and self._may_end_in_open_quote(held[0])) or (
+                    self.last_bad is not None and '"' in self.last_bad["data"]):  # a last record cut short by it
+                self.check_quotes()
+            if held is not None:
+                for piece in self._slices(held[0], held[1] + self._take_bad(), rows, batch_rows):
+                    pieces += 1
+                    yield piece
+                rows += held[0].num_rows
+            if not pieces or self.bad:  # no data row (a header only), or rows quarantined after the last one
+                yield Piece(self.schema.empty_table(), self.loc.url, rows + 1, self._take_bad())
+        finally:
+            self._close()
+
+    def _slices(self, batch: pa.RecordBatch, bad: list[dict[str, Any]], rows: int,
+                batch_rows: int) -> Iterator[Piece]:
+        if batch.num_rows == 0 and bad:  # a block of malformed rows only
+            yield Piece(self.schema.empty_table(), self.loc.url, rows + 1, bad)
+        for start in range(0, batch.num_rows, batch_rows):
+            part = batch.slice(start, batch_rows)
+            yield Piece(pa.Table.from_batches([part]), self.loc.url, rows + start + 1, bad if start == 0 else [])
+
+    def _fail(self, e: Exception) -> None:
+        """Raise the InputError a parse or conversion error of pyarrow's stands for."""
+        message = str(e)
+        first = message.splitlines()[0] if message else type(e).__name__
+        shown, kind = self.loc.shown, self.kind.upper()
+        if "Empty CSV file" in first and self.loc.size() == 0:
+            raise InputError(f"{shown} is empty; give a file with a header row, then one row per item") from None
+        conversion = _CONVERSION.match(message)
+        if conversion:
+            number, row, to, what = conversion.groups()
+            if "\n" in what or "\r" in what:
+                self.check_quotes()  # a value running over lines: maybe a quote that never closed
+            column = self.schema.names[int(number)] if hasattr(self, "schema") else f"#{number}"
+            what = (what.splitlines() or [""])[0][:200].removeprefix("invalid value ")
+            if "UTF8" in what:
+                raise InputError(f"{shown}: column {column!r} holds text that is not UTF-8 on row {row} of the file "
+                                 "(the header is row 1); save the file as UTF-8") from None
+            raise InputError(f"{shown}: column {column!r} was read as {to} from the file's first "
+                             f"{BLOCK_BYTES >> 20} MiB, but row {row} of the file (the header is row 1) holds "
+                             f"{what}; move a row with such a value near the top, or convert the file to Parquet "
+                             "with that column's type given") from None
+        self.check_quotes()  # a header whose quote never closes reads as "empty file"
+        raise InputError(f"cannot read {shown} as {kind}: {first}") from None
+
+    def _may_end_in_open_quote(self, last: pa.RecordBatch) -> bool:
+        """Whether the file may end inside a quoted field that never closed, which pyarrow accepts: the field then runs
+        to the end of the file, so it is the last column of the last row and holds the rest of the file. Normal files
+        pay one value's look (no line break in it); a last value with a line break (a multi-line quoted text) is
+        compared with the file's last bytes: an open quote leaves exactly '"' and the value, its quotes doubled, at the
+        end."""
+        if last.num_rows == 0 or last.num_columns == 0:
+            return False
+        value = last.column(last.num_columns - 1)[-1].as_py()
+        if not isinstance(value, str) or ("\n" not in value and "\r" not in value):
+            return False
+        tail = b'"' + value.encode("utf-8").replace(b'"', b'""')
+        with self.loc.open() as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < len(tail):
+                return False
+            f.seek(size - len(tail))
+            return f.read() == tail
+
+    def check_quotes(self) -> None:
+        """Raise InputError when a quoted field of the file opens and never closes (one streamed pass)."""
+        with self.loc.open() as f:
+            line = open_quote_line(iter(lambda: f.read(SCAN_BYTES), b""), self.delimiter)
+        if line is not None:
+            raise InputError(f"{self.loc.shown}: a quote opened on line {line} is never closed, so the rest of the "
+                             f"file would read as one value; close or remove that quote")
+
+
+def open_quote_line(chunks: Iterable[bytes], delimiter: str) -> int | None:
+    """The line of a quote that opens a field and never closes, else None. Follows pyarrow's parser: a quote opens a
+    field only as the field's first character, ``""`` inside it is a quote, and the next lone quote closes it (what
+    follows, up to the delimiter, belongs to the field, quotes included). Streams: state carries across chunks."""
+    starts = {ord(delimiter), ord("\n"), ord("\r")}
+    line, opened_on = 1, 0
+    inside = pending = False  # pending: inside a field, a quote ended the previous chunk (closing, or half of "")
+    prev: int | None = None  # the byte before the chunk; None at the start of the file
+    for chunk in _without_bom(chunks):
+        if not chunk:
+            continue
+        at = 0
+        if pending:
+            pending = False
+            if chunk[0] == ord('"'):
+                at = 1  # "" split over two chunks: still inside
+            else:
+                inside = False
+        counted = at  # the line count covers the chunk up to here
+        crlf_split = prev == ord("\r") and chunk[0] == ord("\n")
+        if crlf_split:
+            line -= 1  # counted as a line break at the \r; the \n after it is the same break
+        while True:
+            q = chunk.find(b'"', at)
+            if q < 0:
+                break
+            if inside:
+                if q + 1 == len(chunk):
+                    pending = True
+                    break
+                if chunk[q + 1] == ord('"'):
+                    at = q + 2
+                    continue
+                inside, at = False, q + 1
+                continue
+            before = chunk[q - 1] if q > 0 else prev
+            if before is None or before in starts:
+                line += _breaks(chunk, counted, q)
+                counted, inside, opened_on = q, True, line
+            at = q + 1
+        line += _breaks(chunk, counted, len(chunk))
+        prev = chunk[-1]
+    return opened_on if inside and not pending else None  # pending at the end: the file's last quote closes
+
+
+def _without_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks, a UTF-8 byte order mark at the start of the file left out (however the chunks split it)."""
+    it = iter(chunks)
+    head = b""
+    for chunk in it:
+        head += chunk
+        if len(head) >= 3:
+            break
+    yield head.removeprefix(b"\xef\xbb\xbf")
+    yield from it
+
+
+def _breaks(data: bytes, start: int, end: int) -> int:
+    """Line breaks in data[start:end]: \\n, \\r and \\r\\n each count once."""
+    return data.count(b"\n", start, end) + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)

@@ -1,0 +1,127 @@
+"""JSON lines (.jsonl, .ndjson, .json), streamed a line at a time: a piece is built from up to ``batch_rows`` good
+lines, so memory holds one piece, not the file.
+
+A line that is not JSON, or not a JSON object, is quarantined with its line number and the others go on. So is a line
+whose field holds another kind of value (text, a number, a boolean, a list, an object) than that field's first
+value: the first value is remembered across pieces and files, and the reason names both lines (and the other file).
+Blank lines are no rows. A file whose first character is '[' holds one JSON array of objects: it is read whole (JSON
+has no way to stream its elements without a streaming parser), then handed out in pieces like the rest.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from ..errors import InputError
+from .locations import Loc
+from .sources import Piece
+
+
+class JsonTables:
+    """The JSONL files of one source; the first piece of the first file is read at open to know the columns."""
+
+    rows_hint = None
+    ignored_files = 0
+
+    def __init__(self, files: list[Loc], batch_rows: int):
+        self.files = len(files)
+        self._locs, self.batch_rows = files, batch_rows
+        self._first: dict[str, tuple[str, int, Loc]] = {}  # field -> kind of its first value, its line and file
+        self._stream = self._all()
+        self._peeked: Piece | None = next(self._stream, None)
+        self.columns = self._peeked.table.column_names if self._peeked is not None else []
+
+    def pieces(self) -> Iterator[Piece]:
+        if self._peeked is not None:
+            piece, self._peeked = self._peeked, None
+            yield piece
+        yield from self._stream
+
+    def _all(self) -> Iterator[Piece]:
+        for loc in self._locs:
+            yield from self._file(loc)
+
+    def _file(self, loc: Loc) -> Iterator[Piece]:
+        good: list[dict[str, Any]] = []
+        bad: list[dict[str, Any]] = []
+        rows = pieces = 0
+        for number, value, error in _records(loc):
+            if error is not None:
+                bad.append({"row": number, "reason": f"invalid JSON: {error}", "data": value[:1000]})
+            else:
+                reason = self._check(loc, number, value)
+                if reason is None:
+                    good.append(value)
+                else:
+                    bad.append({"row": number, "reason": reason, "data": json.dumps(value)[:1000]})
+            if len(good) == self.batch_rows or len(bad) == self.batch_rows:
+                yield Piece(_table(loc, good), loc.url, rows + 1, bad)
+                rows, pieces, good, bad = rows + len(good), pieces + 1, [], []
+        if good or bad or not pieces:
+            yield Piece(_table(loc, good), loc.url, rows + 1, bad)
+
+    def _check(self, loc: Loc, number: int, obj: Any) -> str | None:
+        """Why a parsed line cannot be a row, or None; a good row's fields set the kinds later rows must keep."""
+        if not isinstance(obj, dict):
+            return "not a JSON object"
+        kinds = {k: _kind(v) for k, v in obj.items()}
+        clash = next((k for k, kind in kinds.items() if kind and k in self._first and self._first[k][0] != kind), None)
+        if clash is not None:  # a column holds one type: the row that breaks it is quarantined, the rest goes on
+            kind, line, where = self._first[clash]
+            other = "" if where == loc else f" of {where.shown}"
+            return (f"field {clash!r} holds {kinds[clash]} here but {kind} on line {line}{other}; "
+                    "make each field one type")
+        for k, kind in kinds.items():
+            if kind:
+                self._first.setdefault(k, (kind, number, loc))
+        return None
+
+
+def _records(loc: Loc) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, parsed value, None) for each non-blank line, or (line number, the line, the JSON error); for a
+    JSON array, (position in it, element, None)."""
+    with loc.open() as f:
+        head = f.read(4096)
+        while head.strip() == b"" and (more := f.read(4096)):
+            head = more
+        if head.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
+            f.seek(0)
+            try:
+                rows = json.loads(f.read().decode("utf-8-sig", errors="replace"))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{loc.shown} is not valid JSON: {e}") from None
+            for i, row in enumerate(rows if isinstance(rows, list) else [rows]):
+                yield i + 1, row, None
+            return
+        f.seek(0)
+        for number, raw in enumerate(f, start=1):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line), None
+            except json.JSONDecodeError as e:
+                yield number, line, e.msg
+
+
+def _table(loc: Loc, rows: list[dict[str, Any]]) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(f"{loc.shown}: a column mixes types ({str(e).splitlines()[0]}); make each field one type"
+                         ) from None
+
+
+def _kind(value: Any) -> str | None:
+    """A JSON value's kind as a column sees it (int and float are both numbers); None for null."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "text", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
