@@ -123,7 +123,8 @@ def test_ondisk_build_matches_the_in_memory_index_and_moves_with_its_folder(tmp_
     grown = ix.add_rows(disk, tmp_path / "moved" / "index.faiss", X[:5])
     assert grown is not disk and grown.ntotal == len(X) + 5 and disk.ntotal == len(X) and not ix.is_mapped(grown)
     memory.add(ix.normalize(X[:5]))
-    ix.set_param(grown, factory, 8)
+    for index in (memory, grown):  # (tune left its own nprobe)
+        ix.set_param(index, factory, 8)
     np.testing.assert_array_equal(grown.search(q, 10)[1], memory.search(q, 10)[1])
     assert (tmp_path / "moved" / "index.ivfdata").read_bytes() == before
 
