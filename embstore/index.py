@@ -173,7 +173,7 @@ def tune_streaming(index: Any, factory: str, blocks: Callable[[], Iterator[np.nd
     top-k per query. The same result as ``tune`` on the same vectors (up to ties in exact scores)."""
     import faiss
 
-    from .index_build import gather_rows
+    from .index_build import _checked, gather_rows
 
     if factory.strip() == "Flat":
         return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": 0}
@@ -184,7 +184,7 @@ def tune_streaming(index: Any, factory: str, blocks: Callable[[], Iterator[np.nd
     k = min(k, n)
     heap = faiss.ResultHeap(len(q), k, keep_max=True)
     flat, start = faiss.IndexFlatIP(dim), 0
-    for block in blocks():
+    for block in _checked(blocks, n, dim):  # (no empty blocks)
         flat.add(normalize(block))
         D, I = flat.search(q, min(k, len(block)))
         heap.add_result(D, I + start)

@@ -13,6 +13,13 @@ call re-reads from the start. Normalisation, the training sample and the trainin
   shared mapping and reads its shards through mappings: those pages count in the process's RSS, which then grows
   with the index; see ``bench/index_build.py``).
 - ``ondisk_when``: the rule the store follows to choose between them.
+
+Measured (``bench/index_build.py``, 64-d IVF,Flat, blocks of 20k rows, peak RSS by ru_maxrss, 80 MB of it imports):
+1M rows: build 907 MB, build_streaming 421 MB, build_ondisk 246 MB, merge_ondisk 687 MB; 4M rows: 3292, 1336, 264,
+2204 MB. Only build_ondisk is bounded (a shard + 4 bytes a row); merge_ondisk's RSS is its mapped lists (2068 MB of
+file pages at the end at 4M), so it is not used. A 10M x 64 space (2.6 GB of lists) therefore builds on disk under
+2 GB, and in memory it could not. A fresh process maps either index and answers a query in ~0.03-0.1 s
+(``load_index(path, mmap=True)``) against 1.1 s for a plain read at 4M.
 """
 from __future__ import annotations
 
