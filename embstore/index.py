@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -52,28 +52,45 @@ def choose_factory(n: int, dim: int, memory_bytes: int = DEFAULT_MEMORY) -> str:
     return f"IVF{nlist},PQ{m}"
 
 
-def build(vectors: np.ndarray, factory: str) -> Any:
+def train_cap(index: Any) -> int:
+    """How many rows an untrained index trains on: faiss wants >= 39 training vectors a list."""
     import faiss
 
+    try:
+        nlist = int(faiss.extract_index_ivf(index).nlist)
+    except RuntimeError:  # trained, but not an IVF (PCA, OPQ, ...)
+        nlist = 1024
+    return max(64 * 1024, 40 * nlist)
+
+
+def train(index: Any, factory: str, sample: np.ndarray, n: int) -> None:
+    """Train ``index`` on the normalised ``sample`` of a space of ``n`` vectors; one-line InputError if FAISS cannot."""
     from .errors import InputError
 
-    x = normalize(vectors)
-    index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    if not index.is_trained:
-        try:
-            nlist = int(faiss.extract_index_ivf(index).nlist)
-        except RuntimeError:  # trained, but not an IVF (PCA, OPQ, ...)
-            nlist = 1024
-        cap = max(64 * 1024, 40 * nlist)  # faiss wants >= 39 training vectors a list
-        sample = x if len(x) <= cap else x[np.random.default_rng(0).choice(len(x), cap, replace=False)]
-        try:
-            index.train(sample)
-        except RuntimeError as e:
-            reason = str(e).strip().splitlines()[-1].split(": ")[-1]
-            raise InputError(f"FAISS cannot train {factory} on {len(x)} vectors: {reason}; give a factory that "
-                             "fits the space's size, or none (embstore chooses by size)") from None
+    try:
+        index.train(sample)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1].split(": ")[-1]
+        raise InputError(f"FAISS cannot train {factory} on {n} vectors: {reason}; give a factory that "
+                         "fits the space's size, or none (embstore chooses by size)") from None
+
+
+def new_index(dim: int, factory: str) -> Any:
+    import faiss
+
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if factory.startswith("HNSW"):
         index.hnsw.efConstruction = 80
+    return index
+
+
+def build(vectors: np.ndarray, factory: str) -> Any:
+    x = normalize(vectors)
+    index = new_index(x.shape[1], factory)
+    if not index.is_trained:
+        cap = train_cap(index)
+        sample = x if len(x) <= cap else x[np.random.default_rng(0).choice(len(x), cap, replace=False)]
+        train(index, factory, sample, len(x))
     index.add(x)
     return index
 
@@ -93,40 +110,88 @@ def param_name(factory: str) -> str | None:
     return "efSearch" if factory.startswith("HNSW") else "nprobe" if factory.startswith("IVF") else None
 
 
-def tune(index: Any, factory: str, vectors: np.ndarray, target: float = TARGET_RECALL, n_queries: int = 200,
-         k: int = 10) -> dict[str, Any]:
-    """Raise efSearch / nprobe until recall@k against exact search reaches ``target``; returns what was measured."""
+def _query_rows(n: int, n_queries: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """The rows ``tune`` draws its queries from (seed 0): ``rows`` perturbed, ``other`` for the midpoints."""
+    rng = np.random.default_rng(0)
+    rows = rng.choice(n, min(n_queries, n), replace=False)
+    other = rng.choice(n, len(rows))
+    return rng, rows, other
+
+
+def _queries(rng: np.random.Generator, at_rows: np.ndarray, at_other: np.ndarray) -> np.ndarray:
+    """Queries like real ones, off the stored points: half are perturbed items, half midpoints of two items."""
+    dim = at_rows.shape[1]
+    noise = rng.standard_normal((len(at_rows), dim)).astype(np.float32) * (0.3 / np.sqrt(dim))
+    half = len(at_rows) // 2
+    return normalize(np.concatenate([at_rows[:half] + noise[:half], at_rows[half:] + at_other[half:]]))
+
+
+def _recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
+
+
+def _raise_until(index: Any, factory: str, q: np.ndarray, truth: np.ndarray, k: int, target: float) -> dict[str, Any]:
     import faiss
 
     name = param_name(factory)
-    if factory.strip() == "Flat":  # the exact index: nothing to tune, nothing to measure
-        return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": 0}
-    rng = np.random.default_rng(0)
-    x = normalize(vectors)
-    rows = rng.choice(len(x), min(n_queries, len(x)), replace=False)
-    # queries like real ones, off the stored points: half are perturbed items, half midpoints of two items
-    other = rng.choice(len(x), len(rows))
-    noise = rng.standard_normal((len(rows), x.shape[1])).astype(np.float32) * (0.3 / np.sqrt(x.shape[1]))
-    half = len(rows) // 2
-    q = normalize(np.concatenate([x[rows[:half]] + noise[:half], x[rows[half:]] + x[other[half:]]]))
-    k = min(k, len(x))
-    flat = faiss.IndexFlatIP(x.shape[1])
-    flat.add(x)
-    _, truth = flat.search(q, k)
     if name is None:  # another approximate index (PCA, a bare PQ, ...): no knob to raise, but measured all the same
         _, got = index.search(q, k)
-        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
-        return {"param": None, "value": None, "recall_at_10": round(recall, 4), "n_queries": len(rows)}
+        return {"param": None, "value": None, "recall_at_10": round(_recall(got, truth, k), 4), "n_queries": len(q)}
     ceiling = faiss.extract_index_ivf(index).nlist if name == "nprobe" else 1024
     value, recall = 16, 0.0
     while True:
         set_param(index, factory, value)
         _, got = index.search(q, k)
-        recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
+        recall = _recall(got, truth, k)
         if recall >= target or value >= ceiling:
             break
         value = min(value * 2, ceiling)
-    return {"param": name, "value": value, "recall_at_10": round(recall, 4), "n_queries": len(rows)}
+    return {"param": name, "value": value, "recall_at_10": round(recall, 4), "n_queries": len(q)}
+
+
+def tune(index: Any, factory: str, vectors: np.ndarray, target: float = TARGET_RECALL, n_queries: int = 200,
+         k: int = 10) -> dict[str, Any]:
+    """Raise efSearch / nprobe until recall@k against exact search reaches ``target``; returns what was measured."""
+    import faiss
+
+    if factory.strip() == "Flat":  # the exact index: nothing to tune, nothing to measure
+        return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": 0}
+    x = normalize(vectors)
+    rng, rows, other = _query_rows(len(x), n_queries)
+    q = _queries(rng, x[rows], x[other])
+    k = min(k, len(x))
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    _, truth = flat.search(q, k)
+    return _raise_until(index, factory, q, truth, k, target)
+
+
+def tune_streaming(index: Any, factory: str, blocks: Callable[[], Iterator[np.ndarray]], n: int, dim: int,
+                   target: float = TARGET_RECALL, n_queries: int = 200, k: int = 10) -> dict[str, Any]:
+    """``tune`` over a space read block by block (``blocks()`` re-reads it from the start each call), never holding
+    it: a first pass fetches the query rows ``tune`` would draw for this ``n``, a second one keeps a running exact
+    top-k per query. The same result as ``tune`` on the same vectors (up to ties in exact scores)."""
+    import faiss
+
+    from .index_build import _checked, gather_rows
+
+    if factory.strip() == "Flat":
+        return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": 0}
+    rng, rows, other = _query_rows(n, n_queries)
+    wanted = np.unique(np.concatenate([rows, other]))
+    got = gather_rows(blocks, n, dim, wanted)  # normalised, in ``wanted`` order
+    q = _queries(rng, got[np.searchsorted(wanted, rows)], got[np.searchsorted(wanted, other)])
+    k = min(k, n)
+    heap = faiss.ResultHeap(len(q), k, keep_max=True)
+    flat, start = faiss.IndexFlatIP(dim), 0
+    for block in _checked(blocks, n, dim):  # (no empty blocks)
+        flat.add(normalize(block))
+        D, I = flat.search(q, min(k, len(block)))
+        heap.add_result(D, I + start)
+        flat.reset()
+        start += len(block)
+    heap.finalize()
+    return _raise_until(index, factory, q, heap.I, k, target)
 
 
 def save_index(index: Any, path: Path) -> None:
@@ -141,17 +206,105 @@ def save_index(index: Any, path: Path) -> None:
 
 
 def load_index(path: Path, mmap: bool = False) -> Any:
-    """Read a saved index; ``mmap``: map the file instead (IVF lists and flat codes are paged in as searched), for
-    an index that will only be searched."""
+    """Open a saved index. ``mmap`` (what a reader wants) maps the file instead of reading it: an IVF index's lists
+    (IO_FLAG_MMAP), a Flat/HNSW/PQ index's codes (IO_FLAG_MMAP_IFC) and an on-disk IVF's ``.ivfdata`` (beside
+    ``path``) are paged in by the searches that touch them, so a cold query reads a few lists, not the whole file.
+    A flag the index's type refuses falls back to the next one, and to a plain read. A mapped index is read-only:
+    never ``add`` to it (faiss aborts the process on some types); ``add_rows``/``writable`` route adds to a copy.
+    ``mmap=False`` (the default, as before: the store adds to what it loads): the whole index in memory and
+    writable, never tied to the files (an on-disk IVF's lists are copied into memory)."""
     import faiss
 
-    if mmap:
-        for flag in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
-            try:
-                return faiss.read_index(str(path), getattr(faiss, flag) | faiss.IO_FLAG_READ_ONLY)
-            except (RuntimeError, AttributeError):
-                continue
-    return faiss.read_index(str(path))
+    tries = (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC, faiss.IO_FLAG_MMAP, faiss.IO_FLAG_MMAP_IFC) if mmap else ()
+    for flags in tries:
+        try:
+            index = faiss.read_index(str(path), flags)
+            break
+        except RuntimeError:
+            continue
+    else:  # (raises the reader's own error when the file is not an index)
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if _ondisk_file(path) else 0)
+    _map_ondisk(index, Path(path))
+    if not mmap and is_mapped(index):
+        index = _in_memory(index)
+    return index
+
+
+def _ondisk_file(path: Path) -> bool:
+    return Path(path).with_suffix(".ivfdata").exists()
+
+
+def _map_ondisk(index: Any, path: Path) -> None:
+    """An on-disk IVF's lists, which the IO_FLAG_MMAP read leaves unmapped: mapped read-only from the ``.ivfdata``
+    beside ``path`` (what IO_FLAG_ONDISK_SAME_DIR does, without its message on stdout)."""
+    import faiss
+
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    if isinstance(lists, faiss.OnDiskInvertedLists) and lists.ptr is None and lists.totsize:
+        lists.filename = str(path.parent / Path(lists.filename).name)
+        lists.read_only = True
+        lists.do_mmap()
+
+
+def _storage(index: Any) -> Any:
+    """The object holding an index's vectors: an IndexIVF, or an IndexFlatCodes (Flat, PQ, HNSW's storage)."""
+    import faiss
+
+    index = faiss.downcast_index(index)
+    while True:
+        if isinstance(index, faiss.IndexIVF):
+            return index
+        inner = getattr(index, "storage", None) or getattr(index, "index", None)  # HNSW, IDMap, PreTransform
+        if inner is None or not isinstance(inner, faiss.Index):
+            return index
+        index = faiss.downcast_index(inner)
+
+
+def is_mapped(index: Any) -> bool:
+    """Whether ``index`` reads its vectors from a mapped file (and so must not be added to). Unknown kinds: True."""
+    import faiss
+
+    inner = _storage(index)
+    if isinstance(inner, faiss.IndexIVF):
+        return isinstance(faiss.downcast_InvertedLists(inner.invlists), faiss.OnDiskInvertedLists)
+    codes = getattr(inner, "codes", None)
+    if codes is not None and hasattr(codes, "is_owned"):
+        return not codes.is_owned
+    return not isinstance(inner, faiss.IndexFlatCodes)
+
+
+def _in_memory(index: Any) -> Any:
+    """A copy of a mapped ``index`` whose vectors are in memory (on-disk or mapped lists copied into arrays)."""
+    import faiss
+
+    inner = _storage(index)
+    if isinstance(inner, faiss.IndexIVF):
+        lists = faiss.downcast_InvertedLists(inner.invlists)
+        copy = faiss.ArrayInvertedLists(inner.nlist, inner.code_size)
+        lists.copy_subset_to(copy, faiss.InvertedLists.SUBSET_TYPE_INVLIST, 0, inner.nlist)
+        inner.replace_invlists(copy, True)
+        copy.this.disown()
+        return index
+    return faiss.deserialize_index(faiss.serialize_index(index))  # copies viewed codes into owned ones
+
+
+def writable(index: Any, path: Path) -> Any:
+    """``index`` itself when rows can be added to it, else an in-memory copy read from ``path`` (its file)."""
+    return load_index(path, mmap=False) if is_mapped(index) else index
+
+
+def add_rows(index: Any, path: Path, vectors: np.ndarray) -> Any:
+    """Add ``vectors`` (normalised here) to ``index`` loaded from ``path``, or to a writable copy when it is mapped
+    (a reader whose index lags its snapshot); returns the index that holds them. The files are never written."""
+    if len(vectors) == 0:
+        return index
+    index = writable(index, path)
+    index.add(normalize(vectors))
+    return index
 
 
 def search(index: Any, queries: np.ndarray, k: int, limit: int | None = None, selector: Any = None,
@@ -181,7 +334,10 @@ def search(index: Any, queries: np.ndarray, k: int, limit: int | None = None, se
     return scores, rows
 
 
+
+
 def check_factory(factory: str, dim: int) -> None:
+    """Refuse a FAISS factory string that cannot build at ``dim``, in one line, before anything is written."""
     import faiss
 
     from .errors import InputError
@@ -192,3 +348,4 @@ def check_factory(factory: str, dim: int) -> None:
         reason = str(e).strip().splitlines()[-1].split(": ")[-1]  # FAISS prefixes the C++ function and file
         raise InputError(f"FAISS cannot build index {factory!r}: {reason}; "
                          "see the faiss index_factory docs, e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32") from None
+from .index_build import build_ondisk, build_streaming, list_bytes, ondisk_when  # noqa: E402  (no faiss import)

@@ -284,6 +284,16 @@ class Store:
             offset += shard["rows"]
         return np.concatenate(parts) if parts else np.zeros((0, sp["encoder"]["dim"]), np.float32)
 
+    def _vector_blocks(self, collection: str, space: str) -> Any:
+        """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take)."""
+        sp = self.manifest["collections"][collection]["spaces"][space]
+        shards, dim = list(sp["shards"]), sp["encoder"]["dim"]
+
+        def blocks() -> Iterator[np.ndarray]:
+            for shard in shards:
+                yield embedding_matrix(read_shards(self.root, [shard], ["embedding"]).column("embedding"), dim)
+        return blocks
+
     def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
                    target_recall: float | None = None) -> tuple[Any, Any]:
         """The space's FAISS index holding exactly the snapshot's rows.
@@ -300,48 +310,59 @@ class Store:
         cached = self._index_cache.get(key)
         if cached and cached[0] == sp["rows"] and not save:
             return cached[1], cached[2]
-        rel = f"collections/{collection}/spaces/{space}/index/index.faiss"
-        path = self.root / rel
+        folder = f"collections/{collection}/spaces/{space}/index"
         entry = sp.get("index") or {}
+        path = self.root / entry.get("file", f"{folder}/index.faiss")
+        ondisk = path.with_suffix(".ivfdata").exists()  # lists in a file beside it: rebuilt, never extended
         ids = SpaceIds(self.root, sp)
+        n, dim = len(ids), sp["encoder"]["dim"]
         index = None
         if save:
-            want = factory or sp.get("index_factory") or ix.choose_factory(
-                len(ids), sp["encoder"]["dim"], self.settings.index_memory)
+            want = factory or sp.get("index_factory") or ix.choose_factory(n, dim, self.settings.index_memory)
             grown = self._growing.pop(key, None)
-            if grown is not None and grown[0] == want and grown[1].ntotal <= len(ids):
+            if grown is not None and grown[0] == want and grown[1].ntotal <= n:
                 index, entry = grown[1], {"factory": want}  # grown during the ingest: extend it, tune it, save it
-        if index is None and path.exists() and entry:
+        if index is None and path.exists() and entry and not (save and ondisk):
             # a reader maps the file; a writer, or a reader whose index lags its snapshot, reads it to add rows
             index = ix.load_index(path, mmap=not save and entry.get("ntotal", 0) >= sp["rows"])
         if save:
             if factory:
                 sp["index_factory"] = factory  # forced by the user: kept for later ingests
-            if index is None or entry.get("factory") != want or index.ntotal > len(ids):
-                vectors = self._vectors_from(collection, space, 0)
-                index = ix.build(vectors, want) if len(ids) else ix.build(np.zeros((0, sp["encoder"]["dim"])), "Flat")
-                changed = True
-            else:
-                changed = index.ntotal < len(ids)
-                if changed:
-                    index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
-                vectors = None
+            blocks = self._vector_blocks(collection, space)
+            changed = index is None or entry.get("factory") != want or index.ntotal > n
+            if changed:  # built a shard at a time: the space's vectors are never all in memory
+                rel = f"{folder}/index.faiss"
+                if not n:
+                    index = ix.build(np.zeros((0, dim)), "Flat")
+                elif ix.ondisk_when(n, dim, self.settings.index_memory, want):
+                    rel = f"{folder}/b{self.new_part():06d}/index.faiss"  # a folder per build: readers keep theirs
+                    ix.build_ondisk(blocks, n, dim, want, (self.root / rel).parent)
+                    index = ix.load_index(self.root / rel, mmap=True)
+                else:
+                    index = ix.build_streaming(blocks, n, dim, want)
+            elif index.ntotal < n:
+                index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
+                changed, rel = True, f"{folder}/index.faiss"
             if changed or not entry.get("recall_at_10"):
-                if vectors is None and ix.param_name(want) is not None:  # (an exact index is not measured)
-                    vectors = self._vectors_from(collection, space, 0)
-                tuned = ix.tune(index, want, vectors, target_recall or ix.TARGET_RECALL) if len(ids) else \
-                    {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
-                ix.save_index(index, path)
+                rel = rel if changed else entry.get("file", f"{folder}/index.faiss")
+                tuned = ix.tune_streaming(index, want, blocks, n, dim, target_recall or ix.TARGET_RECALL) if n \
+                    else {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
+                if not (self.root / rel).with_suffix(".ivfdata").exists():
+                    ix.save_index(index, self.root / rel)
+                old = entry.get("file")
+                if old and old != rel and Path(old).parent.name.startswith("b"):  # a replaced on-disk build
+                    self.retire([old, str(Path(old).with_suffix(".ivfdata"))])
                 sp["index"] = {"file": rel, "factory": want, "metric": "cosine", "ntotal": index.ntotal,
                                "param": tuned["param"], "value": tuned["value"],
                                "recall_at_10": tuned["recall_at_10"], "recall_queries": tuned["n_queries"],
                                "built": now()}
             entry = sp["index"]
         elif index is None:
-            index = ix.build(self._vectors_from(collection, space, 0), "Flat")
+            index = ix.build_streaming(self._vector_blocks(collection, space), n, dim, "Flat") if n else \
+                ix.build(np.zeros((0, dim)), "Flat")
             entry = {"factory": "Flat", "value": None}
-        elif index.ntotal < len(ids):
-            index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
+        elif index.ntotal < n:
+            index = ix.add_rows(index, path, self._vectors_from(collection, space, index.ntotal))
         ix.set_param(index, entry.get("factory", "Flat"), entry.get("value"))
         self._index_cache[key] = (sp["rows"], index, ids)
         return index, ids

@@ -162,3 +162,24 @@ def test_ingest_streams_a_glob_and_an_fsspec_url_into_one_collection(tmp_path):
     assert store.ingest(str(tmp_path / "part*.jsonl"), "c").duplicates == 120
     assert store.sql("SELECT count(*) FROM c").fetchall() == [(150,)]
     fs.rm("/embstore-test", recursive=True)
+
+
+def test_a_space_too_large_for_the_index_memory_is_indexed_on_disk_and_searched_mapped(tmp_path):
+    """An IVF space whose lists would take more than a quarter of EMBSTORE_INDEX_MEMORY is built shard by shard
+    into lists on disk (a folder per build), searched by a fresh reader through a mapping; the next ingest builds
+    a new folder and retires the old one."""
+    settings = Settings.resolve(device="cpu", commit_rows=500, index_memory=1 << 20)
+    store = Store.open(tmp_path / "s", settings=settings)
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(3000)), "c", encoder=HASH, index="IVF16,Flat")
+    entry = store.space("c")["index"]
+    assert "/b" in entry["file"] and (store.root / entry["file"]).with_suffix(".ivfdata").exists()
+    assert entry["ntotal"] == 3000 and entry["recall_at_10"] is not None  # (ties among the hash twins: < 1)
+    reader = Store.open(store.root, settings=settings)
+    ids, X = reader.embeddings("c")
+    assert all(reader.search("c", vector=X[r], k=1)[0]["score"] == pytest.approx(1.0) for r in range(0, 3000, 300))
+    first = entry["file"]
+    store.ingest(write_csv(tmp_path / "b.csv", _rows(500, start=3000)), "c")
+    again = store.space("c")["index"]
+    assert again["file"] != first and again["ntotal"] == 3500
+    assert first in [r["file"] for r in store.manifest["retired"]]
+    assert len(reader.search("c", vector=X[0], k=5)) == 5  # the older snapshot's reader keeps its build
