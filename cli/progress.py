@@ -11,10 +11,10 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 WIDTH = 24  # characters of the bar
-WINDOW_S = 10.0  # the rate is measured over the last seconds, so a slow start (a model loading) does not skew the ETA
+WINDOW_S = 30.0  # the rate is measured over the last seconds (from the first count: a model loading is left out)
 SPIN = "|/-\\"
 
 
@@ -35,14 +35,17 @@ def rate_text(per_s: float) -> str:
 class Progress:
     """A progress line for one step. Use as a context manager; call it as ``progress(stage, done, total)``."""
 
-    def __init__(self, label: str, waiting: str = "", stream: TextIO | None = None, tick_s: float = 0.2):
+    def __init__(self, label: str, waiting: str = "", stream: TextIO | None = None, tick_s: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic):
         self.label, self.waiting = label, waiting
+        self.clock = clock
         self.stream = stream or sys.stderr
         self.on = enabled(self.stream)
         self.tick_s = tick_s
-        self.start = time.monotonic()
+        self.start = clock()
         self.done = self.total = 0
         self.counted = False  # a count has come
+        self.first = (self.start, 0)  # (time, done) of the first count of this pass
         self.points: deque[tuple[float, int]] = deque()  # (time, done) within WINDOW_S, for the rate
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -55,13 +58,14 @@ class Progress:
         if not self.on:
             return
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             if not self.counted or done < self.done:  # the first count, or a new pass: the rate starts again
                 self.points.clear()
+                self.first = (now, done)
             self.counted = True
             self.done, self.total = done, total
             self.points.append((now, done))
-            while len(self.points) > 2 and now - self.points[0][0] > WINDOW_S:
+            while len(self.points) > 2 and now - self.points[1][0] >= WINDOW_S:  # one point at or before the window
                 self.points.popleft()
             self._draw(now)
 
@@ -98,12 +102,12 @@ class Progress:
     def _run(self) -> None:
         while not self._stop.wait(self.tick_s):
             with self._lock:
-                self._draw(time.monotonic())
+                self._draw(self.clock())
 
     # the step -------------------------------------------------------------------------------------------------
     def __enter__(self) -> "Progress":
         if self.on:
-            self.start = time.monotonic()
+            self.start = self.clock()
             self._thread = threading.Thread(target=self._run, name="embstore-progress", daemon=True)
             self._thread.start()
         return self
@@ -115,15 +119,17 @@ class Progress:
         if self._thread is not None:
             self._thread.join()
         with self._lock:
-            elapsed = time.monotonic() - self.start
+            elapsed = self.clock() - self.start
             if self.counted and exc_type is None:
-                per_s = f" ({rate_text(self.done / elapsed)})" if elapsed > 0 and self.done else ""
+                t0, d0 = self.first  # the rate of the counted part (not of reading the input, loading a model)
+                spent = self.clock() - t0
+                per_s = f" ({rate_text((self.done - d0) / spent)})" if spent > 0 and self.done > d0 else ""
                 text = f"{self.label}  {self.done:,}/{self.total:,} in {elapsed:.1f} s{per_s}"
             elif exc_type is None:
                 text = f"{self.label}  done in {elapsed:.1f} s"
             else:
                 text = f"{self.label}  stopped after {elapsed:.1f} s"
-            self.stream.write("\r" + text + " " * max(self._width - len(text), 0) + "\n")
+            self.stream.write("\r" + text + " " * max(self._width - len(text), 0) + "\r" + text + "\n")
             self.stream.flush()
 
 
