@@ -1,6 +1,9 @@
 """The ``embstore`` command. Every command takes ``--store PATH`` (or ``EMBSTORE_STORE``), prints a table by
-default and one JSON object with ``--json`` (``sql``: ``--format json``), and exits 2 with a one-line reason on bad
-input."""
+default and JSON with ``--json`` (``sql``: its rows, as ``--format json``), and exits 2 with a one-line reason on bad
+input; with ``--json`` that reason is also one JSON object on stdout, ``{"error", "type", "exit_code"}``.
+
+Commands check their arguments and inputs (files, ``--where``, collection, space, head) before a model loads, and
+import torch only for what needs it (a model, a fit, a GPU search)."""
 from __future__ import annotations
 
 import functools
@@ -11,21 +14,28 @@ from typing import Any, Callable
 
 import click
 
-from embstore.errors import EmbstoreError, InputError
+from embstore.errors import EmbstoreError, InputError, NotFoundError
 
 from .output import echo_json, echo_table, record_batches
+from .progress import Progress, spinner
 
 store_option = click.option("--store", "store_path", envvar="EMBSTORE_STORE", required=True, metavar="PATH",
                             help="Store directory (or set EMBSTORE_STORE).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table (an error "
+                           "too: {\"error\": ..., \"type\": ..., \"exit_code\": ...}).")
 device_option = click.option("--device", default=None, metavar="D",
                              help="cpu, cuda, cuda:N, mps or auto (default: EMBSTORE_DEVICE, else cuda > mps > cpu).")
 
 
 class BadInput(click.ClickException):
-    """Printed as `Error: <one line>`; exits 2, like click's usage errors."""
+    """Printed as `Error: <one line>`; exits 2, like click's usage errors. ``kind`` names the library error (the
+    JSON error's "type")."""
 
     exit_code = 2
+
+    def __init__(self, message: str, kind: str = "InputError"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def friendly(fn: Callable) -> Callable:
@@ -36,12 +46,12 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except EmbstoreError as e:
-            raise BadInput(str(e)) from None
+            raise BadInput(str(e), type(e).__name__) from None
         except OSError as e:  # a file or folder of the user's that cannot be read or written: say which, and why
             if e.filename is None:
                 raise
             raise BadInput(f"cannot use {e.filename}: {e.strerror or e}; check the path, and that you may read or "
-                           "write there") from None
+                           "write there", type(e).__name__) from None
 
     return wrapper
 
@@ -52,32 +62,16 @@ def open_store(path: str, device: str | None = None, create: bool = False):
     return Store.open(path, create=create, device=device)
 
 
-def progress_bar(label: str) -> Callable[[str, int, int], None]:
-    """A progress callback drawing one bar on stderr (silent when stderr is not a terminal)."""
-    state: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not sys.stderr.isatty() or total == 0:
-            return
-        bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-        if done >= total:
-            bar.__exit__(None, None, None)
-
-    return update
-
-
 class OneLineErrors(click.Group):
     """Usage errors (a missing option, a value of the wrong kind) print one line like every other error,
-    `Error: ... (see: embstore CMD -h)`, instead of click's usage block; exit code 2 as click gives them."""
+    `Error: ... (see: embstore CMD -h)`, instead of click's usage block; exit code 2 as click gives them. With
+    ``--json`` (or ``sql --format json``) every error is also one JSON object on stdout (``fail``)."""
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        as_json = json_requested(sys.argv[1:] if args is None else args)
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as e:
@@ -88,15 +82,30 @@ class OneLineErrors(click.Group):
             message = e.format_message()
             if isinstance(e, click.MissingParameter) and e.param is not None and e.param.name == "store_path":
                 message = message.rstrip(".") + " (or set EMBSTORE_STORE)."
-            click.echo(f"Error: {message}{where}", err=True)
-            sys.exit(e.exit_code)
+            fail(f"{message}{where}", e.exit_code, "UsageError", as_json)
         except click.ClickException as e:
-            e.show()
-            sys.exit(e.exit_code)
+            fail(e.format_message(), e.exit_code, getattr(e, "kind", "Error"), as_json)
         except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
+            fail("Aborted!", 1, "Aborted", as_json, prefix="")
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def json_requested(args: Any) -> bool:
+    """Did the command line ask for JSON: ``--json``, or ``--format json`` (sql)? Read from the words as typed, so a
+    usage error (one raised before the options are parsed) is JSON too; words after ``--`` are arguments."""
+    words = [str(a) for a in args]
+    words = words[:words.index("--")] if "--" in words else words
+    return "--json" in words or "--format=json" in words or any(
+        a == "--format" and b == "json" for a, b in zip(words, words[1:]))
+
+
+def fail(message: str, code: int, kind: str, as_json: bool, prefix: str = "Error: ") -> None:
+    """The end of a command that failed: the one line on stderr; with JSON asked for, also
+    ``{"error": <the line>, "type": <the error's kind>, "exit_code": <code>}`` on stdout; exit ``code``."""
+    click.echo(f"{prefix}{message}", err=True)
+    if as_json:
+        echo_json({"error": message, "type": kind, "exit_code": code})
+    sys.exit(code)
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -160,9 +169,10 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     new_store = not (Path(store_path).expanduser() / MANIFEST).exists()
     store = Store.open(store_path, settings=settings)
     try:
-        r = store.ingest(path, collection, text_column=text_column, image_column=image_column, id_column=id_column,
-                         encoder=encoder, space=space, index=index_factory, embedding_column=embedding_column,
-                         progress=progress_bar("embedding"))
+        with Progress("ingest", waiting="reading the input, loading the model if one is needed") as progress:
+            r = store.ingest(path, collection, text_column=text_column, image_column=image_column,
+                             id_column=id_column, encoder=encoder, space=space, index=index_factory,
+                             embedding_column=embedding_column, progress=progress)
     except EmbstoreError:
         # refused before anything was kept, into a store this command made: no empty store is left behind
         if new_store and {p.name for p in store.root.iterdir()} <= {MANIFEST, ".writer.lock"} \
@@ -171,14 +181,17 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
         raise
     except KeyboardInterrupt:
         kept = Store.open(store.root).info()["collections"].get(collection, {}).get("items", 0)
-        click.echo(f"\ninterrupted: what was committed stays ({kept} items now in {collection!r}); run the same "
-                   "ingest again to add the rest", err=True)
-        sys.exit(130)
+        fail(f"interrupted: what was committed stays ({kept} items now in {collection!r}); run the same ingest "
+             "again to add the rest", 130, "Interrupted", as_json, prefix="")
     refused = r.read and not (r.added or r.embedded or r.reused or r.duplicates)  # every row was quarantined
-    if as_json:
-        echo_json(r.to_dict() | {"quarantine_file": str(store.root / r.quarantine_file) if r.quarantine_file else None})
+    refusal = (f"no row was added: all {r.read} rows were quarantined (reasons above); fix them and ingest again"
+               if refused else None)
+    if as_json:  # the report, and when every row was refused its "error" (and exit code 1, as the table's)
+        echo_json(r.to_dict() | {"quarantine_file": str(store.root / r.quarantine_file) if r.quarantine_file else None}
+                  | ({"error": refusal.replace(" (reasons above)", ""), "type": "Refused", "exit_code": 1}
+                     if refused else {}))
         if refused:
-            sys.exit(1)  # as the table's error below says
+            sys.exit(1)
         return
     click.echo(f"{r.collection}.{r.space} ({r.encoder}) from {r.source}")
     echo_table(["read", "added", "duplicates", "quarantined", "embedded", "reused"],
@@ -193,8 +206,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
         click.echo(f"new columns: {', '.join(r.new_columns)} (the collection's earlier items have no values in them; "
                    "a misspelt column name shows here)")
     if refused:  # a failure, though nothing was lost
-        raise click.ClickException(f"no row was added: all {r.read} rows were quarantined (reasons above); "
-                                   "fix them and ingest again")
+        raise click.ClickException(refusal)
     if r.added == 0 and r.embedded == 0 and r.reused == 0:
         if r.read == 0:
             click.echo("nothing to ingest: the input has no data rows")
@@ -241,9 +253,10 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     extra = parse_params(params)
     if class_weight:
         extra["class_weight"] = class_weight
-    rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
-                    labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
-                    test_where=test_where, label_sep=label_sep, plot_dir=plot_dir)
+    with spinner(f"fit {model} on {collection}"):
+        rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
+                        labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
+                        test_where=test_where, label_sep=label_sep, plot_dir=plot_dir)
     if as_json:
         echo_json(rec)
         return
@@ -340,10 +353,11 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
     For each n, --repeats times: undersample the training set to n items per label (fixed seed), fit
     LogisticRegression(max_iter=100), score on the whole test set. Shows what the frozen encoder buys you.
     """
-    out = open_store(store_path, device).eval(collection, label_column, space=space, test_collection=test_collection,
-                                      labels=labels_file, train_where=train_where, test_where=test_where,
-                                      test_size=test_size, samples=samples, repeats=repeats, seed=seed,
-                                      plot_dir=plot_dir)
+    store = open_store(store_path, device)
+    with spinner(f"eval {collection}"):
+        out = store.eval(collection, label_column, space=space, test_collection=test_collection, labels=labels_file,
+                         train_where=train_where, test_where=test_where, test_size=test_size, samples=samples,
+                         repeats=repeats, seed=seed, plot_dir=plot_dir)
     if as_json:
         echo_json(out)
         return
@@ -391,7 +405,20 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
     if images and not files:
         raise InputError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
     store = open_store(store_path, device)
-    out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
+    # what can be checked without a model, before one loads: the head and version, the collection, the images
+    if head is not None:
+        check_head_version(store, head, version)
+    if collection is not None:
+        store.collection(collection)
+    new_inputs = collection is None and bool(texts) != bool(files)  # else the library says what to give
+    if new_inputs and files:
+        check_images(files)
+    if new_inputs and all(t.strip() for t in texts):
+        spec = head_encoder_spec(store, head, version)
+        if spec is not None:
+            load_encoder(spec, store.settings.device)
+    with spinner(f"predict {collection}" if collection else "predict"):
+        out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
     if as_json:
         echo_json(out)
     elif "rows" in out and any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5
@@ -431,9 +458,19 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
     if query is not None and text is not None:
         raise InputError("give the text query once: as QUERY or as --text, not both")
     query = text if query is None else query
+    vec = parse_vector(vector)
     store = open_store(store_path, device)
-    hits = store.search(collection, query, image=image, item_id=like, vector=parse_vector(vector), k=k,
-                        space=space, where=where)
+    # what can be checked without a model, before one loads: the collection and space, the image, --where
+    space_name = store.space_name(collection, space)
+    given = [v for v in (query, image, like, vec) if v is not None]  # not one: the library says what to give
+    if len(given) == 1 and image is not None:
+        check_images([image])
+    if where is not None:
+        check_where(store, collection, where, "--where")
+    if len(given) == 1 and (image is not None or (query is not None and query.strip())) \
+            and store.space(collection, space_name)["encoder"]["library"] != "external":
+        load_encoder(store.space(collection, space_name)["encoder"]["spec"], store.settings.device)
+    hits = store.search(collection, query, image=image, item_id=like, vector=vec, k=k, space=space, where=where)
     if as_json:
         echo_json({"collection": collection, "k": k, "results": hits})
         return
@@ -447,6 +484,58 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
         click.echo(f"scores are approximate: the {entry['factory']} index compresses the vectors (recall@10 "
                    f"{entry.get('recall_at_10')}); embstore index --factory with ',Flat' in place of ',PQ…' for "
                    "exact ones, if the memory allows")
+
+
+def check_images(paths: list[str]) -> None:
+    """Each image file exists and is an image (its header read, not its pixels): a one-line error before a model
+    loads, in the words of the library's own check."""
+    if not paths:
+        return
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except FileNotFoundError:
+            raise InputError(f"image {path} does not exist") from None
+        except Exception as e:  # PIL raises many types for what is not an image
+            raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def check_where(store: Any, collection: str, where: str, option: str) -> None:
+    """A SQL predicate over the collection's columns, bound by DuckDB without reading a row."""
+    from embstore.sql import ids_where
+
+    ids_where(store, collection, where, option, check_only=True)
+
+
+def check_head_version(store: Any, head: str, version: int | None) -> None:
+    """The head exists (and has that version): a one-line error naming those there are."""
+    versions = [v["version"] for v in store.head_versions(head)]
+    if version is not None and version not in versions:
+        raise NotFoundError(f"head {head!r} has no version {version} (versions: {versions})")
+
+
+def head_encoder_spec(store: Any, head: str | None, version: int | None) -> str | None:
+    """The encoder a head embeds new inputs with, when the manifest says it without loading the head: its
+    training space's, when that space is still there with the head's fingerprint."""
+    if head is None:
+        return None
+    chosen = [v for v in store.head_versions(head) if version is None or v["version"] == version][-1]
+    space = (store.manifest["collections"].get(chosen["collection"]) or {}).get("spaces", {}).get(chosen["space"])
+    if not space or space["encoder"]["fingerprint"] != chosen["space_fingerprint"] \
+            or space["encoder"]["library"] == "external":  # vectors made elsewhere: the library says what to do
+        return None
+    return space["encoder"]["spec"]
+
+
+def load_encoder(spec: str, device: str) -> None:
+    """Load the model now, under a progress line; the library's own call then finds it loaded (one per process)."""
+    from embstore.encoders import get_encoder
+
+    with spinner(f"loading {spec}"):
+        get_encoder(spec, device)
 
 
 def parse_vector(value: str | None) -> Any:
@@ -482,7 +571,9 @@ def parse_vector(value: str | None) -> Any:
 def index(store_path: str, collection: str, space: str | None, factory: str | None, target_recall: float,
           as_json: bool) -> None:
     """Rebuild a space's FAISS index and measure its recall@10 against exact search."""
-    out = open_store(store_path).reindex(collection, space, factory=factory, target_recall=target_recall)
+    store = open_store(store_path)
+    with spinner(f"index {collection}"):
+        out = store.reindex(collection, space, factory=factory, target_recall=target_recall)
     if as_json:
         echo_json(out)
         return
@@ -498,23 +589,29 @@ def index(store_path: str, collection: str, space: str | None, factory: str | No
 @cli.command()
 @click.argument("query")
 @store_option
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default=None,
+              help="table (default), csv, json (an array of row objects) or parquet (needs --output).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json: the rows as a JSON array of objects; "
+              "anything else is one JSON object ({\"wrote\": FILE}, {\"ok\": true}, or an error: {\"error\": ...}).")
 @click.option("--output", "-o", type=click.Path(), help="Write the result to this file (needed for parquet).")
 @click.option("--write", is_flag=True, help="Allow statements that change data (tables persist in STORE/sql.duckdb).")
 @click.option("--limit", type=int, default=1000, show_default=True, help="Rows shown in table format.")
 @friendly
-def sql(query: str, store_path: str, fmt: str, output: str | None, write: bool, limit: int) -> None:
+def sql(query: str, store_path: str, fmt: str | None, as_json: bool, output: str | None, write: bool,
+        limit: int) -> None:
     """Run DuckDB SQL. Views: one per collection (its items), <collection>__<space> (id, content_hash, embedding)
     and predictions (collection, id, head, version, label, confidence, labels). Functions: embed('collection',
     'text') (the text embedded by the space's own encoder), similarity(a, b) (cosine), and per collection with a
     text space the table macro <collection>_nearest('text', k). Read-only unless --write."""
     import duckdb
 
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json is --format json; give one of them, not --format {fmt} too")
+    fmt = "json" if as_json else fmt or "table"
     store = open_store(store_path)
     rel = store.sql(query, write=write)
     if rel is None:
-        click.echo("ok")
+        echo_json({"ok": True}) if fmt == "json" else click.echo("ok")
         return
     try:
         show_result(rel, output, fmt, limit)
@@ -531,7 +628,7 @@ def show_result(rel: Any, output: str | None, fmt: str, limit: int) -> None:
             raise BadInput(f"cannot write {output}: " + ("it is a folder; give a file name" if os.path.isdir(output)
                                                          else f"folder {folder} does not exist; create it first"))
         write_result(rel, output, fmt)
-        click.echo(f"wrote {output}")
+        echo_json({"wrote": output}) if fmt == "json" else click.echo(f"wrote {output}")
     elif fmt == "csv":
         import csv
 
@@ -563,18 +660,18 @@ def write_result(rel: Any, output: str, fmt: str) -> None:
 
 
 def write_json_rows(rel: Any, out: Any) -> None:
-    """A JSON array of row objects, streamed from Arrow record batches (large results never sit in memory whole)."""
+    """A JSON array of row objects, streamed from Arrow record batches (large results never sit in memory whole).
+    Nothing is written before the first batch is computed, so an error computing it leaves only the error's JSON."""
     import json
 
     from .output import _default
 
-    out.write("[")
     first = True
     for batch in record_batches(rel):
         for row in batch.to_pylist():
-            out.write(("" if first else ",\n") + json.dumps(row, default=_default, ensure_ascii=False))
+            out.write(("[" if first else ",\n") + json.dumps(row, default=_default, ensure_ascii=False))
             first = False
-    out.write("]")
+    out.write("[]" if first else "]")
 
 
 # ------------------------------------------------------------------------------------------------------ info

@@ -1,11 +1,16 @@
 """Configuration has one path: explicit argument > environment variable > default.
 
-One function decides the device (``resolve_device``); nothing deep in the code reads the environment.
+One function decides the device (``resolve_device``); nothing deep in the code reads the environment. A
+``Settings`` keeps the device as asked for (``auto`` included) and resolves it on first use of ``settings.device``
+(a model load, a GPU search, a fit), so a command that needs no device (info, SQL, a search on a CPU) never imports
+torch.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +22,12 @@ DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
 
 @dataclass(frozen=True)
 class Settings:
-    """Knobs for one ingest or query run. Build with ``Settings.resolve(...)`` to apply env defaults."""
+    """Knobs for one ingest or query run. Build with ``Settings.resolve(...)`` to apply env defaults.
 
-    device: str = "cpu"
+    ``requested_device`` is the device as asked for (cpu, cuda, cuda:N, mps or auto); ``device`` is the one to run on,
+    decided by ``resolve_device`` the first time something reads it."""
+
+    requested_device: str = "auto"
     batch_size: int = 64
     commit_rows: int = 20_000  # rows per committed shard: a crash loses at most this many
     workers: int = 2  # image decoders: worker processes for many images (Linux), else threads
@@ -31,13 +39,19 @@ class Settings:
                 workers: int | None = None, index_memory: int | None = None,
                 retention_s: int | None = None) -> "Settings":
         return cls(
-            device=resolve_device(device),
+            requested_device=requested_device(device),
             batch_size=_positive("batch_size", batch_size, "EMBSTORE_BATCH_SIZE", 64),
             commit_rows=_positive("commit_rows", commit_rows, "EMBSTORE_COMMIT_ROWS", 20_000),
             workers=_positive("workers", workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)),
             index_memory=_positive("index_memory", index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30),
             retention_s=_positive("retention_s", retention_s, "EMBSTORE_RETENTION_SECONDS", 3600, zero=True),
         )
+
+
+    @functools.cached_property
+    def device(self) -> str:
+        """The device to run on: ``requested_device``, with ``auto`` resolved now (once) by ``resolve_device``."""
+        return resolve_device(self.requested_device)
 
 
 def _pick(value: int | None, env: str, default: int) -> int:
@@ -62,13 +76,25 @@ def _positive(name: str, given: int | None, env: str, default: int, zero: bool =
     return value
 
 
-def resolve_device(device: str | None = None) -> str:
-    """``device`` if given, else ``EMBSTORE_DEVICE``, else cuda > mps > cpu (torch is imported only to probe)."""
+def requested_device(device: str | None = None) -> str:
+    """The device asked for: ``device`` if given, else ``EMBSTORE_DEVICE``, else ``auto``; a name that is no device
+    is refused here, before anything loads (no torch needed)."""
     device = device or os.environ.get("EMBSTORE_DEVICE") or "auto"
+    if not (device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device)):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto")
+    return device
+
+
+def resolve_device(device: str | None = None) -> str:
+    """The one function deciding the device: ``device`` if given, else ``EMBSTORE_DEVICE``, else cuda > mps > cpu.
+
+    For ``auto``, torch is imported only to probe a machine that may have a GPU (2 s); one without any GPU device
+    file is ``cpu`` at once."""
+    device = requested_device(device)
     if device != "auto":
-        if not (device in ("cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device)):
-            raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto")
         return device
+    if not _gpu_possible():
+        return "cpu"
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -78,6 +104,17 @@ def resolve_device(device: str | None = None) -> str:
     if _mps_available(torch):
         return "mps"
     return "cpu"
+
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
+
+
+def _gpu_possible() -> bool:
+    """Could torch see a GPU here? False only where it surely cannot: Linux without the device files of an NVIDIA
+    (or WSL, or ROCm) driver. Elsewhere (macOS: MPS; Windows) torch is asked."""
+    if sys.platform.startswith("linux"):
+        return any(os.path.exists(p) for p in GPU_DEVICE_FILES)
+    return True
 
 
 def _mps_available(torch: Any) -> bool:

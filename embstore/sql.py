@@ -25,11 +25,12 @@ def space_view(collection: str, space: str) -> str:
     return f"{collection}__{space}"
 
 
-def ids_where(store: Any, collection: str, where: str, option: str) -> list[str]:
+def ids_where(store: Any, collection: str, where: str, option: str, check_only: bool = False) -> list[str]:
     """The ids of the items of ``collection`` that match the SQL condition ``where`` (given as ``option``, named in
-    the one-line error when it is not a valid condition)."""
+    the one-line error when it is not a valid condition); ``check_only``: the condition is bound, no row is read."""
     try:
-        return [r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall()]
+        rel = store.sql(f'SELECT id FROM "{collection}" WHERE {where}')
+        return [] if check_only else [r[0] for r in rel.fetchall()]
     except InputError as e:
         hint = ""
         if "Referenced column" in str(e):
