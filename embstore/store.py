@@ -17,12 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from . import index as ix
-from .config import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER, Settings
-from .encoders import Encoder, RecordedEncoder, get_encoder
+from .config import Settings
+from .encoders import Encoder, get_encoder
 from .errors import InputError, NotFoundError, SpaceMismatchError
 from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manifest, writer_lock
-from .storage import (check_name, conform, embedding_array, embedding_matrix, read_shards, stored_schema,
-                      write_shard)
+from .storage import check_name, embedding_matrix, read_shards
 
 
 class Store:

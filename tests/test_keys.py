@@ -13,7 +13,7 @@ from conftest import HASH, write_csv
 from embstore import Store
 from embstore import keys as kt
 from embstore.config import Settings
-from embstore.ingest.runner import Chunk, chunks
+from embstore.ingest.chunks import Chunk, chunks
 
 
 def _rows(n, start=0):
