@@ -91,12 +91,16 @@ def main() -> None:
         emit({"what": "ingest", "code": a.label, "rows": n, "added": rep["added"], "seconds": round(wall, 1),
               "rows_per_s": round(n / wall), "peak_rss_mb": round(rss / 2**20), "store_mb": round(du(store) / 2**20),
               "stages": rep.get("seconds")})
-        searches, infos = [], []
+        searches, infos, sqls = [], [], []
+        found = json.loads(cli(a.code, "search", "--store", str(store), "-c", "t", "alpha", "-k", "1", "--json")[2])
+        some_id = found["results"][0]["id"]
         for _ in range(a.cold_runs):
             searches.append(cli(a.code, "search", "--store", str(store), "-c", "t", "delta river 17", "-k", "10")[0])
             infos.append(cli(a.code, "info", "--store", str(store))[0])
+            sqls.append(cli(a.code, "sql", "--store", str(store), f"SELECT text, label FROM t WHERE id = '{some_id}'")[0])
         emit({"what": "cold cli", "code": a.label, "rows": n, "search_median_s": round(statistics.median(searches), 3),
-              "info_median_s": round(statistics.median(infos), 3), "runs": a.cold_runs})
+              "info_median_s": round(statistics.median(infos), 3),
+              "sql_point_query_median_s": round(statistics.median(sqls), 3), "runs": a.cold_runs})
         code = (f"import sys, time, statistics, json; sys.path.insert(0, {str(a.code or REPO)!r})\n"
                 "from embstore import Store\n"
                 f"s = Store.open({str(store)!r}, create=False)\n"

@@ -417,8 +417,13 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
         spec = head_encoder_spec(store, head, version)
         if spec is not None:
             load_encoder(spec, store.settings.device)
-    with spinner(f"predict {collection}" if collection else "predict"):
-        out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
+    if collection:
+        with Progress("predict", waiting="loading the head") as progress:  # count, rate and ETA, shard by shard
+            out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version,
+                                progress=progress)
+    else:
+        with spinner("predict"):
+            out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
     if as_json:
         echo_json(out)
     elif "rows" in out and any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5

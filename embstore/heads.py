@@ -504,7 +504,7 @@ def _probabilities(record: dict[str, Any], est: Any, X: np.ndarray) -> tuple[lis
 
 
 def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequence[str] | None,
-            images: Sequence[Any] | None, version: int | None) -> dict[str, Any]:
+            images: Sequence[Any] | None, version: int | None, progress: Any = None) -> dict[str, Any]:
     record, est = load_head(store, head, version)
     fp = record["space_fingerprint"]
     if collection is not None and (texts is not None or images is not None):
@@ -550,26 +550,35 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
 
     space = matching_space(store, collection, fp, f"head {record['name']!r}")
     require_items(store, collection)
-    ids, X = store.embeddings(collection, space)
-    label, conf, sets = _probabilities(record, est, X)
-    table = pa.table({"id": pa.array(ids, pa.string()), "head": pa.array([record["name"]] * len(ids), pa.string()),
-                      "version": pa.array([record["version"]] * len(ids), pa.int32()),
-                      "label": pa.array([str(v) for v in label], pa.string()),
-                      "confidence": pa.array(conf, pa.float32()),
-                      "labels": pa.array(sets, pa.list_(pa.string()))})
+    # a space shard at a time: memory holds one shard's vectors and predictions, whatever the collection's size
+    total = store.space(collection, space)["rows"]
+    progress = progress or (lambda stage, done, total: None)
+    progress("predict", 0, total)
+    counts: dict[str, int] = {}  # items per label: the top label, or every label an item gets (multi-label)
     with store.writing():
         coll = store.collection(collection)
-        rel = f"collections/{collection}/predictions/{record['name']}/part-{store.new_part():06d}.parquet"
-        shard = write_shard(store.root, rel, table)
+        shards, done = [], 0
+        for ids, X in store.vector_shards(collection, space):
+            label, conf, sets = _probabilities(record, est, X)
+            table = pa.table({"id": pa.array(ids, pa.string()),
+                              "head": pa.array([record["name"]] * len(ids), pa.string()),
+                              "version": pa.array([record["version"]] * len(ids), pa.int32()),
+                              "label": pa.array([str(v) for v in label], pa.string()),
+                              "confidence": pa.array(conf, pa.float32()),
+                              "labels": pa.array(sets, pa.list_(pa.string()))})
+            rel = f"collections/{collection}/predictions/{record['name']}/part-{store.new_part():06d}.parquet"
+            shards.append(write_shard(store.root, rel, table))
+            for v in (sets if record.get("multilabel") else [str(x) for x in label]):
+                for one in (v if isinstance(v, list) else [v]) or ["(none)"]:  # multi-label: none at 0.5 or more
+                    counts[one] = counts.get(one, 0) + 1
+            done += len(ids)
+            progress("predict", done, total)
         old = coll["predictions"].get(record["name"])
-        coll["predictions"][record["name"]] = {"version": record["version"], "shards": [shard], "rows": len(ids),
+        coll["predictions"][record["name"]] = {"version": record["version"], "shards": shards, "rows": done,
                                                "created": now()}
         if old:  # replaced: no longer listed, deleted once readers of older snapshots have had their time
-            store.retire([s["file"] for s in old["shards"] if s["file"] != rel])
+            listed = {s["file"] for s in shards}
+            store.retire([s["file"] for s in old["shards"] if s["file"] not in listed])
         store.commit()
-    counts: dict[str, int] = {}  # items per label: the top label, or every label an item gets (multi-label)
-    for v in (table.column("labels").to_pylist() if record.get("multilabel") else table.column("label").to_pylist()):
-        for one in (v if isinstance(v, list) else [v]) or ["(none)"]:  # multi-label: no label at 0.5 or more
-            counts[one] = counts.get(one, 0) + 1
     return {"head": record["name"], "version": record["version"], "collection": collection, "space": space,
-            "predicted": len(ids), "labels": dict(sorted(counts.items()))}
+            "predicted": done, "labels": dict(sorted(counts.items()))}

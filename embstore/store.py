@@ -283,6 +283,14 @@ class Store:
             offset += shard["rows"]
         return np.concatenate(parts) if parts else np.zeros((0, sp["encoder"]["dim"]), np.float32)
 
+    def vector_shards(self, collection: str, space: str | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+        """The space's ``(ids, float32 vectors)`` a shard at a time, in index order: for work over a whole space in
+        bounded memory."""
+        sp = self.space(collection, space)
+        for shard in sp["shards"]:
+            t = read_shards(self.root, [shard], ["id", "embedding"])
+            yield t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
+
     def _vector_blocks(self, collection: str, space: str) -> Any:
         """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take)."""
         sp = self.manifest["collections"][collection]["spaces"][space]
@@ -453,11 +461,13 @@ class Store:
                              samples=samples, repeats=repeats, seed=seed, plot_dir=plot_dir)
 
     def predict(self, head: str | None = None, collection: str | None = None, *, texts: Sequence[str] | None = None,
-                images: Sequence[Any] | None = None, version: int | None = None) -> dict[str, Any]:
-        """Apply a head to a whole collection (stored, visible to SQL) or to new texts/images (returned)."""
+                images: Sequence[Any] | None = None, version: int | None = None,
+                progress: Any = None) -> dict[str, Any]:
+        """Apply a head to a whole collection (stored, visible to SQL; a shard at a time, ``progress(stage, done,
+        total)`` after each) or to new texts/images (returned)."""
         from .heads import predict
 
-        return predict(self, head, collection, texts=texts, images=images, version=version)
+        return predict(self, head, collection, texts=texts, images=images, version=version, progress=progress)
 
     # ------------------------------------------------------------------------------------------------ SQL
     def sql(self, query: str, *, write: bool = False) -> Any:

@@ -1,6 +1,7 @@
-"""Key tables and the writer's lookups: dedupe and lookups by id go through sorted 64-bit keys saved beside the
+"""A store that scales, at test size: dedupe and lookups by id go through sorted 64-bit key tables saved beside the
 shards, which stay correct when the saved table lags the manifest (an interrupted ingest) or is missing (an older
-store), and chunks gathered from many pieces keep each row's file and row number."""
+store); chunks gathered from many pieces keep each row's file and row number; globs and fsspec URLs stream in; an
+index too large for its memory budget is built on disk; predict over a collection goes a shard at a time."""
 from __future__ import annotations
 
 import json
@@ -183,3 +184,17 @@ def test_a_space_too_large_for_the_index_memory_is_indexed_on_disk_and_searched_
     assert again["file"] != first and again["ntotal"] == 3500
     assert first in [r["file"] for r in store.manifest["retired"]]
     assert len(reader.search("c", vector=X[0], k=5)) == 5  # the older snapshot's reader keeps its build
+
+
+def test_predict_over_a_collection_goes_a_shard_at_a_time(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300))
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(1000)), "c", encoder=HASH)
+    store.fit("c", "label", "ab", model="centroid")
+    seen = []
+    out = store.predict("ab", "c", progress=lambda stage, done, total: seen.append((stage, done, total)))
+    shards = store.collection("c")["spaces"]["hash64"]["shards"]
+    assert out["predicted"] == 1000 and sum(out["labels"].values()) == 1000
+    assert len(store.collection("c")["predictions"]["ab"]["shards"]) == len(shards) > 1
+    assert [d for _, d, _ in seen] == [0, *np.cumsum([s["rows"] for s in shards]).tolist()]
+    assert {t for _, _, t in seen} == {1000}
+    assert store.sql("SELECT count(*), count(DISTINCT id) FROM predictions").fetchall() == [(1000, 1000)]
