@@ -99,7 +99,11 @@ def datasource(spec: Any, stored: pa.Schema | None, collection: str, block_rows:
         def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                            data_context: Any = None) -> list[ReadTask]:
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-            return [ReadTask(lambda: envelopes(spec, stored, collection, block_rows), meta, schema=ENVELOPE)]
+            read = lambda: envelopes(spec, stored, collection, block_rows)  # noqa: E731
+            try:
+                return [ReadTask(read, meta, schema=ENVELOPE)]
+            except TypeError:  # Ray before the schema argument
+                return [ReadTask(read, meta)]
 
         def get_name(self) -> str:
             return "embstore_source"
