@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -96,6 +97,9 @@ def test_csv_same_store_as_in_process(cluster, tmp_path):
     # shards listed one block at a time, named by the run, each with its part number
     shards = b.manifest["collections"]["docs"]["item_shards"]
     assert len(shards) > 3 and all("/part-r" in s["file"] and "part" in s for s in shards)
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parents[1] / "schemas" / "manifest.schema.json").read_text())
+    jsonschema.validate(b.manifest, schema)
 
 
 def test_jsonl_and_parquet(cluster, tmp_path):
