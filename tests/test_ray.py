@@ -204,3 +204,18 @@ def test_cli_engine_ray(cluster, tmp_path):
     assert out["engine"] == "ray" and out["added"] == 59 and out["quarantined"] == 3
     r = CliRunner().invoke(cli, ["ingest", str(src), "--store", str(store), "-c", "docs", "--address", "x:1"])
     assert r.exit_code == 2 and "--engine ray" in r.output
+
+
+def test_error_on_the_cluster_is_the_one_line_error(cluster, tmp_path):
+    """An InputError raised in the read task (a column that does not convert to the stored type) reaches the caller
+    as itself, as in-process; nothing of the failed ingest is listed."""
+    from embstore.errors import InputError
+
+    b = open_store(tmp_path / "ray")
+    b.ingest(write_csv(tmp_path / "a.csv", rows(20)), "docs", encoder=HASH, engine="ray")
+    before = b.refresh().manifest["collections"]["docs"]["item_shards"]
+    bad = write_csv(tmp_path / "b.csv", [{"id": "x1", "text": "a text", "label": "not a number"}])
+    with pytest.raises(InputError) as e:
+        b.ingest(bad, "docs", engine="ray")
+    assert "column 'label'" in str(e.value) and "\n" not in str(e.value)
+    assert b.refresh().manifest["collections"]["docs"]["item_shards"] == before

@@ -128,13 +128,12 @@ class RayIngest:
             try:
                 for row in ds.iter_rows():
                     self._block(row)
-            except EmbstoreError:
-                raise
             except Exception as e:  # a worker's InputError (a column that does not convert ...) as itself
                 cause = _embstore_cause(e)
                 if cause is None:
                     raise
-                raise cause from None
+                # embstore's messages are one line; Ray appends its retry advice to the exception it carried
+                raise type(cause)(str(cause).splitlines()[0]) from None
         finally:
             data.execution_options.preserve_order, data.target_max_block_size, data.enable_progress_bars = saved
         r = self.report
@@ -271,9 +270,12 @@ def _read(ray: Any, source: Any, num_cpus: float) -> Any:
     """``read_datasource`` with the read task's CPUs, named as this Ray version takes them."""
     import inspect
 
-    if "num_cpus" in inspect.signature(ray.data.read_datasource).parameters:
-        return ray.data.read_datasource(source, num_cpus=num_cpus)
-    return ray.data.read_datasource(source, ray_remote_args={"num_cpus": num_cpus})
+    params = inspect.signature(ray.data.read_datasource).parameters
+    # one read task, its envelopes kept whole (not split towards Ray's default of 200 blocks)
+    blocks = {"override_num_blocks": 1} if "override_num_blocks" in params else {"parallelism": 1}
+    if "num_cpus" in params:
+        return ray.data.read_datasource(source, num_cpus=num_cpus, **blocks)
+    return ray.data.read_datasource(source, ray_remote_args={"num_cpus": num_cpus}, **blocks)
 
 
 def _embstore_cause(e: BaseException) -> EmbstoreError | None:
