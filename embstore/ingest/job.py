@@ -66,7 +66,7 @@ def ingest(store: Any, source: Any, collection: str, *, text_column: str | None 
                 from .ray_engine import run_ray
 
                 report = run_ray(store, writer, enc, plan, src, types, address=address, progress=progress,
-                                 factory=index)
+                                 factory=index, spec=source)
             else:
                 report = IngestRun(store, writer, enc, plan, src, store.settings, types.conform, progress,
                                    factory=index).run()
