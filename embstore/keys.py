@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -94,12 +94,16 @@ class KeyTable:
         return self.fields.index(name)
 
     def add(self, *columns: np.ndarray) -> None:
-        """Add records, one array per field (in ``fields`` order)."""
+        """Add records, one array per field (in ``fields`` order), as a sorted run. Runs are merged by size, as a
+        log-structured merge does (a run is merged into the one before it while that one is at most twice its
+        size), so each record is re-sorted O(log n) times and there are O(log n) runs to search."""
         if not len(columns[0]):
             return
         self.runs.append(_sorted(np.stack([np.asarray(c, np.uint64) for c in columns])))
-        if len(self.runs) > MAX_RUNS:  # merge the runs (not the base, which may be large and on disk)
-            self.runs = [_sorted(np.concatenate(self.runs, axis=1))]
+        while len(self.runs) > 1 and (self.runs[-2].shape[1] <= 2 * self.runs[-1].shape[1]
+                                      or len(self.runs) > MAX_RUNS):
+            last = self.runs.pop()
+            self.runs[-1] = _merge([self.runs[-1], last])
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, the records found: a (fields, len(keys)) array, zeros where not found). Where a key is in the
@@ -122,22 +126,58 @@ class KeyTable:
         return found, out
 
     def merged(self) -> np.ndarray:
-        """Base and runs as one sorted array."""
+        """Base and runs as one sorted array (in memory: ``save`` writes the same without holding it)."""
         if not self.runs:
             return np.asarray(self.base)
-        return _sorted(np.concatenate([np.asarray(self.base), *self.runs], axis=1))
+        return _merge([np.asarray(self.base), *self.runs])
+
+    def save(self, path: Path) -> int:
+        """Write base and runs, merged, to ``path`` atomically, a block at a time, one field after the other with
+        plain writes (so memory holds the runs and one block, never a second copy of the table, and no mapped
+        pages); returns the rows written."""
+        tables = [t for t in [self.base, *self.runs] if t.shape[1]]
+        n = sum(t.shape[1] for t in tables)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False,
+                                                     "shape": (len(self.fields), n)})
+            for field in range(len(self.fields)):
+                for block in _merged_blocks(tables):
+                    f.write(np.ascontiguousarray(block[field]).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        return n
 
 
-def save_table(path: Path, table: np.ndarray) -> None:
-    """Write atomically (temp, fsync, rename): a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(table, np.uint64), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+def _merge(tables: list[np.ndarray]) -> np.ndarray:
+    """Sorted tables (by their first row) as one: a stable sort of the concatenation, which for sorted runs is a
+    merge (timsort finds the runs)."""
+    both = np.concatenate(tables, axis=1)
+    return np.ascontiguousarray(both[:, np.argsort(both[0], kind="stable")])
+
+
+MERGE_BLOCK = 1 << 20  # records per step of a k-way merge to disk
+
+
+def _merged_blocks(tables: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The k-way merge of sorted tables, a block at a time: each step takes, from every table, the records up to
+    the smallest of their next ``MERGE_BLOCK``-th keys, and sorts just those."""
+    pos = [0] * len(tables)
+    while True:
+        live = [k for k, t in enumerate(tables) if pos[k] < t.shape[1]]
+        if not live:
+            return
+        pivot = min(tables[k][0, min(pos[k] + MERGE_BLOCK, tables[k].shape[1]) - 1] for k in live)
+        parts = []
+        for k in live:
+            end = int(np.searchsorted(tables[k][0], pivot, side="right"))
+            if end > pos[k]:
+                parts.append(np.asarray(tables[k][:, pos[k]:end]))
+                pos[k] = end
+        yield _merge(parts) if len(parts) > 1 else parts[0]
 
 
 def load_table(path: Path, fields: tuple[str, ...]) -> np.ndarray | None:

@@ -221,15 +221,14 @@ class SpaceWriter:
         if coll is None:
             return
         base = f"collections/{self.collection}"
-        items = kt.KeyTable(kt.ITEM_FIELDS, self.items.merged())
-        items.runs = [self.added.merged()] if len(self.added) else []
-        coll["keys"] = self._save(f"{base}/keys.npy", items.merged(), len(coll["item_shards"]))
+        items = kt.KeyTable(kt.ITEM_FIELDS, self.items.base)
+        items.runs = [*self.items.runs, *self.added.runs]  # (each sorted: merged as they are written)
+        coll["keys"] = self._save(f"{base}/keys.npy", items, len(coll["item_shards"]))
         sp = coll["spaces"][self.space]
-        sp["keys"] = {"by_id": self._save(f"{base}/spaces/{self.space}/keys-id.npy", self.by_id.merged(),
-                                          len(sp["shards"])),
-                      "by_hash": self._save(f"{base}/spaces/{self.space}/keys-hash.npy", self.by_hash.merged(),
+        sp["keys"] = {"by_id": self._save(f"{base}/spaces/{self.space}/keys-id.npy", self.by_id, len(sp["shards"])),
+                      "by_hash": self._save(f"{base}/spaces/{self.space}/keys-hash.npy", self.by_hash,
                                             len(sp["shards"]))}
 
-    def _save(self, rel: str, table: np.ndarray, shards: int) -> dict[str, Any]:
-        kt.save_table(self.store.root / rel, table)
-        return {"file": rel, "shards": shards, "rows": int(table.shape[1])}
+    def _save(self, rel: str, table: kt.KeyTable, shards: int) -> dict[str, Any]:
+        rows = table.save(self.store.root / rel)
+        return {"file": rel, "shards": shards, "rows": rows}

@@ -28,7 +28,7 @@ def test_key_table_finds_what_was_added_in_runs_and_the_base(tmp_path):
     for start in range(0, 1000, 100):  # 10 runs: more than MAX_RUNS, so they are merged on the way
         table.add(keys[start:start + 100], np.arange(start, start + 100, dtype=np.uint64))
     assert len(table.runs) <= kt.MAX_RUNS + 1 and len(table) == 1000
-    kt.save_table(tmp_path / "k.npy", table.merged())
+    table.save(tmp_path / "k.npy")
     saved = kt.KeyTable(kt.BY_ID_FIELDS, kt.load_table(tmp_path / "k.npy", kt.BY_ID_FIELDS))
     assert isinstance(saved.base, np.memmap)
     saved.add(kt.id_keys(["new"]), np.array([5000], np.uint64))
@@ -198,3 +198,21 @@ def test_predict_over_a_collection_goes_a_shard_at_a_time(tmp_path):
     assert [d for _, d, _ in seen] == [0, *np.cumsum([s["rows"] for s in shards]).tolist()]
     assert {t for _, _, t in seen} == {1000}
     assert store.sql("SELECT count(*), count(DISTINCT id) FROM predictions").fetchall() == [(1000, 1000)]
+
+
+def test_runs_merge_by_size_and_a_table_saves_merged_block_by_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(kt, "MERGE_BLOCK", 37)  # many merge steps over few records
+    rng = np.random.default_rng(0)
+    table = kt.KeyTable(kt.ITEM_FIELDS, kt._merge([rng.integers(0, 2**63, (4, 500), dtype=np.uint64)]))
+    added = []
+    for size in [100] * 20 + [7, 3, 1]:
+        cols = rng.integers(0, 2**63, (4, size), dtype=np.uint64)
+        added.append(cols)
+        table.add(*cols)
+    assert len(table.runs) <= 2 + int(np.log2(2100))  # size-tiered: O(log n) runs, not one per add
+    assert all(a.shape[1] >= b.shape[1] for a, b in zip(table.runs, table.runs[1:]))
+    assert table.save(tmp_path / "t.npy") == 500 + 2011
+    saved = kt.load_table(tmp_path / "t.npy", kt.ITEM_FIELDS)
+    assert np.array_equal(saved, table.merged()) and np.all(np.diff(saved[0].astype(np.float64)) >= 0)
+    found, rec = kt.KeyTable(kt.ITEM_FIELDS, saved).find(added[5][0])
+    assert found.all() and np.array_equal(rec, kt._merge([added[5]])[:, np.argsort(np.argsort(added[5][0]))])
