@@ -219,3 +219,51 @@ def open_table(root: Path, entry: dict[str, Any] | None, shards: list[dict[str, 
     for shard in shards[covered:]:
         table.add(*shard_records(root, shard, fields))
     return table
+
+
+def save_positions(root: Path, rel: str, entry: dict[str, Any] | None, shards: list[dict[str, Any]], first: int,
+                   added: list[np.ndarray]) -> dict[str, Any]:
+    """A space's id keys in index order (row i: the key of the space's i-th vector), so a search goes from the
+    index's rows to the items' rows without reading the ids: the saved file's prefix, the ids of shards after it
+    and before this ingest's (``first``) read from Parquet, then this ingest's ``added`` keys; written a block at a
+    time, appended to a copy of the old file."""
+    path = root / rel
+    old = load_positions(root, entry, shards)
+    covered = entry["shards"] if old is not None else 0
+    n = sum(s["rows"] for s in shards)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False, "shape": (n,)})
+        if old is not None:
+            for start in range(0, len(old), MERGE_BLOCK):
+                f.write(np.ascontiguousarray(old[start:start + MERGE_BLOCK]).tobytes())
+        for shard in shards[covered:first]:
+            f.write(shard_records(root, shard, ("key",))[0].tobytes())
+        written = sum(s["rows"] for s in shards[:first])
+        for keys in added:
+            f.write(np.ascontiguousarray(keys, np.uint64).tobytes())
+            written += len(keys)
+        for shard in shards[first:] if written < n else []:  # (shards listed by another path: read back)
+            f.write(shard_records(root, shard, ("key",))[0].tobytes())
+            written += shard["rows"]
+        f.flush()
+        os.fsync(f.fileno())
+    if written != n:  # never a file that disagrees with the shards: rebuilt from them next time
+        tmp.unlink()
+        return {"file": rel, "shards": 0, "rows": 0}
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return {"file": rel, "shards": len(shards), "rows": n}
+
+
+def load_positions(root: Path, entry: dict[str, Any] | None, shards: list[dict[str, Any]]) -> np.ndarray | None:
+    """The saved position keys, memory-mapped, when they cover a prefix of ``shards`` exactly; else None."""
+    if not entry or not entry.get("shards") or entry["shards"] > len(shards):
+        return None
+    try:
+        keys = np.load(root / entry["file"], mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    rows = sum(s["rows"] for s in shards[:entry["shards"]])
+    return keys if keys.ndim == 1 and keys.dtype == np.uint64 and len(keys) == rows == entry["rows"] else None

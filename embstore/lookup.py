@@ -25,6 +25,7 @@ class SpaceIds:
         self.offsets = np.cumsum([0] + [s["rows"] for s in self.shards])
         self._cache: dict[int, list[str]] = {}
         self._all: np.ndarray | None = None
+        self.keys = kt.load_positions(root, (space_entry.get("keys") or {}).get("by_position"), self.shards)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -45,6 +46,13 @@ class SpaceIds:
             raise IndexError(row)
         k = int(np.searchsorted(self.offsets, row, side="right") - 1)
         return self._shard_ids(k)[row - int(self.offsets[k])]
+
+    def keys_at(self, rows: Sequence[int]) -> np.ndarray | None:
+        """The id keys at these positions, from the saved position keys (memory-mapped); None when a row is past
+        what they cover (shards committed after them: read the ids instead)."""
+        if self.keys is None or (len(rows) and max(rows) >= len(self.keys)):
+            return None
+        return np.asarray(self.keys[np.asarray(rows, np.int64)], np.uint64)
 
     def take(self, rows: Sequence[int]) -> list[str]:
         """The ids at these positions, reading only the row groups they are in."""
@@ -109,6 +117,25 @@ def vectors_at(store: Any, collection: str, space: str, positions: Sequence[int]
         mask = shard_of == k
         t = read_rows(store.root / sp["shards"][k]["file"], positions[mask] - offsets[k], ["embedding"])
         out[mask] = embedding_matrix(t.column("embedding"), dim)
+    return out
+
+
+def item_rows_by_key(store: Any, collection: str, keys: np.ndarray) -> list[dict[str, Any] | None]:
+    """The items' rows (all columns but the content hash, the id included) for these id keys, in their order; None
+    where the collection has no item with that key."""
+    coll = store.collection(collection)
+    found, rec = store.key_table(collection).find(np.asarray(keys, np.uint64))
+    parts, rows = kt.split_loc(rec[3])
+    files = {kt.part_of(s): s["file"] for s in coll["item_shards"]}
+    out: list[dict[str, Any] | None] = [None] * len(keys)
+    wanted: dict[int, list[int]] = {}
+    for n in np.flatnonzero(found):
+        if int(parts[n]) in files:
+            wanted.setdefault(int(parts[n]), []).append(n)
+    for part, ns in wanted.items():
+        t = read_rows(store.root / files[part], [int(rows[n]) for n in ns])
+        for n, row in zip(ns, t.drop_columns(["content_hash"]).to_pylist()):
+            out[n] = row
     return out
 
 

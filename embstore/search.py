@@ -7,7 +7,7 @@ import numpy as np
 
 from . import index as ix
 from .errors import InputError, NotFoundError
-from .lookup import item_rows, positions_of, vectors_at
+from .lookup import item_rows, item_rows_by_key, positions_of, vectors_at
 from .sql import ids_where, space_view
 
 
@@ -73,6 +73,14 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
         factory, param = index_setting(store, collection, space)
         scores, rows = ix.search(index, q, want, limit=len(ids), factory=factory, param=param)
         found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        keys = ids.keys_at([r for r, _ in found])
+        if keys is not None:  # index rows -> id keys -> item rows: no read of the space's ids
+            items = item_rows_by_key(store, collection, keys)
+            hits = [(row["id"], s) for row, (_, s) in zip(items, found) if row is not None]
+            meta = {row["id"]: {c: v for c, v in row.items() if c != "id"} for row in items if row is not None}
+            if item_id is not None:
+                hits = [h for h in hits if h[0] != str(item_id)][:k]
+            return [{"rank": n + 1, "id": i, "score": round(s, 6), **meta.get(i, {})} for n, (i, s) in enumerate(hits)]
         hits = list(zip(ids.take([r for r, _ in found]), (s for _, s in found)))
     if item_id is not None:
         hits = [h for h in hits if h[0] != str(item_id)][:k]

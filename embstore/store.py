@@ -547,7 +547,7 @@ class Store:
             for sp_dir in (self.root / "collections" / collection / "spaces").glob("*/index"):
                 shutil.rmtree(sp_dir, ignore_errors=True)  # safe before the commit: a missing index is rebuilt
             keys = [coll.get("keys")] + [(sp.get("keys") or {}).get(k) for sp in coll["spaces"].values()
-                                         for k in ("by_id", "by_hash")]
+                                         for k in ("by_id", "by_hash", "by_position")]
             for entry in keys:  # derived too: a reader of an older snapshot rebuilds its key table from the shards
                 path = self._own_path(entry["file"], "collections") if entry else None
                 if path is not None:

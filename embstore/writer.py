@@ -57,6 +57,8 @@ class SpaceWriter:
         self.by_id = kt.open_table(root, entry.get("by_id"), sp["shards"], kt.BY_ID_FIELDS)
         self.by_hash = kt.open_table(root, entry.get("by_hash"), sp["shards"], kt.BY_HASH_FIELDS)
         self.added = kt.KeyTable(kt.ITEM_FIELDS)  # the items this ingest added
+        self.positions: list[np.ndarray] = []  # the id keys of the space rows this ingest adds, in index order
+        self.first_shard = len(sp["shards"])  # where this ingest's space shards start
         self.inflight: dict[str, np.ndarray] = {}  # vectors of staged chunks not yet committed, by content hash
         self.inflight_parts: set[int] = set()
         self.lock = threading.Lock()
@@ -153,7 +155,9 @@ class SpaceWriter:
             n = space_rows.num_rows
             hashes = space_rows.column("content_hash").to_pylist()
             loc = kt.locations(space_part, n)
-            self.by_id.add(kt.id_keys(space_rows.column("id").to_pylist()), loc)
+            keys = kt.id_keys(space_rows.column("id").to_pylist())
+            self.positions.append(keys)  # in commit order, so in the index's row order
+            self.by_id.add(keys, loc)
             self.by_hash.add(kt.hash_keys(hashes), loc)
             with self.lock:
                 self.inflight_parts.add(space_part)
@@ -201,6 +205,7 @@ class SpaceWriter:
             coll["item_shards"].append(shard)
         for shard in space_shards:
             key, loc = kt.shard_records(store.root, shard, kt.BY_ID_FIELDS)
+            self.positions.append(key)
             self.by_id.add(key, loc)
             self.by_hash.add(*kt.shard_records(store.root, shard, kt.BY_HASH_FIELDS))
             sp["shards"].append(shard)
@@ -227,7 +232,10 @@ class SpaceWriter:
         sp = coll["spaces"][self.space]
         sp["keys"] = {"by_id": self._save(f"{base}/spaces/{self.space}/keys-id.npy", self.by_id, len(sp["shards"])),
                       "by_hash": self._save(f"{base}/spaces/{self.space}/keys-hash.npy", self.by_hash,
-                                            len(sp["shards"]))}
+                                            len(sp["shards"])),
+                      "by_position": kt.save_positions(self.store.root, f"{base}/spaces/{self.space}/keys-pos.npy",
+                                                       (sp.get("keys") or {}).get("by_position"), sp["shards"],
+                                                       self.first_shard, self.positions)}
 
     def _save(self, rel: str, table: kt.KeyTable, shards: int) -> dict[str, Any]:
         rows = table.save(self.store.root / rel)

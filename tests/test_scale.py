@@ -53,7 +53,8 @@ def test_ingests_save_key_tables_and_dedupe_through_them(tmp_path):
     coll = manifest["collections"]["c"]
     assert coll["keys"]["rows"] == 1000 and coll["keys"]["shards"] == len(coll["item_shards"]) > 1
     assert (store.root / coll["keys"]["file"]).exists()
-    assert set(coll["spaces"]["hash64"]["keys"]) == {"by_id", "by_hash"}
+    assert set(coll["spaces"]["hash64"]["keys"]) == {"by_id", "by_hash", "by_position"}
+    assert coll["spaces"]["hash64"]["keys"]["by_position"]["rows"] == 1000
     # again, plus 500 new rows and one row whose id is stored with other content
     rows = _rows(1500)
     rows[10]["text"] = "a changed text"
@@ -216,3 +217,22 @@ def test_runs_merge_by_size_and_a_table_saves_merged_block_by_block(tmp_path, mo
     assert np.array_equal(saved, table.merged()) and np.all(np.diff(saved[0].astype(np.float64)) >= 0)
     found, rec = kt.KeyTable(kt.ITEM_FIELDS, saved).find(added[5][0])
     assert found.all() and np.array_equal(rec, kt._merge([added[5]])[:, np.argsort(np.argsort(added[5][0]))])
+
+
+def test_position_keys_follow_the_index_and_a_lagging_file_falls_back_to_the_ids(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300))
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(700)), "c", encoder=HASH)
+    store.ingest(write_csv(tmp_path / "b.csv", _rows(300, start=700)), "c")
+    reader = Store.open(store.root)
+    _, ids = reader.sync_index("c", "hash64")
+    assert np.array_equal(ids.keys_at(range(1000)), kt.id_keys(list(ids.all())))
+    with store.writing():  # as an interrupted ingest leaves it: shards past the saved position keys
+        sp = store.manifest["collections"]["c"]["spaces"]["hash64"]
+        sp["keys"]["by_position"] = {"file": sp["keys"]["by_position"]["file"], "shards": 1,
+                                     "rows": sp["shards"][0]["rows"]}
+        store.commit()
+    lagging = Store.open(store.root)
+    _, ids = lagging.sync_index("c", "hash64")
+    assert ids.keys is None and ids.keys_at([0]) is None  # the file holds more rows than the entry says: unused
+    X = lagging.embeddings("c")[1]
+    assert lagging.search("c", vector=X[999], k=1)[0]["score"] == pytest.approx(1.0)
