@@ -1,0 +1,61 @@
+"""Checks the commands make before a model loads: image files, a ``--where`` predicate, a head and its version;
+and the model loading itself, shown as a waiting line."""
+from __future__ import annotations
+
+from typing import Any
+
+from embstore.errors import InputError, NotFoundError
+
+from .progress import spinner
+
+
+def check_images(paths: list[str]) -> None:
+    """Each image file exists and is an image (its header read, not its pixels): a one-line error before a model
+    loads, in the words of the library's own check."""
+    if not paths:
+        return
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except FileNotFoundError:
+            raise InputError(f"image {path} does not exist") from None
+        except Exception as e:  # PIL raises many types for what is not an image
+            raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def check_where(store: Any, collection: str, where: str, option: str) -> None:
+    """A SQL predicate over the collection's columns, bound by DuckDB without reading a row."""
+    from embstore.sql import ids_where
+
+    ids_where(store, collection, where, option, check_only=True)
+
+
+def check_head_version(store: Any, head: str, version: int | None) -> None:
+    """The head exists (and has that version): a one-line error naming those there are."""
+    versions = [v["version"] for v in store.head_versions(head)]
+    if version is not None and version not in versions:
+        raise NotFoundError(f"head {head!r} has no version {version} (versions: {versions})")
+
+
+def head_encoder_spec(store: Any, head: str | None, version: int | None) -> str | None:
+    """The encoder a head embeds new inputs with, when the manifest says it without loading the head: its
+    training space's, when that space is still there with the head's fingerprint."""
+    if head is None:
+        return None
+    chosen = [v for v in store.head_versions(head) if version is None or v["version"] == version][-1]
+    space = (store.manifest["collections"].get(chosen["collection"]) or {}).get("spaces", {}).get(chosen["space"])
+    if not space or space["encoder"]["fingerprint"] != chosen["space_fingerprint"] \
+            or space["encoder"]["library"] == "external":  # vectors made elsewhere: the library says what to do
+        return None
+    return space["encoder"]["spec"]
+
+
+def load_encoder(spec: str, device: str) -> None:
+    """Load the model now, under a progress line; the library's own call then finds it loaded (one per process)."""
+    from embstore.encoders import get_encoder
+
+    with spinner(f"loading {spec}"):
+        get_encoder(spec, device)

@@ -1,0 +1,235 @@
+"""``embstore fit``, ``eval`` and ``predict``: train heads, measure them, apply them."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from embstore.errors import InputError
+
+from .checks import check_head_version, check_images, head_encoder_spec, load_encoder
+from .main import cli, device_option, friendly, json_option, open_store, store_option
+from .output import echo_json, echo_table
+from .progress import Progress, spinner
+
+
+# ------------------------------------------------------------------------------------------------------ fit
+@cli.command()
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection to train on.")
+@click.option("--label-column", metavar="COL", help="Item column holding the label.")
+@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
+@click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
+              show_default=True, help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
+              "validation, neighbours searched within the space; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
+@click.option("--class-weight", type=click.Choice(["balanced"]),
+              help="Weigh labels inversely to their frequency (logreg and sklearn-logreg).")
+@click.option("--label-sep", metavar="SEP", help="Split string labels on SEP into several labels (multi-label head).")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
+              help="Write confusion-matrix (single-label heads) and learning-curve PNGs here.")
+@click.option("--space", metavar="NAME", help="Space to train on (needed when the collection has several).")
+@click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split.")
+@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. \"split = 'train'\" "
+              "(default: every labelled item, less the --test-where ones).")
+@click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate, e.g. \"split = 'test'\".")
+@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Estimator parameter, e.g. C=0.5, n_neighbors=5 or calibrate=false (repeatable).")
+@device_option
+@json_option
+@friendly
+def fit(store_path: str, collection: str, label_column: str | None, labels_file: str | None, name: str | None,
+        model: str, class_weight: str | None, label_sep: str | None, plot_dir: str | None, space: str | None,
+        test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float, seed: int,
+        params: tuple[str, ...], device: str | None, as_json: bool) -> None:
+    """Train a head on a collection's embeddings; report accuracy and macro-F1 with 95% intervals, per-label
+    precision/recall and calibration on a test set (--test-collection, --test-where, or a held-out split). A refit
+    scored on the same test items is compared with the head's previous version item by item (McNemar's test)."""
+    store = open_store(store_path, device)
+    extra = parse_params(params)
+    if class_weight:
+        extra["class_weight"] = class_weight
+    with spinner(f"fit {model} on {collection}"):
+        rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
+                        labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
+                        test_where=test_where, label_sep=label_sep, plot_dir=plot_dir)
+    if as_json:
+        echo_json(rec)
+        return
+    unlabelled = f" ({rec['n_unlabelled']} without a label left out)" if rec.get("n_unlabelled") else ""
+    click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
+               f"{rec['n_train']} training items{unlabelled}, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
+    if rec.get("labels_file_unmatched"):
+        click.echo(f"{rec['labels_file_unmatched']} ids of the labels file are items of neither collection; they were "
+                   "ignored")
+    cal = rec["metrics"].get("calibration", {})
+    learned = ", ".join(f"{k.rstrip('_')}={v:.4g}" if isinstance(v, float) else f"{k.rstrip('_')}={v}"
+                        for k, v in rec["learned"].items() if k != "multilabel_")
+    echo_table(["accuracy", "95% interval", "macro_f1", "95% interval", "ece", "log_loss", "n_test", "chosen"],
+               [[rec["accuracy"], interval(rec["metrics"].get("accuracy_ci95")), rec["macro_f1"],
+                 interval(rec["metrics"].get("macro_f1_ci95")), cal.get("ece"), cal.get("log_loss"),
+                 rec["metrics"]["n_test"], learned]])
+    sel = rec.get("selection")
+    if sel:
+        tried = "  ".join(f"{k}: {v:.4g}" + (" (chosen)" if float(k) == float(sel["chosen"]) else "")
+                          for k, v in sel["scores"].items())
+        click.echo(f"\n{sel['parameter']} by {sel['how']}, {sel['criterion']}: {tried}")
+        from embstore.estimators import DEFAULT_CS
+
+        if sel["parameter"] == "C" and float(sel["chosen"]) == max(map(float, sel["scores"])) == max(DEFAULT_CS):
+            click.echo(f"C={sel['chosen']:g} is the weakest regularisation tried: a weaker one may do better "
+                       f"(--param C={3 * sel['chosen']:g} to try one)")
+    prev = rec.get("vs_previous")
+    if prev:
+        verdict = ("more than the luck of the test set" if prev["p_value"] < 0.05
+                   else "not distinguishable from the luck of the test set")
+        items = lambda n: f"{n} item{'' if n == 1 else 's'}"  # noqa: E731
+        click.echo(f"\nvs v{prev['version']} on the same test items: accuracy {prev['accuracy']:.4f} -> {rec['accuracy']:.4f}; "
+                   f"{items(prev['only_this_right'])} only v{rec['version']} gets right, "
+                   f"{items(prev['only_previous_right'])} only v{prev['version']} (McNemar p = {prev['p_value']:.3g}: {verdict})")
+    elif rec["version"] > 1:
+        click.echo("\nnot compared with the previous version: it was scored on other test items (or other labels)")
+    per = rec["metrics"]["per_label"]
+    click.echo("")
+    echo_table(["label", "precision", "recall", "f1", "support"],
+               [[k, v["precision"] if v.get("predicted", 1) else "",
+                 *((v["recall"], v["f1"]) if v["support"] else ("", "")), v["support"]]
+                for k, v in per.items()])  # no test item of a label (or none predicted): unknown, not 0
+    for kind, path in rec.get("plots", {}).items():
+        click.echo(f"{kind.replace('_', ' ')}: {path}")
+
+
+def interval(ci: Any) -> str:
+    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else ""
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
+        if value.lower() in ("true", "false"):  # as typed in a shell: True, false, FALSE ...
+            out[key] = value.lower() == "true"
+            continue
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ eval
+@cli.command(name="eval")
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection to train on.")
+@click.option("--label-column", metavar="COL", help="Item column holding the label.")
+@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@click.option("--space", metavar="NAME", help="Space to evaluate (needed when the collection has several).")
+@click.option("--test-collection", metavar="C2", help="Score on this collection.")
+@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate (default: every "
+              "labelled item, less the --test-where ones).")
+@click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate.")
+@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
+@click.option("--samples", default="1,2,4,8,16,32,all", show_default=True, help="Training items per label to try.")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Undersampling runs per n.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Seed of the undersampling (MTEB's is 42). A held-out split (no test set given) uses seed 0, as fit's.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write the learning-curve PNG here.")
+@device_option
+@json_option
+@friendly
+def eval_(store_path: str, collection: str, label_column: str | None, labels_file: str | None, space: str | None,
+          test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float,
+          samples: str, repeats: int, seed: int, plot_dir: str | None, device: str | None, as_json: bool) -> None:
+    """Few-shot evaluation (MTEB's classification protocol): accuracy by training items per label.
+
+    For each n, --repeats times: undersample the training set to n items per label (fixed seed), fit
+    LogisticRegression(max_iter=100), score on the whole test set. Shows what the frozen encoder buys you.
+    """
+    store = open_store(store_path, device)
+    with spinner(f"eval {collection}"):
+        out = store.eval(collection, label_column, space=space, test_collection=test_collection, labels=labels_file,
+                         train_where=train_where, test_where=test_where, test_size=test_size, samples=samples,
+                         repeats=repeats, seed=seed, plot_dir=plot_dir)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"{out['collection']}.{out['space']} ({out['encoder']}): {out['n_classes']} labels, "
+               f"scored on {out['evaluated_on']} ({out['n_test']} items)")
+    echo_table(["per_label", "train_items", "runs", "accuracy", "± std", "macro_f1", "± std "],
+               [[r["samples_per_label"], round(r["train_size"]), r["runs"], r["accuracy_mean"], r["accuracy_std"],
+                 r["macro_f1_mean"], r["macro_f1_std"]] for r in out["results"]])
+    for r in out["results"]:
+        if r["every_item"] and r["samples_per_label"] != "all":
+            n = r["samples_per_label"]
+            click.echo(f"per_label {n}: no label has more than {n} training items, so every run trained on all of them "
+                       "(in another order)")
+    stopped = [f"{r['stopped_at_max_iter']} of {r['runs']} at per_label {r['samples_per_label']}"
+               for r in out["results"] if r.get("stopped_at_max_iter")]
+    if stopped:
+        click.echo(f"runs that stopped at max_iter=100 before converging, as the protocol has them: {', '.join(stopped)}")
+    if "plot" in out:
+        click.echo(f"learning curve: {out['plot']}")
+
+
+# ------------------------------------------------------------------------------------------------------ predict
+@cli.command()
+@store_option
+@click.option("--head", metavar="HEAD", help="Head name (default: the most recently trained).")
+@click.option("--version", type=int, help="Head version (default: latest).")
+@click.option("--collection", "-c", help="Predict every item of this collection; results land in the store.")
+@click.option("--text", "texts", multiple=True, help="Predict this text (repeatable) instead of a collection.")
+@click.option("--image", "images", multiple=True, type=click.Path(),
+              help="Predict this image file, or every image in this folder (repeatable).")
+@device_option
+@json_option
+@friendly
+def predict(store_path: str, head: str | None, version: int | None, collection: str | None, texts: tuple[str, ...],
+            images: tuple[str, ...], device: str | None, as_json: bool) -> None:
+    """Apply a head to a collection (stored; query it as the `predictions` SQL view) or to new inputs."""
+    from pathlib import Path
+
+    from embstore.ingest.readers import IMAGE_EXTENSIONS
+
+    files: list[str] = []
+    for given in images:  # a folder: every image below it, in a stable order
+        p = Path(given).expanduser()
+        files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [given]
+    if images and not files:
+        raise InputError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
+    store = open_store(store_path, device)
+    # what can be checked without a model, before one loads: the head and version, the collection, the images
+    if head is not None:
+        check_head_version(store, head, version)
+    if collection is not None:
+        store.collection(collection)
+    new_inputs = collection is None and bool(texts) != bool(files)  # else the library says what to give
+    if new_inputs and files:
+        check_images(files)
+    if new_inputs and all(t.strip() for t in texts):
+        spec = head_encoder_spec(store, head, version)
+        if spec is not None:
+            load_encoder(spec, store.settings.device)
+    if collection:
+        with Progress("predict", waiting="loading the head") as progress:  # count, rate and ETA, shard by shard
+            out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version,
+                                progress=progress)
+    else:
+        with spinner("predict"):
+            out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
+    if as_json:
+        echo_json(out)
+    elif "rows" in out and any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5
+        echo_table(["input", "labels", "top", "confidence"],
+                   [[r["input"], ", ".join(r["labels"]), r["label"], r["confidence"]] for r in out["rows"]])
+    elif "rows" in out:
+        echo_table(["input", "label", "confidence"], [[r["input"], r["label"], r["confidence"]] for r in out["rows"]])
+    else:
+        click.echo(f"head {out['head']} v{out['version']} predicted {out['predicted']} items of "
+                   f"{out['collection']}.{out['space']} (SQL view: predictions)")
+        echo_table(["label", "items"], list(out["labels"].items()))
