@@ -6,7 +6,7 @@ not parse, the same conforming to the collection's stored types as in-process) a
 its first row, the reader's bad rows), so Ray Data never merges or reslices blocks of different files and schemas.
 
 An ``EncodeWrite`` actor (one model per actor, on its own GPU where the cluster has GPUs) runs the in-process
-engine's own chunk step (``IngestRun._chunk``: ids, content hashes, dedupe, quarantine reasons, embedding) against a
+engine's own chunk step (``IngestRun.process``: ids, content hashes, dedupe, quarantine reasons, embedding) against a
 *snapshot*: the store as it was when the ingest began (its manifest and key tables, broadcast with ``ray.put``).
 The chunk's shards are written into the store's layout under names of this run (``part-r<run>-<block>``), which no
 manifest lists yet, and the actor returns a one-row summary. The driver resolves what one block cannot see (an id
@@ -211,7 +211,7 @@ class EncodeWrite:
             run = IngestRun(self.snapshot, writer, self.encoder, plan, source, self.settings, lambda t, f: t)
             run.background = False  # one block, written here and now
             run.quarantine = quarantine = Collected()  # type: ignore[assignment]
-            run._chunk(Chunk(table, [(0, env["file"], env["first_row"])]), self.pool)
+            run.process(Chunk(table, [(0, env["file"], env["first_row"])]), self.pool)
             r = run.report
             summary.update(rows=table.num_rows, added=r.added, duplicates=r.duplicates,
                            quarantine=quarantine.records, columns=table.column_names,

@@ -179,7 +179,7 @@ class IngestRun:
                     t = time.perf_counter()
                     self.report.read += chunk.table.num_rows
                     self._estimate(chunk)
-                    self._chunk(chunk, pool)
+                    self.process(chunk, pool)
                     self.done += chunk.table.num_rows
                     # the next chunk: what this run does in COMMIT_SECONDS at the rate just measured, up to
                     # commit_rows: a first commit soon, and a slow model (images on a CPU) never holds minutes of
@@ -212,7 +212,9 @@ class IngestRun:
         self.quarantine.add(row, reason, _row(chunk.table, i), source=self._name(file))
 
     # ----------------------------------------------------------------------------------------------------------
-    def _chunk(self, chunk: Chunk, pool: ThreadPoolExecutor) -> None:
+    def process(self, chunk: Chunk, pool: ThreadPoolExecutor) -> None:
+        """One chunk through dedupe, embedding and staging, then its commit (in turn, or in the background): the
+        step the Ray engine's workers run too."""
         t = time.perf_counter()
         plan, table = self.plan, chunk.table
         ids = (self._user_ids(chunk) if plan.id_column else row_ids(table))  # from the rows as given
