@@ -24,6 +24,9 @@ from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manife
 from .storage import check_name, embedding_matrix, read_shards
 
 
+TUNE_SAMPLE = 500_000  # vectors an index with its lists on disk is tuned on (in memory)
+
+
 class Store:
     """Open with ``Store.open(path)``; every verb of the CLI is a method here."""
 
@@ -291,10 +294,14 @@ class Store:
             t = read_shards(self.root, [shard], ["id", "embedding"])
             yield t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
-    def _vector_blocks(self, collection: str, space: str) -> Any:
-        """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take)."""
+    def _vector_blocks(self, collection: str, space: str, sample: int | None = None) -> Any:
+        """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take);
+        ``sample``: only shards spread evenly over the space, about that many rows in all."""
         sp = self.manifest["collections"][collection]["spaces"][space]
         shards, dim = list(sp["shards"]), sp["encoder"]["dim"]
+        if sample is not None and sp["rows"] > sample:
+            step = sp["rows"] / sample
+            shards = shards[::max(1, int(step))]
 
         def blocks() -> Iterator[np.ndarray]:
             for shard in shards:
@@ -352,8 +359,19 @@ class Store:
                 changed, rel = True, f"{folder}/index.faiss"
             if changed or not entry.get("recall_at_10"):
                 rel = rel if changed else entry.get("file", f"{folder}/index.faiss")
-                tuned = ix.tune_streaming(index, want, blocks, n, dim, target_recall or ix.TARGET_RECALL) if n \
-                    else {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
+                target = target_recall or ix.TARGET_RECALL
+                if n and (self.root / rel).with_suffix(".ivfdata").exists():
+                    # lists on disk: tuned on an in-memory index of the same kind over shards spread across the
+                    # space (searching the mapped lists 200 times would page all of them in); with fewer vectors
+                    # per list a query's neighbours are farther, so the nprobe found suffices for the whole space
+                    part = self._vector_blocks(collection, space, sample=TUNE_SAMPLE)
+                    m = sum(len(b) for b in part())
+                    tuned = ix.tune_streaming(ix.build_streaming(part, m, dim, want), want, part, m, dim, target)
+                    tuned["sample"] = m
+                    ix.set_param(index, want, tuned["value"])
+                else:
+                    tuned = ix.tune_streaming(index, want, blocks, n, dim, target) if n \
+                        else {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
                 if not (self.root / rel).with_suffix(".ivfdata").exists():
                     ix.save_index(index, self.root / rel)
                 old = entry.get("file")
@@ -362,7 +380,7 @@ class Store:
                 sp["index"] = {"file": rel, "factory": want, "metric": "cosine", "ntotal": index.ntotal,
                                "param": tuned["param"], "value": tuned["value"],
                                "recall_at_10": tuned["recall_at_10"], "recall_queries": tuned["n_queries"],
-                               "built": now()}
+                               "built": now(), **({"recall_sample": tuned["sample"]} if "sample" in tuned else {})}
             entry = sp["index"]
         elif index is None:
             index = ix.build_streaming(self._vector_blocks(collection, space), n, dim, "Flat") if n else \

@@ -176,6 +176,7 @@ def test_a_space_too_large_for_the_index_memory_is_indexed_on_disk_and_searched_
     entry = store.space("c")["index"]
     assert "/b" in entry["file"] and (store.root / entry["file"]).with_suffix(".ivfdata").exists()
     assert entry["ntotal"] == 3000 and entry["recall_at_10"] is not None  # (ties among the hash twins: < 1)
+    assert entry["recall_sample"] == 3000  # tuned in memory (the whole space here: it is under TUNE_SAMPLE)
     reader = Store.open(store.root, settings=settings)
     ids, X = reader.embeddings("c")
     assert all(reader.search("c", vector=X[r], k=1)[0]["score"] == pytest.approx(1.0) for r in range(0, 3000, 300))
@@ -236,3 +237,15 @@ def test_position_keys_follow_the_index_and_a_lagging_file_falls_back_to_the_ids
     assert ids.keys is None and ids.keys_at([0]) is None  # the file holds more rows than the entry says: unused
     X = lagging.embeddings("c")[1]
     assert lagging.search("c", vector=X[999], k=1)[0]["score"] == pytest.approx(1.0)
+
+
+def test_an_on_disk_index_is_tuned_on_shards_spread_across_the_space(tmp_path, monkeypatch):
+    import embstore.store as store_module
+
+    monkeypatch.setattr(store_module, "TUNE_SAMPLE", 1000)
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300, index_memory=1 << 20))
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(3000)), "c", encoder=HASH, index="IVF16,Flat")
+    entry = store.space("c")["index"]
+    assert 0 < entry["recall_sample"] < 3000 and entry["param"] == "nprobe" and entry["value"] >= 16
+    X = store.embeddings("c")[1]
+    assert Store.open(store.root).search("c", vector=X[2999], k=1)[0]["score"] == pytest.approx(1.0)

@@ -181,6 +181,8 @@ class IngestRun:
                     self._estimate(chunk)
                     self.process(chunk, pool)
                     self.done += chunk.table.num_rows
+                    del chunk
+                    pa.default_memory_pool().release_unused()  # the pool keeps freed chunks unless asked
                     # the next chunk: what this run does in COMMIT_SECONDS at the rate just measured, up to
                     # commit_rows: a first commit soon, and a slow model (images on a CPU) never holds minutes of
                     # work uncommitted, while a fast one writes few, large shards
