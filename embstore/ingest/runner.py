@@ -180,13 +180,14 @@ class IngestRun:
                     self.report.read += chunk.table.num_rows
                     self._estimate(chunk)
                     self.process(chunk, pool)
-                    self.done += chunk.table.num_rows
+                    rows = chunk.table.num_rows
+                    self.done += rows
                     del chunk
                     pa.default_memory_pool().release_unused()  # the pool keeps freed chunks unless asked
                     # the next chunk: what this run does in COMMIT_SECONDS at the rate just measured, up to
                     # commit_rows: a first commit soon, and a slow model (images on a CPU) never holds minutes of
                     # work uncommitted, while a fast one writes few, large shards
-                    rate = chunk.table.num_rows / max(time.perf_counter() - t, 1e-9)
+                    rate = rows / max(time.perf_counter() - t, 1e-9)
                     size[0] = int(min(step, max(FIRST_CHUNK, rate * COMMIT_SECONDS)))
             except BaseException:
                 self._settle(raise_error=False)  # never leave a write running; the first error is the one raised
