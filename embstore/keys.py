@@ -23,6 +23,7 @@ is called a duplicate.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -82,10 +83,11 @@ def _sorted(table: np.ndarray) -> np.ndarray:
 class KeyTable:
     """A sorted table (a saved base, maybe memory-mapped) plus sorted runs added since; looked up by its first field."""
 
-    def __init__(self, fields: tuple[str, ...], base: np.ndarray | None = None):
+    def __init__(self, fields: tuple[str, ...], base: np.ndarray | None = None, spill: Path | None = None):
         self.fields = fields
         self.base = base if base is not None else np.zeros((len(fields), 0), np.uint64)
         self.runs: list[np.ndarray] = []
+        self.spill = spill  # a folder for runs of SPILL_ROWS or more, memory-mapped: memory stays flat in n
 
     def __len__(self) -> int:
         return self.base.shape[1] + sum(r.shape[1] for r in self.runs)
@@ -103,7 +105,22 @@ class KeyTable:
         while len(self.runs) > 1 and (self.runs[-2].shape[1] <= 2 * self.runs[-1].shape[1]
                                       or len(self.runs) > MAX_RUNS):
             last = self.runs.pop()
-            self.runs[-1] = _merge([self.runs[-1], last])
+            if self.spill is not None and self.runs[-1].shape[1] + last.shape[1] >= SPILL_ROWS:
+                self.runs[-1] = self._spilled([self.runs[-1], last])
+            else:
+                self.runs[-1] = _merge([self.runs[-1], last])
+
+    def _spilled(self, tables: list[np.ndarray]) -> np.ndarray:
+        """Runs merged into a file of the spill folder, block by block, and mapped: a lookup touches a few pages
+        of it, and the merge reads its inputs with plain reads (no mapped pages held); spilled inputs are deleted."""
+        assert self.spill is not None
+        self.spill.mkdir(parents=True, exist_ok=True)
+        path = self.spill / f"run-{os.getpid()}-{next(_SPILLS)}.npy"
+        _write_merged(path, tables, len(self.fields))
+        for t in tables:
+            if isinstance(t, np.memmap):
+                Path(t.filename).unlink(missing_ok=True)  # (still mapped until dropped: Linux keeps it till then)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, the records found: a (fields, len(keys)) array, zeros where not found). Where a key is in the
@@ -133,23 +150,29 @@ class KeyTable:
 
     def save(self, path: Path) -> int:
         """Write base and runs, merged, to ``path`` atomically, a block at a time, one field after the other with
-        plain writes (so memory holds the runs and one block, never a second copy of the table, and no mapped
-        pages); returns the rows written."""
+        plain writes (so memory holds one block, never a second copy of the table, and no mapped pages); returns
+        the rows written."""
         tables = [t for t in [self.base, *self.runs] if t.shape[1]]
-        n = sum(t.shape[1] for t in tables)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False,
-                                                     "shape": (len(self.fields), n)})
-            for field in range(len(self.fields)):
-                for block in _merged_blocks(tables):
-                    f.write(np.ascontiguousarray(block[field]).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
+        n = _write_merged(tmp, tables, len(self.fields))
         os.replace(tmp, path)
         fsync_dir(path.parent)
         return n
+
+
+def _write_merged(path: Path, tables: list[np.ndarray], fields: int) -> int:
+    """The k-way merge of sorted tables written to ``path`` as a (fields, n) .npy, field by field, synced."""
+    tables = [t for t in tables if t.shape[1]]
+    n = sum(t.shape[1] for t in tables)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False, "shape": (fields, n)})
+        for field in range(fields):
+            for block in _merged_blocks(tables, field):
+                f.write(np.ascontiguousarray(block).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return n
 
 
 def _merge(tables: list[np.ndarray]) -> np.ndarray:
@@ -160,24 +183,39 @@ def _merge(tables: list[np.ndarray]) -> np.ndarray:
 
 
 MERGE_BLOCK = 1 << 20  # records per step of a k-way merge to disk
+SPILL_ROWS = 1 << 20  # a run this large goes to a file of the spill folder (when the table has one)
+_SPILLS = itertools.count()
 
 
-def _merged_blocks(tables: list[np.ndarray]) -> Iterator[np.ndarray]:
-    """The k-way merge of sorted tables, a block at a time: each step takes, from every table, the records up to
-    the smallest of their next ``MERGE_BLOCK``-th keys, and sorts just those."""
+def _window(table: np.ndarray, field: int, start: int, count: int) -> np.ndarray:
+    """``table[field, start:start + count]``; from a mapped file with a plain read (the pages are not kept)."""
+    if isinstance(table, np.memmap) and table.filename:
+        offset = table.offset + (field * table.shape[1] + start) * 8
+        return np.fromfile(table.filename, dtype=np.uint64, count=count, offset=offset)
+    return np.asarray(table[field, start:start + count])
+
+
+def _merged_blocks(tables: list[np.ndarray], field: int | None = None) -> Iterator[np.ndarray]:
+    """The k-way merge of sorted tables, a block at a time (the whole records, or one ``field`` of them): each step
+    reads the next ``MERGE_BLOCK`` keys of every table, takes from each the records up to the smallest of those
+    windows' last keys (all of them, in every table, lie in its window), and sorts just those."""
     pos = [0] * len(tables)
+    width = tables[0].shape[0] if tables else 0
     while True:
         live = [k for k, t in enumerate(tables) if pos[k] < t.shape[1]]
         if not live:
             return
-        pivot = min(tables[k][0, min(pos[k] + MERGE_BLOCK, tables[k].shape[1]) - 1] for k in live)
+        heads = {k: _window(tables[k], 0, pos[k], min(MERGE_BLOCK, tables[k].shape[1] - pos[k])) for k in live}
+        pivot = min(h[-1] for h in heads.values())
         parts = []
         for k in live:
-            end = int(np.searchsorted(tables[k][0], pivot, side="right"))
-            if end > pos[k]:
-                parts.append(np.asarray(tables[k][:, pos[k]:end]))
-                pos[k] = end
-        yield _merge(parts) if len(parts) > 1 else parts[0]
+            end = int(np.searchsorted(heads[k], pivot, side="right"))
+            if end:
+                rows = [heads[k][:end]] + [_window(tables[k], f, pos[k], end) for f in range(1, width)]
+                parts.append(np.stack(rows))
+                pos[k] += end
+        block = _merge(parts) if len(parts) > 1 else parts[0]
+        yield block if field is None else block[field]
 
 
 def load_table(path: Path, fields: tuple[str, ...]) -> np.ndarray | None:
@@ -206,7 +244,7 @@ def shard_records(root: Path, shard: dict[str, Any], fields: tuple[str, ...]) ->
 
 
 def open_table(root: Path, entry: dict[str, Any] | None, shards: list[dict[str, Any]],
-               fields: tuple[str, ...]) -> KeyTable:
+               fields: tuple[str, ...], spill: Path | None = None) -> KeyTable:
     """The key table of these shards: the saved file (``entry``: ``{"file", "shards"}`` from the manifest) when it
     covers a prefix of them, plus the shards after it read from Parquet; else rebuilt from all of them."""
     base, covered = None, 0
@@ -215,7 +253,7 @@ def open_table(root: Path, entry: dict[str, Any] | None, shards: list[dict[str, 
         if base is not None and base.shape[1] != entry.get("rows"):
             base = None  # a file of another snapshot (saved by a later ingest): rebuilt from this one's shards
         covered = entry["shards"] if base is not None else 0
-    table = KeyTable(fields, base)
+    table = KeyTable(fields, base, spill)
     for shard in shards[covered:]:
         table.add(*shard_records(root, shard, fields))
     return table

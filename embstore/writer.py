@@ -11,7 +11,10 @@ ingest.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -52,11 +55,13 @@ class SpaceWriter:
         coll = store.manifest["collections"][collection]
         sp = coll["spaces"][space]
         self.dim = sp["encoder"]["dim"]
-        self.items = kt.open_table(root, coll.get("keys"), coll["item_shards"], kt.ITEM_FIELDS)
+        # large runs of the key tables go to files here (mapped), so memory does not grow with the corpus
+        self.spill = root / ".tmp" / f"keys-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.items = kt.open_table(root, coll.get("keys"), coll["item_shards"], kt.ITEM_FIELDS, self.spill)
         entry = sp.get("keys") or {}
-        self.by_id = kt.open_table(root, entry.get("by_id"), sp["shards"], kt.BY_ID_FIELDS)
-        self.by_hash = kt.open_table(root, entry.get("by_hash"), sp["shards"], kt.BY_HASH_FIELDS)
-        self.added = kt.KeyTable(kt.ITEM_FIELDS)  # the items this ingest added
+        self.by_id = kt.open_table(root, entry.get("by_id"), sp["shards"], kt.BY_ID_FIELDS, self.spill)
+        self.by_hash = kt.open_table(root, entry.get("by_hash"), sp["shards"], kt.BY_HASH_FIELDS, self.spill)
+        self.added = kt.KeyTable(kt.ITEM_FIELDS, spill=self.spill)  # the items this ingest added
         self.positions: list[np.ndarray] = []  # the id keys of the space rows this ingest adds, in index order
         self.first_shard = len(sp["shards"])  # where this ingest's space shards start
         self.inflight: dict[str, np.ndarray] = {}  # vectors of staged chunks not yet committed, by content hash
@@ -236,6 +241,11 @@ class SpaceWriter:
                       "by_position": kt.save_positions(self.store.root, f"{base}/spaces/{self.space}/keys-pos.npy",
                                                        (sp.get("keys") or {}).get("by_position"), sp["shards"],
                                                        self.first_shard, self.positions)}
+
+    def close(self) -> None:
+        """Drop the spilled runs (after ``finish``, or when the ingest failed: the saved tables do not need them)."""
+        self.items = self.by_id = self.by_hash = self.added = None  # type: ignore[assignment]
+        shutil.rmtree(self.spill, ignore_errors=True)
 
     def _save(self, rel: str, table: kt.KeyTable, shards: int) -> dict[str, Any]:
         rows = table.save(self.store.root / rel)

@@ -249,3 +249,26 @@ def test_an_on_disk_index_is_tuned_on_shards_spread_across_the_space(tmp_path, m
     assert 0 < entry["recall_sample"] < 3000 and entry["param"] == "nprobe" and entry["value"] >= 16
     X = store.embeddings("c")[1]
     assert Store.open(store.root).search("c", vector=X[2999], k=1)[0]["score"] == pytest.approx(1.0)
+
+
+def test_large_runs_spill_to_mapped_files_and_dedupe_still_sees_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(kt, "SPILL_ROWS", 120)
+    monkeypatch.setattr(kt, "MERGE_BLOCK", 50)
+    table = kt.KeyTable(kt.BY_ID_FIELDS, spill=tmp_path / "spill")
+    keys = kt.id_keys([f"k{i}" for i in range(1000)])
+    for start in range(0, 1000, 40):
+        table.add(keys[start:start + 40], np.arange(start, start + 40, dtype=np.uint64))
+    assert any(isinstance(r, np.memmap) for r in table.runs)
+    assert len(list((tmp_path / "spill").iterdir())) == sum(isinstance(r, np.memmap) for r in table.runs)
+    found, rec = table.find(keys[::7])
+    assert found.all() and rec[1].tolist() == list(range(0, 1000, 7))
+    table.save(tmp_path / "t.npy")
+    assert np.array_equal(kt.load_table(tmp_path / "t.npy", kt.BY_ID_FIELDS), table.merged())
+
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=50))
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(600)), "c", encoder=HASH)
+    rows = _rows(800)
+    rows[123]["text"] = "changed"
+    rep = store.ingest(write_csv(tmp_path / "b.csv", rows), "c")
+    assert (rep.added, rep.duplicates, rep.quarantined) == (200, 599, 1)
+    assert not any((store.root / ".tmp").iterdir())  # the spilled runs went with the ingest

@@ -26,7 +26,7 @@ def ingest(store: Any, source: Any, collection: str, *, text_column: str | None 
            space: str | None = None, index: str | None = None, embedding_column: str | None = None,
            engine: str = "local", address: str | None = None, progress: Any = None) -> Any:
     from .sources import open_source
-    from .runner import IngestRun, plan_for
+    from .runner import plan_for
 
     check_name("collection", collection)
     if engine not in ENGINES:
@@ -60,26 +60,40 @@ def ingest(store: Any, source: Any, collection: str, *, text_column: str | None 
             stored = stored_schema(store.root, existing["item_shards"])
         store.ensure_space(collection, space, enc, plan.modality, plan.content_column, plan.id_column)
         writer = SpaceWriter(store, collection, space)
-        types = Types(stored, collection)
         try:
-            if engine == "ray":
-                from .ray_engine import run_ray
+            report = _run(store, writer, enc, plan, src, stored, existing, collection, space, source, engine,
+                          address, progress, index)
+        finally:
+            writer.close()
+    return report
 
-                report = run_ray(store, writer, enc, plan, src, types, address=address, progress=progress,
-                                 factory=index, spec=source)
-            else:
-                report = IngestRun(store, writer, enc, plan, src, store.settings, types.conform, progress,
-                                   factory=index).run()
-        except BaseException:
-            store.drop_growing(collection, space)
-            coll = store.manifest["collections"].get(collection)
-            if existing is None and coll is not None and not coll["item_shards"]:
-                del store.manifest["collections"][collection]  # refused while streaming, before any commit:
-                store.commit()  # no empty collection is left behind
-            raise
-        if existing and existing["item_shards"] and stored is not None and report.added:
-            report.new_columns = [c for c in types.seen if c not in stored.names and c != plan.id_column]
-        finish(store, writer, report, created=existing is None, factory=index)
+
+def _run(store: Any, writer: SpaceWriter, enc: Any, plan: Any, src: Any, stored: Any, existing: Any,
+         collection: str, space: str, source: Any, engine: str, address: str | None, progress: Any,
+         index: str | None) -> Any:
+    """Run the ingest with its engine and finish it (writer lock held)."""
+    from .runner import IngestRun
+
+    types = Types(stored, collection)
+    try:
+        if engine == "ray":
+            from .ray_engine import run_ray
+
+            report = run_ray(store, writer, enc, plan, src, types, address=address, progress=progress,
+                             factory=index, spec=source)
+        else:
+            report = IngestRun(store, writer, enc, plan, src, store.settings, types.conform, progress,
+                               factory=index).run()
+    except BaseException:
+        store.drop_growing(collection, space)
+        coll = store.manifest["collections"].get(collection)
+        if existing is None and coll is not None and not coll["item_shards"]:
+            del store.manifest["collections"][collection]  # refused while streaming, before any commit:
+            store.commit()  # no empty collection is left behind
+        raise
+    if existing and existing["item_shards"] and stored is not None and report.added:
+        report.new_columns = [c for c in types.seen if c not in stored.names and c != plan.id_column]
+    finish(store, writer, report, created=existing is None, factory=index)
     return report
 
 
