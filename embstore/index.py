@@ -336,6 +336,14 @@ def search(index: Any, queries: np.ndarray, k: int, limit: int | None = None, se
 
 
 
+def nlist_of(factory: str) -> int:
+    """The number of IVF lists a factory string asks for (1 when it is no IVF)."""
+    import re
+
+    m = re.search(r"IVF(\d+)", factory)
+    return int(m.group(1)) if m else 1
+
+
 def check_factory(factory: str, dim: int) -> None:
     """Refuse a FAISS factory string that cannot build at ``dim``, in one line, before anything is written."""
     import faiss

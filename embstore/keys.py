@@ -124,7 +124,8 @@ class KeyTable:
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, the records found: a (fields, len(keys)) array, zeros where not found). Where a key is in the
-        table more than once, the latest run's record wins (the base's when only there)."""
+        table more than once (a content hash in ``by_hash``), any one of its records is returned: callers that
+        need one record a key (ids) never add a key twice."""
         keys = np.asarray(keys, np.uint64)
         found = np.zeros(len(keys), bool)
         out = np.zeros((len(self.fields), len(keys)), np.uint64)

@@ -70,6 +70,8 @@ def view_statements(store: Any) -> list[str]:
                 out.append(f'CREATE OR REPLACE TEMP VIEW "{space_view(name, space)}" AS SELECT id, content_hash, '
                            f'embedding::FLOAT[{dim}] AS embedding FROM read_parquet({_files(store, sp["shards"])})')
         for head, p in sorted(c["predictions"].items()):
+            if not p["shards"]:  # a head predicted over an empty space: nothing to read
+                continue
             preds.append(f"SELECT {_quote(name)} AS collection, id, head, version, label, confidence, labels "
                          f"FROM read_parquet({_files(store, p['shards'])})")
     body = " UNION ALL ".join(preds) if preds else f"SELECT {PREDICTION_COLUMNS} WHERE false"

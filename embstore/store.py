@@ -61,7 +61,9 @@ class Store:
         return cls(root, read_manifest(root), settings)
 
     def refresh(self) -> "Store":
+        """Take a new snapshot; what was derived from the old one (indexes, key tables) is dropped."""
         self.manifest = read_manifest(self.root)
+        self._index_cache.clear()
         return self
 
     @contextmanager
@@ -244,14 +246,17 @@ class Store:
         coll = self.collection(collection)
         key = ("keys", collection, space or "")
         shards = coll["item_shards"] if space is None else coll["spaces"][space]["shards"]
+        entry = coll.get("keys") if space is None else (coll["spaces"][space].get("keys") or {}).get("by_id")
+        version = (len(shards), shards[-1]["file"] if shards else None, (entry or {}).get("file"),
+                   (entry or {}).get("rows"))  # a collection deleted and made again has other shards
         cached = self._index_cache.get(key)
-        if not cached or cached[0] != len(shards):
+        if not cached or cached[0] != version:
             if space is None:
                 table = kt.open_table(self.root, coll.get("keys"), shards, kt.ITEM_FIELDS)
             else:
                 table = kt.open_table(self.root, (coll["spaces"][space].get("keys") or {}).get("by_id"), shards,
                                       kt.BY_ID_FIELDS)
-            cached = (len(shards), table, None)
+            cached = (version, table, None)
             self._index_cache[key] = cached
         return cached[1]
 
@@ -298,15 +303,29 @@ class Store:
         """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take);
         ``sample``: only shards spread evenly over the space, about that many rows in all."""
         sp = self.manifest["collections"][collection]["spaces"][space]
-        shards, dim = list(sp["shards"]), sp["encoder"]["dim"]
-        if sample is not None and sp["rows"] > sample:
-            step = sp["rows"] / sample
-            shards = shards[::max(1, int(step))]
+        shards, dim = self._sample_shards(collection, space, sample), sp["encoder"]["dim"]
 
         def blocks() -> Iterator[np.ndarray]:
             for shard in shards:
                 yield embedding_matrix(read_shards(self.root, [shard], ["embedding"]).column("embedding"), dim)
         return blocks
+
+    def _sample_shards(self, collection: str, space: str, sample: int | None) -> list[dict[str, Any]]:
+        """The space's shards, or (``sample``) shards spread evenly over its rows, about ``sample`` rows in all:
+        a shard is taken when it starts past the next multiple of a stride (uneven shards may give fewer rows:
+        the caller checks)."""
+        sp = self.manifest["collections"][collection]["spaces"][space]
+        shards = list(sp["shards"])
+        if sample is None or sp["rows"] <= sample or not shards:
+            return shards
+        stride = sp["rows"] * (sp["rows"] / len(shards)) / sample
+        at, due, picked = 0, 0.0, []
+        for shard in shards:
+            if at >= due:
+                picked.append(shard)
+                due += stride
+            at += shard["rows"]
+        return picked
 
     def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
                    target_recall: float | None = None) -> tuple[Any, Any]:
@@ -336,6 +355,12 @@ class Store:
             grown = self._growing.pop(key, None)
             if grown is not None and grown[0] == want and grown[1].ntotal <= n:
                 index, entry = grown[1], {"factory": want}  # grown during the ingest: extend it, tune it, save it
+        if save and ondisk and index is None and entry.get("ntotal") == n and entry.get("factory") == want \
+                and path.exists():  # an on-disk index that already holds every row: kept as it is (mapped)
+            index = ix.load_index(path, mmap=True)
+            ix.set_param(index, want, entry.get("value"))
+            self._index_cache[key] = (sp["rows"], index, ids)
+            return index, ids
         if index is None and path.exists() and entry and not (save and ondisk):
             # a reader maps the file; a writer, or a reader whose index lags its snapshot, reads it to add rows
             index = ix.load_index(path, mmap=not save and entry.get("ntotal", 0) >= sp["rows"])
@@ -360,12 +385,12 @@ class Store:
             if changed or not entry.get("recall_at_10"):
                 rel = rel if changed else entry.get("file", f"{folder}/index.faiss")
                 target = target_recall or ix.TARGET_RECALL
-                if n and (self.root / rel).with_suffix(".ivfdata").exists():
+                part = self._vector_blocks(collection, space, sample=TUNE_SAMPLE)
+                m = sum(s["rows"] for s in self._sample_shards(collection, space, TUNE_SAMPLE))
+                if n and (self.root / rel).with_suffix(".ivfdata").exists() and m >= 40 * ix.nlist_of(want):
                     # lists on disk: tuned on an in-memory index of the same kind over shards spread across the
                     # space (searching the mapped lists 200 times would page all of them in); with fewer vectors
                     # per list a query's neighbours are farther, so the nprobe found suffices for the whole space
-                    part = self._vector_blocks(collection, space, sample=TUNE_SAMPLE)
-                    m = sum(len(b) for b in part())
                     tuned = ix.tune_streaming(ix.build_streaming(part, m, dim, want), want, part, m, dim, target)
                     tuned["sample"] = m
                     ix.set_param(index, want, tuned["value"])
@@ -427,7 +452,10 @@ class Store:
                 sp.pop("index_factory", None)
             else:
                 ix.check_factory(factory, sp["encoder"]["dim"])
+            replaced = (sp.get("index") or {}).get("file")
             sp["index"] = None  # forces the rebuild
+            if replaced and Path(replaced).parent.name.startswith("b"):  # an on-disk build: retired, not orphaned
+                self.retire([replaced, str(Path(replaced).with_suffix(".ivfdata"))])
             self._index_cache.pop((collection, space), None)
             self.sync_index(collection, space, save=True, factory=factory, target_recall=target_recall)
             self.commit()
@@ -575,7 +603,7 @@ class Store:
             self.commit()
             # its quarantine records (bad rows and why) describe inputs of a collection that is gone
             shutil.rmtree(self.root / "quarantine" / collection, ignore_errors=True)
-        self._index_cache = {k: v for k, v in self._index_cache.items() if k[0] != collection}
+        self._index_cache = {k: v for k, v in self._index_cache.items() if collection not in k}
         return gone
 
     def delete_head(self, name: str, version: int | None = None) -> dict[str, Any]:

@@ -224,23 +224,29 @@ class SpaceWriter:
         return f"collections/{self.collection}/{folder}/part-{part:06d}.parquet", part
 
     def finish(self) -> None:
-        """Save the key tables (merged with what this ingest added) and put their entries in the manifest; the
-        caller's next commit lists them."""
+        """Save the key tables (merged with what this ingest added) under new names, put their entries in the
+        manifest and retire the files they replace; the caller commits. A reader on an older snapshot keeps the
+        files its manifest names (retired files stay for the retention time), and a crash before the commit
+        leaves the older entries and files as they were."""
         store = self.store
         coll = store.manifest["collections"].get(self.collection)
         if coll is None:
             return
         base = f"collections/{self.collection}"
+        sp = coll["spaces"][self.space]
+        old = [coll.get("keys")] + [(sp.get("keys") or {}).get(k) for k in ("by_id", "by_hash", "by_position")]
+        part = store.new_part()
         items = kt.KeyTable(kt.ITEM_FIELDS, self.items.base)
         items.runs = [*self.items.runs, *self.added.runs]  # (each sorted: merged as they are written)
-        coll["keys"] = self._save(f"{base}/keys.npy", items, len(coll["item_shards"]))
-        sp = coll["spaces"][self.space]
-        sp["keys"] = {"by_id": self._save(f"{base}/spaces/{self.space}/keys-id.npy", self.by_id, len(sp["shards"])),
-                      "by_hash": self._save(f"{base}/spaces/{self.space}/keys-hash.npy", self.by_hash,
-                                            len(sp["shards"])),
-                      "by_position": kt.save_positions(self.store.root, f"{base}/spaces/{self.space}/keys-pos.npy",
+        coll["keys"] = self._save(f"{base}/keys-{part:06d}.npy", items, len(coll["item_shards"]))
+        folder = f"{base}/spaces/{self.space}"
+        shards = len(sp["shards"])
+        sp["keys"] = {"by_id": self._save(f"{folder}/keys-id-{part:06d}.npy", self.by_id, shards),
+                      "by_hash": self._save(f"{folder}/keys-hash-{part:06d}.npy", self.by_hash, shards),
+                      "by_position": kt.save_positions(self.store.root, f"{folder}/keys-pos-{part:06d}.npy",
                                                        (sp.get("keys") or {}).get("by_position"), sp["shards"],
                                                        self.first_shard, self.positions)}
+        store.retire([e["file"] for e in old if e and (store.root / e["file"]).exists()])
 
     def close(self) -> None:
         """Drop the spilled runs (after ``finish``, or when the ingest failed: the saved tables do not need them)."""

@@ -74,7 +74,7 @@ def test_a_lagging_or_missing_key_table_is_completed_from_the_shards(tmp_path):
         coll["keys"] = {"file": coll["keys"]["file"], "shards": 0, "rows": 0}
         del coll["spaces"]["hash64"]["keys"]
         store.commit()
-    (store.root / "collections/c/keys.npy").unlink()
+    (store.root / coll["keys"]["file"]).unlink()
     rep = store.ingest(write_csv(tmp_path / "b.csv", _rows(700)), "c", encoder=HASH)
     assert (rep.added, rep.duplicates) == (100, 600)
     assert store.sql("SELECT count(*), count(DISTINCT id) FROM c").fetchall() == [(700, 700)]
@@ -272,3 +272,24 @@ def test_large_runs_spill_to_mapped_files_and_dedupe_still_sees_them(tmp_path, m
     rep = store.ingest(write_csv(tmp_path / "b.csv", rows), "c")
     assert (rep.added, rep.duplicates, rep.quarantined) == (200, 599, 1)
     assert not any((store.root / ".tmp").iterdir())  # the spilled runs went with the ingest
+
+
+def test_a_collection_deleted_and_made_again_is_searched_through_its_new_key_tables(tmp_path):
+    store = Store.open(tmp_path / "s")
+    src = write_csv(tmp_path / "a.csv", _rows(50))
+    store.ingest(src, "c", encoder=HASH)
+    X = store.embeddings("c")[1]
+    assert store.search("c", vector=X[7], k=3)  # the key tables are now cached in this process
+    store.delete_collection("c")
+    store.ingest(src, "c", encoder=HASH)
+    assert len(store.search("c", vector=X[7], k=3)) == 3 and len(store.search("c", item_id="d7", k=3)) == 3
+
+
+def test_an_ingest_with_nothing_new_keeps_an_on_disk_index(tmp_path):
+    settings = Settings.resolve(device="cpu", commit_rows=500, index_memory=1 << 20)
+    store = Store.open(tmp_path / "s", settings=settings)
+    src = write_csv(tmp_path / "a.csv", _rows(3000))
+    store.ingest(src, "c", encoder=HASH, index="IVF16,Flat")
+    built = store.space("c")["index"]
+    assert store.ingest(src, "c").duplicates == 3000
+    assert store.space("c")["index"] == built  # not rebuilt, not re-tuned

@@ -98,7 +98,12 @@ def test_manifest_validates(real_store):
     assert len(manifest["heads"]["topic"]["versions"]) == 2
     assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head", "tags_head", "stock_head"}
     assert manifest["collections"]["tagged"]["predictions"]["tags_head"]["rows"] == 36
-    assert [r["file"].split("/")[:4] for r in manifest["retired"]] == [["collections", "docs", "predictions", "topic"]]
+    retired = [r["file"] for r in manifest["retired"]]  # a replaced prediction shard, and key tables replaced by
+    assert [f.split("/")[:4] for f in retired if "/predictions/" in f] == [["collections", "docs", "predictions",
+                                                                           "topic"]]
+    assert all("/keys-" in f for f in retired if "/predictions/" not in f)  # later ingests (new names each time)
+    keys = [docs["keys"]] + [e for sp in docs["spaces"].values() for e in sp["keys"].values()]
+    assert all(e["file"] not in retired and e["rows"] > 0 for e in keys)
     imgs = manifest["collections"]["imgs"]["spaces"]["hash64"]
     assert imgs["index_factory"] == "HNSW32" and imgs["index"]["param"] == "efSearch"
     assert docs["spaces"]["hash64"]["index"]["factory"] == "Flat" and docs["spaces"]["hash64"]["index"]["param"] is None
@@ -138,7 +143,11 @@ def test_manifest_is_consistent_with_the_files(real_store):
     listed = {s["file"] for c in m["collections"].values() for s in c["item_shards"]
               + [x for sp in c["spaces"].values() for x in sp["shards"]]
               + [x for p in c["predictions"].values() for x in p["shards"]]}
-    assert on_disk == listed | set(retired)  # nothing stray: every shard file is listed or retired
+    assert on_disk == listed | {f for f in retired if f.endswith(".parquet")}  # nothing stray: listed or retired
+    tables = {str(f.relative_to(real_store.root)) for f in real_store.root.glob("collections/**/keys-*.npy")}
+    named = {e["file"] for c in m["collections"].values() for e in [c.get("keys")]
+             + [x for sp in c["spaces"].values() for x in (sp.get("keys") or {}).values()] if e}
+    assert tables == named | {f for f in retired if "/keys-" in f}  # key tables: named by the manifest or retired
 
 
 def test_head_json_validates(real_store):

@@ -157,6 +157,7 @@ def finish(store: Any, writer: SpaceWriter, report: Any, *, created: bool, facto
         store.commit()
         return
     writer.finish()
+    store.commit()  # the key tables are listed now: readers use them while the index is built
     try:
         store.sync_index(collection, space, save=True, factory=factory)
     except InputError as e:  # a forced factory that cannot be built at this size: the rows are in all the same

@@ -95,49 +95,52 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
             metadata = conform(metadata, stored_schema(store.root, coll["item_shards"]), source, collection)
         store.ensure_space(collection, space, enc, "vector", None, "id")
         writer = SpaceWriter(store, collection, space)
-        known = {i: f"{k.hash:016x}" for i, k in writer.known_items(sorted(set(ids))).items()}  # 64 bits of the hash
-        finite = np.isfinite(vectors).all(1)
-        digests = [hashlib.sha256(v.tobytes()).hexdigest() for v in vectors]
-        short = [d[:16] for d in digests]
-        short_set = set(short)
-        cols = [] if metadata is None else metadata.column_names
-        meta_rows = list(zip(*[metadata.column(c).to_pylist() for c in cols])) if cols else [()] * n
-        stored = writer.item_values(sorted(i for i in set(ids) if known.get(i) in short_set), cols)
-        keep, seen = [], {}
-        for i, item_id in enumerate(ids):
-            # the same id again: a duplicate when its vector and its metadata are the same, else quarantined
-            before = (known[item_id], stored.get(item_id, [None] * len(cols))) if item_id in known else seen.get(item_id)
-            if not finite[i]:
-                quarantine.add(i + 1, "vector has NaN or infinite values", {"id": item_id})
-            elif before is None:
-                seen[item_id] = (short[i], list(meta_rows[i]))
-                keep.append(i)
-            elif before[0] != short[i]:
-                quarantine.add(i + 1, f"id already in collection with a different vector: {item_id}; give it a new id"
-                               " (without ids, vectors from a file are named by their content, an array's by row "
-                               "number)", {"id": item_id})
-            elif changed := changed_columns(cols, before[1], meta_rows[i]):
-                quarantine.add(i + 1, other_values(changed, item_id), {"id": item_id})
-            else:
-                report.duplicates += 1
-        step = store.settings.commit_rows
-        for start in range(0, len(keep), step):
-            rows = keep[start:start + step]
-            hashes = [digests[i] for i in rows]
-            items = pa.table({"id": pa.array([ids[i] for i in rows], pa.string())})
-            if metadata is not None:
-                meta = metadata.take(pa.array(rows, pa.int64()))
-                for col in meta.column_names:
-                    items = items.append_column(col, meta.column(col))
-            items = items.append_column("content_hash", pa.array(hashes, pa.string()))
-            space_rows = pa.table({"id": items.column("id"), "content_hash": items.column("content_hash")})
-            writer.write(items, space_rows, vectors[rows])
-            report.added += len(rows)
-        report.embedded = 0
-        report.quarantined = quarantine.count
-        report.reasons = dict(quarantine.reasons)
-        report.quarantine_file = quarantine.rel if quarantine.count else None
-        finish(store, writer, report, created=created, factory=factory)
+        try:
+            known = {i: f"{k.hash:016x}" for i, k in writer.known_items(sorted(set(ids))).items()}  # 64 bits of the hash
+            finite = np.isfinite(vectors).all(1)
+            digests = [hashlib.sha256(v.tobytes()).hexdigest() for v in vectors]
+            short = [d[:16] for d in digests]
+            short_set = set(short)
+            cols = [] if metadata is None else metadata.column_names
+            meta_rows = list(zip(*[metadata.column(c).to_pylist() for c in cols])) if cols else [()] * n
+            stored = writer.item_values(sorted(i for i in set(ids) if known.get(i) in short_set), cols)
+            keep, seen = [], {}
+            for i, item_id in enumerate(ids):
+                # the same id again: a duplicate when its vector and its metadata are the same, else quarantined
+                before = (known[item_id], stored.get(item_id, [None] * len(cols))) if item_id in known else seen.get(item_id)
+                if not finite[i]:
+                    quarantine.add(i + 1, "vector has NaN or infinite values", {"id": item_id})
+                elif before is None:
+                    seen[item_id] = (short[i], list(meta_rows[i]))
+                    keep.append(i)
+                elif before[0] != short[i]:
+                    quarantine.add(i + 1, f"id already in collection with a different vector: {item_id}; give it a new id"
+                                   " (without ids, vectors from a file are named by their content, an array's by row "
+                                   "number)", {"id": item_id})
+                elif changed := changed_columns(cols, before[1], meta_rows[i]):
+                    quarantine.add(i + 1, other_values(changed, item_id), {"id": item_id})
+                else:
+                    report.duplicates += 1
+            step = store.settings.commit_rows
+            for start in range(0, len(keep), step):
+                rows = keep[start:start + step]
+                hashes = [digests[i] for i in rows]
+                items = pa.table({"id": pa.array([ids[i] for i in rows], pa.string())})
+                if metadata is not None:
+                    meta = metadata.take(pa.array(rows, pa.int64()))
+                    for col in meta.column_names:
+                        items = items.append_column(col, meta.column(col))
+                items = items.append_column("content_hash", pa.array(hashes, pa.string()))
+                space_rows = pa.table({"id": items.column("id"), "content_hash": items.column("content_hash")})
+                writer.write(items, space_rows, vectors[rows])
+                report.added += len(rows)
+            report.embedded = 0
+            report.quarantined = quarantine.count
+            report.reasons = dict(quarantine.reasons)
+            report.quarantine_file = quarantine.rel if quarantine.count else None
+            finish(store, writer, report, created=created, factory=factory)
+        finally:
+            writer.close()  # its spilled runs, if any
     return report
 
 
