@@ -555,24 +555,31 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
     progress = progress or (lambda stage, done, total: None)
     progress("predict", 0, total)
     counts: dict[str, int] = {}  # items per label: the top label, or every label an item gets (multi-label)
+    n_shards = len(store.space(collection, space)["shards"])
+    with store.writing():  # shard numbers reserved under the lock; the work itself is done without it, so an
+        first = store.manifest["next_part"]  # ingest or a fit may go on meanwhile (a crash leaves unlisted
+        store.manifest["next_part"] = first + n_shards  # files, which do not exist for readers)
+        store.commit()
+    shards, done = [], 0
+    for n, (ids, X) in enumerate(store.vector_shards(collection, space)):
+        if n == n_shards:
+            break  # (shards committed since the numbers were reserved: predicted the next time)
+        label, conf, sets = _probabilities(record, est, X)
+        table = pa.table({"id": pa.array(ids, pa.string()),
+                          "head": pa.array([record["name"]] * len(ids), pa.string()),
+                          "version": pa.array([record["version"]] * len(ids), pa.int32()),
+                          "label": pa.array([str(v) for v in label], pa.string()),
+                          "confidence": pa.array(conf, pa.float32()),
+                          "labels": pa.array(sets, pa.list_(pa.string()))})
+        rel = f"collections/{collection}/predictions/{record['name']}/part-{first + n:06d}.parquet"
+        shards.append(write_shard(store.root, rel, table))
+        for v in (sets if record.get("multilabel") else [str(x) for x in label]):
+            for one in (v if isinstance(v, list) else [v]) or ["(none)"]:  # multi-label: none at 0.5 or more
+                counts[one] = counts.get(one, 0) + 1
+        done += len(ids)
+        progress("predict", done, total)
     with store.writing():
         coll = store.collection(collection)
-        shards, done = [], 0
-        for ids, X in store.vector_shards(collection, space):
-            label, conf, sets = _probabilities(record, est, X)
-            table = pa.table({"id": pa.array(ids, pa.string()),
-                              "head": pa.array([record["name"]] * len(ids), pa.string()),
-                              "version": pa.array([record["version"]] * len(ids), pa.int32()),
-                              "label": pa.array([str(v) for v in label], pa.string()),
-                              "confidence": pa.array(conf, pa.float32()),
-                              "labels": pa.array(sets, pa.list_(pa.string()))})
-            rel = f"collections/{collection}/predictions/{record['name']}/part-{store.new_part():06d}.parquet"
-            shards.append(write_shard(store.root, rel, table))
-            for v in (sets if record.get("multilabel") else [str(x) for x in label]):
-                for one in (v if isinstance(v, list) else [v]) or ["(none)"]:  # multi-label: none at 0.5 or more
-                    counts[one] = counts.get(one, 0) + 1
-            done += len(ids)
-            progress("predict", done, total)
         old = coll["predictions"].get(record["name"])
         coll["predictions"][record["name"]] = {"version": record["version"], "shards": shards, "rows": done,
                                                "created": now()}
