@@ -12,7 +12,7 @@ from embstore.errors import InputError
 from .checks import check_images, check_where, load_encoder
 from .main import BadInput, cli, device_option, friendly, json_option, open_store, store_option
 from .output import echo_json, echo_table, record_batches
-from .progress import spinner
+from .progress import Progress
 
 
 # ------------------------------------------------------------------------------------------------------ search
@@ -113,8 +113,8 @@ def index(store_path: str, collection: str, space: str | None, factory: str | No
           as_json: bool) -> None:
     """Rebuild a space's FAISS index and measure its recall@10 against exact search."""
     store = open_store(store_path)
-    with spinner(f"index {collection}"):
-        out = store.reindex(collection, space, factory=factory, target_recall=target_recall)
+    with Progress("index", waiting="reading the space") as progress:  # count, rate, ETA a pass at a time
+        out = store.reindex(collection, space, factory=factory, target_recall=target_recall, progress=progress)
     if as_json:
         echo_json(out)
         return

@@ -299,15 +299,21 @@ class Store:
             t = read_shards(self.root, [shard], ["id", "embedding"])
             yield t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
-    def _vector_blocks(self, collection: str, space: str, sample: int | None = None) -> Any:
+    def _vector_blocks(self, collection: str, space: str, sample: int | None = None, progress: Any = None) -> Any:
         """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take);
-        ``sample``: only shards spread evenly over the space, about that many rows in all."""
+        ``sample``: only shards spread evenly over the space, about that many rows in all; ``progress(stage,
+        done, total)`` after each shard of each pass (a builder makes several: sample, add, tune)."""
         sp = self.manifest["collections"][collection]["spaces"][space]
         shards, dim = self._sample_shards(collection, space, sample), sp["encoder"]["dim"]
+        total = sum(s["rows"] for s in shards)
 
         def blocks() -> Iterator[np.ndarray]:
+            done = 0
             for shard in shards:
                 yield embedding_matrix(read_shards(self.root, [shard], ["embedding"]).column("embedding"), dim)
+                done += shard["rows"]
+                if progress is not None:
+                    progress("index", done, total)
         return blocks
 
     def _sample_shards(self, collection: str, space: str, sample: int | None) -> list[dict[str, Any]]:
@@ -328,7 +334,7 @@ class Store:
         return picked
 
     def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
-                   target_recall: float | None = None) -> tuple[Any, Any]:
+                   target_recall: float | None = None, progress: Any = None) -> tuple[Any, Any]:
         """The space's FAISS index holding exactly the snapshot's rows.
 
         A writer (``save``) rebuilds it when missing, when its type no longer fits the size (or ``factory`` asks for
@@ -367,7 +373,7 @@ class Store:
         if save:
             if factory:
                 sp["index_factory"] = factory  # forced by the user: kept for later ingests
-            blocks = self._vector_blocks(collection, space)
+            blocks = self._vector_blocks(collection, space, progress=progress)
             changed = index is None or entry.get("factory") != want or index.ntotal > n
             if changed:  # built a shard at a time: the space's vectors are never all in memory
                 rel = f"{folder}/index.faiss"
@@ -441,8 +447,9 @@ class Store:
             index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
 
     def reindex(self, collection: str, space: str | None = None, *, factory: str | None = None,
-                target_recall: float | None = None) -> dict[str, Any]:
-        """Rebuild a space's index: auto-chosen by size and memory, or the FAISS ``factory`` string given."""
+                target_recall: float | None = None, progress: Any = None) -> dict[str, Any]:
+        """Rebuild a space's index: auto-chosen by size and memory, or the FAISS ``factory`` string given;
+        ``progress(stage, done, total)`` after each shard of each pass over the vectors."""
         if target_recall is not None and not 0 < target_recall <= 1:
             raise InputError(f"target recall must be a fraction in (0, 1], got {target_recall}")
         with self.writing():
@@ -457,7 +464,8 @@ class Store:
             if replaced and Path(replaced).parent.name.startswith("b"):  # an on-disk build: retired, not orphaned
                 self.retire([replaced, str(Path(replaced).with_suffix(".ivfdata"))])
             self._index_cache.pop((collection, space), None)
-            self.sync_index(collection, space, save=True, factory=factory, target_recall=target_recall)
+            self.sync_index(collection, space, save=True, factory=factory, target_recall=target_recall,
+                            progress=progress)
             self.commit()
             return {"collection": collection, "space": space, **sp["index"]}
 

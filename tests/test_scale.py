@@ -293,3 +293,13 @@ def test_an_ingest_with_nothing_new_keeps_an_on_disk_index(tmp_path):
     built = store.space("c")["index"]
     assert store.ingest(src, "c").duplicates == 3000
     assert store.space("c")["index"] == built  # not rebuilt, not re-tuned
+
+
+def test_reindex_reports_each_pass_over_the_space(tmp_path):
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300))
+    store.ingest(write_csv(tmp_path / "a.csv", _rows(1200)), "c", encoder=HASH)
+    seen = []
+    out = store.reindex("c", factory="IVF8,Flat", progress=lambda stage, done, total: seen.append((done, total)))
+    assert out["factory"] == "IVF8,Flat" and seen and {t for _, t in seen} == {1200}
+    ends = [d for d, _ in seen if d == 1200]
+    assert len(ends) >= 2  # at least a pass to add the vectors and one to tune against exact search
