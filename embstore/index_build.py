@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .manifest import fsync_dir
+
 Blocks = Callable[[], Iterator[np.ndarray]]
 ONDISK_SHARE = 0.25  # an IVF index goes on disk when its lists would take more than this share of the memory budget
 SHARD_BYTES = 64 << 20  # rows encoded at a time by build_ondisk
@@ -163,7 +165,7 @@ def build_ondisk(blocks: Blocks, n: int, dim: int, factory: str, folder: Path, *
                 filled[j] += m
             shard.reset()
 
-        start, pending = 0, 0
+        start = 0
         pending_lists = np.empty(0, np.int64)
         for block in _checked(blocks, n, dim):
             x = normalize(block)
@@ -191,16 +193,9 @@ def build_ondisk(blocks: Blocks, n: int, dim: int, factory: str, folder: Path, *
     trained.ntotal = n
     os.replace(data, final_data)
     save_index(trained, folder / "index.faiss")  # temp name, fsync, rename
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return folder / "index.faiss"
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_bytes(n: int, dim: int, factory: str) -> int | None:

@@ -45,9 +45,14 @@ def id_keys(ids: Sequence[Any]) -> np.ndarray:
                          dtype="<u8").copy()
 
 
+def hash_key(digest: str) -> int:
+    """The first 64 bits of a hex content hash (sha256 hex, as items store it): what the tables hold of it."""
+    return int(digest[:16], 16)
+
+
 def hash_keys(hashes: Sequence[str]) -> np.ndarray:
-    """The first 64 bits of each hex content hash (sha256 hex, as items store it)."""
-    return np.fromiter((int(h[:16], 16) for h in hashes), dtype=np.uint64, count=len(hashes))
+    """``hash_key`` of each hash, as an array."""
+    return np.fromiter((hash_key(h) for h in hashes), dtype=np.uint64, count=len(hashes))
 
 
 def value_keys(digests: Sequence[str] | None, n: int) -> np.ndarray:
@@ -75,11 +80,6 @@ def part_of(shard: dict[str, Any]) -> int:
     return int(stem.rsplit("-", 1)[-1])
 
 
-def _sorted(table: np.ndarray) -> np.ndarray:
-    order = np.argsort(table[0], kind="stable")
-    return np.ascontiguousarray(table[:, order])
-
-
 class KeyTable:
     """A sorted table (a saved base, maybe memory-mapped) plus sorted runs added since; looked up by its first field."""
 
@@ -92,16 +92,13 @@ class KeyTable:
     def __len__(self) -> int:
         return self.base.shape[1] + sum(r.shape[1] for r in self.runs)
 
-    def field(self, name: str) -> int:
-        return self.fields.index(name)
-
     def add(self, *columns: np.ndarray) -> None:
         """Add records, one array per field (in ``fields`` order), as a sorted run. Runs are merged by size, as a
         log-structured merge does (a run is merged into the one before it while that one is at most twice its
         size), so each record is re-sorted O(log n) times and there are O(log n) runs to search."""
         if not len(columns[0]):
             return
-        self.runs.append(_sorted(np.stack([np.asarray(c, np.uint64) for c in columns])))
+        self.runs.append(_merge([np.stack([np.asarray(c, np.uint64) for c in columns])]))
         while len(self.runs) > 1 and (self.runs[-2].shape[1] <= 2 * self.runs[-1].shape[1]
                                       or len(self.runs) > MAX_RUNS):
             last = self.runs.pop()
@@ -196,12 +193,12 @@ def _window(table: np.ndarray, field: int, start: int, count: int) -> np.ndarray
     return np.asarray(table[field, start:start + count])
 
 
-def _merged_blocks(tables: list[np.ndarray], field: int | None = None) -> Iterator[np.ndarray]:
-    """The k-way merge of sorted tables, a block at a time (the whole records, or one ``field`` of them): each step
-    reads the next ``MERGE_BLOCK`` keys of every table, takes from each the records up to the smallest of those
-    windows' last keys (all of them, in every table, lie in its window), and sorts just those."""
+def _merged_blocks(tables: list[np.ndarray], field: int) -> Iterator[np.ndarray]:
+    """One ``field`` of the k-way merge of sorted tables, a block at a time: each step reads the next
+    ``MERGE_BLOCK`` keys of every table, takes from each the records up to the smallest of those windows' last keys
+    (all of them, in every table, lie in its window), and sorts just those, reading the keys and that field only.
+    The sort is stable, so every field's pass puts the records in the same order."""
     pos = [0] * len(tables)
-    width = tables[0].shape[0] if tables else 0
     while True:
         live = [k for k, t in enumerate(tables) if pos[k] < t.shape[1]]
         if not live:
@@ -212,11 +209,10 @@ def _merged_blocks(tables: list[np.ndarray], field: int | None = None) -> Iterat
         for k in live:
             end = int(np.searchsorted(heads[k], pivot, side="right"))
             if end:
-                rows = [heads[k][:end]] + [_window(tables[k], f, pos[k], end) for f in range(1, width)]
-                parts.append(np.stack(rows))
+                keys = heads[k][:end]
+                parts.append(np.stack([keys, keys if field == 0 else _window(tables[k], field, pos[k], end)]))
                 pos[k] += end
-        block = _merge(parts) if len(parts) > 1 else parts[0]
-        yield block if field is None else block[field]
+        yield (_merge(parts) if len(parts) > 1 else parts[0])[1]
 
 
 def load_table(path: Path, fields: tuple[str, ...]) -> np.ndarray | None:

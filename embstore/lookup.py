@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -82,13 +82,6 @@ class SpaceIds:
             self._all = np.asarray(ids, dtype=object)
         return self._all
 
-    def position(self, part: int, row: int) -> int:
-        """The index position of row ``row`` of the shard numbered ``part``."""
-        for k, shard in enumerate(self.shards):
-            if kt.part_of(shard) == part:
-                return int(self.offsets[k]) + row
-        return -1
-
 
 def positions_of(store: Any, collection: str, space: str, ids: Sequence[str]) -> np.ndarray:
     """The index position of each id in the space (-1 where it has no vector there)."""
@@ -120,21 +113,34 @@ def vectors_at(store: Any, collection: str, space: str, positions: Sequence[int]
     return out
 
 
+def located(root: Path, shards: list[dict[str, Any]], found: np.ndarray, loc: np.ndarray,
+            skip: Any = ()) -> Iterator[tuple[list[int], Path, list[int]]]:
+    """Records a key table found (``found``, their ``loc``), grouped by the shard that holds them: per shard, the
+    records' indices, the shard's path and their rows in it. Shards not in ``shards`` (another snapshot's) and
+    part numbers in ``skip`` are left out."""
+    parts, rows = kt.split_loc(loc)
+    files = {kt.part_of(s): s["file"] for s in shards}
+    wanted: dict[int, list[int]] = {}
+    for n in np.flatnonzero(found):
+        part = int(parts[n])
+        if part in files and part not in skip:
+            wanted.setdefault(part, []).append(int(n))
+    for part, ns in wanted.items():
+        yield ns, root / files[part], [int(rows[n]) for n in ns]
+
+
+def shard_columns(path: Path) -> list[str]:
+    """The columns of a shard (its footer, read once)."""
+    return _parquet_file(path).schema_arrow.names
+
+
 def item_rows_by_key(store: Any, collection: str, keys: np.ndarray) -> list[dict[str, Any] | None]:
     """The items' rows (all columns but the content hash, the id included) for these id keys, in their order; None
     where the collection has no item with that key."""
-    coll = store.collection(collection)
     found, rec = store.key_table(collection).find(np.asarray(keys, np.uint64))
-    parts, rows = kt.split_loc(rec[3])
-    files = {kt.part_of(s): s["file"] for s in coll["item_shards"]}
     out: list[dict[str, Any] | None] = [None] * len(keys)
-    wanted: dict[int, list[int]] = {}
-    for n in np.flatnonzero(found):
-        if int(parts[n]) in files:
-            wanted.setdefault(int(parts[n]), []).append(n)
-    for part, ns in wanted.items():
-        t = read_rows(store.root / files[part], [int(rows[n]) for n in ns])
-        for n, row in zip(ns, t.drop_columns(["content_hash"]).to_pylist()):
+    for ns, path, rows in located(store.root, store.collection(collection)["item_shards"], found, rec[3]):
+        for n, row in zip(ns, read_rows(path, rows).drop_columns(["content_hash"]).to_pylist()):
             out[n] = row
     return out
 
@@ -144,21 +150,9 @@ def item_rows(store: Any, collection: str, ids: Sequence[str]) -> dict[str, dict
     ids = [str(i) for i in ids]
     if not ids:
         return {}
-    coll = store.collection(collection)
-    found, rec = store.key_table(collection).find(kt.id_keys(ids))
-    parts, rows = kt.split_loc(rec[3])
-    files = {kt.part_of(s): s["file"] for s in coll["item_shards"]}
-    wanted: dict[int, list[int]] = {}
-    for n in np.flatnonzero(found):
-        if int(parts[n]) in files:
-            wanted.setdefault(int(parts[n]), []).append(n)
-    out: dict[str, dict[str, Any]] = {}
-    for part, ns in wanted.items():
-        t = read_rows(store.root / files[part], [int(rows[n]) for n in ns])
-        for n, row in zip(ns, t.drop_columns(["content_hash"]).to_pylist()):
-            if row.get("id") == ids[n]:
-                out[row.pop("id")] = row
-    return out
+    rows = item_rows_by_key(store, collection, kt.id_keys(ids))
+    return {i: {c: v for c, v in row.items() if c != "id"} for i, row in zip(ids, rows)
+            if row is not None and row["id"] == i}  # (the id itself, not only its 64 bits)
 
 
 @functools.lru_cache(maxsize=256)

@@ -391,19 +391,20 @@ class Store:
             if changed or not entry.get("recall_at_10"):
                 rel = rel if changed else entry.get("file", f"{folder}/index.faiss")
                 target = target_recall or ix.TARGET_RECALL
-                part = self._vector_blocks(collection, space, sample=TUNE_SAMPLE)
-                m = sum(s["rows"] for s in self._sample_shards(collection, space, TUNE_SAMPLE))
-                if n and (self.root / rel).with_suffix(".ivfdata").exists() and m >= 40 * ix.nlist_of(want):
+                lists_on_disk = (self.root / rel).with_suffix(".ivfdata").exists()
+                m = sum(s["rows"] for s in self._sample_shards(collection, space, TUNE_SAMPLE)) if lists_on_disk else 0
+                if n and lists_on_disk and m >= 40 * ix.nlist_of(want):
                     # lists on disk: tuned on an in-memory index of the same kind over shards spread across the
                     # space (searching the mapped lists 200 times would page all of them in); with fewer vectors
                     # per list a query's neighbours are farther, so the nprobe found suffices for the whole space
+                    part = self._vector_blocks(collection, space, sample=TUNE_SAMPLE)
                     tuned = ix.tune_streaming(ix.build_streaming(part, m, dim, want), want, part, m, dim, target)
                     tuned["sample"] = m
                     ix.set_param(index, want, tuned["value"])
                 else:
                     tuned = ix.tune_streaming(index, want, blocks, n, dim, target) if n \
                         else {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
-                if not (self.root / rel).with_suffix(".ivfdata").exists():
+                if not lists_on_disk:  # (an on-disk build wrote its files itself)
                     ix.save_index(index, self.root / rel)
                 old = entry.get("file")
                 if old and old != rel and Path(old).parent.name.startswith("b"):  # a replaced on-disk build

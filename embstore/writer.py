@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import keys as kt
+from .lookup import located, read_rows, shard_columns
 from .storage import embedding_array, embedding_matrix, write_shard
 
 
@@ -96,22 +97,13 @@ class SpaceWriter:
         if not rest:
             return out
         found, rec = self.by_hash.find(kt.hash_keys(rest))
-        parts, rows = kt.split_loc(rec[1])
-        wanted: dict[int, list[tuple[int, str]]] = {}
-        for n in np.flatnonzero(found):
-            if int(parts[n]) not in self.inflight_parts:
-                wanted.setdefault(int(parts[n]), []).append((int(rows[n]), rest[n]))
-        files = self._shard_files(self.store.manifest["collections"][self.collection]["spaces"][self.space]["shards"])
-        import pyarrow.parquet as pq
-
-        for part, pairs in wanted.items():
-            t = pq.read_table(self.store.root / files[part], columns=["content_hash", "embedding"])
-            take = pa.array([r for r, _ in pairs], pa.int64())
-            got = t.take(take)
+        shards = self.store.manifest["collections"][self.collection]["spaces"][self.space]["shards"]
+        for ns, path, rows in located(self.store.root, shards, found, rec[1], skip=self.inflight_parts):
+            got = read_rows(path, rows, ["content_hash", "embedding"])
             m = embedding_matrix(got.column("embedding"), self.dim)
-            for (_, h), stored, v in zip(pairs, got.column("content_hash").to_pylist(), m):
-                if stored == h:  # the whole hash, not only its 64 bits
-                    out[h] = v
+            for n, stored, v in zip(ns, got.column("content_hash").to_pylist(), m):
+                if stored == rest[n]:  # the whole hash, not only its 64 bits
+                    out[rest[n]] = v
         return out
 
     def item_values(self, ids: list[str], columns: list[str]) -> dict[str, list[Any]]:
@@ -120,28 +112,16 @@ class SpaceWriter:
         coll = self.store.manifest["collections"][self.collection]
         if not ids or not coll["item_shards"]:
             return {}
-        import pyarrow.parquet as pq
-
         found, rec = self.items.find(kt.id_keys(ids))
-        parts, rows = kt.split_loc(rec[3])
-        files = self._shard_files(coll["item_shards"])
-        by_part: dict[int, list[int]] = {}
-        for n in np.flatnonzero(found):
-            by_part.setdefault(int(parts[n]), []).append(n)
         out: dict[str, list[Any]] = {}
-        for part, ns in by_part.items():
-            path = self.store.root / files[part]
-            have = [c for c in columns if c in pq.read_schema(path).names]
-            t = pq.read_table(path, columns=["id", *have]).take(pa.array([int(rows[n]) for n in ns], pa.int64()))
+        for ns, path, rows in located(self.store.root, coll["item_shards"], found, rec[3]):
+            have = [c for c in columns if c in shard_columns(path)]
+            t = read_rows(path, rows, ["id", *have])
             got = {c: t.column(c).to_pylist() for c in have}
             for j, (n, stored_id) in enumerate(zip(ns, t.column("id").to_pylist())):
                 if stored_id == ids[n]:
                     out[ids[n]] = [got[c][j] if c in got else None for c in columns]
         return out
-
-    @staticmethod
-    def _shard_files(shards: list[dict[str, Any]]) -> dict[int, str]:
-        return {kt.part_of(s): s["file"] for s in shards}
 
     # ------------------------------------------------------------------------------------------------ writing
     def stage(self, items: pa.Table | None, space_rows: pa.Table, vectors: np.ndarray,

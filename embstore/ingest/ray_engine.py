@@ -36,7 +36,7 @@ import pyarrow as pa
 from .. import keys as kt
 from ..errors import EmbstoreError, InputError
 from ..storage import write_shard
-from .runner import IngestReport, Quarantine, other_values
+from .runner import IngestReport, Quarantine
 
 EXTRA = "pip install 'embstore[ray]'"
 
@@ -179,7 +179,7 @@ class RayIngest:
                 if k is None:
                     continue
                 drop.append(n)  # an id an earlier block of this run added
-                if k.hash != kt.hash_keys([hashes[n]])[0]:
+                if k.hash != kt.hash_key(hashes[n]):
                     fix = "items are not updated in place: rename the file, and its new path is a new item" \
                         if self.plan.modality == "image" and not self.plan.id_column else \
                         "give the new content a new id"

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from ..encoders import Encoder
 from ..errors import InputError
+from ..keys import hash_key
 from .chunks import Chunk, chunks
 from .decode import decode_batches, read_file
 from .hashing import content_hash, row_ids
@@ -116,10 +117,6 @@ def plan_for(columns: list[str], kind: str, name: str, base_dir: str, text_colum
         if col in RESERVED and col != id_column:
             raise InputError(f"column {col!r} in {name} is reserved by embstore; rename it")
     return Plan(modality, content, id_column, base_dir, folder=kind == "folder")
-
-
-def _h64(digest: str) -> int:
-    return int(digest[:16], 16)
 
 
 class IngestRun:
@@ -245,9 +242,9 @@ class IngestRun:
             its vector, quarantined when its content changed. (Same content, no vector in this space yet: not
             settled, the space still needs the vector.)"""
             stored = existing_items.get(ids[i])
-            if stored is None or (ids[i] not in existing_space and stored == _h64(digest)):
+            if stored is None or (ids[i] not in existing_space and stored == hash_key(digest)):
                 return False
-            if stored != _h64(digest):
+            if stored != hash_key(digest):
                 fix = "items are not updated in place: rename the file, and its new path is a new item" \
                     if plan.modality == "image" and not plan.id_column else "give the new content a new id"
                 self._bad(chunk, i, f"id already in collection with different content: {ids[i]}; {fix}")
@@ -288,7 +285,7 @@ class IngestRun:
         for i in candidates:
             item_id = ids[i]
             if item_id in existing_items and item_id in existing_space:
-                if existing_items[item_id] == _h64(hashes[i]):
+                if existing_items[item_id] == hash_key(hashes[i]):
                     self._repeat(chunk, i, item_id, None if values is None else values[i], run_values)
                 else:
                     self._bad(chunk, i, f"id repeated in input with different content: {item_id}")
@@ -296,9 +293,9 @@ class IngestRun:
             keep.append(i)
             existing_space.add(item_id)
             if item_id not in existing_items:
-                existing_items[item_id] = _h64(hashes[i])
+                existing_items[item_id] = hash_key(hashes[i])
                 if values is not None:
-                    run_values[item_id] = _h64(values[i])
+                    run_values[item_id] = hash_key(values[i])
                 new_items.append(i)
                 self.report.added += 1
             else:
@@ -387,14 +384,14 @@ class IngestRun:
         Values recorded with the stored item are compared by digest; the others are read from its row."""
         table = chunk.table
         cols = self._compared(table.column_names)
-        slow = [ids[i] for i in rows if ids[i] not in run_values and known[ids[i]].values != _h64(values[i])]
+        slow = [ids[i] for i in rows if ids[i] not in run_values and known[ids[i]].values != hash_key(values[i])]
         stored = self.out.item_values(sorted(set(slow)), cols)
         for i in rows:
             item_id = ids[i]
             if item_id in run_values:  # added by this ingest: compared by digest
                 self._repeat(chunk, i, item_id, values[i], run_values)
                 continue
-            if known[item_id].values == _h64(values[i]):
+            if known[item_id].values == hash_key(values[i]):
                 self.report.duplicates += 1
                 continue
             changed = changed_columns(cols, stored.get(item_id, [None] * len(cols)),
@@ -407,7 +404,7 @@ class IngestRun:
     def _repeat(self, chunk: Chunk, i: int, item_id: str, value: str | None, run_values: dict[str, int]) -> None:
         """A row repeating an id (with its content) that this ingest has kept: a duplicate, unless its other
         values (``value``: their digest, None when ids are row hashes) differ from the kept row's."""
-        if value is not None and run_values.get(item_id, _h64(value)) != _h64(value):
+        if value is not None and run_values.get(item_id, hash_key(value)) != hash_key(value):
             self._bad(chunk, i, f"id repeated in input with other values: {item_id}")
         else:
             self.report.duplicates += 1

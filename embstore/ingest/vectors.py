@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ..encoders.base import fingerprint_of
 from ..errors import InputError
+from ..keys import hash_key
 from ..writer import SpaceWriter
 from .runner import IngestReport, Quarantine, changed_columns, other_values, value_digest
 
@@ -96,10 +97,10 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         store.ensure_space(collection, space, enc, "vector", None, "id")
         writer = SpaceWriter(store, collection, space)
         try:
-            known = {i: f"{k.hash:016x}" for i, k in writer.known_items(sorted(set(ids))).items()}  # 64 bits of the hash
+            known = {i: k.hash for i, k in writer.known_items(sorted(set(ids))).items()}  # 64 bits of the hash
             finite = np.isfinite(vectors).all(1)
             digests = [hashlib.sha256(v.tobytes()).hexdigest() for v in vectors]
-            short = [d[:16] for d in digests]
+            short = [hash_key(d) for d in digests]
             short_set = set(short)
             cols = [] if metadata is None else metadata.column_names
             meta_rows = list(zip(*[metadata.column(c).to_pylist() for c in cols])) if cols else [()] * n
