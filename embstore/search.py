@@ -62,6 +62,7 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
     space = store.space_name(collection, space)
     q = query_vector(store, collection, space, query=query, image=image, item_id=item_id, vector=vector)
     want = k + (item_id is not None)  # more like an item: the item itself is not an answer
+    meta = None  # the hits' item rows, when the search already has them
     if where is not None:
         hits = filtered_search(store, collection, space, q, want, where)
     elif store.settings.device.startswith("cuda"):
@@ -78,13 +79,12 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
             items = item_rows_by_key(store, collection, keys)
             hits = [(row["id"], s) for row, (_, s) in zip(items, found) if row is not None]
             meta = {row["id"]: {c: v for c, v in row.items() if c != "id"} for row in items if row is not None}
-            if item_id is not None:
-                hits = [h for h in hits if h[0] != str(item_id)][:k]
-            return [{"rank": n + 1, "id": i, "score": round(s, 6), **meta.get(i, {})} for n, (i, s) in enumerate(hits)]
-        hits = list(zip(ids.take([r for r, _ in found]), (s for _, s in found)))
+        else:
+            hits = list(zip(ids.take([r for r, _ in found]), (s for _, s in found)))
     if item_id is not None:
         hits = [h for h in hits if h[0] != str(item_id)][:k]
-    meta = items_by_id(store, collection, [h[0] for h in hits])
+    if meta is None:
+        meta = items_by_id(store, collection, [h[0] for h in hits])
     return [{"rank": n + 1, "id": i, "score": round(s, 6), **meta.get(i, {})} for n, (i, s) in enumerate(hits)]
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import HASH, write_csv
-from embstore import Store
+from embstore import InputError, Store
 from embstore import keys as kt
 from embstore.config import Settings
 from embstore.ingest.chunks import Chunk, chunks
@@ -303,3 +303,31 @@ def test_reindex_reports_each_pass_over_the_space(tmp_path):
     assert out["factory"] == "IVF8,Flat" and seen and {t for _, t in seen} == {1200}
     ends = [d for d, _ in seen if d == 1200]
     assert len(ends) >= 2  # at least a pass to add the vectors and one to tune against exact search
+
+
+def test_broken_streamed_inputs_are_one_line_errors_and_keep_what_was_committed(tmp_path, monkeypatch):
+    """Through the CLI: a glob that matches nothing and a URL whose filesystem is not installed are refused at
+    once; a CSV whose column changes type after its first block stops the ingest with one line, and the chunks
+    committed before it stay (a fixed re-run adds the rest)."""
+    from click.testing import CliRunner
+
+    from embstore.ingest import csv_stream
+    from embstore_cli.main import cli
+
+    store = str(tmp_path / "s")
+    for source, message in [(str(tmp_path / "none*.csv"), "none*.csv"), ("s3://bucket/x.csv", "pip install s3fs")]:
+        r = CliRunner().invoke(cli, ["ingest", source, "--store", store, "--collection", "c", "--encoder", HASH])
+        assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 1024)
+    src = tmp_path / "t.csv"
+    rows = "".join(f"text number {i},{i}\n" for i in range(600))
+    src.write_text("text,n\n" + rows + "a late row,not a number\n", encoding="utf-8")
+    s = Store.open(tmp_path / "s2", settings=Settings.resolve(device="cpu", commit_rows=50))
+    with pytest.raises(InputError) as e:
+        s.ingest(src, "c", encoder=HASH)
+    assert "\n" not in str(e.value) and "'n'" in str(e.value) and "t.csv" in str(e.value)
+    kept = Store.open(s.root).sql("SELECT count(*) FROM c").fetchall()[0][0]
+    assert 0 < kept <= 600
+    src.write_text("text,n\n" + rows, encoding="utf-8")
+    again = Store.open(s.root).ingest(src, "c")
+    assert (again.added, again.duplicates) == (600 - kept, kept)
