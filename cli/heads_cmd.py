@@ -51,10 +51,10 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     extra = parse_params(params)
     if class_weight:
         extra["class_weight"] = class_weight
-    with spinner(f"fit {model} on {collection}"):
+    with Progress(f"fit {model}", waiting="reading the labels") as progress:  # vectors read, then the solves
         rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
                         labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
-                        test_where=test_where, label_sep=label_sep, plot_dir=plot_dir)
+                        test_where=test_where, label_sep=label_sep, plot_dir=plot_dir, progress=progress)
     if as_json:
         echo_json(rec)
         return
@@ -152,10 +152,10 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
     LogisticRegression(max_iter=100), score on the whole test set. Shows what the frozen encoder buys you.
     """
     store = open_store(store_path, device)
-    with spinner(f"eval {collection}"):
+    with Progress("eval", waiting="reading the labels") as progress:  # vectors read, then the protocol's runs
         out = store.eval(collection, label_column, space=space, test_collection=test_collection, labels=labels_file,
                          train_where=train_where, test_where=test_where, test_size=test_size, samples=samples,
-                         repeats=repeats, seed=seed, plot_dir=plot_dir)
+                         repeats=repeats, seed=seed, plot_dir=plot_dir, progress=progress)
     if as_json:
         echo_json(out)
         return

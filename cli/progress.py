@@ -44,6 +44,7 @@ class Progress:
         self.tick_s = tick_s
         self.start = clock()
         self.done = self.total = 0
+        self.stage = ""  # shown after the label when a step has several (fit: "vectors", then "fit")
         self.counted = False  # a count has come
         self.first = (self.start, 0)  # (time, done) of the first count of this pass
         self.points: deque[tuple[float, int]] = deque()  # (time, done) within WINDOW_S, for the rate
@@ -59,10 +60,11 @@ class Progress:
             return
         with self._lock:
             now = self.clock()
-            if not self.counted or done < self.done:  # the first count, or a new pass: the rate starts again
+            if not self.counted or done < self.done or stage != self.stage:  # a new pass: the rate starts again
                 self.points.clear()
                 self.first = (now, done)
             self.counted = True
+            self.stage = stage
             self.done, self.total = done, total
             self.points.append((now, done))
             while len(self.points) > 2 and now - self.points[1][0] >= WINDOW_S:  # one point at or before the window
@@ -84,7 +86,8 @@ class Progress:
             return f"{self.label}  {what}{SPIN[self._spin % len(SPIN)]} {elapsed:.0f} s"
         total = max(self.total, 1)
         filled = int(WIDTH * min(self.done, total) / total)
-        parts = [self.label, "[" + "#" * filled + "." * (WIDTH - filled) + "]", f"{self.done:,}/{self.total:,}"]
+        label = f"{self.label} ({self.stage})" if self.stage and self.stage not in self.label.split() else self.label
+        parts = [label, "[" + "#" * filled + "." * (WIDTH - filled) + "]", f"{self.done:,}/{self.total:,}"]
         rate = self.rate()
         if rate:
             parts += [rate_text(rate), f"ETA {duration(max(self.total - self.done, 0) / rate)}"]

@@ -122,8 +122,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.calibrate = calibrate
 
     # ------------------------------------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LinearProbe":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, progress: Any = None) -> "LinearProbe":
+        """``progress(stage, done, total)``, when given, counts the solves: each C of the search on each fold,
+        then the final fit (an upper bound: the search stops early once past the best C)."""
         _require_y(self, y)
+        self._progress = progress
         X, y = _validate(self, X, y)
         if sample_weight is not None:
             from sklearn.utils.validation import _check_sample_weight
@@ -160,6 +163,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.temperature_ = 1.0
         self.cv_how_ = "none"
         self._cv_init = None
+        self._steps = 1  # the final fit; the C search adds its solves
         if self.C == "auto":
             with _one_thread(True):  # the CV path works on at most cv_max_rows rows
                 self.C_, self.cv_scores_ = self._choose_C(X, targets, strat, weights)
@@ -177,6 +181,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         with _one_thread(X.shape[0] * X.shape[1] < 200_000_000):  # below ~500k x 384: few iterations after the warm start
             W, b, self.n_iter_ = self._solve(X, targets, weights, self.C_, init=getattr(self, "_cv_init", None))
         self.__dict__.pop("_cv_init", None)
+        if progress is not None:
+            progress("fit", self._steps, self._steps)
+        self.__dict__.pop("_progress", None)
         self.coef_, self.intercept_ = W, b
         return self
 
@@ -223,8 +230,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         held_out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]  # (logits, targets) per C
         weights_at: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in Cs]
         inits: list[Any] = [None] * len(splits)
+        self._steps = len(Cs) * len(splits) + 1
+        progress = getattr(self, "_progress", None) or (lambda stage, done, total: None)
         for j, C in enumerate(Cs):  # strong to weak regularisation, each fold warm-started from the last C
             for f, (tr, te) in enumerate(splits):
+                progress("fit", j * len(splits) + f, self._steps)
                 W, b, _ = self._solve(X[tr], targets[tr], weights[tr], C, init=inits[f], tol=self.cv_tol,
                                       max_iter=min(self.max_iter, 100))
                 inits[f] = (W, b)
@@ -239,6 +249,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 break  # past the minimum: weaker regularisation only costs more iterations
             if j >= 2 and losses[j - 1] - losses[j] < max(1e-3 * losses[j], 1e-3):
                 break  # flat (under a thousandth of a nat): a weaker C changes nothing held-out, and costs more
+        self._steps = (j + 1) * len(splits) + 1  # what the search did, and the final fit
+        progress("fit", self._steps - 1, self._steps)
         best = int(np.argmin(losses))
         self._cv_init = (np.mean([w for w, _ in weights_at[best]], axis=0), np.mean([b for _, b in weights_at[best]], axis=0))
         z = np.concatenate([h[0] for h in held_out[best]])

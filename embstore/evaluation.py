@@ -174,10 +174,11 @@ def undersample(y: np.ndarray, n: int, rng: np.random.RandomState, idxs: np.ndar
 
 def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence[Any],
              samples: Sequence[int | str] = (1, 2, 4, 8, 16, 32, "all"), repeats: int = 10, seed: int = 42,
-             max_iter: int = 100) -> list[dict[str, Any]]:
+             max_iter: int = 100, progress: Any = None) -> list[dict[str, Any]]:
     """MTEB classification protocol: for each n, ``repeats`` times undersample the train split to n per label
     (a RandomState(seed) per n, so each n's runs do not depend on which other n were asked for), fit
-    LogisticRegression(max_iter=100), score accuracy and macro-F1 on the whole test split."""
+    LogisticRegression(max_iter=100), score accuracy and macro-F1 on the whole test split.
+    ``progress(stage, done, total)`` counts the runs."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
@@ -187,10 +188,15 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
         raise LabelError("few-shot evaluation needs at least 2 labels in the training split")
     most = int(np.unique(ytr, return_counts=True)[1].max())
     out = []
+    total = sum(1 if n == "all" else repeats for n in samples)
+    done = 0
     for n in samples:
         rng, idxs = np.random.RandomState(seed), np.arange(len(ytr))
         accs, f1s, sizes, stopped = [], [], [], 0
         for _ in range(1 if n == "all" else repeats):
+            if progress is not None:
+                progress("runs", done, total)
+            done += 1
             rows = np.arange(len(ytr)) if n == "all" else undersample(ytr, int(n), rng, idxs)
             if len(set(ytr[rows])) < 2:
                 continue
@@ -208,6 +214,8 @@ def few_shot(Xtr: np.ndarray, ytr: Sequence[Any], Xte: np.ndarray, yte: Sequence
                     "stopped_at_max_iter": stopped,
                     "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
                     "macro_f1_mean": float(np.mean(f1s)), "macro_f1_std": float(np.std(f1s))})
+    if progress is not None:
+        progress("runs", total, total)
     return out
 
 

@@ -18,6 +18,7 @@ from .errors import InputError, LabelError, NotFoundError, SpaceMismatchError
 from .manifest import now, write_atomic
 from .evaluation import evaluate, jsonable as _jsonable, paired_comparison, refuse_unknown_labels
 from .sql import ids_where
+from .lookup import positions_of, shard_columns, vectors_at
 from .storage import check_name, read_shards, write_shard
 
 MODELS = ("logreg", "knn", "centroid", "sklearn-logreg")
@@ -126,33 +127,62 @@ def labels_from_file(labels_file: str | os.PathLike, sep: str | None) -> dict[st
 
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
              from_file: dict[str, Any] | None, where: str | None = None,
-             sep: str | None = None, where_option: str = "--train-where") -> tuple[np.ndarray, list[Any], list[str], int]:
+             sep: str | None = None, where_option: str = "--train-where",
+             progress: Any = None) -> tuple[np.ndarray, list[Any], list[str], int]:
     """``(X, y, ids, n_unlabelled)`` for the items of ``collection`` that have a label (and match ``where``, given
-    as ``where_option``: named in the error when it is not valid SQL). The labels are the ``label_column``'s, or
-    ``from_file`` (a labels file's, ``labels_from_file``)."""
+    as ``where_option``: named in the error when it is not valid SQL), in the space's index order. The labels are
+    the ``label_column``'s, or ``from_file`` (a labels file's, ``labels_from_file``). Only the labelled items'
+    vectors are read (through the key tables, from the row groups that hold them): 100 labels in a space of 10^7
+    read a few MB, not the space."""
     coll = store.collection(collection)
     require_items(store, collection)
     if from_file is not None:
-        by_id = from_file
+        ids, y = list(from_file), list(from_file.values())
     else:
         if label_column is None:
             raise InputError("give a label column (--label-column) or a labels file (--labels id,label CSV)")
-        items = read_shards(store.root, coll["item_shards"])
-        if items is None or label_column not in items.column_names:
-            cols = [] if items is None else [c for c in items.column_names if c not in ("id", "content_hash")]
-            raise InputError(f"column {label_column!r} is not in collection {collection!r}; "
-                             f"its columns are: {', '.join(cols) or 'none'}")
-        by_id = dict(zip(items.column("id").to_pylist(), normalize_labels(items.column(label_column).to_pylist(), sep)))
-    ids, X = store.embeddings(collection, space)
+        ids, y = _column_labels(store, collection, coll, label_column, sep)
+    chosen = None
     if where is not None:
-        chosen = set(ids_where(store, collection, where, where_option))
+        chosen = ids_where(store, collection, where, where_option)
         if not chosen:
             raise LabelError(f"no item of {collection!r} matches {where_option} {where!r}")
-        by_id = {k: v for k, v in by_id.items() if k in chosen}
-    keep = [i for i, item_id in enumerate(ids) if by_id.get(item_id) is not None]
-    y = [by_id[ids[i]] for i in keep]
-    considered = len(ids) if where is None else sum(item_id in chosen for item_id in ids)
-    return X[keep], y, [ids[i] for i in keep], considered - len(keep)  # unlabelled: of the items ``where`` keeps
+        inside = set(chosen)
+        keep = [n for n, item_id in enumerate(ids) if item_id in inside]
+        ids, y = [ids[n] for n in keep], [y[n] for n in keep]
+    keep = [n for n, v in enumerate(y) if v is not None]
+    ids, y = [ids[n] for n in keep], [y[n] for n in keep]
+    pos = positions_of(store, collection, space, ids)
+    order = np.argsort(pos, kind="stable")
+    order = order[pos[order] >= 0]  # items without a vector in this space are not its training items
+    stored_ids, X = vectors_at(store, collection, space, pos[order], with_ids=True, progress=progress)
+    same = np.asarray([a == ids[n] for a, n in zip(stored_ids, order)], bool)  # the ids, not only their 64 bits
+    order, X = order[same], X[same]
+    in_space = store.space(collection, space)["rows"] if chosen is None else \
+        int((positions_of(store, collection, space, chosen) >= 0).sum())
+    return X, [y[n] for n in order], [ids[n] for n in order], in_space - len(order)  # unlabelled: of ``where``'s
+
+
+def _column_labels(store: Any, collection: str, coll: dict[str, Any], label_column: str,
+                   sep: str | None) -> tuple[list[str], list[Any]]:
+    """The ids and labels of the items whose ``label_column`` is set: two columns of the item shards, the unset
+    rows dropped in Arrow before any Python object is made."""
+    import pyarrow.compute as pc
+
+    shards = [s for s in coll["item_shards"] if s["rows"]]
+    columns = {s["file"]: shard_columns(store.root / s["file"]) for s in shards}
+    having = [s for s in shards if label_column in columns[s["file"]]]  # a later ingest may have added the column
+    if not having or label_column in ("id", "content_hash"):
+        cols = list(dict.fromkeys(c for names in columns.values() for c in names if c not in ("id", "content_hash")))
+        raise InputError(f"column {label_column!r} is not in collection {collection!r}; "
+                         f"its columns are: {', '.join(cols) or 'none'}")
+    t = read_shards(store.root, having, ["id", label_column])
+    values = t.column(label_column)
+    keep = pc.is_valid(values)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        keep = pc.and_(keep, pc.not_equal(pc.utf8_trim_whitespace(values), ""))
+    t = t.filter(keep)
+    return t.column("id").to_pylist(), normalize_labels(t.column(label_column).to_pylist(), sep)
 
 
 def matching_space(store: Any, collection: str, fingerprint: str, what: str) -> str:
@@ -167,13 +197,15 @@ def matching_space(store: Any, collection: str, fingerprint: str, what: str) -> 
 
 def train_test(store: Any, collection: str, space: str, label_column: str | None, labels: Any, *,
                test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float,
-               seed: int, sep: str | None) -> dict[str, Any]:
-    """The training and test sets of a fit or an eval: X/y/ids for each, the label set and where the test came from."""
+               seed: int, sep: str | None, progress: Any = None) -> dict[str, Any]:
+    """The training and test sets of a fit or an eval: X/y/ids for each, the label set and where the test came
+    from. ``progress`` counts the labelled vectors read."""
     if label_column is not None and labels is not None:
         raise InputError("give a label column (--label-column) or a labels file (--labels), not both")
     sp = store.space(collection, space)
     from_file = None if labels is None else labels_from_file(labels, sep)  # read once, for both sets
-    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, from_file, train_where, sep)
+    X, y, train_ids, unlabelled = labelled(store, collection, space, label_column, from_file, train_where, sep,
+                                           progress=progress)
     same = test_collection in (None, collection)
     if same and test_where is not None and train_where is None:  # training takes the items the test does not
         chosen = set(ids_where(store, collection, test_where, "--test-where"))
@@ -196,7 +228,7 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         test_coll = test_collection or collection
         test_space = matching_space(store, test_coll, sp["encoder"]["fingerprint"], f"a head on {collection}.{space}")
         Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, from_file, test_where, sep,
-                                         "--test-where")
+                                         "--test-where", progress=progress)
         if not yte:
             raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column or labels!r}")
         shared = set(test_ids) & set(train_ids) if test_coll == collection else set()
@@ -256,14 +288,17 @@ def holdout_split(y: list[Any], test_size: float, seed: int) -> tuple[list[int],
 def fit_head(store: Any, collection: str, label_column: str | None, name: str | None, *, model: str,
              space: str | None, test_collection: str | None, labels: Any, test_size: float, seed: int,
              params: dict[str, Any], train_where: str | None = None, test_where: str | None = None,
-             label_sep: str | None = None, plot_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+             label_sep: str | None = None, plot_dir: str | os.PathLike | None = None,
+             progress: Any = None) -> dict[str, Any]:
+    """``progress(stage, done, total)``: the labelled vectors read ("vectors"), then the solves of the fit ("fit")."""
     name = check_name("head", name or f"{collection}_{label_column or 'labels'}_{model}".replace("-", "_"))
     if model not in MODELS:
         raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
     space = store.space_name(collection, space)
     sp = store.space(collection, space)
     data = train_test(store, collection, space, label_column, labels, test_collection=test_collection,
-                      train_where=train_where, test_where=test_where, test_size=test_size, seed=seed, sep=label_sep)
+                      train_where=train_where, test_where=test_where, test_size=test_size, seed=seed, sep=label_sep,
+                      progress=progress)
     classes, multilabel = data["classes"], data["multilabel"]
     if multilabel and model != "logreg":
         raise InputError(f"multi-label targets need --model logreg (a sigmoid per label); {model} takes one label")
@@ -273,7 +308,7 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
 
         searcher = subset_searcher(store, collection, space, data["train_ids"], data["Xtr"])
     est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
-                         searcher)
+                         searcher, progress)
     metrics, right = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel, outcomes=True)
     test_hash = _pairs_hash(data["test_ids"], data["yte"])
     right = right[sorted(range(len(right)), key=data["test_ids"].__getitem__)]  # item by item, in id order
@@ -341,7 +376,7 @@ def _compare_previous(store: Any, name: str, test_hash: str, right: np.ndarray) 
 
 
 def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multilabel: bool, X: np.ndarray,
-                   y: list[Any], device: str, searcher: Any = None) -> Any:
+                   y: list[Any], device: str, searcher: Any = None, progress: Any = None) -> Any:
     est = make_estimator(model, params, device)
     if searcher is not None:
         est.serve_from(searcher)
@@ -352,7 +387,14 @@ def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multi
     else:
         target = np.asarray(y)
     try:
-        return est.fit(X, target)
+        if progress is not None and model == "logreg":  # the one head with a long fit: it counts its solves
+            return est.fit(X, target, progress=progress)
+        if progress is not None:
+            progress("fit", 0, 1)
+        est = est.fit(X, target)
+        if progress is not None:
+            progress("fit", 1, 1)
+        return est
     except ValueError as e:  # scikit-learn's checks on params and labels
         raise InputError(f"cannot fit {model}: {str(e).splitlines()[0]}") from None
 
@@ -400,18 +442,21 @@ def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params:
 def few_shot_eval(store: Any, collection: str, label_column: str | None, *, space: str | None,
                   test_collection: str | None, labels: Any, train_where: str | None, test_where: str | None,
                   test_size: float, samples: Any, repeats: int, seed: int,
-                  plot_dir: str | os.PathLike | None) -> dict[str, Any]:
+                  plot_dir: str | os.PathLike | None, progress: Any = None) -> dict[str, Any]:
+    """``progress(stage, done, total)``: the labelled vectors read ("vectors"), then the protocol's runs ("runs")."""
     from .evaluation import few_shot, parse_samples, plot_learning_curve
 
     if repeats < 1:
         raise InputError(f"repeats must be at least 1, got {repeats}")
     space = store.space_name(collection, space)
     data = train_test(store, collection, space, label_column, labels, test_collection=test_collection,
-                      train_where=train_where, test_where=test_where, test_size=test_size, seed=0, sep=None)
+                      train_where=train_where, test_where=test_where, test_size=test_size, seed=0, sep=None,
+                      progress=progress)
     if data["multilabel"]:
         raise InputError("the few-shot protocol scores one label per item; this label column holds lists")
     refuse_unknown_labels(sorted(set(data["yte"]) - set(data["ytr"]), key=str))  # as fit does: never scored as wrong
-    points = few_shot(data["Xtr"], data["ytr"], data["Xte"], data["yte"], parse_samples(samples), repeats, seed)
+    points = few_shot(data["Xtr"], data["ytr"], data["Xte"], data["yte"], parse_samples(samples), repeats, seed,
+                      progress=progress)
     out = {"collection": collection, "space": space, "encoder": store.space(collection, space)["encoder"]["spec"],
            "label_column": label_column, "evaluated_on": data["evaluated_on"], "n_train": len(data["ytr"]),
            "n_test": len(data["yte"]), "n_classes": len(data["classes"]), "repeats": repeats, "seed": seed,

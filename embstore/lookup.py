@@ -98,19 +98,30 @@ def positions_of(store: Any, collection: str, space: str, ids: Sequence[str]) ->
     return out
 
 
-def vectors_at(store: Any, collection: str, space: str, positions: Sequence[int]) -> np.ndarray:
-    """The space's vectors at these index positions, reading only the shards that hold them."""
+def vectors_at(store: Any, collection: str, space: str, positions: Sequence[int], *, with_ids: bool = False,
+               progress: Any = None) -> Any:
+    """The space's vectors at these index positions, reading only the row groups that hold them; with
+    ``with_ids``, ``(ids, vectors)``. ``progress(stage, done, total)`` counts the vectors read, shard by shard."""
     sp = store.manifest["collections"][collection]["spaces"][space]
     dim = sp["encoder"]["dim"]
     offsets = np.cumsum([0] + [s["rows"] for s in sp["shards"]])
     positions = np.asarray(positions, np.int64)
     out = np.zeros((len(positions), dim), np.float32)
+    ids: list[str] = [""] * len(positions) if with_ids else []
     shard_of = np.searchsorted(offsets, positions, side="right") - 1
+    done = 0
     for k in np.unique(shard_of):
         mask = shard_of == k
-        t = read_rows(store.root / sp["shards"][k]["file"], positions[mask] - offsets[k], ["embedding"])
+        t = read_rows(store.root / sp["shards"][k]["file"], positions[mask] - offsets[k],
+                      ["id", "embedding"] if with_ids else ["embedding"])
         out[mask] = embedding_matrix(t.column("embedding"), dim)
-    return out
+        if with_ids:
+            for n, v in zip(np.flatnonzero(mask), t.column("id").to_pylist()):
+                ids[n] = v
+        done += int(mask.sum())
+        if progress is not None:
+            progress("vectors", done, len(positions))
+    return (ids, out) if with_ids else out
 
 
 def located(root: Path, shards: list[dict[str, Any]], found: np.ndarray, loc: np.ndarray,

@@ -489,31 +489,34 @@ class Store:
             labels: str | os.PathLike | None = None, test_size: float = 0.2, seed: int = 0,
             params: dict[str, Any] | None = None, train_where: str | None = None,
             test_where: str | None = None, label_sep: str | None = None,
-            plot_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+            plot_dir: str | os.PathLike | None = None, progress: Any = None) -> dict[str, Any]:
         """Train a head on a space; score it on ``test_collection``/``test_where`` items or a held-out split; save it.
 
         ``train_where``/``test_where`` are SQL predicates over the collection's columns (e.g. ``split = 'test'``).
         Labels that are lists (or strings split by ``label_sep``) train a multi-label head. ``plot_dir`` gets a
-        confusion matrix and a learning curve as PNG. Returns the head's record (metrics included)."""
+        confusion matrix and a learning curve as PNG. ``progress(stage, done, total)``, when given, counts the
+        labelled vectors read ("vectors"), then the fit's solves ("fit"). Returns the head's record (metrics
+        included)."""
         from .heads import fit_head
 
         return fit_head(self, collection, label_column, name, model=model, space=space,
                         test_collection=test_collection, labels=labels, test_size=test_size, seed=seed,
                         params=params or {}, train_where=train_where, test_where=test_where, label_sep=label_sep,
-                        plot_dir=plot_dir)
+                        plot_dir=plot_dir, progress=progress)
 
     def eval(self, collection: str, label_column: str | None = None, *, space: str | None = None,
              test_collection: str | None = None, labels: str | os.PathLike | None = None,
              train_where: str | None = None, test_where: str | None = None, test_size: float = 0.2,
              samples: Any = (1, 2, 4, 8, 16, 32, "all"), repeats: int = 10, seed: int = 42,
-             plot_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+             plot_dir: str | os.PathLike | None = None, progress: Any = None) -> dict[str, Any]:
         """MTEB's few-shot protocol on a space: per n in ``samples``, ``repeats`` times undersample training to n
-        per label, fit LogisticRegression(max_iter=100), score on the whole test set; mean and spread per n."""
+        per label, fit LogisticRegression(max_iter=100), score on the whole test set; mean and spread per n.
+        ``progress(stage, done, total)`` counts the labelled vectors read ("vectors"), then the runs ("runs")."""
         from .heads import few_shot_eval
 
         return few_shot_eval(self, collection, label_column, space=space, test_collection=test_collection,
                              labels=labels, train_where=train_where, test_where=test_where, test_size=test_size,
-                             samples=samples, repeats=repeats, seed=seed, plot_dir=plot_dir)
+                             samples=samples, repeats=repeats, seed=seed, plot_dir=plot_dir, progress=progress)
 
     def predict(self, head: str | None = None, collection: str | None = None, *, texts: Sequence[str] | None = None,
                 images: Sequence[Any] | None = None, version: int | None = None,

@@ -240,6 +240,21 @@ def test_progress_shows_count_rate_and_eta_on_a_terminal():
     assert term.getvalue().split("\r")[-1] == "ingest  400/400 in 9.0 s (100/s)\n"  # the rate of the counted part
 
 
+def test_a_step_of_several_stages_names_the_stage_and_restarts_the_rate():
+    now = [0.0]
+    bar = Progress("fit logreg", stream=Terminal(), tick_s=3600, clock=lambda: now[0])
+    with bar:
+        for t, stage, done, total in ((1.0, "vectors", 0, 100), (2.0, "vectors", 100, 100)):
+            now[0] = t
+            bar(stage, done, total)
+        assert bar.line(2.0).split("  ")[0] == "fit logreg (vectors)"
+        for t, stage, done, total in ((3.0, "fit", 0, 10), (4.0, "fit", 2, 10)):
+            now[0] = t
+            bar(stage, done, total)
+        assert bar.line(4.0).split("  ")[0] == "fit logreg"  # the stage is the label's own word
+        assert bar.line(4.0).split("  ")[2:] == ["2/10", "2/s", "ETA 0:04"]  # the rate of this stage only
+
+
 def test_a_step_without_counts_shows_what_it_waits_for():
     term = Terminal()
     with spinner("loading minilm", stream=term):

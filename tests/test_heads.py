@@ -421,3 +421,36 @@ def test_knn_head_saved_with_its_vectors_still_loads(clusters):
     assert out["version"] == 2 and out["predicted"] == 3_000
     got = dict(store.sql("SELECT id, label FROM predictions WHERE head = 'nn'").fetchall())
     assert [got[str(i)] for i in range(50)] == est.predict(X[:50]).tolist()
+
+
+def test_fit_reads_only_the_labelled_vectors_and_counts_its_steps(store, tmp_path):
+    filler = [{"text": f"unlabelled note number {i} about things", "label": "", "split": "train"} for i in range(3000)]
+    store.ingest(write_csv(tmp_path / "a.csv", filler[:1500]), "docs", encoder=HASH)
+    store.ingest(write_csv(tmp_path / "b.csv", topic_rows()), "docs", encoder=HASH)
+    store.ingest(write_csv(tmp_path / "c.csv", filler[1500:]), "docs", encoder=HASH)
+    calls: list[tuple[str, int, int]] = []
+    rec = fit_quietly(store, "docs", "label", "h", progress=lambda *a: calls.append(a))
+    assert rec["n_train"] + rec["metrics"]["n_test"] == 36 and rec["n_unlabelled"] == 3000
+    assert rec["accuracy"] >= 0.9
+    vectors = [c for c in calls if c[0] == "vectors"]
+    assert vectors and vectors[-1][1:] == (36, 36)  # the 36 labelled vectors of 3,036, nothing more
+    fit = [c for c in calls if c[0] == "fit"]
+    assert len(fit) >= 3 and fit[-1][1] == fit[-1][2]  # each solve of the C search, then the final fit
+    assert all(a[1] <= b[1] for a, b in zip(fit, fit[1:])) and all(c[1] <= c[2] for c in fit)
+    # the same head from a labels file naming a third of them: only those are read
+    some = [r for r in store.sql("SELECT id, label FROM docs WHERE label IS NOT NULL AND label <> '' ORDER BY id").fetchall()][::3]
+    write_csv(tmp_path / "labels.csv", [{"id": i, "label": lab} for i, lab in some])
+    calls.clear()
+    rec = fit_quietly(store, "docs", labels=tmp_path / "labels.csv", name="h2", model="centroid",
+                      progress=lambda *a: calls.append(a))
+    assert rec["n_train"] + rec["metrics"]["n_test"] == len(some) == 12
+    assert [c for c in calls if c[0] == "vectors"][-1][1:] == (12, 12)
+    assert [c for c in calls if c[0] == "fit"][-1][1:] == (1, 1)
+
+
+def test_eval_counts_its_runs(docs):
+    calls: list[tuple[str, int, int]] = []
+    out = docs.eval("docs", "label", samples=(1, 2, "all"), repeats=3, progress=lambda *a: calls.append(a))
+    runs = [c for c in calls if c[0] == "runs"]
+    assert runs[0] == ("runs", 0, 7) and runs[-1] == ("runs", 7, 7)  # 3 + 3 + 1
+    assert [r["samples_per_label"] for r in out["results"]] == [1, 2, "all"]
