@@ -138,14 +138,27 @@ def _raise_until(index: Any, factory: str, q: np.ndarray, truth: np.ndarray, k: 
         _, got = index.search(q, k)
         return {"param": None, "value": None, "recall_at_10": round(_recall(got, truth, k), 4), "n_queries": len(q)}
     ceiling = faiss.extract_index_ivf(index).nlist if name == "nprobe" else 1024
-    value, recall = 16, 0.0
-    while True:
+
+    def recall_at(value: int) -> float:
         set_param(index, factory, value)
         _, got = index.search(q, k)
-        recall = _recall(got, truth, k)
+        return _recall(got, truth, k)
+
+    value, recall, below = 16, 0.0, None
+    while True:
+        recall = recall_at(value)
         if recall >= target or value >= ceiling:
             break
-        value = min(value * 2, ceiling)
+        below, value = value, min(value * 2, ceiling)
+    # doubling overshoots by up to 2x (a search costs in proportion): bisect down to within an eighth of the value
+    while recall >= target and below is not None and value - below > max(value // 8, 1):
+        mid = (below + value) // 2
+        r = recall_at(mid)
+        if r >= target:
+            value, recall = mid, r
+        else:
+            below = mid
+    set_param(index, factory, value)
     return {"param": name, "value": value, "recall_at_10": round(recall, 4), "n_queries": len(q)}
 
 

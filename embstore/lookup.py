@@ -4,6 +4,7 @@ rows by id. Through the key tables (``keys.py``) and the shards' row counts in t
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -150,10 +151,27 @@ def item_rows_by_key(store: Any, collection: str, keys: np.ndarray) -> list[dict
     where the collection has no item with that key."""
     found, rec = store.key_table(collection).find(np.asarray(keys, np.uint64))
     out: list[dict[str, Any] | None] = [None] * len(keys)
-    for ns, path, rows in located(store.root, store.collection(collection)["item_shards"], found, rec[3]):
-        for n, row in zip(ns, read_rows(path, rows).drop_columns(["content_hash"]).to_pylist()):
+    where = list(located(store.root, store.collection(collection)["item_shards"], found, rec[3]))
+
+    def read(path: Path, rows: list[int]) -> list[dict[str, Any]]:
+        columns = [c for c in shard_columns(path) if c != "content_hash"]
+        return read_rows(path, rows, columns).to_pylist()
+
+    # the top-k of a search lie in ~k shards: read them side by side (Arrow's decoding lets go of the GIL)
+    got = _readers().map(read, *zip(*[(path, rows) for _, path, rows in where])) if len(where) > 2 else \
+        (read(path, rows) for _, path, rows in where)
+    for (ns, _, _), rows in zip(where, got):
+        for n, row in zip(ns, rows):
             out[n] = row
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _readers() -> Any:
+    """The threads a lookup reads its shards' row groups with (made on first use, kept)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="embstore-read")
 
 
 def item_rows(store: Any, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -166,11 +184,13 @@ def item_rows(store: Any, collection: str, ids: Sequence[str]) -> dict[str, dict
             if row is not None and row["id"] == i}  # (the id itself, not only its 64 bits)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=4096)
 def _parquet_file(path: Path) -> pq.ParquetFile:
-    """An opened shard (its footer parsed once): shards never change once written, and a retired one is only
-    deleted after the retention time, so a long-lived process may keep it."""
-    return pq.ParquetFile(path)
+    """An opened shard (its footer parsed once; a few KB each, so a 10^7-item store's ~500 shards all stay open):
+    shards never change once written, and a retired one is only deleted after the retention time, so a long-lived
+    process may keep it. No pre-buffering: a lookup reads one row group of a few columns, and coalescing its
+    ranges first costs more than it saves (0.35 -> 0.23 ms a row group, measured on the 1M-row scale store)."""
+    return pq.ParquetFile(path, pre_buffer=False)
 
 
 def read_rows(path: Path, rows: Sequence[int], columns: list[str] | None = None) -> pa.Table:
@@ -184,7 +204,7 @@ def read_rows(path: Path, rows: Sequence[int], columns: list[str] | None = None)
     rows = np.asarray(rows, np.int64)
     group = np.searchsorted(starts, rows, side="right") - 1
     groups = sorted(set(group.tolist()))
-    t = f.read_row_groups(groups, columns=columns)
+    t = f.read_row_groups(groups, columns=columns, use_threads=False)  # a few KB: no thread pool
     at = dict(zip(groups, np.cumsum([0] + [meta.row_group(g).num_rows for g in groups])))
     take = [int(at[g]) + int(r - starts[g]) for g, r in zip(group, rows)]
     return t.take(indices(take))

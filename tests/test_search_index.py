@@ -274,3 +274,24 @@ def test_search_through_a_pq_index_says_its_scores_are_approximate(tmp_path):
     store.reindex("v", factory="IVF16,Flat")
     out = CliRunner().invoke(cli, ["search", "--store", str(tmp_path / "s"), "-c", "v", "--like", "5", "-k", "3"])
     assert "approximate" not in out.stdout
+
+
+def test_tuning_stops_near_the_smallest_setting_that_reaches_the_target():
+    """Doubling nprobe overshoots by up to 2x; the tuned value is within an eighth of the smallest that reaches the
+    recall target (IVF recall only grows with nprobe), and that value reaches it."""
+    import faiss
+
+    rng = np.random.default_rng(3)
+    x = ix.normalize(rng.standard_normal((20_000, 24)).astype(np.float32))  # no clusters: IVF needs many probes
+    index = ix.build(x, "IVF256,Flat")
+    got = ix.tune(index, "IVF256,Flat", x, target=0.95)
+    value = got["value"]
+    assert got["recall_at_10"] >= 0.95 and 16 < value < 256
+    q_rng, rows, other = ix._query_rows(len(x), 200)
+    q = ix._queries(q_rng, x[rows], x[other])
+    flat = faiss.IndexFlatIP(24)
+    flat.add(x)
+    _, truth = flat.search(q, 10)
+    below = value - max(value // 8, 1)
+    ix.set_param(index, "IVF256,Flat", below)
+    assert ix._recall(index.search(q, 10)[1], truth, 10) < 0.95
