@@ -331,3 +331,25 @@ def test_broken_streamed_inputs_are_one_line_errors_and_keep_what_was_committed(
     src.write_text("text,n\n" + rows, encoding="utf-8")
     again = Store.open(s.root).ingest(src, "c")
     assert (again.added, again.duplicates) == (600 - kept, kept)
+
+
+def test_shards_carry_an_id_bloom_filter_and_point_queries_use_it(tmp_path):
+    import pyarrow.parquet as pq
+
+    from embstore.storage import _writes_bloom_filters
+
+    if not _writes_bloom_filters():
+        pytest.skip("this pyarrow writes no Bloom filters")
+    store = Store.open(tmp_path / "s.store")
+    rows = [{"text": f"note {i}", "label": str(i % 3)} for i in range(3000)]
+    store.ingest(write_csv(tmp_path / "a.csv", rows), "docs", encoder=HASH)
+    coll = store.collection("docs")
+    for shard in coll["item_shards"] + coll["spaces"]["hash64"]["shards"]:
+        meta = pq.ParquetFile(store.root / shard["file"]).metadata
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            col = [rg.column(c) for c in range(rg.num_columns) if rg.column(c).path_in_schema == "id"][0]
+            assert col.bloom_filter_offset is not None  # every row group's ids
+    some = store.sql("SELECT id FROM docs WHERE text = 'note 1234'").fetchall()[0][0]
+    assert store.sql(f"SELECT text FROM docs WHERE id = '{some}'").fetchall() == [("note 1234",)]
+    assert store.sql("SELECT count(*) FROM docs WHERE id = 'no such id'").fetchall() == [(0,)]
