@@ -52,11 +52,17 @@ class _Decode:
             return k, None, ("file", str(error))
         if content_hash(data) != self.digests[k]:
             return k, None, ("file", f"file changed while it was being ingested: {path}; ingest it again")
-        try:
-            return k, self.preprocess(load_image(data)), None
-        except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
-            detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")
-            return k, None, ("content", f"broken image: {path}: {type(e).__name__}: {detail}")
+        x, error = decode_one(data, path, self.preprocess)
+        return k, x, error
+
+
+def decode_one(data: bytes, path: str, preprocess: Callable[[Any], Any]) -> tuple[Any, tuple[str, str] | None]:
+    """One file's bytes -> (the model's input, None), or (None, ("content", reason)) when they are no image."""
+    try:
+        return preprocess(load_image(data)), None
+    except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
+        detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")
+        return None, ("content", f"broken image: {path}: {type(e).__name__}: {detail}")
 
 
 def _collate(items: list[tuple[int, Any, Any]]) -> tuple[list[int], Any, list[tuple[int, Any]]]:

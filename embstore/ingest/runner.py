@@ -27,6 +27,7 @@ from ..encoders import Encoder
 from ..errors import InputError
 from ..keys import hash_key
 from .chunks import Chunk, chunks
+from . import device_decode
 from .decode import decode_batches, read_file
 from .hashing import content_hash, row_ids
 
@@ -55,6 +56,7 @@ class IngestReport:
     seconds: dict[str, float] = field(default_factory=dict)
     files: int = 0  # input files read (tables) or images found
     engine: str = "local"
+    decoded: dict[str, int] = field(default_factory=dict)  # with device decoding: images decoded "device" / "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +135,7 @@ class IngestRun:
         self.report = IngestReport(self.collection, self.space, encoder.spec, source.name)
         self.quarantine = Quarantine(store.root, self.collection, source.name)
         self.timings: Counter[str] = Counter()
+        self.decoded: Counter[str] = Counter()  # images decoded on the device / on the CPU (device decoding only)
         self.pool: ThreadPoolExecutor | None = None
         self.writing: Any = None  # the future of the chunk being written
         self.done = 0  # rows read and handled so far
@@ -200,6 +203,7 @@ class IngestRun:
         r.reasons = dict(self.quarantine.reasons)
         r.quarantine_file = self.quarantine.rel if self.quarantine.count else None
         r.seconds = {k: round(v, 3) for k, v in self.timings.items()}
+        r.decoded = dict(self.decoded)
         assert r.read == r.added + r.duplicates + r.quarantined, r  # counts add up, or it is a bug
         return r
 
@@ -456,6 +460,18 @@ class IngestRun:
                 ok.append(i)
         return ok
 
+    def _decoded(self, encoder: Any, paths: list[str], digests: list[str]) -> Any:
+        """The files decoded and preprocessed a batch at a time: JPEGs on the model's device when it is a GPU (or
+        EMBSTORE_DECODE=device) and the encoder's transform replays on tensors, else on CPU workers."""
+        device = getattr(encoder, "device", self.settings.device)
+        if device_decode.wanted(str(device)):
+            transform = device_decode.TensorTransform.of(getattr(encoder, "transform", None))
+            if transform is not None:
+                return device_decode.decode_batches(paths, digests, encoder.preprocess, transform,
+                                                    self.settings.batch_size, self.settings.workers, str(device),
+                                                    self.decoded)
+        return decode_batches(paths, digests, encoder.preprocess, self.settings.batch_size, self.settings.workers)
+
     def _embed_images(self, chunk: Chunk, candidates: list[int], payloads: dict[int, Any],
                       hashes: dict[int, str], ids: list[Any], vectors: dict[str, np.ndarray],
                       fresh: set[str], on_batch: Callable[[float], None] | None = None) -> list[int]:
@@ -485,9 +501,7 @@ class IngestRun:
             encoder = encoder or self.encoder.load()  # here: a load error must not read as a broken image
             todo = list(need.items())
             seen = 0
-            for done, batch, errors in decode_batches([payloads[i] for _, i in todo], [h for h, _ in todo],
-                                                      encoder.preprocess, self.settings.batch_size,
-                                                      self.settings.workers):
+            for done, batch, errors in self._decoded(encoder, [payloads[i] for _, i in todo], [h for h, _ in todo]):
                 for k, (kind, reason) in errors:
                     digest, i = todo[k]
                     if kind == "content":
