@@ -5,7 +5,7 @@
 # vector agreement only, never accuracy).
 #   bash bench/gpu.sh [OUTDIR]
 # Knobs (environment): SKIP_FIT=1, SKIP_SEARCH=1, TEXT_BATCHES="256" (one run of embed_text.py each), TEXT_AB=1 (bench/text_ab.py too),
-# TEXT_ROWS, IMAGES, FIT_SIZES, SEARCH_N; DEVICE=cpu NO_WHEELS=1 tries the script on a machine without a GPU.
+# TEXT_ROWS, IMAGES, JPEG_SIZE (the images are RGB JPEGs this big, 256 by default; 0: MNIST-size PNGs), FIT_SIZES, SEARCH_N; DEVICE=cpu NO_WHEELS=1 tries the script on a machine without a GPU.
 # The whole run took 379 s on a lent H100 (run 1, before the image fix; since then text runs 100,000 rows at one
 # batch size, and the ingest-overhead step was added: not yet timed): give the device call room to spare, or run
 # the first time with SKIP_FIT=1 SKIP_SEARCH=1 (the image fix and the background writer are what is unmeasured).
@@ -30,7 +30,7 @@ python3 -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cu
 step() { local t=$1; shift; echo "== $* (limit ${t}s)" >&2; timeout "$t" "$@"; echo "== rc $?" >&2; }
 
 gp=/tmp/gpu_inputs
-step 120 python3 bench/gpu_prep.py --out $gp --data "$data" --text-rows ${TEXT_ROWS:-100000} --images ${IMAGES:-12000} \
+step 120 python3 bench/gpu_prep.py --out $gp --data "$data" --text-rows ${TEXT_ROWS:-100000} --images ${IMAGES:-12000} --jpeg-size ${JPEG_SIZE:-256} \
   2>&1 | tee "$out/prep.log"
 mkdir -p /tmp/cli_pkg && ln -sfn "$PWD/cli" /tmp/cli_pkg/embstore_cli  # the CLI package, as pip would install it
 export PYTHONPATH=$gp/site:/tmp/cli_pkg:$PYTHONPATH

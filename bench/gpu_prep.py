@@ -4,7 +4,8 @@
 
 Writes under DIR:
 - `text.csv`: N distinct questions (TREC's, each repeated with a numbered suffix), column `text`.
-- `images/labels.csv` and N distinct PNGs: MNIST digits, each copy shifted by a different offset, column `path`.
+- `images/labels.csv` and N distinct PNGs (or, with --jpeg-size, RGB JPEGs of that size): MNIST digits, each copy
+  shifted by a different offset, column `path`.
 - `site/`, only for a weight package this Python cannot import: a stand-in with *randomly initialised* weights of the
   same architecture (all-MiniLM-L6-v2 from its config and tokenizer files; timm's efficientnet_lite0), under the
   package's own name, so that embstore's defaults and stock.py load the same model. Same shapes, same FLOPs: fine for
@@ -38,7 +39,9 @@ def text_rows(data: Path, out: Path, n: int) -> int:
     return n
 
 
-def images(data: Path, out: Path, n: int) -> int:
+def images(data: Path, out: Path, n: int, jpeg_size: int = 0) -> int:
+    """n distinct MNIST digits as PNGs, or (``jpeg_size``) as RGB JPEGs upscaled to that many pixels a side, the
+    size of a photo a model's transform would resize: what device JPEG decoding is for."""
     import numpy as np
     from PIL import Image
 
@@ -55,8 +58,13 @@ def images(data: Path, out: Path, n: int) -> int:
             r = rows[i % len(rows)]
             dx, dy = shifts[(i // len(rows)) % len(shifts)]
             a = np.roll(np.asarray(Image.open(root / r["path"]).convert("L")), (dy, dx), axis=(0, 1))
-            name = f"{i:06d}.png"
-            Image.fromarray(a).save(folder / name)
+            if jpeg_size:
+                name = f"{i:06d}.jpg"
+                Image.fromarray(a).convert("RGB").resize((jpeg_size, jpeg_size), Image.BILINEAR).save(
+                    folder / name, quality=90)
+            else:
+                name = f"{i:06d}.png"
+                Image.fromarray(a).save(folder / name)
             w.writerow([name, r["label"]])
     return n
 
@@ -103,9 +111,10 @@ def main() -> None:
                    help="all-MiniLM-L6-v2's folder without its weights (config, tokenizer, modules)")
     p.add_argument("--text-rows", type=int, default=50_000)
     p.add_argument("--images", type=int, default=20_000)
+    p.add_argument("--jpeg-size", type=int, default=0, help="write the images as RGB JPEGs this many pixels a side")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    done = {"text_rows": text_rows(a.data, a.out, a.text_rows), "images": images(a.data, a.out, a.images),
+    done = {"text_rows": text_rows(a.data, a.out, a.text_rows), "images": images(a.data, a.out, a.images, a.jpeg_size),
             "stand_ins": stand_ins(a.out / "site", a.minilm_config)}
     print(json.dumps(done))
 
