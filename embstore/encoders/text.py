@@ -85,6 +85,10 @@ class SentenceTransformerEncoder(Encoder):
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
+        if str(self.device).startswith("cuda"):  # token-budget batches, a tokenizer thread, bf16 (device_text.py)
+            from . import device_text
+
+            return as_float32(device_text.encode(self.model, texts, self.device))
         import torch
 
         with torch.inference_mode():
