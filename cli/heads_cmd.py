@@ -14,15 +14,52 @@ from .progress import Progress, spinner
 
 
 # ------------------------------------------------------------------------------------------------------ fit
+def prompt_params(model: str, classes: str | None, templates_file: str | None,
+                  label_names: tuple[str, ...]) -> dict[str, Any]:
+    """--classes, --templates and --label-name as a prototype head's params; refused for the other heads."""
+    given = [o for o, v in (("--classes", classes), ("--templates", templates_file), ("--label-name", label_names))
+             if v]
+    if given and model not in ("zeroshot", "fewshot"):
+        raise InputError(f"{', '.join(given)} shape the prompts of a zeroshot or fewshot head; --model {model} has none")
+    if classes and model != "zeroshot":
+        raise InputError("--classes names the labels of a zeroshot head with no labelled items; a fewshot head "
+                         "takes its labels from --label-column or --labels")
+    out: dict[str, Any] = {}
+    if classes:
+        out["classes"] = classes
+    if templates_file:
+        try:
+            with open(templates_file, encoding="utf-8") as f:
+                out["templates"] = [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as e:
+            raise InputError(f"cannot read templates file {templates_file}: {e.strerror or e}") from None
+    if label_names:
+        bad = [v for v in label_names if "=" not in v]
+        if bad:
+            raise InputError(f"--label-name takes LABEL=WORDS, e.g. 0=zero; got {bad[0]!r}")
+        out["label_names"] = dict(v.split("=", 1) for v in label_names)
+    return out
+
+
 @cli.command()
 @store_option
 @click.option("--collection", "-c", required=True, help="Collection to train on.")
 @click.option("--label-column", metavar="COL", help="Item column holding the label.")
 @click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
 @click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
-@click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
-              show_default=True, help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
-              "validation, neighbours searched within the space; centroid: nearest centroid (1 example per label is enough); sklearn-logreg: stock baseline.")
+@click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg", "zeroshot", "fewshot"]),
+              default="logreg", show_default=True,
+              help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
+              "validation, neighbours searched within the space; centroid: nearest centroid (1 example per label is "
+              "enough); sklearn-logreg: stock baseline; zeroshot: the label names' prompts embedded by the space's "
+              "encoder (CLIP, or a text model), no examples (--classes when nothing is labelled); fewshot: those "
+              "prompts plus the labelled examples (Tip-Adapter).")
+@click.option("--classes", metavar="A,B,...", help="zeroshot without labels: the label names.")
+@click.option("--templates", "templates_file", type=click.Path(dir_okay=False),
+              help="zeroshot/fewshot: a file of prompt templates, one a line, {} where the label goes (default: CLIP's "
+              "photo prompts for images, '{}' and 'a text about {}.' for texts).")
+@click.option("--label-name", "label_names", multiple=True, metavar="LABEL=WORDS",
+              help="zeroshot/fewshot: prompt LABEL as WORDS, e.g. 0=zero (repeatable).")
 @click.option("--class-weight", type=click.Choice(["balanced"]),
               help="Weigh labels inversely to their frequency (logreg and sklearn-logreg).")
 @click.option("--label-sep", metavar="SEP", help="Split string labels on SEP into several labels (multi-label head).")
@@ -42,6 +79,7 @@ from .progress import Progress, spinner
 @friendly
 def fit(store_path: str, collection: str, label_column: str | None, labels_file: str | None, name: str | None,
         model: str, class_weight: str | None, label_sep: str | None, plot_dir: str | None, space: str | None,
+        classes: str | None, templates_file: str | None, label_names: tuple[str, ...],
         test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float, seed: int,
         params: tuple[str, ...], device: str | None, as_json: bool) -> None:
     """Train a head on a collection's embeddings; report accuracy and macro-F1 with 95% intervals, per-label
@@ -51,6 +89,7 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     extra = parse_params(params)
     if class_weight:
         extra["class_weight"] = class_weight
+    extra.update(prompt_params(model, classes, templates_file, label_names))
     with Progress(f"fit {model}", waiting="reading the labels") as progress:  # vectors read, then the solves
         rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
                         labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
@@ -64,6 +103,13 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     if rec.get("labels_file_unmatched"):
         click.echo(f"{rec['labels_file_unmatched']} ids of the labels file are items of neither collection; they were "
                    "ignored")
+    if rec.get("prompts"):
+        click.echo(f"prompts: {len(rec['prompts']['templates'])} templates (e.g. "
+                   f"{rec['prompts']['templates'][0].format(rec['prompts']['label_names'][0])!r})")
+    if rec["accuracy"] is None:
+        click.echo(f"not scored: no labelled items; `embstore predict --head {rec['name']} -c {rec['collection']}` "
+                   "applies it")
+        return
     cal = rec["metrics"].get("calibration", {})
     learned = ", ".join(f"{k.rstrip('_')}={v:.4g}" if isinstance(v, float) else f"{k.rstrip('_')}={v}"
                         for k, v in rec["learned"].items() if k != "multilabel_")
@@ -164,6 +210,10 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
     echo_table(["per_label", "train_items", "runs", "accuracy", "± std", "macro_f1", "± std "],
                [[r["samples_per_label"], round(r["train_size"]), r["runs"], r["accuracy_mean"], r["accuracy_std"],
                  r["macro_f1_mean"], r["macro_f1_std"]] for r in out["results"]])
+    zs = out.get("zero_shot")
+    if zs:
+        click.echo(f"zero-shot (the label names, {zs['templates']} prompt templates, no training item): accuracy "
+                   f"{zs['accuracy']:.4f}, macro_f1 {zs['macro_f1']:.4f}")
     for r in out["results"]:
         if r["every_item"] and r["samples_per_label"] != "all":
             n = r["samples_per_label"]

@@ -265,7 +265,8 @@ def plot_confusion(metrics: dict[str, Any], path: str | os.PathLike, title: str)
 
 
 def plot_learning_curve(points: list[dict[str, Any]], path: str | os.PathLike, title: str,
-                        x_key: str = "train_size") -> str:
+                        x_key: str = "train_size", baseline: tuple[str, float] | None = None) -> str:
+    """``baseline``: (its name, its accuracy), drawn as a dashed line across (zero-shot: no training items)."""
     plt = _pyplot()
     xs = np.array([p[x_key] for p in points], dtype=np.float64)
     mean = np.array([p["accuracy_mean"] for p in points])
@@ -278,6 +279,9 @@ def plot_learning_curve(points: list[dict[str, Any]], path: str | os.PathLike, t
         below = i > 0 and x < 1.5 * xs[i - 1] and not below  # a close neighbour's label is above: this one below
         ax.annotate(str(p.get("samples_per_label", "")), (x, y), textcoords="offset points",
                     xytext=(0, -12 if below else 6), ha="center", fontsize=8)
+    if baseline is not None:
+        ax.axhline(baseline[1], linestyle="--", color="grey", label=f"{baseline[0]}: {baseline[1]:.3f}")
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_xscale("log")
     from matplotlib.ticker import FixedLocator, NullFormatter
 

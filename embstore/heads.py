@@ -20,8 +20,10 @@ from .evaluation import evaluate, jsonable as _jsonable, paired_comparison, refu
 from .sql import ids_where
 from .lookup import positions_of, shard_columns, vectors_at
 from .storage import check_name, read_shards, write_shard
+from . import prototypes
+from .prototypes import MODELS as PROTOTYPE_MODELS
 
-MODELS = ("logreg", "knn", "centroid", "sklearn-logreg")
+MODELS = ("logreg", "knn", "centroid", "sklearn-logreg", *PROTOTYPE_MODELS)
 
 
 # ------------------------------------------------------------------------------------------------- estimators
@@ -32,6 +34,9 @@ def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> A
         from sklearn.linear_model import LogisticRegression
 
         cls, defaults = LogisticRegression, {"max_iter": 1000}
+    elif model in PROTOTYPE_MODELS:
+        cls, defaults = prototypes.estimator_class(model), {}
+        params = prototypes.split_params(params)[0]
     elif model in MODELS:
         cls = {"logreg": LinearProbe, "knn": KNNHead, "centroid": CentroidHead}[model]
         defaults = {"device": device} if model == "logreg" else {}
@@ -49,6 +54,8 @@ def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> A
 def learned_state(model: str, est: Any, train_ids: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The fitted estimator as (arrays, scalars): everything ``rebuild`` needs, nothing pickled. A kNN head served
     from its space's index keeps its training items' ids (``train_ids``) instead of a copy of their vectors."""
+    if model in PROTOTYPE_MODELS:
+        return prototypes.state_of(est)
     if model in ("logreg", "sklearn-logreg"):
         scalars = {"C_": est.C_, "multilabel_": bool(est.multilabel_), "temperature_": est.temperature_} \
             if model == "logreg" else {}
@@ -64,6 +71,8 @@ def learned_state(model: str, est: Any, train_ids: Sequence[str] | None = None) 
 def rebuild(model: str, params: dict[str, Any], classes: list[Any], arrays: dict[str, np.ndarray],
             scalars: dict[str, Any], device: str = "cpu") -> Any:
     est = make_estimator(model, params, device)
+    if model in PROTOTYPE_MODELS:
+        return prototypes.restore(est, classes, arrays, scalars)
     est.classes_ = np.arange(len(classes)) if scalars.get("multilabel_") else np.asarray(classes)
     for key, value in scalars.items():
         setattr(est, key, value)
@@ -296,6 +305,8 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
     space = store.space_name(collection, space)
     sp = store.space(collection, space)
+    if model == "zeroshot" and label_column is None and labels is None:  # from label names alone
+        return _zero_shot_from_names(store, collection, space, name, params)
     data = train_test(store, collection, space, label_column, labels, test_collection=test_collection,
                       train_where=train_where, test_where=test_where, test_size=test_size, seed=seed, sep=label_sep,
                       progress=progress)
@@ -307,8 +318,12 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         from .search import subset_searcher
 
         searcher = subset_searcher(store, collection, space, data["train_ids"], data["Xtr"])
+    prepare, prompts = None, None
+    if model in PROTOTYPE_MODELS:  # label prototypes from the names, embedded by the space's encoder
+        prepare, prompts = prototypes.prototype_setter(store, collection, space, model, classes,
+                                                       prototypes.split_params(params)[1])
     est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
-                         searcher, progress)
+                         searcher, progress, prepare)
     metrics, right = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel, outcomes=True)
     test_hash = _pairs_hash(data["test_ids"], data["yte"])
     right = right[sorted(range(len(right)), key=data["test_ids"].__getitem__)]  # item by item, in id order
@@ -333,9 +348,40 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         record["vs_previous"] = previous
     if searcher is not None:
         record["served_by"] = searcher.how
+    if prompts is not None:
+        record["prompts"] = prompts
+        if model == "zeroshot":
+            record["n_train"] = 0  # (the training items were not used: only the label names)
     if plot_dir is not None:
-        record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir)
+        record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir, prepare)
     return save_head(store, record, arrays, right)
+
+
+def _zero_shot_from_names(store: Any, collection: str, space: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A zero-shot head with no labelled item: its labels are the ``classes`` param; nothing to score it on."""
+    params = dict(params)
+    classes = params.pop("classes", None)
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",")]
+    classes = list(dict.fromkeys(str(c).strip() for c in classes or [] if str(c).strip()))
+    if len(classes) < 2:
+        raise InputError("a zero-shot head without labelled items needs the label names: --classes 'cat,dog,...' "
+                         "(two at least), or a label column / labels file to take them from")
+    sp = store.space(collection, space)
+    prepare, prompts = prototypes.prototype_setter(store, collection, space, "zeroshot", classes,
+                                                   prototypes.split_params(params)[1])
+    est = make_estimator("zeroshot", params, store.settings.device)
+    prepare(est)
+    arrays, scalars = learned_state("zeroshot", est)
+    record = {
+        "name": name, "model": "zeroshot", "params": params, "classes": classes, "n_classes": len(classes),
+        "multilabel": False, "label_sep": None, "label_column": None, "collection": collection, "space": space,
+        "space_fingerprint": sp["encoder"]["fingerprint"], "encoder": sp["encoder"], "learned": scalars,
+        "n_train": 0, "n_unlabelled": int(sp["rows"]), "evaluated_on": "nothing: no labelled items (label names only)",
+        "accuracy": None, "macro_f1": None, "metrics": {}, "train_data_sha256": _pairs_hash([], []),
+        "prompts": prompts, "created": now(),
+    }
+    return save_head(store, record, arrays)
 
 
 def _selection(model: str, est: Any, n_train: int) -> dict[str, Any] | None:
@@ -376,8 +422,11 @@ def _compare_previous(store: Any, name: str, test_hash: str, right: np.ndarray) 
 
 
 def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multilabel: bool, X: np.ndarray,
-                   y: list[Any], device: str, searcher: Any = None, progress: Any = None) -> Any:
+                   y: list[Any], device: str, searcher: Any = None, progress: Any = None,
+                   prepare: Any = None) -> Any:
     est = make_estimator(model, params, device)
+    if prepare is not None:  # a prototype head's label prototypes
+        prepare(est)
     if searcher is not None:
         est.serve_from(searcher)
     if multilabel:
@@ -400,7 +449,7 @@ def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multi
 
 
 def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params: dict[str, Any], device: str,
-               plot_dir: str | os.PathLike) -> dict[str, str]:
+               plot_dir: str | os.PathLike, prepare: Any = None) -> dict[str, str]:
     """Confusion matrix, and a learning curve: the same head refit on growing shares of the training set."""
     from .evaluation import plot_confusion, plot_learning_curve
 
@@ -425,7 +474,8 @@ def _fit_plots(record: dict[str, Any], data: dict[str, Any], model: str, params:
             continue
         if not getattr(make_estimator(model, params, device), "fits_on", lambda n: True)(len(rows)):
             continue  # e.g. a fixed k needs more than k items: this share is too small for it
-        est = _fit_estimator(model, params, record["classes"], multilabel, data["Xtr"][rows], ys, device)
+        est = _fit_estimator(model, params, record["classes"], multilabel, data["Xtr"][rows], ys, device,
+                             prepare=prepare)
         if multilabel:
             acc = float((np.asarray(est.predict(data["Xte"])) == Yte).all(1).mean())
         else:
@@ -462,10 +512,16 @@ def few_shot_eval(store: Any, collection: str, label_column: str | None, *, spac
            "n_test": len(data["yte"]), "n_classes": len(data["classes"]), "repeats": repeats, "seed": seed,
            "protocol": "MTEB classification: undersample train to n per label, LogisticRegression(max_iter=100)",
            "results": points}
+    enc = store.encoder_for(collection, space)
+    if {"text", "image"} <= set(enc.modalities):  # a CLIP space: what the label names alone get, beside the curve
+        out["zero_shot"] = prototypes.zero_shot_score(store, collection, space, data["classes"], data["Xte"],
+                                                      data["yte"])
     if plot_dir is not None:
         Path(plot_dir).mkdir(parents=True, exist_ok=True)
+        zs = out.get("zero_shot")
         out["plot"] = plot_learning_curve(points, Path(plot_dir) / f"{collection}_{space}_few_shot.png",
-                                          f"few-shot logistic regression on {collection}.{space}")
+                                          f"few-shot logistic regression on {collection}.{space}",
+                                          baseline=("zero-shot (label names)", zs["accuracy"]) if zs else None)
     return out
 
 

@@ -70,6 +70,8 @@ class OpenClipEncoder(Encoder):
                 raise EncoderError(f"cannot load open_clip weights {pretrained!r} for {arch}: {why}; {fix}") from None
         self.model = model.eval().to(device)
         self.device = device
+        # the learned temperature of its image-text logits (about 100 for trained CLIPs): a zero-shot head's scale
+        self.logit_scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else None
         self.preprocess_fn = preprocess
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.config = config or open_clip.get_model_config(arch)
