@@ -523,7 +523,7 @@ class Store:
                 progress: Any = None) -> dict[str, Any]:
         """Apply a head to a whole collection (stored, visible to SQL; a shard at a time, ``progress(stage, done,
         total)`` after each) or to new texts/images (returned)."""
-        from .heads import predict
+        from .predict import predict
 
         return predict(self, head, collection, texts=texts, images=images, version=version, progress=progress)
 
