@@ -9,13 +9,41 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import EncoderError
 from .base import Encoder, as_float32, hash_state_dict, hub_cache_only_when_unreachable
 from .text import slug
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """open_clip logs to the root logger ("ERROR:root:Failed to download weights ..."): the library never prints;
+    what went wrong reaches the user as embstore's own one-line error."""
+    root, before = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def where_to_get(arch: str, tag: str) -> str:
+    """What to download for an open_clip tag, and where to put it (or how to name the file instead)."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if repo:
+        return (f"on a machine with network run `huggingface-cli download {repo} open_clip_pytorch_model.bin` (it goes "
+                f"to the Hugging Face cache, ~/.cache/huggingface/hub, which embstore reads offline; copy that folder "
+                f"here), or download https://huggingface.co/{repo} 's open_clip_pytorch_model.bin and name the file: "
+                f"open_clip:{arch}@/path/to/open_clip_pytorch_model.bin")
+    url = cfg.get("url") or "the weights file of this tag"
+    return f"download {url} and name the file: open_clip:{arch}@/path/to/{os.path.basename(url) or 'weights.pt'}"
 
 
 class OpenClipEncoder(Encoder):
@@ -45,12 +73,8 @@ class OpenClipEncoder(Encoder):
         if pretrained == "random":
             torch.manual_seed(0)
             try:
-                quiet = logging.getLogger().level
-                logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "initialized randomly": asked for here
-                try:
+                with quiet_logs():  # open_clip warns "initialized randomly": asked for here
                     model, _, preprocess = open_clip.create_model_and_transforms(arch)
-                finally:
-                    logging.getLogger().setLevel(quiet)
             except Exception as e:  # a bad config surfaces as whatever open_clip/torch raise
                 raise EncoderError(f"cannot build open_clip model {arch!r}: {type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}; check the model config") from None
@@ -61,12 +85,12 @@ class OpenClipEncoder(Encoder):
                 raise EncoderError(f"{pretrained!r} is neither a weights file nor a pretrained tag of open_clip {arch}; "
                                    f"its tags: {', '.join(tags) or 'none'} (or @random for random weights)")
             try:
-                with hub_cache_only_when_unreachable() as online:
+                with hub_cache_only_when_unreachable() as online, quiet_logs():  # one line from us, not the library's
                     model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
             except Exception as e:  # download and format errors vary: all mean "these weights cannot be had here"
                 why = str(e).splitlines()[0][:160] if online or local else "they are not in the Hugging Face " \
                     "cache, and huggingface.co cannot be reached from here"
-                fix = "check that the file holds this model's weights" if local else "give a local weights file"
+                fix = "check that the file holds this model's weights" if local else where_to_get(arch, pretrained)
                 raise EncoderError(f"cannot load open_clip weights {pretrained!r} for {arch}: {why}; {fix}") from None
         self.model = model.eval().to(device)
         self.device = device
