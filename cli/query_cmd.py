@@ -44,8 +44,12 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
     vec = parse_vector(vector)
     store = open_store(store_path, device)
     # what can be checked without a model, before one loads: the collection and space, the image, --where
-    space_name = store.space_name(collection, space)
+    from embstore.search import query_vector, space_for_query
+
     given = [v for v in (query, image, like, vec) if v is not None]  # not one: the library says what to give
+    if len(given) != 1:  # (refused before the space is looked at)
+        query_vector(store, collection, "", query=query, image=image, item_id=like, vector=vec)
+    space_name = space_for_query(store, collection, space, query=query, image=image, vector=vec)
     if len(given) == 1 and image is not None:
         check_images([image])
     if where is not None:
@@ -53,7 +57,7 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
     if len(given) == 1 and (image is not None or (query is not None and query.strip())) \
             and store.space(collection, space_name)["encoder"]["library"] != "external":
         load_encoder(store.space(collection, space_name)["encoder"]["spec"], store.settings.device)
-    hits = store.search(collection, query, image=image, item_id=like, vector=vec, k=k, space=space, where=where)
+    hits = store.search(collection, query, image=image, item_id=like, vector=vec, k=k, space=space_name, where=where)
     if as_json:
         echo_json({"collection": collection, "k": k, "results": hits})
         return

@@ -27,8 +27,36 @@ def _probabilities(record: dict[str, Any], est: Any, X: np.ndarray) -> tuple[lis
     return [_jsonable(v) for v in classes[top]], proba.max(1), sets
 
 
+def fitting_head(store: Any, collection: str | None, modality: str | None) -> str | None:
+    """With no head named: the latest head that fits the input. For a collection, one trained on a space the
+    collection has (the same fingerprint); for new texts or images, one whose encoder embeds that modality. None
+    (the latest of all, or the error that there is none) when no head fits: load_head says what is wrong."""
+    from .search import LIBRARY_MODALITIES
+
+    heads = store.manifest["heads"]
+    if collection is not None and collection in store.manifest["collections"]:
+        prints = {sp["encoder"]["fingerprint"] for sp in store.collection(collection)["spaces"].values()}
+        fits = [n for n, h in heads.items() if h["versions"] and h["versions"][-1]["space_fingerprint"] in prints]
+    elif modality is not None:
+        fits = [n for n, h in heads.items() if h["versions"] and modality in LIBRARY_MODALITIES.get(
+            _library_of(store, h["versions"][-1]), {"text", "image"})]
+    else:
+        return None
+    if not fits:
+        return None
+    return max(fits, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
+
+
+def _library_of(store: Any, version: dict[str, Any]) -> str | None:
+    """The encoder library of the space a head version was trained on (from the manifest, when it is still there)."""
+    coll = store.manifest["collections"].get(version["collection"], {})
+    return (coll.get("spaces", {}).get(version["space"], {}).get("encoder") or {}).get("library")
+
+
 def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequence[str] | None,
             images: Sequence[Any] | None, version: int | None, progress: Any = None) -> dict[str, Any]:
+    if head is None:
+        head = fitting_head(store, collection, "text" if texts is not None else "image" if images is not None else None)
     record, est = load_head(store, head, version)
     fp = record["space_fingerprint"]
     if collection is not None and (texts is not None or images is not None):

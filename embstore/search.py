@@ -54,12 +54,43 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
     return enc.encode_preprocessed([enc.preprocess(img)])
 
 
+LIBRARY_MODALITIES = {"sentence-transformers": {"text"}, "timm": {"image"}, "open_clip": {"text", "image"},
+                      "hash": {"text", "image"}, "external": set()}
+
+
+def space_for_query(store: Any, collection: str, space: str | None, *, query: Any = None, image: Any = None,
+                    vector: Any = None) -> str:
+    """The space a query runs in: the one named; else the collection's only space; else the one space whose
+    encoder can embed this kind of query (from the manifest: no model loads). Asks for --space only when several
+    can (an image query on a collection with a CLIP space and an EfficientNet space)."""
+    spaces = store.collection(collection)["spaces"]
+    if space is not None or len(spaces) <= 1:
+        return store.space_name(collection, space)
+    if query is not None or image is not None:
+        kind = "text" if query is not None else "image"
+        able = [n for n, sp in spaces.items() if kind in LIBRARY_MODALITIES.get(sp["encoder"].get("library"), set())]
+        what = f"{'a text' if kind == 'text' else 'an image'} query"
+    elif vector is not None:
+        dim = np.asarray(vector).reshape(-1).shape[0]
+        able = [n for n, sp in spaces.items() if sp["encoder"]["dim"] == dim]
+        what = f"a vector of {dim} dimensions"
+    else:
+        able, what = sorted(spaces), "this query"
+    if len(able) == 1:
+        return able[0]
+    if not able:
+        raise InputError(f"no space of collection {collection!r} can embed {what} (spaces: "
+                         + ", ".join(f"{n}: {sp['encoder']['spec']}" for n, sp in sorted(spaces.items())) + ")")
+    raise InputError(f"collection {collection!r} has several spaces that can take {what}: {', '.join(sorted(able))}; "
+                     "pass --space")
+
+
 def run_search(store: Any, collection: str, *, query: str | None = None, image: Any = None,
                item_id: str | None = None, vector: Any = None, k: int = 10, space: str | None = None,
                where: str | None = None) -> list[dict]:
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}")
-    space = store.space_name(collection, space)
+    space = space_for_query(store, collection, space, query=query, image=image, vector=vector)
     q = query_vector(store, collection, space, query=query, image=image, item_id=item_id, vector=vector)
     want = k + (item_id is not None)  # more like an item: the item itself is not an answer
     meta = None  # the hits' item rows, when the search already has them

@@ -177,3 +177,40 @@ def test_eval_on_a_clip_space_reports_zero_shot_beside_the_curve(pictures, tmp_p
     # the figure equals a zero-shot head's score on the same held-out items
     rec = pictures.fit("pics", "colour", "zs_eval", model="zeroshot")
     assert rec["accuracy"] == pytest.approx(zs["accuracy"])
+
+
+def test_a_query_takes_the_one_space_that_can_embed_it(pictures, tmp_path):
+    """A collection with a CLIP space and an EfficientNet space: a text query goes to the CLIP one (the only one
+    that embeds text); an image query asks, since both can; a vector goes by its dimension."""
+    store = Store.open(tmp_path / "s")
+    rows = [{"path": p, "colour": c} for p, c in pictures.sql("SELECT path, colour FROM pics").fetchall()]
+    csv = write_csv(tmp_path / "p.csv", rows)
+    clip_spec = pictures.space("pics")["encoder"]["spec"]
+    store.ingest(csv, "pics", image_column="path", encoder=clip_spec)
+    store.ingest(csv, "pics", image_column="path", encoder="efficientnet-lite0")
+    assert sorted(store.collection("pics")["spaces"]) == ["clip_tiny_clip", "efficientnet_lite0"]
+    hits = store.search("pics", "a red square", k=3)  # text: only the CLIP space can
+    assert len(hits) == 3
+    with pytest.raises(InputError, match="several spaces that can take an image query: clip_tiny_clip, "
+                                         "efficientnet_lite0; pass --space"):
+        store.search("pics", image=rows[0]["path"], k=3)
+    assert store.search("pics", image=rows[0]["path"], k=1, space="efficientnet_lite0")[0]["score"] > 0.99
+    with pytest.raises(InputError, match="no space of collection 'pics' can embed a vector of 5 dimensions"):
+        store.search("pics", vector=[1, 0, 0, 0, 0])
+
+
+def test_predict_without_a_head_picks_one_that_fits_the_input(tmp_path, topics_csv):
+    store = Store.open(tmp_path / "s")
+    store.ingest(topics_csv, "docs", encoder="hash:64")
+    store.fit("docs", "label", "text_head", params={"C": 1.0})
+    from PIL import Image
+
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    store.ingest(tmp_path, "imgs", encoder="efficientnet-lite0")
+    ids = [r[0] for r in store.sql("SELECT id FROM imgs ORDER BY path").fetchall()]
+    write_csv(tmp_path / "l.csv", [{"id": i, "label": "dark" if k < 2 else "light"} for k, i in enumerate(ids)])
+    store.fit("imgs", labels=tmp_path / "l.csv", name="image_head", model="centroid", test_size=0.5)
+    assert store.predict(texts=["the cat in the barn"])["head"] == "text_head"  # the latest is image_head
+    assert store.predict(collection="docs")["head"] == "text_head"
+    assert store.predict(images=[str(tmp_path / "0.png")])["head"] == "image_head"
