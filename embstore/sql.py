@@ -99,7 +99,9 @@ def connect(store: Any, *, write: bool = False) -> Any:
 def register_functions(store: Any, con: Any) -> None:
     """``embed(target, text)``: the text embedded by the space's own encoder (target: ``collection`` or
     ``collection.space``), as FLOAT[]; ``similarity(embedding, vector)``: cosine; and per collection with one text
-    space, the table macro ``<collection>_nearest(text, k)``: the k items nearest to the text, with ``score``."""
+    space, the table macro ``<collection>_nearest(text, k)``: the k items nearest to the text, with ``score``;
+    ``embed_image(target, path)`` and ``<collection>_nearest_image(path, k)`` the same for an image file (a CLIP
+    space takes both: texts find images and images find texts)."""
     import duckdb
 
     try:
@@ -124,7 +126,23 @@ def register_functions(store: Any, con: Any) -> None:
             cache[key] = enc.encode_text([text])[0].tolist()
         return cache[key]
 
+    def embed_image(target: str, path: str) -> list[float]:
+        key = (target, "\0image\0" + path)
+        if key not in cache:
+            collection, _, space = target.partition(".") if target not in store.manifest["collections"] \
+                else (target, "", "")
+            enc = store.encoder_for(collection, space or None)
+            if "image" not in enc.modalities:
+                raise ValueError(f"{target!r} is a space of {collection!r} made by {enc.spec}, which does not embed "
+                                 "images")
+            from .encoders.base import load_user_image
+
+            cache[key] = enc.encode_preprocessed([enc.preprocess(load_user_image(path))])[0].tolist()
+        return cache[key]
+
     con.create_function("embed", embed, [t.VARCHAR, t.VARCHAR], duckdb.list_type(t.FLOAT), side_effects=False)
+    con.create_function("embed_image", embed_image, [t.VARCHAR, t.VARCHAR], duckdb.list_type(t.FLOAT),
+                        side_effects=False)
     con.execute("CREATE OR REPLACE TEMP MACRO similarity(a, b) AS list_cosine_similarity(a::FLOAT[], b::FLOAT[])")
     for name, c in store.manifest["collections"].items():
         text_spaces = [s for s, sp in c["spaces"].items()
@@ -135,6 +153,14 @@ def register_functions(store: Any, con: Any) -> None:
                         f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed({_quote(name + "." + space)}, q)) '
                         f'AS score FROM "{space_view(name, space)}" ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) '
                         "ORDER BY s.score DESC")
+        image_spaces = [s for s, sp in c["spaces"].items()
+                        if sp["shards"] and sp["encoder"].get("library") in ("open_clip", "timm", "hash")]
+        if image_spaces and c["item_shards"]:  # an image query: a CLIP space first (it also answers texts)
+            space = sorted(image_spaces, key=lambda s: c["spaces"][s]["encoder"].get("library") != "open_clip")[0]
+            con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest_image"(path, k) AS TABLE '
+                        f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed_image('
+                        f'{_quote(name + "." + space)}, path)) AS score FROM "{space_view(name, space)}" '
+                        f'ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) ORDER BY s.score DESC')
 
 
 def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
