@@ -57,5 +57,16 @@ def load_encoder(spec: str, device: str) -> None:
     """Load the model now, under a progress line; the library's own call then finds it loaded (one per process)."""
     from embstore.encoders import get_encoder
 
+    warn_if_random(spec)
     with spinner(f"loading {spec}"):
         get_encoder(spec, device)
+
+
+def warn_if_random(spec: str | None) -> None:
+    """Random weights (``...@random``) are for tests and throughput runs: said on stderr wherever their vectors
+    are used (ingest, search, fit, eval, predict), so nobody mistakes their results for a model's."""
+    import click
+
+    if spec and (spec.endswith("@random") or spec.endswith("/random")):
+        click.secho(f"warning: {spec} has RANDOM weights: its vectors, searches and heads mean nothing (for tests "
+                    "and throughput runs only)", err=True, fg="yellow")

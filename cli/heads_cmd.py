@@ -7,7 +7,7 @@ import click
 
 from embstore.errors import InputError
 
-from .checks import check_head_version, check_images, head_encoder_spec, load_encoder
+from .checks import check_head_version, check_images, head_encoder_spec, load_encoder, warn_if_random
 from .main import cli, device_option, friendly, json_option, open_store, store_option
 from .output import echo_json, echo_table
 from .progress import Progress, spinner
@@ -94,6 +94,7 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
         rec = store.fit(collection, label_column, name, model=model, space=space, test_collection=test_collection,
                         labels=labels_file, test_size=test_size, seed=seed, params=extra, train_where=train_where,
                         test_where=test_where, label_sep=label_sep, plot_dir=plot_dir, progress=progress)
+    warn_if_random(rec["encoder"]["spec"])
     if as_json:
         echo_json(rec)
         return
@@ -202,6 +203,7 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
         out = store.eval(collection, label_column, space=space, test_collection=test_collection, labels=labels_file,
                          train_where=train_where, test_where=test_where, test_size=test_size, samples=samples,
                          repeats=repeats, seed=seed, plot_dir=plot_dir, progress=progress)
+    warn_if_random(out["encoder"])
     if as_json:
         echo_json(out)
         return
@@ -254,6 +256,10 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
         raise InputError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
     store = open_store(store_path, device)
     # what can be checked without a model, before one loads: the head and version, the collection, the images
+    if head is None:  # the latest head that fits the input (the library's choice, made here before a model loads)
+        from embstore.predict import fitting_head
+
+        head = fitting_head(store, collection, "text" if texts else "image" if files else None)
     if head is not None:
         check_head_version(store, head, version)
     if collection is not None:
@@ -272,6 +278,7 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
     else:
         with spinner("predict"):
             out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
+    warn_if_random(head_encoder_spec(store, out["head"], out["version"]))
     if as_json:
         echo_json(out)
     elif "rows" in out and any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5

@@ -17,6 +17,7 @@ from embstore.errors import EmbstoreError, InputError
 
 from .output import echo_json, echo_table
 from .progress import Progress
+from .checks import warn_if_random
 
 store_option = click.option("--store", "store_path", envvar="EMBSTORE_STORE", required=True, metavar="PATH",
                             help="Store directory (or set EMBSTORE_STORE).")
@@ -187,6 +188,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
         kept = Store.open(store.root).info()["collections"].get(collection, {}).get("items", 0)
         fail(f"interrupted: what was committed stays ({kept} items now in {collection!r}); run the same ingest "
              "again to add the rest", 130, "Interrupted", as_json, prefix="")
+    warn_if_random(r.encoder)
     refused = r.read and not (r.added or r.embedded or r.reused or r.duplicates)  # every row was quarantined
     refusal = (f"no row was added: all {r.read} rows were quarantined (reasons above); fix them and ingest again"
                if refused else None)

@@ -229,3 +229,21 @@ def test_sql_searches_across_modalities_in_a_clip_space(pictures, tmp_path):
     rows = pictures.sql(f"SELECT text FROM captions_nearest_image('{path}', 4)").fetchall()
     assert sorted(r[0] for r in rows) == ["a blue square", "a green square", "a grey square", "a red square"]
     assert pictures.search("captions", image=path, k=4)[0]["text"] == rows[0][0]
+
+
+def test_random_weights_are_said_loudly_wherever_their_vectors_are_used(pictures, tmp_path):
+    from click.testing import CliRunner
+
+    from embstore_cli.main import cli
+
+    store = str(pictures.root)
+    runs = {
+        "search": ["search", "--store", store, "-c", "pics", "a red square", "-k", "2"],
+        "fit": ["fit", "--store", store, "-c", "pics", "--label-column", "colour", "--model", "centroid"],
+        "predict": ["predict", "--store", store, "-c", "pics"],
+        "eval": ["eval", "--store", store, "-c", "pics", "--label-column", "colour", "--samples", "1", "--repeats", "1"],
+    }
+    for what, args in runs.items():
+        run = CliRunner().invoke(cli, args)  # (its output holds stderr too)
+        assert run.exit_code == 0, (what, run.output)
+        assert "has RANDOM weights: its vectors, searches and heads mean nothing" in run.output, what
