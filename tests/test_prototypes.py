@@ -161,7 +161,7 @@ def test_zero_shot_from_the_command_line(pictures, tmp_path):
     assert run.exit_code == 0, run.output
     assert "prompts: 2 templates (e.g. 'a scarlet square.')" in run.output and "not scored: no labelled items" in run.output
     rec = json.loads(CliRunner().invoke(cli, ["fit", "--store", str(pictures.root), "-c", "pics", "--model", "fewshot",
-                                              "--label-column", "colour", "--param", "beta=3", "--json"]).output)
+                                              "--label-column", "colour", "--param", "beta=3", "--json"]).stdout)
     assert rec["model"] == "fewshot" and rec["params"] == {"beta": 3} and rec["accuracy"] is not None
     bad = CliRunner().invoke(cli, ["fit", "--store", str(pictures.root), "-c", "pics", "--label-column", "colour",
                                    "--classes", "a,b"])
