@@ -80,3 +80,23 @@ def test_transforms_that_do_not_replay_on_tensors_stay_on_the_cpu(monkeypatch):
     monkeypatch.setenv("EMBSTORE_DECODE", "gpu")
     with pytest.raises(InputError, match="EMBSTORE_DECODE is 'gpu'; use one of: auto, device, cpu"):
         device_decode.wanted("cpu")
+
+
+def test_a_clip_space_decodes_on_the_device_too(tmp_path, folder, monkeypatch):
+    import json
+
+    tiny = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
+                                            "head_width": 16},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "tiny.json").write_text(json.dumps(tiny))
+    spec = f"open_clip:{tmp_path / 'tiny.json'}@random"
+    out = {}
+    for mode in ("cpu", "device"):
+        monkeypatch.setenv("EMBSTORE_DECODE", mode)
+        store = Store.open(tmp_path / mode, settings=Settings.resolve(device="cpu", batch_size=4, workers=2))
+        r = store.ingest(folder, "pics", encoder=spec)
+        out[mode] = (r, *store.embeddings("pics"))
+    assert out["device"][0].decoded == {"device": 7, "cpu": 1} and out["cpu"][0].decoded == {}
+    assert out["cpu"][1] == out["device"][1]
+    X_c, X_d = out["cpu"][2], out["device"][2]
+    assert ((X_c * X_d).sum(1)).min() >= 0.99  # (unit vectors; a 32-pixel model: resizing differences weigh more)

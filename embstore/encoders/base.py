@@ -24,6 +24,8 @@ class Encoder:
     dim: int
     normalized: bool = False  # True when the model itself L2-normalises its output
     default_space: str = "space"
+    transform: Any = None  # image encoders: the torchvision transform ``preprocess`` applies (replayed on tensors
+    # by the ingest's device decoding); None when it is not one
 
     def identity(self) -> dict[str, Any]:
         """What makes two encoders the same: never a local path, always the weights' hash."""

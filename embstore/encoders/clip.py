@@ -97,6 +97,7 @@ class OpenClipEncoder(Encoder):
         # the learned temperature of its image-text logits (about 100 for trained CLIPs): a zero-shot head's scale
         self.logit_scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else None
         self.preprocess_fn = preprocess
+        self.transform = preprocess
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.config = config or open_clip.get_model_config(arch)
         self.dim = int(self.config["embed_dim"])

@@ -54,7 +54,7 @@ class TensorTransform:
                 steps.append(("float", None))
             elif isinstance(t, T.Normalize):
                 steps.append(("normalize", ([float(v) for v in t.mean], [float(v) for v in t.std])))
-            elif getattr(t, "__name__", "") == "_convert_to_rgb" or name == "ToRGB":
+            elif getattr(t, "__name__", "") == "_convert_to_rgb" or name in ("ToRGB", "MaybeConvertMode"):
                 continue  # decode_jpeg(mode=RGB) already gives three channels
             else:
                 return None
