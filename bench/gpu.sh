@@ -44,6 +44,8 @@ step 150 python3 embed_image.py --device $dev --data $gp/images/labels.csv --lim
 for bs in ${TEXT_BATCHES:-256}; do
   step 180 python3 embed_text.py --device $dev --data $gp/text.csv --batch-size $bs --repeat 2 --stock "$stock" --out /tmp/bout
 done 2>&1 | tee -a "$out/embed_cuda.jsonl"
+step 120 python3 embed_clip.py --device $dev --data $gp/images/labels.csv --limit 4000 --workers 8 --batch-size 256 --repeat 1 \
+  --out /tmp/bout 2>&1 | tee -a "$out/embed_cuda.jsonl"
 step 90 python3 ingest_overhead.py --data $gp/text.csv --rows 100000 --repeat 1 --out /tmp/bout 2>&1 | tee "$out/ingest_overhead.jsonl"
 [ -z "${TEXT_AB:-}" ] || step 120 python3 text_ab.py $gp/text.csv $dev 2>&1 | tee "$out/text_ab.log"
 [ -n "${SKIP_FIT:-}" ] || step 150 python3 fit.py --device $dev --sizes ${FIT_SIZES:-10000,100000,1000000} --stock-max 100000 --stock "$stock" 2>&1 | tee "$out/fit_cuda.jsonl"
