@@ -36,9 +36,9 @@ def exact_top(X: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray | None =
 def test_choose_factory_by_size_and_memory():
     assert ix.choose_factory(1_000, 384) == "Flat"
     assert ix.choose_factory(100_000, 384) == "HNSW32"
-    assert ix.choose_factory(1_000_000, 384) == "IVF1024,Flat"
+    assert ix.choose_factory(1_000_000, 384) == "IVF2048,Flat"
     tight = ix.choose_factory(1_000_000, 384, memory_bytes=200 << 20)  # raw vectors (1.5 GB) do not fit
-    assert tight.startswith("IVF1024,PQ") and int(tight.split("PQ")[1]) * 1_000_000 <= 200 << 20
+    assert tight.startswith("IVF2048,PQ") and int(tight.split("PQ")[1]) * 1_000_000 <= 200 << 20
 
 
 @pytest.fixture()
