@@ -290,3 +290,44 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
         click.echo(f"head {out['head']} v{out['version']} predicted {out['predicted']} items of "
                    f"{out['collection']}.{out['space']} (SQL view: predictions)")
         echo_table(["label", "items"], list(out["labels"].items()))
+
+
+# ------------------------------------------------------------------------------------------------------ suggest
+@cli.command()
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection to pick from.")
+@click.option("-n", "n", type=int, default=50, show_default=True, help="How many items.")
+@click.option("--head", metavar="HEAD", help="Pick what this head is least sure of (spread out); without it, a "
+              "diverse sample of the space.")
+@click.option("--space", metavar="NAME", help="Space to pick in (needed when the collection has several).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives the same picks.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write a CSV of id,content[,guess,confidence],label to fill in; `fit --labels FILE` takes it back.")
+@device_option
+@json_option
+@friendly
+def suggest(store_path: str, collection: str, n: int, head: str | None, space: str | None, seed: int,
+            output: str | None, device: str | None, as_json: bool) -> None:
+    """Which items to label next: with no head, a diverse, representative sample (k-center greedy over the
+    embeddings); with --head, the items it is least sure of, spread out in the space."""
+    store = open_store(store_path, device)
+    if head is not None:
+        check_head_version(store, head, None)
+    out = store.suggest(collection, n, head=head, space=space, seed=seed)
+    if output:
+        import csv
+
+        columns = ["id", "content", *(["guess", "confidence"] if head else []), "label"]
+        with open(output, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, columns)
+            w.writeheader()
+            w.writerows({**r, "label": ""} for r in out["rows"])
+        out["output"] = output
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"{len(out['rows'])} items of {out['collection']}.{out['space']} to label next: {out['how']}")
+    columns = ["id", "content", *(["guess", "confidence"] if head else [])]
+    echo_table(columns, [[r.get(c) for c in columns] for r in out["rows"]])
+    if output:
+        click.echo(f"wrote {output}: fill in its label column, then `embstore fit ... --labels {output}`")

@@ -518,6 +518,14 @@ class Store:
                              labels=labels, train_where=train_where, test_where=test_where, test_size=test_size,
                              samples=samples, repeats=repeats, seed=seed, plot_dir=plot_dir, progress=progress)
 
+    def suggest(self, collection: str, n: int = 50, *, head: str | None = None, space: str | None = None,
+                seed: int = 0) -> dict[str, Any]:
+        """Items to label next: a diverse sample of the space, or (``head``) those it is least sure of, spread out;
+        ``rows`` of id, content (and the head's guess and confidence). See ``suggest.py``."""
+        from .suggest import suggest
+
+        return suggest(self, collection, n, head=head, space=space, seed=seed)
+
     def predict(self, head: str | None = None, collection: str | None = None, *, texts: Sequence[str] | None = None,
                 images: Sequence[Any] | None = None, version: int | None = None,
                 progress: Any = None) -> dict[str, Any]:
