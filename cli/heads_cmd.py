@@ -331,3 +331,33 @@ def suggest(store_path: str, collection: str, n: int, head: str | None, space: s
     echo_table(columns, [[r.get(c) for c in columns] for r in out["rows"]])
     if output:
         click.echo(f"wrote {output}: fill in its label column, then `embstore fit ... --labels {output}`")
+
+
+# ------------------------------------------------------------------------------------------------------ label-issues
+@cli.command("label-issues")
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection whose labels to check.")
+@click.option("--label-column", metavar="COL", help="Item column holding the label.")
+@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@click.option("--space", metavar="NAME", help="Space to score in (needed when the collection has several).")
+@click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
+              show_default=True, help="The head that gives each item its out-of-fold probabilities.")
+@click.option("--limit", type=int, default=50, show_default=True, help="Show the worst N.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
+@device_option
+@json_option
+@friendly
+def label_issues(store_path: str, collection: str, label_column: str | None, labels_file: str | None,
+                 space: str | None, model: str, limit: int, seed: int, device: str | None, as_json: bool) -> None:
+    """Labels that are likely wrong: confident learning on out-of-fold probabilities (each item scored by a head
+    trained without it), worst first, each with the label it more likely has."""
+    store = open_store(store_path, device)
+    out = store.label_issues(collection, label_column, labels=labels_file, space=space, model=model, limit=limit,
+                             seed=seed)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"{out['issues']} of {out['labelled']} labels of {out['collection']}.{out['space']} are likely wrong "
+               f"({out['how']}); the worst {len(out['rows'])}:")
+    echo_table(["id", "content", "label", "suggested", "score"],
+               [[r["id"], r["content"], r["label"], r["suggested"], r["score"]] for r in out["rows"]])

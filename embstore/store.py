@@ -518,6 +518,16 @@ class Store:
                              labels=labels, train_where=train_where, test_where=test_where, test_size=test_size,
                              samples=samples, repeats=repeats, seed=seed, plot_dir=plot_dir, progress=progress)
 
+    def label_issues(self, collection: str, label_column: str | None = None, *, labels: Any = None,
+                     space: str | None = None, model: str = "logreg", params: dict[str, Any] | None = None,
+                     limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+        """Labelled items whose label is likely wrong (confident learning on out-of-fold probabilities of a
+        ``model`` head), worst first, each with the suggested label. See ``label_issues.py``."""
+        from .label_issues import label_issues
+
+        return label_issues(self, collection, label_column, labels=labels, space=space, model=model, params=params,
+                            limit=limit, seed=seed)
+
     def suggest(self, collection: str, n: int = 50, *, head: str | None = None, space: str | None = None,
                 seed: int = 0) -> dict[str, Any]:
         """Items to label next: a diverse sample of the space, or (``head``) those it is least sure of, spread out;
