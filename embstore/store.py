@@ -528,17 +528,23 @@ class Store:
         return predict(self, head, collection, texts=texts, images=images, version=version, progress=progress)
 
     # ------------------------------------------------------------------------------------------------ SQL
-    def sql(self, query: str, *, write: bool = False) -> Any:
-        """Run DuckDB SQL over the store's views; returns a DuckDB relation (or None for statements)."""
+    def sql(self, query: str, *, write: bool = False, allow_files: bool = False,
+            allow_paths: Sequence[str | os.PathLike] = ()) -> Any:
+        """Run DuckDB SQL over the store's views; returns a DuckDB relation (or None for statements).
+
+        ``write`` allows statements that change data (your tables, in ``STORE/sql.duckdb``). Unless
+        ``allow_files``, the query can open no file but the store's shards and ``allow_paths`` (a file to write the
+        result to), and change only harmless settings (``sql_guard.HARMLESS_SETTINGS``)."""
         from .sql import run_sql
 
-        return run_sql(self, query, write=write)
+        return run_sql(self, query, write=write, allow_files=allow_files, allow_paths=[str(p) for p in allow_paths])
 
-    def connect(self, *, write: bool = False) -> Any:
-        """A DuckDB connection with a view per collection, per space and for predictions."""
+    def connect(self, *, write: bool = False, allow_files: bool = False) -> Any:
+        """A DuckDB connection with a view per collection, per space and for predictions (confined to the store's
+        shards unless ``allow_files``)."""
         from .sql import connect
 
-        return connect(self, write=write)
+        return connect(self, write=write, allow_files=allow_files)
 
     # ------------------------------------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:
