@@ -148,18 +148,20 @@ class Store:
     def ingest(self, source: Any, collection: str, *, text_column: str | None = None,
                image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
                space: str | None = None, index: str | None = None, embedding_column: str | None = None,
-               engine: str = "local", address: str | None = None, progress: Any = None) -> "IngestReport":
+               engine: str = "local", address: str | None = None, progress: Any = None,
+               encoding: str = "utf-8") -> "IngestReport":
         """Read ``source`` (a CSV/TSV/Parquet/JSONL file, a folder of images or of tables, a glob, a URL fsspec
         knows, or a list of those), streamed; embed what is new, commit chunk by chunk, index.
 
         ``engine="ray"`` runs read -> encode -> write as a Ray Data pipeline (``address``: an existing cluster's,
         else a local Ray). With ``embedding_column`` (or a ``.npy`` file) the vectors are taken as given: see
-        ``ingest_vectors``."""
+        ``ingest_vectors``. ``encoding``: of CSV/TSV/JSONL text; rows that do not decode are quarantined."""
         from .ingest.job import ingest
 
         return ingest(self, source, collection, text_column=text_column, image_column=image_column,
                       id_column=id_column, encoder=encoder, space=space, index=index,
-                      embedding_column=embedding_column, engine=engine, address=address, progress=progress)
+                      embedding_column=embedding_column, engine=engine, address=address, progress=progress,
+                      encoding=encoding)
 
     def ingest_vectors(self, collection: str, vectors: Any, ids: Sequence[Any] | None = None, *,
                        metadata: Any = None, name: str = "external", space: str | None = None,
