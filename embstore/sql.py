@@ -124,7 +124,7 @@ def shard_files(store: Any) -> list[str]:
 def _damaged_view(stmt: str, e: Exception) -> str:
     """A view in place of one whose files cannot be read: any query reading it fails with the reason."""
     name = re.match(r'CREATE OR REPLACE TEMP VIEW ("[^"]+"|\w+)', stmt).group(1)
-    reason = f"view {name} cannot be read: {str(e).splitlines()[0]}; restore the file, or run embstore check --repair"
+    reason = f"view {name} cannot be read: {str(e).splitlines()[0]}; restore the file from a backup, or delete the collection and ingest it again"
     return (f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT NULL::VARCHAR AS id FROM range(1) "
             f"WHERE error({_quote(reason)}) IS NULL")
 

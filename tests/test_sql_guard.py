@@ -123,7 +123,7 @@ def test_one_damaged_collection_does_not_stop_queries_over_the_others(two):
     shard.unlink()
     assert two.sql("SELECT count(*) FROM docs").fetchall() == [(36,)]
     assert two.sql("SELECT count(*) FROM more__hash64").fetchall() == [(5,)]  # its vectors are still there
-    with pytest.raises(duckdb.Error, match="view \"more\" cannot be read.*embstore check"):
+    with pytest.raises(duckdb.Error, match="view \"more\" cannot be read.*ingest it again"):
         two.sql("SELECT count(*) FROM more").fetchall()
     res = run("sql", "SELECT * FROM more", "--store", two.root)
     one_line_error(res, "more", "cannot be read")
