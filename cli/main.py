@@ -141,6 +141,9 @@ def cli() -> None:
 @click.option("--index", "index_factory", metavar="FACTORY", help="Force a FAISS index factory string for this space "
               "(e.g. HNSW32, IVF1024,Flat); default: chosen by size and memory (Flat < 50k, HNSW < 300k, IVF beyond).")
 @click.option("--batch-size", type=int, default=None, help="Encoder batch size (default 64).")
+@click.option("--encoding", default="utf-8", show_default=True, metavar="CODEC",
+              help="Text encoding of CSV, TSV and JSONL input (latin-1, cp1252, utf-16 ...); rows that do not decode "
+              "are quarantined.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where to run read -> encode -> write: in this process, or as a Ray Data pipeline (pip install "
               "'embstore[ray]'; the store must be a folder every Ray node sees).")
@@ -152,7 +155,8 @@ def cli() -> None:
 def ingest(path: str, store_path: str, collection: str, text_column: str | None, image_column: str | None,
            id_column: str | None, embedding_column: str | None, encoder: str | None, space: str | None,
            index_factory: str | None,
-           batch_size: int | None, engine: str, address: str | None, device: str | None, as_json: bool) -> None:
+           batch_size: int | None, encoding: str, engine: str, address: str | None, device: str | None,
+           as_json: bool) -> None:
     """Embed PATH into a collection: a CSV, TSV, Parquet or JSONL file, a folder of images or of tables (Hive
     partition folders too), a glob ('data/*.parquet', quoted), or a URL (s3://, gs://, hf://datasets/..., file://,
     with the filesystem's fsspec package installed). Read in a stream: memory holds a few chunks, whatever the size.
@@ -177,7 +181,8 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
         with Progress("ingest", waiting="reading the input, loading the model if one is needed") as progress:
             r = store.ingest(path, collection, text_column=text_column, image_column=image_column,
                              id_column=id_column, encoder=encoder, space=space, index=index_factory,
-                             embedding_column=embedding_column, engine=engine, address=address, progress=progress)
+                             embedding_column=embedding_column, engine=engine, address=address, progress=progress,
+                             encoding=encoding)
     except EmbstoreError:
         # refused before anything was kept, into a store this command made: no empty store is left behind
         if new_store and {p.name for p in store.root.iterdir()} <= {MANIFEST, ".writer.lock"} \

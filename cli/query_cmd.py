@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from embstore.errors import InputError
+from embstore.sql_guard import error_line
 
 from .checks import check_images, check_where, load_encoder
 from .main import BadInput, cli, device_option, friendly, json_option, open_store, store_option
@@ -140,28 +141,32 @@ def index(store_path: str, collection: str, space: str | None, factory: str | No
               "anything else is one JSON object ({\"wrote\": FILE}, {\"ok\": true}, or an error: {\"error\": ...}).")
 @click.option("--output", "-o", type=click.Path(), help="Write the result to this file (needed for parquet).")
 @click.option("--write", is_flag=True, help="Allow statements that change data (tables persist in STORE/sql.duckdb).")
+@click.option("--allow-files", is_flag=True, help="Let the query read and write any file (read_csv, COPY, ATTACH ...) "
+              "and change any setting; without it SQL sees only the store's tables.")
 @click.option("--limit", type=int, default=1000, show_default=True, help="Rows shown in table format.")
 @friendly
 def sql(query: str, store_path: str, fmt: str | None, as_json: bool, output: str | None, write: bool,
-        limit: int) -> None:
+        allow_files: bool, limit: int) -> None:
     """Run DuckDB SQL. Views: one per collection (its items), <collection>__<space> (id, content_hash, embedding)
     and predictions (collection, id, head, version, label, confidence, labels). Functions: embed('collection',
     'text') (the text embedded by the space's own encoder), similarity(a, b) (cosine), and per collection with a
-    text space the table macro <collection>_nearest('text', k). Read-only unless --write."""
+    text space the table macro <collection>_nearest('text', k). Read-only unless --write; no file outside the
+    store unless --allow-files."""
     import duckdb
 
     if as_json and fmt not in (None, "json"):
         raise click.UsageError(f"--json is --format json; give one of them, not --format {fmt} too")
     fmt = "json" if as_json else fmt or "table"
     store = open_store(store_path)
-    rel = store.sql(query, write=write)
+    rel = store.sql(query, write=write, allow_files=allow_files,
+                    allow_paths=[os.path.abspath(output)] if output else [])
     if rel is None:
         echo_json({"ok": True}) if fmt == "json" else click.echo("ok")
         return
     try:
         show_result(rel, output, fmt, limit)
     except duckdb.Error as e:  # raised while the rows are computed (a function's error, a bad cast ...)
-        raise BadInput(f"SQL error: {str(e).splitlines()[0]}") from None
+        raise BadInput(error_line(e)) from None
 
 
 def show_result(rel: Any, output: str | None, fmt: str, limit: int) -> None:
@@ -196,12 +201,12 @@ def write_result(rel: Any, output: str, fmt: str) -> None:
     """Stream a result to a file; the format is --format, or the file's extension when --format is table."""
     kind = fmt if fmt != "table" else (os.path.splitext(output)[1].lstrip(".").lower() or "csv")
     if kind == "parquet":
-        rel.write_parquet(output)
+        rel.write_parquet(os.path.abspath(output))  # the path the query was allowed to write
     elif kind == "json":
         with open(output, "w", encoding="utf-8") as f:
             write_json_rows(rel, f)
     else:
-        rel.write_csv(output)
+        rel.write_csv(os.path.abspath(output))
 
 
 def write_json_rows(rel: Any, out: Any) -> None:

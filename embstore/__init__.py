@@ -9,10 +9,10 @@
 
 Heavy libraries (torch, faiss, sentence-transformers, open_clip) are imported only by the functions that need them.
 """
-from .errors import (EmbstoreError, EncoderError, InputError, LabelError, NotFoundError, ReadOnlyError,
-                     SpaceMismatchError, StoreLockedError)
+from .errors import (DamagedStoreError, EmbstoreError, EncoderError, InputError, LabelError, NotFoundError,
+                     ReadOnlyError, SpaceMismatchError, StoreLockedError, StoreWriteError)
 from .store import Store
 
 __version__ = "0.1.0"
 __all__ = ["Store", "EmbstoreError", "EncoderError", "InputError", "LabelError", "NotFoundError", "ReadOnlyError",
-           "SpaceMismatchError", "StoreLockedError", "__version__"]
+           "SpaceMismatchError", "StoreLockedError", "DamagedStoreError", "StoreWriteError", "__version__"]

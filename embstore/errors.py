@@ -36,5 +36,14 @@ class StoreLockedError(EmbstoreError, RuntimeError):
     """Another process holds the store's writer lock."""
 
 
+class StoreWriteError(EmbstoreError, OSError):
+    """A file of the store cannot be written (disk full, no permission, a read-only disk): nothing was committed,
+    and the temporary file is gone."""
+
+
+class DamagedStoreError(EmbstoreError, RuntimeError):
+    """A file the manifest names is missing or cannot be read."""
+
+
 class ReadOnlyError(EmbstoreError, PermissionError):
     """A statement would change data while the store is opened read-only."""

@@ -213,12 +213,15 @@ def tune_streaming(index: Any, factory: str, blocks: Callable[[], Iterator[np.nd
 def save_index(index: Any, path: Path) -> None:
     import faiss
 
+    from .manifest import temp_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with temp_file(tmp, path):  # a failed write (disk full) leaves no temporary file
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def load_index(path: Path, mmap: bool = False) -> Any:

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .manifest import fsync_dir
+from .manifest import fsync_dir, temp_file
 
 ITEM_FIELDS = ("key", "hash", "values", "loc")
 BY_ID_FIELDS = ("key", "loc")
@@ -153,8 +153,9 @@ class KeyTable:
         tables = [t for t in [self.base, *self.runs] if t.shape[1]]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        n = _write_merged(tmp, tables, len(self.fields))
-        os.replace(tmp, path)
+        with temp_file(tmp, path):
+            n = _write_merged(tmp, tables, len(self.fields))
+            os.replace(tmp, path)
         fsync_dir(path.parent)
         return n
 
@@ -228,9 +229,9 @@ def load_table(path: Path, fields: tuple[str, ...]) -> np.ndarray | None:
 
 def shard_records(root: Path, shard: dict[str, Any], fields: tuple[str, ...]) -> list[np.ndarray]:
     """The records of one committed shard (id and content_hash columns read from Parquet), in ``fields`` order."""
-    import pyarrow.parquet as pq
+    from .storage import read_table
 
-    t = pq.read_table(root / shard["file"], columns=["id", "content_hash"])
+    t = read_table(root, shard["file"], ["id", "content_hash"])
     n = t.num_rows
     have = {"loc": locations(part_of(shard), n), "values": np.zeros(n, np.uint64)}
     if "key" in fields:
@@ -268,22 +269,23 @@ def save_positions(root: Path, rel: str, entry: dict[str, Any] | None, shards: l
     n = sum(s["rows"] for s in shards)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False, "shape": (n,)})
-        if old is not None:
-            for start in range(0, len(old), MERGE_BLOCK):
-                f.write(np.ascontiguousarray(old[start:start + MERGE_BLOCK]).tobytes())
-        for shard in shards[covered:first]:
-            f.write(shard_records(root, shard, ("key",))[0].tobytes())
-        written = sum(s["rows"] for s in shards[:first])
-        for keys in added:
-            f.write(np.ascontiguousarray(keys, np.uint64).tobytes())
-            written += len(keys)
-        for shard in shards[first:] if written < n else []:  # (shards listed by another path: read back)
-            f.write(shard_records(root, shard, ("key",))[0].tobytes())
-            written += shard["rows"]
-        f.flush()
-        os.fsync(f.fileno())
+    with temp_file(tmp, path):  # a failed write (disk full) leaves no temporary file
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<u8", "fortran_order": False, "shape": (n,)})
+            if old is not None:
+                for start in range(0, len(old), MERGE_BLOCK):
+                    f.write(np.ascontiguousarray(old[start:start + MERGE_BLOCK]).tobytes())
+            for shard in shards[covered:first]:
+                f.write(shard_records(root, shard, ("key",))[0].tobytes())
+            written = sum(s["rows"] for s in shards[:first])
+            for keys in added:
+                f.write(np.ascontiguousarray(keys, np.uint64).tobytes())
+                written += len(keys)
+            for shard in shards[first:] if written < n else []:  # (shards listed by another path: read back)
+                f.write(shard_records(root, shard, ("key",))[0].tobytes())
+                written += shard["rows"]
+            f.flush()
+            os.fsync(f.fileno())
     if written != n:  # never a file that disagrees with the shards: rebuilt from them next time
         tmp.unlink()
         return {"file": rel, "shards": 0, "rows": 0}

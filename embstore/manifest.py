@@ -7,6 +7,7 @@ crash loses at most the shard being written.
 from __future__ import annotations
 
 import copy
+import errno
 import fcntl
 import json
 import os
@@ -15,11 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import InputError, StoreLockedError
+from .errors import InputError, StoreLockedError, StoreWriteError
 
 FORMAT_VERSION = 1
 MANIFEST = "embstore.json"
 LOCK = ".writer.lock"
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 
 
 def empty_manifest() -> dict[str, Any]:
@@ -47,12 +49,42 @@ def read_manifest(root: Path) -> dict[str, Any]:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with temp_file(tmp, path):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+@contextmanager
+def temp_file(tmp: Path, path: Path) -> Iterator[Path]:
+    """Around writing ``tmp`` and renaming it to ``path``: a failure to write (disk full, no permission; FAISS
+    reports those as RuntimeError) removes ``tmp`` and raises one StoreWriteError naming ``path``."""
+    try:
+        yield tmp
+    except (OSError, RuntimeError) as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if not _write_failure(e):
+            raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:200]
+        raise StoreWriteError(f"cannot write {path}: {reason}; what was committed before stays and no temporary "
+                              "file is left: free some disk space or fix the folder's permissions, then run the "
+                              "command again") from None
+
+
+def _write_failure(e: BaseException) -> bool:
+    """Whether an error (an OSError, FAISS's RuntimeError, Arrow's) reports a file that could not be written, not
+    one that could not be read."""
+    if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+        return True
+    text = str(e).lower()
+    return any(w in text for w in ("no space left", "permission denied", "read-only file system", "disk quota",
+                                   "file too large")) or (isinstance(e, RuntimeError) and "write" in text)
 
 
 def fsync_dir(path: Path) -> None:

@@ -13,6 +13,7 @@ from .evaluation import jsonable as _jsonable
 from .heads import load_head, matching_space, require_items
 from .manifest import now
 from .storage import write_shard
+from .sweep import release, reserve
 
 
 def _probabilities(record: dict[str, Any], est: Any, X: np.ndarray) -> tuple[list[Any], np.ndarray, list[list[str]]]:
@@ -111,6 +112,7 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
     with store.writing():  # shard numbers reserved under the lock; the work itself is done without it, so an
         first = store.manifest["next_part"]  # ingest or a fit may go on meanwhile (a crash leaves unlisted
         store.manifest["next_part"] = first + n_shards  # files, which do not exist for readers)
+        reserve(store.manifest, first, n_shards)  # (the next writer's sweep leaves them alone while this one lives)
         store.commit()
     shards, done = [], 0
     for n, (ids, X) in enumerate(store.vector_shards(collection, space)):
@@ -138,6 +140,7 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
         if old:  # replaced: no longer listed, deleted once readers of older snapshots have had their time
             listed = {s["file"] for s in shards}
             store.retire([s["file"] for s in old["shards"] if s["file"] not in listed])
+        release(store.manifest, first)
         store.commit()
     return {"head": record["name"], "version": record["version"], "collection": collection, "space": space,
             "predicted": done, "labels": dict(sorted(counts.items()))}

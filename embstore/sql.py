@@ -1,13 +1,14 @@
 """DuckDB over the store: a view per collection (its items), per space (``<collection>__<space>``: id, content_hash,
-embedding) and ``predictions`` (every head's predictions: collection, id, head, version, label, confidence, labels). Read-only unless asked."""
+embedding) and ``predictions`` (every head's predictions: collection, id, head, version, label, confidence, labels). Read-only unless asked,
+and confined to the store's shards unless files are allowed (``sql_guard``); a view whose shards cannot be read
+fails only the queries that use it."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import InputError, ReadOnlyError
-
-READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "SET", "VARIABLE_SET"}
+from .sql_guard import check_statements, confine, error_line
 PREDICTION_COLUMNS = "NULL::VARCHAR AS collection, NULL::VARCHAR AS id, NULL::VARCHAR AS head, NULL::INTEGER AS " \
                      "version, NULL::VARCHAR AS label, NULL::FLOAT AS confidence, NULL::VARCHAR[] AS labels"
 
@@ -79,7 +80,10 @@ def view_statements(store: Any) -> list[str]:
     return out
 
 
-def connect(store: Any, *, write: bool = False) -> Any:
+def connect(store: Any, *, write: bool = False, allow_files: bool = False, allow_paths: Sequence[str] = (),
+            settings: Sequence[Any] = ()) -> Any:
+    """A DuckDB connection with the store's views; unless ``allow_files``, it can open only the store's shards and
+    ``allow_paths`` (a result file), and ``settings`` (checked SET statements) are its last changes of setting."""
     import duckdb
 
     # the user's own tables live in STORE/sql.duckdb: opened for writing with --write, read-only otherwise
@@ -90,10 +94,39 @@ def connect(store: Any, *, write: bool = False) -> Any:
         con = duckdb.connect(str(db), read_only=True)
     else:
         con = duckdb.connect(":memory:")
-    for stmt in view_statements(store):
-        con.execute(stmt)
-    register_functions(store, con)
+    try:
+        for stmt in view_statements(store):
+            try:
+                con.execute(stmt)
+            except duckdb.Error as e:  # a shard missing or damaged: this view fails when used, the others work
+                con.execute(_damaged_view(stmt, e))
+        register_functions(store, con)
+        if not allow_files:
+            confine(con, [*shard_files(store), *map(str, allow_paths)], settings)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def shard_files(store: Any) -> list[str]:
+    """Every file a view of the store reads (as the views name them)."""
+    out = []
+    for c in store.manifest["collections"].values():
+        out += [str(store.root / s["file"]) for s in c["item_shards"]]
+        for sp in c["spaces"].values():
+            out += [str(store.root / s["file"]) for s in sp["shards"]]
+        for p in c["predictions"].values():
+            out += [str(store.root / s["file"]) for s in p["shards"]]
+    return out
+
+
+def _damaged_view(stmt: str, e: Exception) -> str:
+    """A view in place of one whose files cannot be read: any query reading it fails with the reason."""
+    name = re.match(r'CREATE OR REPLACE TEMP VIEW ("[^"]+"|\w+)', stmt).group(1)
+    reason = f"view {name} cannot be read: {str(e).splitlines()[0]}; restore the file from a backup, or delete the collection and ingest it again"
+    return (f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT NULL::VARCHAR AS id FROM range(1) "
+            f"WHERE error({_quote(reason)}) IS NULL")
 
 
 def register_functions(store: Any, con: Any) -> None:
@@ -149,21 +182,30 @@ def register_functions(store: Any, con: Any) -> None:
                        if sp["shards"] and not sp["encoder"]["spec"].startswith(("external:", "timm:", "efficientnet"))]
         if len(text_spaces) >= 1 and c["item_shards"]:
             space = text_spaces[0]
-            con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
-                        f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed({_quote(name + "." + space)}, q)) '
-                        f'AS score FROM "{space_view(name, space)}" ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) '
-                        "ORDER BY s.score DESC")
+            try:
+                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
+                            f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed({_quote(name + "." + space)}, q)) '
+                            f'AS score FROM "{space_view(name, space)}" ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) '
+                            "ORDER BY s.score DESC")
+            except duckdb.Error:  # a damaged view (see connect): the macro reads it, to fail with its reason
+                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
+                            f'SELECT * FROM "{space_view(name, space)}", "{name}" LIMIT k')
         image_spaces = [s for s, sp in c["spaces"].items()
                         if sp["shards"] and sp["encoder"].get("library") in ("open_clip", "timm", "hash")]
         if image_spaces and c["item_shards"]:  # an image query: a CLIP space first (it also answers texts)
             space = sorted(image_spaces, key=lambda s: c["spaces"][s]["encoder"].get("library") != "open_clip")[0]
-            con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest_image"(path, k) AS TABLE '
-                        f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed_image('
-                        f'{_quote(name + "." + space)}, path)) AS score FROM "{space_view(name, space)}" '
-                        f'ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) ORDER BY s.score DESC')
+            try:
+                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest_image"(path, k) AS TABLE '
+                            f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed_image('
+                            f'{_quote(name + "." + space)}, path)) AS score FROM "{space_view(name, space)}" '
+                            f'ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) ORDER BY s.score DESC')
+            except duckdb.Error:  # a damaged view (see connect)
+                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest_image"(path, k) AS TABLE '
+                            f'SELECT * FROM "{space_view(name, space)}", "{name}" LIMIT k')
 
 
-def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
+def run_sql(store: Any, query: str, *, write: bool = False, allow_files: bool = False,
+            allow_paths: Sequence[str] = ()) -> Any:
     import duckdb
 
     if not query or not query.strip():
@@ -172,12 +214,7 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as e:
         raise InputError(f"SQL error: {str(e).splitlines()[0]}") from None
-    if not write:
-        for st in statements:
-            kind = st.type.name
-            if kind not in READ_ONLY_STATEMENTS:
-                raise ReadOnlyError(f"{kind} is not allowed: embstore sql is read-only; pass --write to change data "
-                                    "(your tables are kept in STORE/sql.duckdb)")
+    settings = check_statements(statements, write=write, allow_files=allow_files)
     taken = taken_names(store.manifest)
     for st in statements:  # the store's views are made anew by every call: changing one would seem to work, then not
         m = re.match(r'\s*(DROP|ALTER)\s+VIEW\s+(?:IF\s+EXISTS\s+)?"?([A-Za-z_][A-Za-z0-9_]*)"?', st.query, re.I)
@@ -185,7 +222,8 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
             raise InputError(f"{m.group(2)!r} is {taken[m.group(2).lower()]}, which embstore makes anew for every "
                              "query: it cannot be dropped or changed in SQL (embstore delete removes collections and "
                              "heads)")
-    con = connect(store, write=write)
+    con = connect(store, write=write, allow_files=allow_files, allow_paths=allow_paths, settings=settings)
+    statements = statements[len(settings):] or statements[-1:]  # (the settings ran before the lock)
     try:
         for st in statements[:-1]:
             con.execute(st.query)
@@ -193,6 +231,8 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
                 con.fetchall()  # only the last statement's rows are shown: finish this one's
         last = statements[-1]
         shows_rows = last.type.name in ("SELECT", "EXPLAIN", "PRAGMA")
+        if settings and last is settings[-1]:
+            return None  # only settings: they are applied
         if not shows_rows:
             con.execute(last.query)  # a statement: nothing to show
         if write:
@@ -200,7 +240,7 @@ def run_sql(store: Any, query: str, *, write: bool = False) -> Any:
         return con.sql(last.query) if shows_rows else None
     except duckdb.Error as e:
         con.close()
-        raise InputError(f"SQL error: {str(e).splitlines()[0]}") from None
+        raise InputError(error_line(e)) from None
     except BaseException:
         con.close()  # a failed write must not hold STORE/sql.duckdb open (the next connection would share it)
         raise

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputError
-from .manifest import fsync_dir
+from .errors import DamagedStoreError, InputError
+from .manifest import fsync_dir, temp_file
 
 ROW_GROUP = 1024  # rows per Parquet row group: a lookup of one row reads one group (0.3 ms here; 2048: 0.8; a
 # whole 20k-row shard: 4 ms), and full scans stay fast enough (measured on this CPU: bench/RESULTS.md)
@@ -41,10 +41,11 @@ def write_shard(root: Path, rel: str, table: pa.Table) -> dict[str, Any]:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP, **id_bloom_filter(table))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with temp_file(tmp, path):  # a failed write leaves no temporary file
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP, **id_bloom_filter(table))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     fsync_dir(path.parent)
     return {"file": rel, "rows": table.num_rows}
 
@@ -74,8 +75,31 @@ def shard_paths(root: Path, shards: Iterable[dict[str, Any]]) -> list[str]:
 def read_shards(root: Path, shards: list[dict[str, Any]], columns: list[str] | None = None) -> pa.Table | None:
     if not shards:
         return None
-    tables = [pq.read_table(root / s["file"], columns=columns) for s in shards]
+    tables = [read_table(root, s["file"], columns) for s in shards]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def read_table(root: Path, rel: str, columns: list[str] | None = None) -> pa.Table:
+    """One committed shard; a missing or damaged one is a one-line DamagedStoreError naming it."""
+    with damaged(rel):
+        return pq.read_table(root / rel, columns=columns)
+
+
+class damaged:
+    """Around reading a file the manifest names (``rel``): a missing or unreadable one raises DamagedStoreError."""
+
+    def __init__(self, rel: str):
+        self.rel = rel
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, e: Any, tb: Any) -> bool:
+        if e is None or not isinstance(e, (OSError, pa.ArrowInvalid)) or isinstance(e, DamagedStoreError):
+            return False
+        what = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read ({str(e).splitlines()[0][:160]})"
+        raise DamagedStoreError(f"{self.rel}, a file of the store, {what}; restore it from a backup, or delete the "
+                                "collection and ingest it again") from None
 
 
 def conform(table: pa.Table, stored: pa.Schema | None, source: str, collection: str) -> pa.Table:

@@ -36,6 +36,7 @@ class Store:
         self.settings = settings
         self._index_cache: dict[tuple[str, str], tuple[int, Any, np.ndarray]] = {}
         self._growing: dict[tuple[str, str], tuple[str, Any]] = {}  # index being grown by an ingest: (factory, index)
+        self.swept: list[str] = []  # what the last writer's sweep removed (store-relative paths)
 
     # ------------------------------------------------------------------------------------------------ opening
     @classmethod
@@ -68,8 +69,13 @@ class Store:
 
     @contextmanager
     def writing(self) -> Iterator[dict[str, Any]]:
+        """Hold the writer lock on a fresh snapshot; what a killed writer left (temporary files, files the manifest
+        does not name) is swept first (``sweep``)."""
+        from .sweep import sweep
+
         with writer_lock(self.root):
             self.manifest = read_manifest(self.root)
+            self.swept = sweep(self.root, self.manifest)
             yield self.manifest
 
     def commit(self) -> None:
@@ -148,18 +154,20 @@ class Store:
     def ingest(self, source: Any, collection: str, *, text_column: str | None = None,
                image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
                space: str | None = None, index: str | None = None, embedding_column: str | None = None,
-               engine: str = "local", address: str | None = None, progress: Any = None) -> "IngestReport":
+               engine: str = "local", address: str | None = None, progress: Any = None,
+               encoding: str = "utf-8") -> "IngestReport":
         """Read ``source`` (a CSV/TSV/Parquet/JSONL file, a folder of images or of tables, a glob, a URL fsspec
         knows, or a list of those), streamed; embed what is new, commit chunk by chunk, index.
 
         ``engine="ray"`` runs read -> encode -> write as a Ray Data pipeline (``address``: an existing cluster's,
         else a local Ray). With ``embedding_column`` (or a ``.npy`` file) the vectors are taken as given: see
-        ``ingest_vectors``."""
+        ``ingest_vectors``. ``encoding``: of CSV/TSV/JSONL text; rows that do not decode are quarantined."""
         from .ingest.job import ingest
 
         return ingest(self, source, collection, text_column=text_column, image_column=image_column,
                       id_column=id_column, encoder=encoder, space=space, index=index,
-                      embedding_column=embedding_column, engine=engine, address=address, progress=progress)
+                      embedding_column=embedding_column, engine=engine, address=address, progress=progress,
+                      encoding=encoding)
 
     def ingest_vectors(self, collection: str, vectors: Any, ids: Sequence[Any] | None = None, *,
                        metadata: Any = None, name: str = "external", space: str | None = None,
@@ -351,6 +359,7 @@ class Store:
             return cached[1], cached[2]
         folder = f"collections/{collection}/spaces/{space}/index"
         entry = sp.get("index") or {}
+        listed = entry.get("file")  # the file the manifest names now: retired when a new build replaces it
         path = self.root / entry.get("file", f"{folder}/index.faiss")
         ondisk = path.with_suffix(".ivfdata").exists()  # lists in a file beside it: rebuilt, never extended
         ids = SpaceIds(self.root, sp)
@@ -363,20 +372,24 @@ class Store:
                 index, entry = grown[1], {"factory": want}  # grown during the ingest: extend it, tune it, save it
         if save and ondisk and index is None and entry.get("ntotal") == n and entry.get("factory") == want \
                 and path.exists():  # an on-disk index that already holds every row: kept as it is (mapped)
-            index = ix.load_index(path, mmap=True)
-            ix.set_param(index, want, entry.get("value"))
-            self._index_cache[key] = (sp["rows"], index, ids)
-            return index, ids
+            index = _loaded(path, mmap=True)
+            if index is not None:
+                ix.set_param(index, want, entry.get("value"))
+                self._index_cache[key] = (sp["rows"], index, ids)
+                return index, ids
         if index is None and path.exists() and entry and not (save and ondisk):
             # a reader maps the file; a writer, or a reader whose index lags its snapshot, reads it to add rows
-            index = ix.load_index(path, mmap=not save and entry.get("ntotal", 0) >= sp["rows"])
+            # (a damaged file reads as none: a reader builds an exact index from the shards, a writer a new one)
+            index = _loaded(path, mmap=not save and entry.get("ntotal", 0) >= sp["rows"])
+            if index is not None and index.ntotal > sp["rows"]:
+                index = None  # more rows than the snapshot: not this space's index (an edited manifest)
         if save:
             if factory:
                 sp["index_factory"] = factory  # forced by the user: kept for later ingests
             blocks = self._vector_blocks(collection, space, progress=progress)
             changed = index is None or entry.get("factory") != want or index.ntotal > n
             if changed:  # built a shard at a time: the space's vectors are never all in memory
-                rel = f"{folder}/index.faiss"
+                rel = self._new_index_name(folder)  # a new name per build: manifest and file never disagree
                 if not n:
                     index = ix.build(np.zeros((0, dim)), "Flat")
                 elif ix.ondisk_when(n, dim, self.settings.index_memory, want):
@@ -387,9 +400,12 @@ class Store:
                     index = ix.build_streaming(blocks, n, dim, want)
             elif index.ntotal < n:
                 index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
-                changed, rel = True, f"{folder}/index.faiss"
+                changed, rel = True, self._new_index_name(folder)
             if changed or not entry.get("recall_at_10"):
-                rel = rel if changed else entry.get("file", f"{folder}/index.faiss")
+                if not changed:  # saved anew (under a new name) unless its lists are on disk (not rewritten)
+                    kept = entry.get("file")
+                    rel = kept if kept and (self.root / kept).with_suffix(".ivfdata").exists() \
+                        else self._new_index_name(folder)
                 target = target_recall or ix.TARGET_RECALL
                 lists_on_disk = (self.root / rel).with_suffix(".ivfdata").exists()
                 m = sum(s["rows"] for s in self._sample_shards(collection, space, TUNE_SAMPLE)) if lists_on_disk else 0
@@ -406,9 +422,8 @@ class Store:
                         else {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
                 if not lists_on_disk:  # (an on-disk build wrote its files itself)
                     ix.save_index(index, self.root / rel)
-                old = entry.get("file")
-                if old and old != rel and Path(old).parent.name.startswith("b"):  # a replaced on-disk build
-                    self.retire([old, str(Path(old).with_suffix(".ivfdata"))])
+                if listed and listed != rel:  # replaced: kept for readers of older snapshots, as shards are
+                    self.retire(index_files(listed))
                 sp["index"] = {"file": rel, "factory": want, "metric": "cosine", "ntotal": index.ntotal,
                                "param": tuned["param"], "value": tuned["value"],
                                "recall_at_10": tuned["recall_at_10"], "recall_queries": tuned["n_queries"],
@@ -424,6 +439,9 @@ class Store:
         self._index_cache[key] = (sp["rows"], index, ids)
         return index, ids
 
+    def _new_index_name(self, folder: str) -> str:
+        return f"{folder}/index-{self.new_part():06d}.faiss"
+
     def grow_index(self, collection: str, space: str, expect_rows: int, factory: str | None = None) -> None:
         """During an ingest, after each committed chunk (in its writer thread): bring an in-memory index up to the
         committed rows, of the kind a space of ``expect_rows`` needs, so that the closing ``_sync_index`` has only
@@ -437,9 +455,10 @@ class Store:
         key = (collection, space)
         grown = self._growing.get(key)
         if grown is None or grown[0] != want or grown[1].ntotal > sp["rows"]:
-            path = self.root / f"collections/{collection}/spaces/{space}/index/index.faiss"
             entry = sp.get("index") or {}
-            index = ix.load_index(path) if path.exists() and entry.get("factory") == want else None
+            path = self.root / entry["file"] if entry.get("file") else None
+            index = _loaded(path) if path is not None and path.exists() and entry.get("factory") == want \
+                and not path.with_suffix(".ivfdata").exists() else None
             if index is None or index.ntotal > sp["rows"]:
                 index = ix.build(np.zeros((0, dim), np.float32), want)
             grown = self._growing[key] = (want, index)
@@ -462,8 +481,8 @@ class Store:
                 ix.check_factory(factory, sp["encoder"]["dim"])
             replaced = (sp.get("index") or {}).get("file")
             sp["index"] = None  # forces the rebuild
-            if replaced and Path(replaced).parent.name.startswith("b"):  # an on-disk build: retired, not orphaned
-                self.retire([replaced, str(Path(replaced).with_suffix(".ivfdata"))])
+            if replaced:  # retired, not orphaned: readers of older snapshots keep it for a while
+                self.retire(index_files(replaced))
             self._index_cache.pop((collection, space), None)
             self.sync_index(collection, space, save=True, factory=factory, target_recall=target_recall,
                             progress=progress)
@@ -546,17 +565,23 @@ class Store:
         return predict(self, head, collection, texts=texts, images=images, version=version, progress=progress)
 
     # ------------------------------------------------------------------------------------------------ SQL
-    def sql(self, query: str, *, write: bool = False) -> Any:
-        """Run DuckDB SQL over the store's views; returns a DuckDB relation (or None for statements)."""
+    def sql(self, query: str, *, write: bool = False, allow_files: bool = False,
+            allow_paths: Sequence[str | os.PathLike] = ()) -> Any:
+        """Run DuckDB SQL over the store's views; returns a DuckDB relation (or None for statements).
+
+        ``write`` allows statements that change data (your tables, in ``STORE/sql.duckdb``). Unless
+        ``allow_files``, the query can open no file but the store's shards and ``allow_paths`` (a file to write the
+        result to), and change only harmless settings (``sql_guard.HARMLESS_SETTINGS``)."""
         from .sql import run_sql
 
-        return run_sql(self, query, write=write)
+        return run_sql(self, query, write=write, allow_files=allow_files, allow_paths=[str(p) for p in allow_paths])
 
-    def connect(self, *, write: bool = False) -> Any:
-        """A DuckDB connection with a view per collection, per space and for predictions."""
+    def connect(self, *, write: bool = False, allow_files: bool = False) -> Any:
+        """A DuckDB connection with a view per collection, per space and for predictions (confined to the store's
+        shards unless ``allow_files``)."""
         from .sql import connect
 
-        return connect(self, write=write)
+        return connect(self, write=write, allow_files=allow_files)
 
     # ------------------------------------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:
@@ -669,6 +694,20 @@ class Store:
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)
+
+
+def _loaded(path: Path, mmap: bool = False) -> Any:
+    """The saved index at ``path``, or None when it cannot be read (truncated, not an index): rebuilt from the
+    shards, which are the source of truth."""
+    try:
+        return ix.load_index(path, mmap=mmap)
+    except (RuntimeError, OSError):
+        return None
+
+
+def index_files(rel: str) -> list[str]:
+    """The files of a saved index named ``rel`` in the manifest: the index, and an on-disk build's lists."""
+    return [rel, str(Path(rel).with_suffix(".ivfdata"))] if Path(rel).parent.name.startswith("b") else [rel]
 
 
 def _item_rows(coll: dict[str, Any]) -> int:

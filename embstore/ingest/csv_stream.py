@@ -11,11 +11,17 @@
   value (and the last malformed row) are checked for the signs of it at the end of the file, and a parse error also
   sends the file through one streamed pass over its quotes: the error names the line where the quote opened. The last
   block's pieces are held back until that check, so the row holding the rest of the file is never handed out.
-- Empty strings read as null (``strings_can_be_null``); an empty file, and text that is not UTF-8, are one-line errors.
+- Empty strings read as null (``strings_can_be_null``); an empty file is a one-line error.
+- Text is UTF-8 unless ``encoding`` names another codec (pyarrow transcodes it; a byte that codec cannot decode stops
+  the read with a one-line error). In UTF-8, a row holding bytes that are not UTF-8 is quarantined with the column
+  and the byte, and the others go on: the parser keeps such values as they are (``check_utf8=False``, so a column
+  is never read as binary and no value reaches the model as the repr of its bytes), and each block's text columns
+  are validated before any of its rows is handed out.
 - Memory: the parser holds about eight times a block while it works (some 130 MB), then one block's rows.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Iterable, Iterator
@@ -37,15 +43,15 @@ class CsvTables:
     rows_hint = None
     ignored_files = 0
 
-    def __init__(self, files: list[Loc], kind: str, batch_rows: int):
-        self.kind, self.batch_rows, self._locs = kind, batch_rows, files
+    def __init__(self, files: list[Loc], kind: str, batch_rows: int, encoding: str = "utf-8"):
+        self.kind, self.batch_rows, self._locs, self.encoding = kind, batch_rows, files, encoding
         self.files = len(files)
-        self._first: CsvFile | None = CsvFile(files[0], kind)
+        self._first: CsvFile | None = CsvFile(files[0], kind, encoding)
         self.columns = list(self._first.schema.names)
 
     def pieces(self) -> Iterator[Piece]:
         for i, loc in enumerate(self._locs):
-            file = self._first if i == 0 and self._first is not None else CsvFile(loc, self.kind)
+            file = self._first if i == 0 and self._first is not None else CsvFile(loc, self.kind, self.encoding)
             self._first = None
             yield from file.pieces(self.batch_rows)
 
@@ -53,10 +59,11 @@ class CsvTables:
 class CsvFile:
     """One CSV/TSV file opened for streaming: the constructor reads its first block and infers the schema."""
 
-    def __init__(self, loc: Loc, kind: str):
+    def __init__(self, loc: Loc, kind: str, encoding: str = "utf-8"):
         from pyarrow import csv
 
-        self.loc, self.kind = loc, kind
+        self.loc, self.kind, self.encoding = loc, kind, encoding
+        self.utf8 = is_utf8(encoding)
         self.delimiter = "\t" if kind == "tsv" else ","
         self.bad: list[dict[str, Any]] = []  # met since the last piece
         self.last_bad: dict[str, Any] | None = None
@@ -64,15 +71,16 @@ class CsvFile:
         parse = csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
                                  invalid_row_handler=self._on_invalid)
         try:
-            self.reader = csv.open_csv(self.input, read_options=csv.ReadOptions(block_size=BLOCK_BYTES,
-                                                                               use_threads=False),
-                                       parse_options=parse, convert_options=csv.ConvertOptions(strings_can_be_null=True))
+            read = csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False,
+                                   **({} if self.utf8 else {"encoding": encoding}))
+            self.reader = csv.open_csv(self.input, read_options=read, parse_options=parse,
+                                       convert_options=csv.ConvertOptions(strings_can_be_null=True, check_utf8=False))
         except pa.ArrowInvalid as e:
             self._close()
             self._fail(e)
         except UnicodeDecodeError as e:
             self._close()
-            raise InputError(f"cannot read {loc.shown} as {kind.upper()}: {e}; save it as UTF-8") from None
+            self._undecodable(e)
         self.schema: pa.Schema = self.reader.schema
 
     def _on_invalid(self, row: Any) -> str:
@@ -101,14 +109,14 @@ class CsvFile:
                 except pa.ArrowInvalid as e:
                     self._fail(e)
                 except UnicodeDecodeError as e:
-                    raise InputError(f"cannot read {self.loc.shown} as {self.kind.upper()}: {e}; save it as UTF-8"
-                                     ) from None
+                    self._undecodable(e)
+                bad_text = self._not_utf8(batch, rows + (held[0].num_rows if held is not None else 0))
                 if held is not None:
                     for piece in self._slices(*held, rows, batch_rows):
                         pieces += 1
                         yield piece
                     rows += held[0].num_rows
-                held = (batch, self._take_bad())
+                held = (batch, self._take_bad() + bad_text)
             if (held is not None and self._may_end_in_open_quote(held[0])) or (
                     self.last_bad is not None and '"' in self.last_bad["data"]):  # a last record cut short by it
                 self.check_quotes()
@@ -124,11 +132,59 @@ class CsvFile:
 
     def _slices(self, batch: pa.RecordBatch, bad: list[dict[str, Any]], rows: int,
                 batch_rows: int) -> Iterator[Piece]:
+        """The block's rows in pieces, less the rows that are not UTF-8 (quarantined in ``bad``): a piece never
+        spans one, so that each piece's rows keep their numbers in the file."""
         if batch.num_rows == 0 and bad:  # a block of malformed rows only
             yield Piece(self.schema.empty_table(), self.loc.url, rows + 1, bad)
-        for start in range(0, batch.num_rows, batch_rows):
-            part = batch.slice(start, batch_rows)
-            yield Piece(pa.Table.from_batches([part]), self.loc.url, rows + start + 1, bad if start == 0 else [])
+        skip = sorted(r["row"] - rows - 2 for r in bad if r.get("utf8"))  # (the header is row 1)
+        for r in bad:
+            r.pop("utf8", None)
+        runs, at = [], 0
+        for n in skip + [batch.num_rows]:
+            runs += [(start, min(batch_rows, n - start)) for start in range(at, n, batch_rows)]
+            at = n + 1
+        if not runs and bad and batch.num_rows:  # every row of the block was quarantined
+            yield Piece(self.schema.empty_table(), self.loc.url, rows + 1, bad)
+        for k, (start, length) in enumerate(runs):
+            part = batch.slice(start, length)
+            yield Piece(pa.Table.from_batches([part]), self.loc.url, rows + start + 1, bad if k == 0 else [])
+
+    def _not_utf8(self, batch: pa.RecordBatch, rows: int) -> list[dict[str, Any]]:
+        """The block's rows (``rows`` before it in the file) whose text is not valid UTF-8, as quarantine records;
+        none when the file is transcoded from another encoding (pyarrow's output is UTF-8 then)."""
+        if self.utf8 is False:
+            return []
+        found: dict[int, str] = {}
+        for c, name in enumerate(batch.schema.names):
+            col = batch.column(c)
+            if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+                continue
+            try:
+                col.validate(full=True)
+                continue
+            except pa.ArrowInvalid:
+                pass
+            for n, raw in enumerate(col.cast(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())
+                                    .to_pylist()):
+                if raw is None or n in found:
+                    continue
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    near = raw[max(0, e.start - 20):e.start + 20].decode("utf-8", errors="backslashreplace")
+                    found[n] = (f"not utf-8 text: column {name!r} has byte 0x{raw[e.start]:02x} at position "
+                                f"{e.start} (in {near!r}); pass --encoding with the file's encoding (e.g. --encoding "
+                                "latin-1), or save it as UTF-8")
+        out = []
+        for n, reason in sorted(found.items()):
+            values = {name: _shown(batch.column(c), n) for c, name in enumerate(batch.schema.names)}
+            out.append({"row": rows + n + 2, "reason": reason, "data": json.dumps(values, ensure_ascii=False),
+                        "utf8": True})
+        return out
+
+    def _undecodable(self, e: UnicodeDecodeError) -> None:
+        raise InputError(f"cannot read {self.loc.shown} as {self.kind.upper()} in {self.encoding}: {e}; pass "
+                         "--encoding with the file's encoding") from None
 
     def _fail(self, e: Exception) -> None:
         """Raise the InputError a parse or conversion error of pyarrow's stands for."""
@@ -162,7 +218,10 @@ class CsvFile:
         end."""
         if last.num_rows == 0 or last.num_columns == 0:
             return False
-        value = last.column(last.num_columns - 1)[-1].as_py()
+        try:
+            value = last.column(last.num_columns - 1)[-1].as_py()
+        except (UnicodeDecodeError, pa.ArrowInvalid):  # a row that is not UTF-8 (quarantined): no open quote
+            return False
         if not isinstance(value, str) or ("\n" not in value and "\r" not in value):
             return False
         tail = b'"' + value.encode("utf-8").replace(b'"', b'""')
@@ -180,6 +239,25 @@ class CsvFile:
         if line is not None:
             raise InputError(f"{self.loc.shown}: a quote opened on line {line} is never closed, so the rest of the "
                              f"file would read as one value; close or remove that quote")
+
+
+def is_utf8(encoding: str) -> bool:
+    """Whether ``encoding`` is a name of UTF-8; an unknown codec is a one-line error."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        raise InputError(f"unknown --encoding {encoding!r}; give a Python codec name such as utf-8, latin-1, "
+                         "cp1252 or utf-16") from None
+
+
+def _shown(col: Any, n: int) -> Any:
+    """A value for a quarantine record: text with undecodable bytes shown as \\x escapes."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        raw = col.cast(pa.binary() if pa.types.is_string(col.type) else pa.large_binary())[n].as_py()
+        return None if raw is None else raw.decode("utf-8", errors="backslashreplace")
+    return col[n].as_py()
 
 
 def open_quote_line(chunks: Iterable[bytes], delimiter: str) -> int | None:

@@ -24,7 +24,8 @@ ENGINES = ("local", "ray")
 def ingest(store: Any, source: Any, collection: str, *, text_column: str | None = None,
            image_column: str | None = None, id_column: str | None = None, encoder: str | None = None,
            space: str | None = None, index: str | None = None, embedding_column: str | None = None,
-           engine: str = "local", address: str | None = None, progress: Any = None) -> Any:
+           engine: str = "local", address: str | None = None, progress: Any = None, encoding: str = "utf-8") -> Any:
+    from .csv_stream import is_utf8
     from .sources import open_source
     from .runner import plan_for
 
@@ -36,7 +37,10 @@ def ingest(store: Any, source: Any, collection: str, *, text_column: str | None 
     if embedding_column is not None or _is_npy(source):
         src = Path(os.path.abspath(Path(source).expanduser()))
         return ingest_vector_file(store, src, collection, embedding_column, id_column, encoder, space, index)
-    src = open_source(source)
+    if engine == "ray" and not is_utf8(encoding):
+        raise InputError(f"--encoding {encoding} works with the local engine only; convert the file to UTF-8 "
+                         "(iconv -f ENCODING -t UTF-8) to ingest it on Ray")
+    src = open_source(source, encoding=encoding)
     known = store.manifest["collections"].get(collection)
     if known and text_column is None and image_column is None and src.kind != "folder":
         # a later file of the collection: its content comes from the collection's column, unless told otherwise

@@ -6,6 +6,8 @@ whose field holds another kind of value (text, a number, a boolean, a list, an o
 value: the first value is remembered across pieces and files, and the reason names both lines (and the other file).
 Blank lines are no rows. A file whose first character is '[' holds one JSON array of objects: it is read whole (JSON
 has no way to stream its elements without a streaming parser), then handed out in pieces like the rest.
+Lines are decoded strictly in the file's ``encoding`` (UTF-8 by default): a line that does not decode is quarantined
+with the byte that failed, never read with U+FFFD in place of its bytes (an array that does not decode is refused).
 """
 from __future__ import annotations
 
@@ -25,8 +27,8 @@ class JsonTables:
     rows_hint = None
     ignored_files = 0
 
-    def __init__(self, files: list[Loc], batch_rows: int):
-        self.files = len(files)
+    def __init__(self, files: list[Loc], batch_rows: int, encoding: str = "utf-8"):
+        self.files, self.encoding = len(files), encoding
         self._locs, self.batch_rows = files, batch_rows
         self._first: dict[str, tuple[str, int, Loc]] = {}  # field -> kind of its first value, its line and file
         self._stream = self._all()
@@ -47,9 +49,9 @@ class JsonTables:
         good: list[dict[str, Any]] = []
         bad: list[dict[str, Any]] = []
         rows = pieces = 0
-        for number, value, error in _records(loc):
+        for number, value, error in _records(loc, self.encoding):
             if error is not None:
-                bad.append({"row": number, "reason": f"invalid JSON: {error}", "data": value[:1000]})
+                bad.append({"row": number, "reason": error, "data": value[:1000]})
             else:
                 reason = self._check(loc, number, value)
                 if reason is None:
@@ -79,9 +81,18 @@ class JsonTables:
         return None
 
 
-def _records(loc: Loc) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, parsed value, None) for each non-blank line, or (line number, the line, the JSON error); for a
-    JSON array, (position in it, element, None)."""
+def _records(loc: Loc, encoding: str = "utf-8") -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, parsed value, None) for each non-blank line, or (line number, the line, why it is no row); for
+    a JSON array, (position in it, element, None)."""
+    import codecs
+
+    from .csv_stream import is_utf8
+
+    utf8 = is_utf8(encoding)
+    encoding = "utf-8" if utf8 else codecs.lookup(encoding).name
+    if not utf8 and codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        yield from _records_wide(loc, encoding)
+        return
     with loc.open() as f:
         head = f.read(4096)
         while head.strip() == b"" and (more := f.read(4096)):
@@ -89,7 +100,10 @@ def _records(loc: Loc) -> Iterator[tuple[int, Any, str | None]]:
         if head.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
             f.seek(0)
             try:
-                rows = json.loads(f.read().decode("utf-8-sig", errors="replace"))
+                rows = json.loads(f.read().decode("utf-8-sig" if utf8 else encoding))
+            except UnicodeDecodeError as e:
+                raise InputError(f"{loc.shown} is not {encoding} text (byte 0x{e.object[e.start]:02x} at offset "
+                                 f"{e.start}); pass --encoding with the file's encoding, or save it as UTF-8") from None
             except json.JSONDecodeError as e:
                 raise InputError(f"{loc.shown} is not valid JSON: {e}") from None
             for i, row in enumerate(rows if isinstance(rows, list) else [rows]):
@@ -97,15 +111,40 @@ def _records(loc: Loc) -> Iterator[tuple[int, Any, str | None]]:
             return
         f.seek(0)
         for number, raw in enumerate(f, start=1):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            try:
+                line = raw.decode(encoding).rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                yield number, raw.decode(encoding, errors="backslashreplace").rstrip("\r\n"), (
+                    f"not {encoding} text: byte 0x{raw[e.start]:02x} at position {e.start} of the line; pass "
+                    "--encoding with the file's encoding (e.g. --encoding latin-1), or save it as UTF-8")
+                continue
             if number == 1:
                 line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield number, line, e.msg
+            yield from _parsed(number, line)
+
+
+def _parsed(number: int, line: str) -> Iterator[tuple[int, Any, str | None]]:
+    if not line.strip():
+        return
+    try:
+        yield number, json.loads(line), None
+    except json.JSONDecodeError as e:
+        yield number, line, f"invalid JSON: {e.msg}"
+
+
+def _records_wide(loc: Loc, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
+    """UTF-16/32 lines (a byte split at b'\\n' would cut a character): decoded as a text stream."""
+    import io
+
+    with loc.open() as f:
+        text = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
+        number = 0
+        try:
+            for number, line in enumerate(text, start=1):
+                yield from _parsed(number, line.rstrip("\r\n").removeprefix("\ufeff"))
+        except UnicodeDecodeError as e:
+            raise InputError(f"{loc.shown} is not {encoding} text after line {number} ({e.reason}); pass --encoding "
+                             "with the file's encoding") from None
 
 
 def _table(loc: Loc, rows: list[dict[str, Any]]) -> pa.Table:

@@ -262,6 +262,14 @@ class IngestRun:
             if item_id is None:
                 continue  # quarantined by _user_ids
             if plan.modality == "text":
+                if isinstance(value, bytes):  # a binary column: its UTF-8 text, never the repr of its bytes
+                    try:
+                        value = value.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        self._bad(chunk, i, f"not utf-8 text: column {plan.content_column!r} is binary and byte "
+                                  f"0x{value[e.start]:02x} at position {e.start} does not decode; store the text as "
+                                  "UTF-8 strings")
+                        continue
                 if value is None or not str(value).strip():
                     self._bad(chunk, i, f"empty text in column {plan.content_column!r}")
                     continue

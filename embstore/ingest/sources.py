@@ -91,9 +91,11 @@ class Source:
         return f"Source({self.name!r}, kind={self.kind!r}, columns={self.columns!r}, files={self.files})"
 
 
-def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], *, batch_rows: int = 65536) -> Source:
+def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], *, batch_rows: int = 65536,
+                encoding: str = "utf-8") -> Source:
     """Open ``spec`` for streaming; reads only what tells the schema. Raises InputError (one line) when it cannot be
-    read as given."""
+    read as given. ``encoding``: the text encoding of CSV, TSV and JSONL files (rows that do not decode are
+    quarantined)."""
     if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
         raise InputError(f"batch_rows must be a positive whole number, not {batch_rows!r}")
     found = resolve(spec)
@@ -104,11 +106,11 @@ def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], *, batch_
     if kind in ("csv", "tsv"):
         from .csv_stream import CsvTables
 
-        stream: Any = CsvTables(locs, kind, batch_rows)
+        stream: Any = CsvTables(locs, kind, batch_rows, encoding)
     elif kind == "jsonl":
         from .json_stream import JsonTables
 
-        stream = JsonTables(locs, batch_rows)
+        stream = JsonTables(locs, batch_rows, encoding)
     else:
         from .parquet_stream import ParquetTables
 
