@@ -100,7 +100,7 @@ def connect(store: Any, *, write: bool = False, allow_files: bool = False, allow
                 con.execute(stmt)
             except duckdb.Error as e:  # a shard missing or damaged: this view fails when used, the others work
                 con.execute(_damaged_view(stmt, e))
-        register_functions(store, con)
+        register_functions(store, con, allow_files=allow_files)
         if not allow_files:
             confine(con, [*shard_files(store), *map(str, allow_paths)], settings)
     except BaseException:
@@ -129,7 +129,7 @@ def _damaged_view(stmt: str, e: Exception) -> str:
             f"WHERE error({_quote(reason)}) IS NULL")
 
 
-def register_functions(store: Any, con: Any) -> None:
+def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
     """``embed(target, text)``: the text embedded by the space's own encoder (target: ``collection`` or
     ``collection.space``), as FLOAT[]; ``similarity(embedding, vector)``: cosine; and per collection with one text
     space, the table macro ``<collection>_nearest(text, k)``: the k items nearest to the text, with ``score``;
@@ -164,6 +164,10 @@ def register_functions(store: Any, con: Any) -> None:
         if key not in cache:
             collection, _, space = target.partition(".") if target not in store.manifest["collections"] \
                 else (target, "", "")
+            if not allow_files:  # (a Python function: DuckDB's file lock does not cover what it opens)
+                from .sql_guard import ALLOW_FILES
+
+                raise ValueError(f"embed_image reads an image file outside the store: {ALLOW_FILES}")
             enc = store.encoder_for(collection, space or None)
             if "image" not in enc.modalities:
                 raise ValueError(f"{target!r} is a space of {collection!r} made by {enc.spec}, which does not embed "

@@ -218,7 +218,9 @@ def test_predict_without_a_head_picks_one_that_fits_the_input(tmp_path, topics_c
 
 def test_sql_searches_across_modalities_in_a_clip_space(pictures, tmp_path):
     path = pictures.sql("SELECT path FROM pics ORDER BY path LIMIT 1").fetchall()[0][0]
-    got = pictures.sql(f"SELECT path, score FROM pics_nearest_image('{path}', 3)").fetchall()
+    with pytest.raises(Exception, match="embed_image reads an image file outside the store: pass --allow-files"):
+        pictures.sql(f"SELECT * FROM pics_nearest_image('{path}', 3)").fetchall()
+    got = pictures.sql(f"SELECT path, score FROM pics_nearest_image('{path}', 3)", allow_files=True).fetchall()
     assert got[0][0] == path and got[0][1] == pytest.approx(1.0, abs=1e-4) and len(got) == 3
     by_text = pictures.sql("SELECT id FROM pics_nearest('a red square', 5)").fetchall()
     hits = pictures.search("pics", "a red square", k=5)
@@ -226,7 +228,7 @@ def test_sql_searches_across_modalities_in_a_clip_space(pictures, tmp_path):
     # a text collection in the same CLIP space: an image finds its texts
     texts = write_csv(tmp_path / "t.csv", [{"text": f"a {c} square"} for c in ("red", "green", "blue", "grey")])
     pictures.ingest(texts, "captions", encoder=pictures.space("pics")["encoder"]["spec"])
-    rows = pictures.sql(f"SELECT text FROM captions_nearest_image('{path}', 4)").fetchall()
+    rows = pictures.sql(f"SELECT text FROM captions_nearest_image('{path}', 4)", allow_files=True).fetchall()
     assert sorted(r[0] for r in rows) == ["a blue square", "a green square", "a grey square", "a red square"]
     assert pictures.search("captions", image=path, k=4)[0]["text"] == rows[0][0]
 
