@@ -107,6 +107,13 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     if rec.get("prompts"):
         click.echo(f"prompts: {len(rec['prompts']['templates'])} templates (e.g. "
                    f"{rec['prompts']['templates'][0].format(rec['prompts']['label_names'][0])!r})")
+    leak = rec.get("leakage") or {}
+    if leak.get("near_duplicates"):
+        sampled = "" if leak["test_items_checked"] == rec["metrics"].get("n_test") else \
+            f" (of {leak['test_items_checked']:,} checked)"
+        click.secho(f"warning: {leak['near_duplicates']:,} test items{sampled} have a near-duplicate among the training "
+                    f"items (cosine >= {leak['threshold']}): the test score may be inflated; `embstore duplicates` "
+                    "lists them", err=True, fg="yellow")
     if rec["accuracy"] is None:
         click.echo(f"not scored: no labelled items; `embstore predict --head {rec['name']} -c {rec['collection']}` "
                    "applies it")
@@ -361,3 +368,33 @@ def label_issues(store_path: str, collection: str, label_column: str | None, lab
                f"({out['how']}); the worst {len(out['rows'])}:")
     echo_table(["id", "content", "label", "suggested", "score"],
                [[r["id"], r["content"], r["label"], r["suggested"], r["score"]] for r in out["rows"]])
+
+
+# ------------------------------------------------------------------------------------------------------ duplicates
+@cli.command()
+@store_option
+@click.option("--collection", "-c", required=True, help="Collection to look in.")
+@click.option("--space", metavar="NAME", help="Space to compare in (needed when the collection has several).")
+@click.option("--threshold", type=float, default=0.95, show_default=True, help="Cosine at or above which two items "
+              "are near-duplicates.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Show the largest N groups.")
+@device_option
+@json_option
+@friendly
+def duplicates(store_path: str, collection: str, space: str | None, threshold: float, limit: int, device: str | None,
+               as_json: bool) -> None:
+    """Groups of near-duplicate items (embeddings closer than --threshold), through the space's index."""
+    from embstore.duplicates import find_duplicates
+
+    store = open_store(store_path, device)
+    with Progress("duplicates", waiting="loading the index") as progress:
+        out = find_duplicates(store, collection, space=space, threshold=threshold, limit=limit, progress=progress)
+    if as_json:
+        echo_json(out)
+        return
+    click.echo(f"{out['groups_found']:,} groups of near-duplicates ({out['items_in_groups']:,} of {out['items']:,} "
+               f"items of {out['collection']}.{out['space']} at cosine >= {out['threshold']}); the largest "
+               f"{len(out['groups'])}:")
+    echo_table(["size", "min_score", "ids", "contents"],
+               [[g["size"], g["min_score"], ", ".join(g["ids"][:3]) + (" ..." if g["size"] > 3 else ""),
+                 " | ".join(str(c) for c in g["contents"][:3])] for g in out["groups"]])

@@ -341,6 +341,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         "train_data_sha256": _pairs_hash(data["train_ids"], data["ytr"]), "test_data_sha256": test_hash,
         "created": now(),
     }
+    from .duplicates import leakage
+
+    record["leakage"] = leakage(data["Xtr"], data["Xte"])  # test items with a near-copy among the training items
     selection = _selection(model, est, len(data["ytr"]))
     if selection is not None:
         record["selection"] = selection

@@ -547,6 +547,13 @@ class Store:
         return label_issues(self, collection, label_column, labels=labels, space=space, model=model, params=params,
                             limit=limit, seed=seed)
 
+    def duplicates(self, collection: str, *, space: str | None = None, threshold: float = 0.95,
+                   limit: int | None = None) -> dict[str, Any]:
+        """Groups of near-duplicate items (cosine >= ``threshold``), through the space's index, largest first."""
+        from .duplicates import find_duplicates
+
+        return find_duplicates(self, collection, space=space, threshold=threshold, limit=limit)
+
     def suggest(self, collection: str, n: int = 50, *, head: str | None = None, space: str | None = None,
                 seed: int = 0) -> dict[str, Any]:
         """Items to label next: a diverse sample of the space, or (``head``) those it is least sure of, spread out;
