@@ -55,6 +55,7 @@ class IngestReport:
     seconds: dict[str, float] = field(default_factory=dict)
     files: int = 0  # input files read (tables) or images found
     engine: str = "local"
+    runtime: str | None = None  # what ran the model (torch, or a compiled CPU runtime): None when nothing was embedded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +201,8 @@ class IngestRun:
         r.reasons = dict(self.quarantine.reasons)
         r.quarantine_file = self.quarantine.rel if self.quarantine.count else None
         r.seconds = {k: round(v, 3) for k, v in self.timings.items()}
+        if r.embedded:
+            r.runtime = self.encoder.runtime_in_use()
         assert r.read == r.added + r.duplicates + r.quarantined, r  # counts add up, or it is a bug
         return r
 
