@@ -34,8 +34,10 @@ INSTALL = {"openvino": "pip install openvino", "onnx": "pip install 'embstore[on
 # bf16 is kept only when its worst error on the probe is a tenth of what the contract (0.999) allows: on real inputs
 # the error measured up to 9x the probe's (EfficientNet-Lite0: 0.99965 on the probe, 0.9968 on MNIST: fp32)
 PROBE_MIN_COSINE = 0.9999
-OPENVINO_HINT = "LATENCY"  # one stream of 2 threads; THROUGHPUT (2 streams of 1) measured slower on 2 cores
-OPENVINO_REQUESTS = 2  # in flight: the next batch is tokenized while the current one runs
+# OpenVINO's PERFORMANCE_HINT: text runs many batches through an async queue, where THROUGHPUT (2 streams of 1
+# thread on 2 cores) measured ~700 texts/s against ~350-630 for LATENCY (1 stream of 2); images run one batch at a
+# time (the decoder workers feed them), where LATENCY and THROUGHPUT measured alike
+OPENVINO_REQUESTS = 2  # at least this many in flight: the next batch is tokenized while the current ones run
 MIN_ROWS = 16  # fewer rows (a query) run in torch, already loaded: compiling would cost more than it saves
 STALE_SECONDS = 3600  # a temporary export folder older than this was left by a killed export
 
@@ -124,7 +126,8 @@ class Compiled:
         import openvino as ov
 
         done: list[tuple[Any, np.ndarray]] = []
-        queue = ov.AsyncInferQueue(self._model, OPENVINO_REQUESTS)
+        requests = max(OPENVINO_REQUESTS, int(self._model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        queue = ov.AsyncInferQueue(self._model, requests)
         queue.set_callback(lambda request, key: done.append(
             (key, np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))))
         for key, feed in batches:
@@ -134,16 +137,17 @@ class Compiled:
 
 
 def compile_model(kind: str, module: Any, example: dict[str, Any], dynamic: dict[str, dict[int, str]], sha: str,
-                  name: str, probe: dict[str, np.ndarray] | None = None) -> Compiled:
+                  name: str, probe: dict[str, np.ndarray] | None = None, hint: str = "LATENCY") -> Compiled:
     """``module`` (a torch module in eval mode taking ``example``'s tensors as named arguments) compiled with
     ``kind``: exported into the cache the first time, loaded from it after. ``probe`` (inputs as NumPy arrays)
-    decides whether OpenVINO may compute in bf16 on this CPU."""
+    decides whether OpenVINO may compute in bf16 on this CPU; ``hint`` is OpenVINO's PERFORMANCE_HINT (LATENCY for
+    one batch at a time, THROUGHPUT for many in flight)."""
     folder = cache_root() / f"{sha[:16]}-{name}-{kind}-{runtime_version(kind)}"
     meta = read_meta(folder, sha)
     if meta is None:
         meta = _export(kind, module, example, dynamic, sha, folder)
     if kind == "openvino":
-        return _openvino(folder, meta, module, probe)
+        return _openvino(folder, meta, module, probe, hint)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -212,14 +216,15 @@ def _clear_stale(root: Path) -> None:
             pass
 
 
-def _openvino(folder: Path, meta: dict[str, Any], module: Any, probe: dict[str, np.ndarray] | None) -> Compiled:
+def _openvino(folder: Path, meta: dict[str, Any], module: Any, probe: dict[str, np.ndarray] | None,
+              hint: str) -> Compiled:
     import openvino as ov
 
     core = ov.Core()
     model = core.read_model(str(folder / "model.xml"))
 
     def build(precision: str) -> Compiled:
-        config = {"PERFORMANCE_HINT": OPENVINO_HINT, "INFERENCE_PRECISION_HINT": precision}
+        config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
         return Compiled("openvino", folder, meta, "bf16" if precision == "bf16" else "fp32",
                         core.compile_model(model, "CPU", config))
 
