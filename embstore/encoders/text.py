@@ -12,8 +12,6 @@ import numpy as np
 from ..errors import EncoderError
 from .base import Encoder, as_float32, hash_state_dict, hub_reachable
 
-PAD_TOKENS = 8  # compiled runtimes: batches are padded to a multiple of this many tokens (OpenVINO compiles each
-# new input shape on first sight: ~90 ms on 2 cores, while 8 tokens of padding cost ~10% of a TREC batch)
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
@@ -119,13 +117,7 @@ class SentenceTransformerEncoder(Encoder):
         """The model's own tokenization (max_seq_length, truncation and padding as sentence-transformers does)."""
         tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
         feats = tokenize(texts)
-        out = {k: feats[k].numpy().astype(np.int64) for k in self._runtime().inputs}
-        width = out["input_ids"].shape[1]
-        pad = -width % PAD_TOKENS
-        if pad:  # masked positions change no vector; a few shapes are compiled once instead of one per length
-            fill = {"input_ids": int(self.model.tokenizer.pad_token_id or 0)}
-            out = {k: np.pad(v, ((0, 0), (0, pad)), constant_values=fill.get(k, 0)) for k, v in out.items()}
-        return out
+        return {k: feats[k].numpy().astype(np.int64) for k in self._runtime().inputs}
 
     def _encode_compiled(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Longest first in batches of similar length (little padding), run in the compiled model while the next
