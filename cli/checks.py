@@ -53,13 +53,13 @@ def head_encoder_spec(store: Any, head: str | None, version: int | None) -> str 
     return space["encoder"]["spec"]
 
 
-def load_encoder(spec: str, device: str) -> None:
+def load_encoder(spec: str, device: str, runtime: str = "auto") -> None:
     """Load the model now, under a progress line; the library's own call then finds it loaded (one per process)."""
     from embstore.encoders import get_encoder
 
     warn_if_random(spec)
     with spinner(f"loading {spec}"):
-        get_encoder(spec, device)
+        get_encoder(spec, device, runtime)
 
 
 def warn_if_random(spec: str | None) -> None:

@@ -277,7 +277,7 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
     if new_inputs and all(t.strip() for t in texts):
         spec = head_encoder_spec(store, head, version)
         if spec is not None:
-            load_encoder(spec, store.settings.device)
+            load_encoder(spec, store.settings.device, store.settings.runtime)
     if collection:
         with Progress("predict", waiting="loading the head") as progress:  # count, rate and ETA, shard by shard
             out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version,

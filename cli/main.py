@@ -149,13 +149,18 @@ def cli() -> None:
               "'embstore[ray]'; the store must be a folder every Ray node sees).")
 @click.option("--address", metavar="ADDR", help="With --engine ray: the Ray cluster to join (ray://HOST:10001 or "
               "HOST:6379; default: RAY_ADDRESS, else a local Ray started for this ingest).")
+@click.option("--runtime", type=click.Choice(["auto", "torch", "openvino", "onnx"]), default=None,
+              help="What runs the model on the CPU (default: EMBSTORE_RUNTIME, else auto: OpenVINO when installed, "
+                   "else ONNX Runtime, else torch; on a GPU torch). Vectors match torch's (cosine >= 0.999); the "
+                   "space is the same whichever runs.")
 @device_option
 @json_option
 @friendly
 def ingest(path: str, store_path: str, collection: str, text_column: str | None, image_column: str | None,
            id_column: str | None, embedding_column: str | None, encoder: str | None, space: str | None,
            index_factory: str | None,
-           batch_size: int | None, encoding: str, engine: str, address: str | None, device: str | None,
+           batch_size: int | None, encoding: str, engine: str, address: str | None, runtime: str | None,
+           device: str | None,
            as_json: bool) -> None:
     """Embed PATH into a collection: a CSV, TSV, Parquet or JSONL file, a folder of images or of tables (Hive
     partition folders too), a glob ('data/*.parquet', quoted), or a URL (s3://, gs://, hf://datasets/..., file://,
@@ -174,7 +179,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     check_name("collection", collection)  # bad input is refused before a new store is created
     if "://" not in path and not any(c in path for c in "*?[") and not Path(path).expanduser().exists():
         raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, a folder, a glob or a URL")
-    settings = Settings.resolve(device=device, batch_size=batch_size)
+    settings = Settings.resolve(device=device, batch_size=batch_size, runtime=runtime)
     new_store = not (Path(store_path).expanduser() / MANIFEST).exists()
     store = Store.open(store_path, settings=settings)
     try:

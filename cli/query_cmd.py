@@ -57,7 +57,8 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
         check_where(store, collection, where, "--where")
     if len(given) == 1 and (image is not None or (query is not None and query.strip())) \
             and store.space(collection, space_name)["encoder"]["library"] != "external":
-        load_encoder(store.space(collection, space_name)["encoder"]["spec"], store.settings.device)
+        load_encoder(store.space(collection, space_name)["encoder"]["spec"], store.settings.device,
+                     store.settings.runtime)
     hits = store.search(collection, query, image=image, item_id=like, vector=vec, k=k, space=space_name, where=where)
     if as_json:
         echo_json({"collection": collection, "k": k, "results": hits})

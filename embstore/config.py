@@ -33,13 +33,15 @@ class Settings:
     workers: int = 2  # image decoders: worker processes for many images (Linux), else threads
     index_memory: int = 8 << 30  # bytes a space's index may take: decides Flat / HNSW / IVF / IVF-PQ
     retention_s: int = 3600  # replaced files stay this long, so a reader of an older snapshot can finish
+    runtime: str = "auto"  # what runs the model on the CPU: auto (the fastest installed), torch, openvino, onnx
 
     @classmethod
     def resolve(cls, device: str | None = None, batch_size: int | None = None, commit_rows: int | None = None,
                 workers: int | None = None, index_memory: int | None = None,
-                retention_s: int | None = None) -> "Settings":
+                retention_s: int | None = None, runtime: str | None = None) -> "Settings":
         return cls(
             requested_device=requested_device(device),
+            runtime=requested_runtime(runtime),
             batch_size=_positive("batch_size", batch_size, "EMBSTORE_BATCH_SIZE", 64),
             commit_rows=_positive("commit_rows", commit_rows, "EMBSTORE_COMMIT_ROWS", 20_000),
             workers=_positive("workers", workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)),
@@ -74,6 +76,17 @@ def _positive(name: str, given: int | None, env: str, default: int, zero: bool =
         where = name if given is not None else env
         raise InputError(f"{where} must be a {'non-negative' if zero else 'positive'} integer, got {value}")
     return value
+
+
+RUNTIMES = ("auto", "torch", "openvino", "onnx")
+
+
+def requested_runtime(runtime: str | None = None) -> str:
+    """The CPU runtime asked for: ``runtime`` if given, else ``EMBSTORE_RUNTIME``, else ``auto``; checked here."""
+    runtime = runtime or os.environ.get("EMBSTORE_RUNTIME") or "auto"
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}; use {', '.join(RUNTIMES)}")
+    return runtime
 
 
 def requested_device(device: str | None = None) -> str:

@@ -78,7 +78,7 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
                              "predict that (--collection)")
         if texts is not None and any(not str(t).strip() for t in texts):
             raise InputError("a text to predict is empty; give some text")
-        enc = get_encoder(spec, store.settings.device)
+        enc = get_encoder(spec, store.settings.device, store.settings.runtime)
         if enc.fingerprint() != fp:
             raise SpaceMismatchError(f"head {record['name']!r} was trained on fingerprint {fp}; encoder "
                                      f"{spec!r} now loads as {enc.fingerprint()}")

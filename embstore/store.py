@@ -143,7 +143,7 @@ class Store:
     def encoder_for(self, collection: str, space: str | None = None) -> Encoder:
         """The space's own encoder, rebuilt from its spec and checked against its recorded fingerprint."""
         entry = self.space(collection, space)["encoder"]
-        enc = get_encoder(entry["spec"], self.settings.device)
+        enc = get_encoder(entry["spec"], self.settings.device, self.settings.runtime)
         if enc.fingerprint() != entry["fingerprint"]:
             raise SpaceMismatchError(
                 f"encoder {entry['spec']!r} now loads as fingerprint {enc.fingerprint()}, but the space was built with "

@@ -113,7 +113,7 @@ def builds(monkeypatch) -> list[str]:
     built: list[str] = []
     real = encoders._build
     monkeypatch.setattr(encoders, "_cache", {})
-    monkeypatch.setattr(encoders, "_build", lambda spec, device: built.append(spec) or real(spec, device))
+    monkeypatch.setattr(encoders, "_build", lambda spec, device, *rest: built.append(spec) or real(spec, device, *rest))
     return built
 
 

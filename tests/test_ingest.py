@@ -305,7 +305,7 @@ def count_loads(monkeypatch):
     built: list[str] = []
     real = encoders._build
     monkeypatch.setattr(encoders, "_cache", {})
-    monkeypatch.setattr(encoders, "_build", lambda spec, device: built.append(spec) or real(spec, device))
+    monkeypatch.setattr(encoders, "_build", lambda spec, device, *rest: built.append(spec) or real(spec, device, *rest))
     return built
 
 
@@ -340,7 +340,7 @@ def test_a_space_whose_encoder_changed_refuses_new_items_and_commits_nothing(sto
     src = write_csv(tmp_path / "t.csv", topic_rows())
     store.ingest(src, "c", encoder=HASH)
     other = get_encoder("hash:32")  # stands in for the same spec whose weights changed on disk
-    monkeypatch.setattr(encoders, "_cache", {(HASH, store.settings.device): other})
+    monkeypatch.setattr(encoders, "_cache", {(HASH, store.settings.device, store.settings.runtime): other})
     store.ingest(src, "c")  # nothing new: fine without the model
     more = write_csv(tmp_path / "more.csv", topic_rows() + [{"text": "a brand new sentence", "label": "x"}])
     with pytest.raises(SpaceMismatchError, match="its weights changed"):

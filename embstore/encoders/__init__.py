@@ -29,36 +29,40 @@ _cache: dict[tuple[str, str], Encoder] = {}
 _lock = threading.Lock()
 
 
-def get_encoder(spec: str, device: str = "cpu") -> Encoder:
-    """Build (once per process, then reuse) the encoder that ``spec`` names."""
-    key = (spec, device)
+def get_encoder(spec: str, device: str = "cpu", runtime: str = "auto") -> Encoder:
+    """Build (once per process, then reuse) the encoder that ``spec`` names. ``runtime`` (auto, torch, openvino,
+    onnx) runs the model on the CPU: ``auto`` is the fastest one installed (see ``runtime.py``); it never changes the
+    encoder's fingerprint."""
+    from .runtime import check_runtime
+
+    key = (spec, device, check_runtime(runtime))
     with _lock:
         if key not in _cache:
             if not spec.strip().startswith(("hash:", "external:")):  # the fakes and given vectors never touch a device
                 check_device(device)
-            _cache[key] = _build(spec.strip(), device)
+            _cache[key] = _build(spec.strip(), device, key[2])
         return _cache[key]
 
 
-def _build(spec: str, device: str) -> Encoder:
+def _build(spec: str, device: str, runtime: str = "auto") -> Encoder:
     kind, _, rest = spec.partition(":")
     if spec == "minilm":
         from .text import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder("all-MiniLM-L6-v2", device, spec=spec)
+        return SentenceTransformerEncoder("all-MiniLM-L6-v2", device, spec=spec, runtime=runtime)
     if spec == "efficientnet-lite0":
         from .image import TimmEncoder, lite0_weights_path
 
-        return TimmEncoder("efficientnet_lite0", lite0_weights_path(), device, spec=spec)
+        return TimmEncoder("efficientnet_lite0", lite0_weights_path(), device, spec=spec, runtime=runtime)
     if kind in ("sentence-transformers", "st") and rest:
         from .text import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder(rest, device, spec=spec)
+        return SentenceTransformerEncoder(rest, device, spec=spec, runtime=runtime)
     if kind == "timm" and rest:
         from .image import TimmEncoder
 
         arch, _, weights = rest.partition("@")
-        return TimmEncoder(arch, weights or None, device, spec=spec)
+        return TimmEncoder(arch, weights or None, device, spec=spec, runtime=runtime)
     if kind == "open_clip" and rest:
         from .clip import OpenClipEncoder
 
@@ -84,9 +88,9 @@ class RecordedEncoder(Encoder):
     """A space's encoder as its manifest records it. The model loads on first use (so an ingest with nothing new to
     embed never loads it), and must then still have the recorded fingerprint."""
 
-    def __init__(self, recorded: dict, device: str = "cpu"):
+    def __init__(self, recorded: dict, device: str = "cpu", runtime: str = "auto"):
         self.recorded = dict(recorded)
-        self.spec, self.dim, self.device = recorded["spec"], int(recorded["dim"]), device
+        self.spec, self.dim, self.device, self.runtime = recorded["spec"], int(recorded["dim"]), device, runtime
         self._real: Encoder | None = None
         self._load_lock = threading.Lock()
 
@@ -104,13 +108,16 @@ class RecordedEncoder(Encoder):
 
         with self._load_lock:
             if self._real is None:
-                real = get_encoder(self.spec, self.device)
+                real = get_encoder(self.spec, self.device, self.runtime)
                 if real.fingerprint() != self.fingerprint():
                     raise SpaceMismatchError(
                         f"encoder {self.spec!r} now loads as {real.fingerprint()}, but this space was embedded with "
                         f"{self.fingerprint()} (its weights changed); ingest into a new --space")
                 self._real = real
         return self._real
+
+    def runtime_in_use(self) -> str:
+        return self.load().runtime_in_use()
 
     @property
     def modalities(self) -> frozenset:  # type: ignore[override]

@@ -38,6 +38,10 @@ class Encoder:
         """Identity plus how to rebuild it (the spec) and its fingerprint: what a space records."""
         return {"spec": self.spec, "fingerprint": self.fingerprint(), **self.identity()}
 
+    def runtime_in_use(self) -> str:
+        """What runs the model: ``torch``, or a compiled CPU runtime (its name, version and precision)."""
+        return "torch"
+
     def load(self) -> "Encoder":
         """The encoder with its model in memory (a lazy encoder loads it here; others already have)."""
         return self

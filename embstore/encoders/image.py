@@ -4,6 +4,7 @@ under other names."""
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -50,9 +51,12 @@ def load_state_dict_file(path: str) -> dict[str, Any]:
 class TimmEncoder(Encoder):
     modalities = frozenset({"image"})
 
-    def __init__(self, arch: str, weights: str | None = None, device: str = "cpu", spec: str | None = None):
+    def __init__(self, arch: str, weights: str | None = None, device: str = "cpu", spec: str | None = None,
+                 runtime: str = "auto"):
         import timm
         import torch
+
+        from .runtime import choose
 
         self.spec = spec or (f"timm:{arch}@{weights}" if weights else f"timm:{arch}")
         self.arch = arch
@@ -95,6 +99,13 @@ class TimmEncoder(Encoder):
             self.dim = int(self.model(torch.zeros(1, *size, device=device)).shape[-1])
         self.default_space = slug(arch)
         self._weights = hash_state_dict(self.model)
+        self.runtime = choose(runtime, device)
+        self._compiled: Any = None
+        self._lock = threading.Lock()
+
+    def runtime_in_use(self) -> str:
+        """What embeds a batch of images: ``torch``, or the compiled runtime with its version and precision."""
+        return self._compiled.describe() if self._compiled is not None else "torch"
 
     def identity(self) -> dict[str, Any]:
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.data_config.items()}
@@ -107,6 +118,34 @@ class TimmEncoder(Encoder):
     def encode_preprocessed(self, batch: list[Any]) -> np.ndarray:
         import torch
 
+        from .runtime import MIN_ROWS
+
         with torch.inference_mode():
-            x = (batch if isinstance(batch, torch.Tensor) else torch.stack(batch)).to(self.device, non_blocking=True)
-            return as_float32(self.model(x).float().cpu().numpy())
+            x = batch if isinstance(batch, torch.Tensor) else torch.stack(batch)
+            if self.runtime != "torch" and len(x) >= MIN_ROWS:
+                compiled = self._runtime()
+                return as_float32(compiled.run({compiled.inputs[0]: x.float().numpy()}))
+            return as_float32(self.model(x.to(self.device, non_blocking=True)).float().cpu().numpy())
+
+    def _runtime(self) -> Any:
+        if self._compiled is None:
+            with self._lock:
+                if self._compiled is None:
+                    self._compiled = self._compile()
+        return self._compiled
+
+    def _compile(self) -> Any:
+        import torch
+
+        from .runtime import compile_model
+
+        size = tuple(self.data_config["input_size"])
+        example = {"x": torch.zeros(2, *size)}
+        # the probe: 8 images of smooth random patterns around the model's input range (fixed seed)
+        rng = np.random.default_rng(0)
+        coarse = rng.standard_normal((8, size[0], 8, 8)).astype(np.float32)
+        smooth = np.kron(coarse, np.ones((1, 1, -(-size[1] // 8), -(-size[2] // 8)), np.float32))
+        probe = {"x": np.ascontiguousarray(smooth[:, :, :size[1], :size[2]]
+                                           + 0.3 * rng.standard_normal((8, *size)).astype(np.float32))}
+        return compile_model(self.runtime, self.model, example, {"x": {0: "batch"}}, self._weights, slug(self.arch),
+                             probe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,8 +41,10 @@ def slug(name: str) -> str:
 class SentenceTransformerEncoder(Encoder):
     modalities = frozenset({"text"})
 
-    def __init__(self, name_or_path: str, device: str = "cpu", spec: str | None = None):
+    def __init__(self, name_or_path: str, device: str = "cpu", spec: str | None = None, runtime: str = "auto"):
         from sentence_transformers import SentenceTransformer
+
+        from .runtime import choose
 
         _quiet_transformers()
 
@@ -75,6 +78,20 @@ class SentenceTransformerEncoder(Encoder):
         self.normalized = any(type(m).__name__ == "Normalize" for m in self.model)
         self.default_space = "minilm" if "minilm-l6" in self.name.lower() else slug(self.name.split("/")[-1])
         self._weights = hash_state_dict(self.model)
+        self.runtime = choose(runtime, device) if self._exportable() else "torch"
+        self._compiled: Any = None
+        self._lock = threading.Lock()
+
+    def _exportable(self) -> bool:
+        """Whether the whole model is a transformer, a pooling and maybe a normalisation, with no prompt: what the
+        compiled runtimes run (anything else runs in torch)."""
+        names = [type(m).__name__ for m in self.model]
+        return names[:2] == ["Transformer", "Pooling"] and names[2:] in ([], ["Normalize"]) \
+            and not getattr(self.model, "default_prompt_name", None)
+
+    def runtime_in_use(self) -> str:
+        """What embeds a batch of texts: ``torch``, or the compiled runtime with its version and precision."""
+        return self._compiled.describe() if self._compiled is not None else "torch"
 
     def identity(self) -> dict[str, Any]:
         return {"library": "sentence-transformers", "model": self.name, "dim": self.dim, "normalized": self.normalized,
@@ -89,9 +106,82 @@ class SentenceTransformerEncoder(Encoder):
             from . import device_text
 
             return as_float32(device_text.encode(self.model, texts, self.device))
+        from .runtime import MIN_ROWS
+
+        if self.runtime != "torch" and len(texts) >= MIN_ROWS:
+            return self._encode_compiled([str(t) for t in texts], batch_size)
         import torch
 
         with torch.inference_mode():
             out = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                                     show_progress_bar=False)
         return as_float32(out)
+
+    def _features(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The model's own tokenization (max_seq_length, truncation and padding as sentence-transformers does)."""
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+        feats = tokenize(texts)
+        return {k: feats[k].numpy().astype(np.int64) for k in self._runtime().inputs}
+
+    def _encode_compiled(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Longest first in batches of similar length (little padding), run in the compiled model while the next
+        batch is tokenized; rows come back in the caller's order."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        compiled = self._runtime()
+        batches = ((idx, self._features([texts[i] for i in idx]))
+                   for idx in (order[s:s + batch_size] for s in range(0, len(order), batch_size)))
+        out = np.empty((len(texts), self.dim), np.float32)
+        for idx, vectors in compiled.run_all(batches):
+            out[idx] = vectors
+        return out
+
+    def _runtime(self) -> Any:
+        if self._compiled is None:
+            with self._lock:
+                if self._compiled is None:
+                    self._compiled = self._compile()
+        return self._compiled
+
+    def _compile(self) -> Any:
+        import torch
+
+        from .runtime import compile_model
+
+        model = self.model
+
+        class Exported(torch.nn.Module):  # the model on tensors, named as the tokenizer names them
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+                feats = {"input_ids": input_ids, "attention_mask": attention_mask}
+                if token_type_ids is not None:
+                    feats["token_type_ids"] = token_type_ids
+                return self.model(feats)["sentence_embedding"]
+
+        example = self._example(["embstore export", "a second and longer example text"])
+        module = Exported().eval()
+        return compile_model(self.runtime, module, {k: torch.from_numpy(v) for k, v in example.items()},
+                             {k: {0: "batch", 1: "tokens"} for k in example}, self._weights,
+                             slug(self.name.split("/")[-1]), _probe(example, int(self.model.tokenizer.vocab_size)),
+                             hint="THROUGHPUT")
+
+    def _example(self, texts: list[str]) -> dict[str, np.ndarray]:
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+        feats = tokenize(texts)
+        return {k: feats[k].numpy().astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")
+                if k in feats}
+
+
+def _probe(example: dict[str, np.ndarray], vocab: int) -> dict[str, np.ndarray]:
+    """Inputs on which a lower precision must still give the torch model's vectors: 16 sequences of random
+    tokens, 8 to 128 long (fixed seed), shaped as the tokenizer's output."""
+    rng = np.random.default_rng(0)
+    lengths = np.linspace(8, 128, 16).astype(int)
+    mask = (np.arange(lengths.max())[None, :] < lengths[:, None]).astype(np.int64)
+    low = min(1000, vocab // 2)
+    feed = {"input_ids": rng.integers(low, vocab, size=mask.shape) * mask, "attention_mask": mask}
+    if "token_type_ids" in example:
+        feed["token_type_ids"] = np.zeros_like(mask)
+    return {k: feed[k] for k in example}

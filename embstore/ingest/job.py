@@ -135,9 +135,9 @@ def choose_encoder(store: Any, collection: str, existing: dict[str, Any] | None,
     default = DEFAULT_TEXT_ENCODER if modality == "text" else DEFAULT_IMAGE_ENCODER
     spec = encoder or default
     if existing and space in existing["spaces"] and existing["spaces"][space]["encoder"]["spec"] == spec:
-        enc = RecordedEncoder(existing["spaces"][space]["encoder"], store.settings.device)
+        enc = RecordedEncoder(existing["spaces"][space]["encoder"], store.settings.device, store.settings.runtime)
     else:
-        enc = get_encoder(spec, store.settings.device)
+        enc = get_encoder(spec, store.settings.device, store.settings.runtime)
         if modality not in enc.modalities:
             raise InputError(f"encoder {spec!r} does not embed {modality}; choose one that does (default: {default})")
         space = check_name("space", space or enc.default_space)

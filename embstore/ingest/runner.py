@@ -57,6 +57,7 @@ class IngestReport:
     files: int = 0  # input files read (tables) or images found
     engine: str = "local"
     decoded: dict[str, int] = field(default_factory=dict)  # with device decoding: images decoded "device" / "cpu"
+    runtime: str | None = None  # what ran the model (torch, or a compiled CPU runtime): None when nothing was embedded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,6 +205,8 @@ class IngestRun:
         r.quarantine_file = self.quarantine.rel if self.quarantine.count else None
         r.seconds = {k: round(v, 3) for k, v in self.timings.items()}
         r.decoded = dict(self.decoded)
+        if r.embedded:
+            r.runtime = self.encoder.runtime_in_use()
         assert r.read == r.added + r.duplicates + r.quarantined, r  # counts add up, or it is a bug
         return r
 
