@@ -375,8 +375,8 @@ def label_issues(store_path: str, collection: str, label_column: str | None, lab
 @store_option
 @click.option("--collection", "-c", required=True, help="Collection to look in.")
 @click.option("--space", metavar="NAME", help="Space to compare in (needed when the collection has several).")
-@click.option("--threshold", type=float, default=0.95, show_default=True, help="Cosine at or above which two items "
-              "are near-duplicates.")
+@click.option("--threshold", type=float, default=0.99, show_default=True, help="Cosine at or above which two items "
+              "are near-duplicates (0.99: copies; lower it to find paraphrases or look-alikes).")
 @click.option("--limit", type=int, default=20, show_default=True, help="Show the largest N groups.")
 @device_option
 @json_option

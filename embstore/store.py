@@ -547,7 +547,7 @@ class Store:
         return label_issues(self, collection, label_column, labels=labels, space=space, model=model, params=params,
                             limit=limit, seed=seed)
 
-    def duplicates(self, collection: str, *, space: str | None = None, threshold: float = 0.95,
+    def duplicates(self, collection: str, *, space: str | None = None, threshold: float = 0.99,
                    limit: int | None = None) -> dict[str, Any]:
         """Groups of near-duplicate items (cosine >= ``threshold``), through the space's index, largest first."""
         from .duplicates import find_duplicates
