@@ -4,7 +4,6 @@ under other names."""
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 import numpy as np
@@ -56,7 +55,7 @@ class TimmEncoder(Encoder):
         import timm
         import torch
 
-        from .runtime import choose
+        from .runtime import LazyCompiled, choose
 
         self.spec = spec or (f"timm:{arch}@{weights}" if weights else f"timm:{arch}")
         self.arch = arch
@@ -100,12 +99,11 @@ class TimmEncoder(Encoder):
         self.default_space = slug(arch)
         self._weights = hash_state_dict(self.model)
         self.runtime = choose(runtime, device)
-        self._compiled: Any = None
-        self._lock = threading.Lock()
+        self._compiled = LazyCompiled(self._compile)
 
     def runtime_in_use(self) -> str:
         """What embeds a batch of images: ``torch``, or the compiled runtime with its version and precision."""
-        return self._compiled.describe() if self._compiled is not None else "torch"
+        return self._compiled.describe()
 
     def identity(self) -> dict[str, Any]:
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.data_config.items()}
@@ -123,16 +121,9 @@ class TimmEncoder(Encoder):
         with torch.inference_mode():
             x = batch if isinstance(batch, torch.Tensor) else torch.stack(batch)
             if self.runtime != "torch" and len(x) >= MIN_ROWS:
-                compiled = self._runtime()
+                compiled = self._compiled.get()
                 return as_float32(compiled.run({compiled.inputs[0]: x.float().numpy()}))
             return as_float32(self.model(x.to(self.device, non_blocking=True)).float().cpu().numpy())
-
-    def _runtime(self) -> Any:
-        if self._compiled is None:
-            with self._lock:
-                if self._compiled is None:
-                    self._compiled = self._compile()
-        return self._compiled
 
     def _compile(self) -> Any:
         import torch

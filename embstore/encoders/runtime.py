@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
 import warnings
@@ -134,6 +135,24 @@ class Compiled:
             queue.start_async(feed, key)
         queue.wait_all()
         return done
+
+
+class LazyCompiled:
+    """An encoder's compiled model, made on first use, once, under a lock, by ``make()`` (a ``Compiled``)."""
+
+    def __init__(self, make: Any):
+        self._make, self._value, self._lock = make, None, threading.Lock()
+
+    def get(self) -> "Compiled":
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+        return self._value
+
+    def describe(self) -> str:
+        """What embeds a batch: ``torch`` until the compiled model is made, then its runtime, version and precision."""
+        return self._value.describe() if self._value is not None else "torch"
 
 
 def compile_model(kind: str, module: Any, example: dict[str, Any], dynamic: dict[str, dict[int, str]], sha: str,

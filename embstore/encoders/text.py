@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,7 +43,7 @@ class SentenceTransformerEncoder(Encoder):
     def __init__(self, name_or_path: str, device: str = "cpu", spec: str | None = None, runtime: str = "auto"):
         from sentence_transformers import SentenceTransformer
 
-        from .runtime import choose
+        from .runtime import LazyCompiled, choose
 
         _quiet_transformers()
 
@@ -79,8 +78,7 @@ class SentenceTransformerEncoder(Encoder):
         self.default_space = "minilm" if "minilm-l6" in self.name.lower() else slug(self.name.split("/")[-1])
         self._weights = hash_state_dict(self.model)
         self.runtime = choose(runtime, device) if self._exportable() else "torch"
-        self._compiled: Any = None
-        self._lock = threading.Lock()
+        self._compiled = LazyCompiled(self._compile)
 
     def _exportable(self) -> bool:
         """Whether the whole model is a transformer, a pooling and maybe a normalisation, with no prompt: what the
@@ -91,7 +89,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def runtime_in_use(self) -> str:
         """What embeds a batch of texts: ``torch``, or the compiled runtime with its version and precision."""
-        return self._compiled.describe() if self._compiled is not None else "torch"
+        return self._compiled.describe()
 
     def identity(self) -> dict[str, Any]:
         return {"library": "sentence-transformers", "model": self.name, "dim": self.dim, "normalized": self.normalized,
@@ -121,26 +119,19 @@ class SentenceTransformerEncoder(Encoder):
         """The model's own tokenization (max_seq_length, truncation and padding as sentence-transformers does)."""
         tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
         feats = tokenize(texts)
-        return {k: feats[k].numpy().astype(np.int64) for k in self._runtime().inputs}
+        return {k: feats[k].numpy().astype(np.int64) for k in self._compiled.get().inputs}
 
     def _encode_compiled(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Longest first in batches of similar length (little padding), run in the compiled model while the next
         batch is tokenized; rows come back in the caller's order."""
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        compiled = self._runtime()
+        compiled = self._compiled.get()
         batches = ((idx, self._features([texts[i] for i in idx]))
                    for idx in (order[s:s + batch_size] for s in range(0, len(order), batch_size)))
         out = np.empty((len(texts), self.dim), np.float32)
         for idx, vectors in compiled.run_all(batches):
             out[idx] = vectors
         return out
-
-    def _runtime(self) -> Any:
-        if self._compiled is None:
-            with self._lock:
-                if self._compiled is None:
-                    self._compiled = self._compile()
-        return self._compiled
 
     def _compile(self) -> Any:
         import torch
