@@ -15,6 +15,18 @@ import pytest
 
 HASH = "hash:64"
 
+# A tiny open_clip configuration (random weights): fast on a CPU, the same code paths as a real CLIP
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def tiny_clip_config(folder: Path) -> Path:
+    """TINY_CLIP written as ``folder/tiny_clip.json`` (open_clip names the model after the file: tiny_clip)."""
+    path = Path(folder) / "tiny_clip.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    return path
+
 # Three topics with disjoint vocabularies, 12 texts each, so the hash encoder (a bag of words) separates them well.
 VOCAB: dict[str, list[str]] = {
     "animals": ["cat", "dog", "horse", "cow", "sheep", "goat", "mouse", "barn"],

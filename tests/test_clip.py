@@ -3,7 +3,6 @@ open_clip's own encode_image / encode_text; weights saved as a checkpoint file l
 weights take; an offline machine gets one line saying what to download, and no library log."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -11,9 +10,7 @@ import pytest
 from embstore import Store
 from embstore.errors import EncoderError
 
-TINY_CLIP = {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+from conftest import tiny_clip_config
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +18,7 @@ def tiny(tmp_path_factory):
     from PIL import Image
 
     tmp = tmp_path_factory.mktemp("clip")
-    (tmp / "tiny_clip.json").write_text(json.dumps(TINY_CLIP))
+    tiny_clip_config(tmp)
     rng = np.random.default_rng(0)
     (tmp / "imgs").mkdir()
     for i in range(6):

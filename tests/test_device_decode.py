@@ -12,6 +12,8 @@ from embstore import InputError, Store
 from embstore.config import Settings
 from embstore.ingest import device_decode
 
+from conftest import tiny_clip_config
+
 pytestmark = pytest.mark.slow
 
 
@@ -83,13 +85,7 @@ def test_transforms_that_do_not_replay_on_tensors_stay_on_the_cpu(monkeypatch):
 
 
 def test_a_clip_space_decodes_on_the_device_too(tmp_path, folder, monkeypatch):
-    import json
-
-    tiny = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
-                                            "head_width": 16},
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / "tiny.json").write_text(json.dumps(tiny))
-    spec = f"open_clip:{tmp_path / 'tiny.json'}@random"
+    spec = f"open_clip:{tiny_clip_config(tmp_path)}@random"
     out = {}
     for mode in ("cpu", "device"):
         monkeypatch.setenv("EMBSTORE_DECODE", mode)

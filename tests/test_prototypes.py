@@ -12,7 +12,7 @@ import pytest
 from embstore import InputError, Store
 from embstore.prototypes import FewShotHead, ZeroShotHead, templates_for
 
-from conftest import TOPICS, topic_rows, write_csv
+from conftest import TOPICS, tiny_clip_config, topic_rows, write_csv
 
 
 def unit(x):
@@ -68,10 +68,6 @@ def test_estimator_checks():
 
 
 # ------------------------------------------------------------------------------------------------ as heads
-TINY_CLIP = {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
 
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory):
@@ -79,7 +75,7 @@ def pictures(tmp_path_factory):
     from PIL import Image
 
     tmp = tmp_path_factory.mktemp("protos")
-    (tmp / "tiny_clip.json").write_text(json.dumps(TINY_CLIP))
+    tiny_clip_config(tmp)
     rng = np.random.default_rng(1)
     rows = []
     for k, (colour, rgb) in enumerate({"red": (220, 30, 30), "green": (30, 200, 40), "blue": (20, 40, 230)}.items()):

@@ -13,7 +13,7 @@ import pytest
 
 from embstore import Store
 
-from conftest import write_csv
+from conftest import TINY_CLIP, tiny_clip_config, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -280,16 +280,11 @@ def test_lite0_matches_timm(tmp_path, monkeypatch, decoders):
 
 
 # ------------------------------------------------------------------------------------------------ open_clip (tiny, random)
-TINY_CLIP = {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-             "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
 
 @pytest.fixture(scope="module")
 def clip_store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clip")
-    config = tmp / "tiny_clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
+    config = tiny_clip_config(tmp)
     spec = f"open_clip:{config}@random"
     paths = _images(tmp / "imgs")
     s = Store.open(tmp / "store")
