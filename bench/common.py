@@ -102,3 +102,19 @@ def cv_sweep(X: np.ndarray, y: np.ndarray, Xt: np.ndarray, yt: np.ndarray, folds
                     "cv_accuracy": float((Z.argmax(1) == t).mean()),
                     "test_accuracy": float((full.predict(Xt) == yt).mean())})
     return out
+
+
+def image_files(data: Path, limit: int | None, work: Path) -> tuple[list[str], Path]:
+    """The first ``limit`` rows (all when 0/None) of an image labels CSV (a ``path`` column relative to its folder),
+    written to ``work/input.csv`` with absolute paths, so both sides read the same files: (paths, that CSV)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(data)
+    if limit:
+        table = table.slice(0, limit)
+    root = Path(data).resolve().parent
+    paths = [str(root / p) for p in table.column("path").to_pylist()]
+    source = work / "input.csv"
+    pcsv.write_csv(table.set_column(table.column_names.index("path"), "path", pa.array(paths)), source)
+    return paths, source

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from common import SHARED, base_parser, cosines, throughput_report, vectors_by, workdir
+from common import SHARED, base_parser, cosines, image_files, throughput_report, vectors_by, workdir
 
 
 def stock_side(paths: list[str], arch: str, pretrained: str, device: str, batch_size: int, workers: int,
@@ -70,21 +70,12 @@ def main() -> None:
         print(json.dumps(stock_side(paths, a.arch, a.pretrained, a.device, a.batch_size, a.workers, a.save)))
         return
 
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     from embstore import Store
     from embstore.config import Settings
     from embstore.encoders import get_encoder
 
     work = workdir(a.out, "embed_clip")
-    table = pcsv.read_csv(a.data)
-    if a.limit:
-        table = table.slice(0, a.limit)
-    root = a.data.resolve().parent
-    paths = [str(root / x) for x in table.column("path").to_pylist()]
-    source = work / "input.csv"
-    pcsv.write_csv(table.set_column(table.column_names.index("path"), "path", pa.array(paths)), source)
+    paths, source = image_files(a.data, a.limit, work)  # the same files for both sides
     (work / "paths.json").write_text(json.dumps(paths))
     spec = f"open_clip:{a.arch}@{a.pretrained}"
     settings = Settings.resolve(device=a.device, batch_size=a.batch_size, workers=a.workers)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from common import SHARED, base_parser, cosines, run_stock, throughput_report, vectors_by, workdir
+from common import SHARED, base_parser, cosines, image_files, run_stock, throughput_report, vectors_by, workdir
 
 
 def main() -> None:
@@ -25,21 +25,12 @@ def main() -> None:
                    help="decode workers on both sides (default: min(8, cpus))")
     a = p.parse_args()
 
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     from embstore import Store
     from embstore.config import DEFAULT_IMAGE_ENCODER, Settings
     from embstore.encoders import get_encoder
 
     work = workdir(a.out, "embed_image")
-    table = pcsv.read_csv(a.data)
-    if a.limit:
-        table = table.slice(0, a.limit)
-    root = a.data.resolve().parent
-    paths = [str(root / p) for p in table.column("path").to_pylist()]
-    source = work / "input.csv"  # the same rows, with absolute paths, for both sides
-    pcsv.write_csv(table.set_column(table.column_names.index("path"), "path", pa.array(paths)), source)
+    paths, source = image_files(a.data, a.limit, work)  # the same files for both sides
 
     settings = Settings.resolve(device=a.device, batch_size=a.batch_size, workers=a.workers)
     get_encoder(DEFAULT_IMAGE_ENCODER, settings.device)  # load once; the ingest below reuses this instance

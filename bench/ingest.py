@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, SHARED, base_parser, cosines, report, run_stock, vectors_by, workdir
+from common import REPO, SHARED, base_parser, cosines, image_files, report, run_stock, vectors_by, workdir
 
 
 def stock_backend(a, backend: str, source: Path, column: str, save: Path) -> dict | None:
@@ -94,21 +94,12 @@ def text_rows(a) -> None:
 
 
 def image_rows(a) -> None:
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     from embstore import Store
     from embstore.config import DEFAULT_IMAGE_ENCODER, Settings
     from embstore.encoders import get_encoder
 
     work = workdir(a.out, "ingest_image")
-    table = pcsv.read_csv(a.image_data)
-    if a.image_limit:
-        table = table.slice(0, a.image_limit)
-    root = a.image_data.resolve().parent
-    paths = [str(root / p) for p in table.column("path").to_pylist()]
-    source = work / "input.csv"  # the same rows, with absolute paths, for both sides
-    pcsv.write_csv(table.set_column(table.column_names.index("path"), "path", pa.array(paths)), source)
+    paths, source = image_files(a.image_data, a.image_limit, work)  # the same files for both sides
     settings = Settings.resolve(device="cpu", batch_size=a.batch_size, workers=a.workers, runtime=a.runtime)
     enc = get_encoder(DEFAULT_IMAGE_ENCODER, "cpu", settings.runtime)
     import torch
