@@ -32,15 +32,15 @@ def fitting_head(store: Any, collection: str | None, modality: str | None) -> st
     """With no head named: the latest head that fits the input. For a collection, one trained on a space the
     collection has (the same fingerprint); for new texts or images, one whose encoder embeds that modality. None
     (the latest of all, or the error that there is none) when no head fits: load_head says what is wrong."""
-    from .search import LIBRARY_MODALITIES
+    from .encoders import recorded_modalities
 
     heads = store.manifest["heads"]
     if collection is not None and collection in store.manifest["collections"]:
         prints = {sp["encoder"]["fingerprint"] for sp in store.collection(collection)["spaces"].values()}
         fits = [n for n, h in heads.items() if h["versions"] and h["versions"][-1]["space_fingerprint"] in prints]
     elif modality is not None:
-        fits = [n for n, h in heads.items() if h["versions"] and modality in LIBRARY_MODALITIES.get(
-            _library_of(store, h["versions"][-1]), {"text", "image"})]
+        fits = [n for n, h in heads.items() if h["versions"] and modality in recorded_modalities(
+            _encoder_of(store, h["versions"][-1]))]
     else:
         return None
     if not fits:
@@ -48,10 +48,10 @@ def fitting_head(store: Any, collection: str | None, modality: str | None) -> st
     return max(fits, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
 
 
-def _library_of(store: Any, version: dict[str, Any]) -> str | None:
-    """The encoder library of the space a head version was trained on (from the manifest, when it is still there)."""
+def _encoder_of(store: Any, version: dict[str, Any]) -> dict[str, Any]:
+    """The recorded encoder of the space a head version was trained on (empty when the space is gone)."""
     coll = store.manifest["collections"].get(version["collection"], {})
-    return (coll.get("spaces", {}).get(version["space"], {}).get("encoder") or {}).get("library")
+    return coll.get("spaces", {}).get(version["space"], {}).get("encoder") or {}
 
 
 def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequence[str] | None,

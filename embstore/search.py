@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import index as ix
+from .encoders import recorded_modalities
 from .errors import InputError, NotFoundError
 from .lookup import item_rows, item_rows_by_key, positions_of, vectors_at
 from .sql import ids_where, space_view
@@ -54,10 +55,6 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
     return enc.encode_preprocessed([enc.preprocess(img)])
 
 
-LIBRARY_MODALITIES = {"sentence-transformers": {"text"}, "timm": {"image"}, "open_clip": {"text", "image"},
-                      "hash": {"text", "image"}, "external": set()}
-
-
 def space_for_query(store: Any, collection: str, space: str | None, *, query: Any = None, image: Any = None,
                     vector: Any = None) -> str:
     """The space a query runs in: the one named; else the collection's only space; else the one space whose
@@ -68,7 +65,7 @@ def space_for_query(store: Any, collection: str, space: str | None, *, query: An
         return store.space_name(collection, space)
     if query is not None or image is not None:
         kind = "text" if query is not None else "image"
-        able = [n for n, sp in spaces.items() if kind in LIBRARY_MODALITIES.get(sp["encoder"].get("library"), set())]
+        able = [n for n, sp in spaces.items() if kind in recorded_modalities(sp["encoder"])]
         what = f"{'a text' if kind == 'text' else 'an image'} query"
     elif vector is not None:
         dim = np.asarray(vector).reshape(-1).shape[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+from .encoders import recorded_modalities
 from .errors import InputError, ReadOnlyError
 from .sql_guard import check_statements, confine, error_line
 PREDICTION_COLUMNS = "NULL::VARCHAR AS collection, NULL::VARCHAR AS id, NULL::VARCHAR AS head, NULL::INTEGER AS " \
@@ -183,7 +184,7 @@ def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
     con.execute("CREATE OR REPLACE TEMP MACRO similarity(a, b) AS list_cosine_similarity(a::FLOAT[], b::FLOAT[])")
     for name, c in store.manifest["collections"].items():
         text_spaces = [s for s, sp in c["spaces"].items()
-                       if sp["shards"] and not sp["encoder"]["spec"].startswith(("external:", "timm:", "efficientnet"))]
+                       if sp["shards"] and "text" in recorded_modalities(sp["encoder"])]
         if len(text_spaces) >= 1 and c["item_shards"]:
             space = text_spaces[0]
             try:
@@ -195,7 +196,7 @@ def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
                 con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
                             f'SELECT * FROM "{space_view(name, space)}", "{name}" LIMIT k')
         image_spaces = [s for s, sp in c["spaces"].items()
-                        if sp["shards"] and sp["encoder"].get("library") in ("open_clip", "timm", "hash")]
+                        if sp["shards"] and "image" in recorded_modalities(sp["encoder"])]
         if image_spaces and c["item_shards"]:  # an image query: a CLIP space first (it also answers texts)
             space = sorted(image_spaces, key=lambda s: c["spaces"][s]["encoder"].get("library") != "open_clip")[0]
             try:

@@ -245,3 +245,15 @@ def test_random_weights_are_said_loudly_wherever_their_vectors_are_used(pictures
         run = CliRunner().invoke(cli, args)  # (its output holds stderr too)
         assert run.exit_code == 0, (what, run.output)
         assert "has RANDOM weights: its vectors, searches and heads mean nothing" in run.output, what
+
+
+def test_the_hash_encoders_spaces_take_text_and_image_queries(tmp_path, topics_csv):
+    """The hash encoder records its library as "embstore": its spaces take both kinds of query (it was missed, so a
+    collection with two hash spaces said none could embed a text query)."""
+    store = Store.open(tmp_path / "s")
+    store.ingest(topics_csv, "docs", encoder="hash:64")
+    store.ingest(topics_csv, "docs", encoder="hash:32")
+    with pytest.raises(InputError, match="several spaces that can take a text query: hash32, hash64; pass --space"):
+        store.search("docs", "the cat", k=2)
+    assert len(store.search("docs", vector=np.ones(32), k=2)) == 2  # a vector goes by its dimension
+    assert store.sql("SELECT count(*) FROM docs_nearest('the cat', 3)").fetchall() == [(3,)]

@@ -25,6 +25,17 @@ __all__ = ["Encoder", "get_encoder", "fingerprint_of", "load_image", "SPEC_HELP"
 SPEC_HELP = ("minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | "
              "open_clip:ARCH@PRETRAINED | hash:DIM")
 
+# what a space's recorded encoder library embeds, read from the manifest without loading a model ("embstore": the
+# hash encoder; "external": vectors made elsewhere, which nothing here can embed a query for)
+LIBRARY_MODALITIES = {"sentence-transformers": {"text"}, "timm": {"image"}, "open_clip": {"text", "image"},
+                      "embstore": {"text", "image"}, "external": set()}
+
+
+def recorded_modalities(encoder_entry: dict) -> set[str]:
+    """The modalities of a space's encoder as its manifest entry records it (both, for a library not listed)."""
+    return LIBRARY_MODALITIES.get(encoder_entry.get("library"), {"text", "image"})
+
+
 _cache: dict[tuple[str, str], Encoder] = {}
 _lock = threading.Lock()
 
