@@ -567,13 +567,17 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
     return record
 
 
+def latest_head(heads: dict[str, Any], names: Any) -> str:
+    """Of these head names, the most recently trained: by commit order (seq), not by a timestamp two fits can share."""
+    return max(names, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
+
+
 def load_head(store: Any, name: str | None, version: int | None = None) -> tuple[dict[str, Any], Any]:
     heads = store.manifest["heads"]
     if name is None:
         if not heads:
             raise NotFoundError(f"no heads in {store.root}; train one with `embstore fit`")
-        # the most recently trained: by commit order (seq), not by a timestamp that two fits can share
-        name = max(heads, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
+        name = latest_head(heads, heads)
     chosen = store._head_versions(name, version)[-1]
     folder = store.root / chosen["path"]
     try:

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .errors import InputError, SpaceMismatchError
 from .evaluation import jsonable as _jsonable
-from .heads import load_head, matching_space, require_items
+from .heads import latest_head, load_head, matching_space, require_items
 from .manifest import now
 from .storage import write_shard
 from .sweep import release, reserve
@@ -45,7 +45,7 @@ def fitting_head(store: Any, collection: str | None, modality: str | None) -> st
         return None
     if not fits:
         return None
-    return max(fits, key=lambda n: (heads[n]["versions"][-1].get("seq", -1), heads[n]["versions"][-1]["created"]))
+    return latest_head(heads, fits)
 
 
 def _encoder_of(store: Any, version: dict[str, Any]) -> dict[str, Any]:
