@@ -13,6 +13,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pytest
 
+from browser import browser, page  # noqa: F401  (fixtures: a real headless Chromium for page tests)
+
 HASH = "hash:64"
 
 # A tiny open_clip configuration (random weights): fast on a CPU, the same code paths as a real CLIP
