@@ -219,3 +219,27 @@ def test_error_on_the_cluster_is_the_one_line_error(cluster, tmp_path):
         b.ingest(bad, "docs", engine="ray")
     assert "column 'label'" in str(e.value) and "\n" not in str(e.value)
     assert b.refresh().manifest["collections"]["docs"]["item_shards"] == before
+
+
+def test_workers_run_the_runtime_asked_for(cluster, tmp_path, monkeypatch, runtime="torch"):
+    """The actors build their encoder with the store's runtime setting (they took `auto`, a compiled runtime where
+    one is installed, whatever was asked), and the report says what ran the model on them."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from embstore import Store
+    from embstore.config import Settings
+    from embstore.encoders import runtime as rt
+
+    if runtime != "torch" and not rt.installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    monkeypatch.setenv("EMBSTORE_CACHE", str(tmp_path / "cache"))  # the actors inherit the driver's environment
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_file(timm.create_model("test_efficientnet", pretrained=False).state_dict(), str(weights))
+    for i in range(rt.MIN_ROWS + 4):  # a batch big enough for the compiled runtime (smaller ones run in torch)
+        make_png(tmp_path / "imgs" / f"{i}.png", i)
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", runtime=runtime))
+    r = store.ingest(tmp_path / "imgs", "pics", encoder=f"timm:test_efficientnet@{weights}", engine="ray")
+    assert r.added == rt.MIN_ROWS + 4 and r.runtime.startswith(runtime), r.runtime

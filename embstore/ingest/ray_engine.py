@@ -219,6 +219,8 @@ class RayIngest:
         self.progress("ingest", self.done, self.src.rows_hint or 0)
         for k, v in s["seconds"].items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v
+        if s.get("runtime"):  # what ran the model on the workers (the last block's word)
+            self.report.runtime = s["runtime"]
         self.seconds["commit"] = self.seconds.get("commit", 0.0) + time.perf_counter() - t
 
     def _bad(self, s: dict[str, Any], n: int, origin: np.ndarray, reason: str) -> None:

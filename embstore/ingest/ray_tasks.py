@@ -185,7 +185,7 @@ class EncodeWrite:
         device = ctx["device"]
         self.settings = dataclasses.replace(ctx["settings"], requested_device=device)
         self.snapshot = Snapshot(ctx["root"], ctx["manifest"], self.settings)
-        self.encoder = RecordedEncoder(ctx["encoder"], device)
+        self.encoder = RecordedEncoder(ctx["encoder"], device, self.settings.runtime)  # the runtime asked for
         self.tables = tuple(ray.get(tables))  # items, by id, by hash: one copy per node, shared by its actors
         self.pool = ThreadPoolExecutor(self.settings.workers)  # image files are read and hashed in threads
 
@@ -198,7 +198,7 @@ class EncodeWrite:
         summary: dict[str, Any] = {"file": env["file"], "first_row": env["first_row"], "bad": json.loads(env["bad"]),
                                    "files": env["files"], "ignored_files": env["ignored_files"], "end": env["end"],
                                    "rows": 0, "added": 0, "duplicates": 0, "quarantine": [], "columns": [],
-                                   "items": None, "space": None, "seconds": {}}
+                                   "items": None, "space": None, "seconds": {}, "runtime": None}
         out = {"block": env["block"], "summary": None, "values": b"", "item_rows": b""}
         if env["rows"] is not None:
             t = time.perf_counter()
@@ -216,6 +216,7 @@ class EncodeWrite:
             summary.update(rows=table.num_rows, added=r.added, duplicates=r.duplicates,
                            quarantine=quarantine.records, columns=table.column_names,
                            items=writer.shards.get("items"), space=writer.shards.get("space"),
+                           runtime=self.encoder.runtime_in_use() if r.embedded else None,
                            seconds={k: round(v, 4) for k, v in run.timings.items()}
                            | {"worker": round(time.perf_counter() - t, 4)})
             if "items" in writer.shards:
