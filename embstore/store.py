@@ -55,7 +55,10 @@ class Store:
                 raise NotFoundError(f"no store at {root} (no {MANIFEST}); run `embstore ingest` to create one")
             if root.exists() and not root.is_dir():
                 raise InputError(f"{root} is a file, not a store directory")
-            if root.exists() and any(p.name != ".writer.lock" for p in root.iterdir()):
+            # (the lock and a manifest's temporary file are what a run killed while making the store leaves)
+            if root.exists() and any(p.name != ".writer.lock" and not (p.name.startswith(f".{MANIFEST}.")
+                                                                      and p.name.endswith(".tmp"))
+                                     for p in root.iterdir()):
                 raise InputError(f"{root} is a non-empty directory without {MANIFEST}; choose an empty or new folder")
             try:
                 root.mkdir(parents=True, exist_ok=True)
@@ -63,6 +66,8 @@ class Store:
                 raise InputError(f"cannot create a store at {root}: {e.strerror or e}; choose another --store path") from None
             with writer_lock(root, settings.lock_wait, notify):
                 if not (root / MANIFEST).exists():
+                    for left in root.glob(f".{MANIFEST}.*.tmp"):
+                        left.unlink()
                     write_manifest(root, empty_manifest())
         return cls(root, read_manifest(root), settings, notify)
 
