@@ -287,14 +287,22 @@ def test_an_index_build_killed_then_rerun_keeps_the_old_index_and_equals_an_unin
     old = read_manifest(root)["collections"]["docs"]["spaces"]["hash64"]["index"]
     exact = [h["id"] for h in Store.open(root).search("docs", "cat dog horse", k=10)]
     rng = random.Random(SEED)
-    kills = 0
-    for i in range(4):
+    kills, delays = 0, [(i + rng.random()) / 4 * span for i in range(4)]
+    for attempt in range(12):
+        if not delays:
+            break
         pid, _ = zygote.start(*build, "--store", root)
-        kills += kill_after(zygote, pid, holds_lock(root, pid), (i + rng.random()) / 4 * span)
+        if kill_after(zygote, pid, holds_lock(root, pid), delays[0]):
+            kills += 1
+            delays.pop(0)
+        else:  # got through first (this build ran faster than the measured one): the moment, earlier
+            delays[0] /= 2
         entry = read_manifest(root)["collections"]["docs"]["spaces"]["hash64"]["index"]
-        assert entry == old and (root / entry["file"]).exists()  # the old index stays, as the manifest says
-        assert [h["id"] for h in Store.open(root).search("docs", "cat dog horse", k=10)] == exact
-    assert kills >= 3, kills
+        assert (root / entry["file"]).exists()  # the index the manifest names is there: the old one, or
+        assert entry == old or entry["factory"] == "IVF16,Flat"  # the new one when the kill came after its commit
+        if entry == old:  # searched as before
+            assert [h["id"] for h in Store.open(root).search("docs", "cat dog horse", k=10)] == exact
+    assert kills == 4, kills
     code, out = zygote.run(*build, "--store", root)
     assert code == 0, out
     assert_same_store(root, ref)
