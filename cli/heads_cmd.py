@@ -8,7 +8,7 @@ import click
 from embstore.errors import InputError
 
 from .checks import check_head_version, check_images, head_encoder_spec, load_encoder, warn_if_random
-from .main import cli, device_option, friendly, json_option, open_store, store_option
+from .main import cli, device_option, friendly, json_option, no_wait_option, open_store, store_option
 from .output import echo_json, echo_table
 from .progress import Progress, spinner
 
@@ -74,6 +74,7 @@ def prompt_params(model: str, classes: str | None, templates_file: str | None,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Estimator parameter, e.g. C=0.5, n_neighbors=5 or calibrate=false (repeatable).")
+@no_wait_option
 @device_option
 @json_option
 @friendly
@@ -81,11 +82,11 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
         model: str, class_weight: str | None, label_sep: str | None, plot_dir: str | None, space: str | None,
         classes: str | None, templates_file: str | None, label_names: tuple[str, ...],
         test_collection: str | None, train_where: str | None, test_where: str | None, test_size: float, seed: int,
-        params: tuple[str, ...], device: str | None, as_json: bool) -> None:
+        params: tuple[str, ...], no_wait: bool, device: str | None, as_json: bool) -> None:
     """Train a head on a collection's embeddings; report accuracy and macro-F1 with 95% intervals, per-label
     precision/recall and calibration on a test set (--test-collection, --test-where, or a held-out split). A refit
     scored on the same test items is compared with the head's previous version item by item (McNemar's test)."""
-    store = open_store(store_path, device)
+    store = open_store(store_path, device, no_wait=no_wait)
     extra = parse_params(params)
     if class_weight:
         extra["class_weight"] = class_weight
@@ -245,11 +246,12 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
 @click.option("--text", "texts", multiple=True, help="Predict this text (repeatable) instead of a collection.")
 @click.option("--image", "images", multiple=True, type=click.Path(),
               help="Predict this image file, or every image in this folder (repeatable).")
+@no_wait_option
 @device_option
 @json_option
 @friendly
 def predict(store_path: str, head: str | None, version: int | None, collection: str | None, texts: tuple[str, ...],
-            images: tuple[str, ...], device: str | None, as_json: bool) -> None:
+            images: tuple[str, ...], no_wait: bool, device: str | None, as_json: bool) -> None:
     """Apply a head to a collection (stored; query it as the `predictions` SQL view) or to new inputs."""
     from pathlib import Path
 
@@ -261,7 +263,7 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
         files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [given]
     if images and not files:
         raise InputError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
-    store = open_store(store_path, device)
+    store = open_store(store_path, device, no_wait=no_wait)
     # what can be checked without a model, before one loads: the head and version, the collection, the images
     if head is None:  # the latest head that fits the input (the library's choice, made here before a model loads)
         from embstore.predict import fitting_head

@@ -23,6 +23,9 @@ store_option = click.option("--store", "store_path", envvar="EMBSTORE_STORE", re
                             help="Store directory (or set EMBSTORE_STORE).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table (an error "
                            "too: {\"error\": ..., \"type\": ..., \"exit_code\": ...}).")
+no_wait_option = click.option("--no-wait", is_flag=True, help="Stop with an error when another process is writing the "
+                               "store, instead of waiting for it to finish (default: wait; EMBSTORE_LOCK_WAIT "
+                               "seconds at most when set).")
 device_option = click.option("--device", default=None, metavar="D",
                              help="cpu, cuda, cuda:N, mps or auto (default: EMBSTORE_DEVICE, else cuda > mps > cpu).")
 
@@ -56,10 +59,18 @@ def friendly(fn: Callable) -> Callable:
     return wrapper
 
 
-def open_store(path: str, device: str | None = None, create: bool = False):
+def open_store(path: str, device: str | None = None, create: bool = False, no_wait: bool = False, **settings: Any):
+    """The store at ``path``; a write waits for another writer (saying so on stderr), or with ``no_wait`` stops."""
     from embstore import Store
+    from embstore.config import Settings
 
-    return Store.open(path, create=create, device=device)
+    settings = Settings.resolve(device=device, lock_wait=0 if no_wait else None, **settings)
+    return Store.open(path, create=create, settings=settings, notify=notice)
+
+
+def notice(message: str) -> None:
+    """A line for the user on stderr that is no error (a wait for another writer)."""
+    click.echo(message, err=True)
 
 
 class OneLineErrors(click.Group):
@@ -153,6 +164,7 @@ def cli() -> None:
               help="What runs the model on the CPU (default: EMBSTORE_RUNTIME, else auto: OpenVINO when installed, "
                    "else ONNX Runtime, else torch; on a GPU torch). Vectors match torch's (cosine >= 0.999); the "
                    "space is the same whichever runs.")
+@no_wait_option
 @device_option
 @json_option
 @friendly
@@ -160,8 +172,7 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
            id_column: str | None, embedding_column: str | None, encoder: str | None, space: str | None,
            index_factory: str | None,
            batch_size: int | None, encoding: str, engine: str, address: str | None, runtime: str | None,
-           device: str | None,
-           as_json: bool) -> None:
+           no_wait: bool, device: str | None, as_json: bool) -> None:
     """Embed PATH into a collection: a CSV, TSV, Parquet or JSONL file, a folder of images or of tables (Hive
     partition folders too), a glob ('data/*.parquet', quoted), or a URL (s3://, gs://, hf://datasets/..., file://,
     with the filesystem's fsspec package installed). Read in a stream: memory holds a few chunks, whatever the size.
@@ -172,16 +183,14 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     from pathlib import Path
 
     from embstore import Store
-    from embstore.config import Settings
     from embstore.manifest import MANIFEST
     from embstore.storage import check_name
 
     check_name("collection", collection)  # bad input is refused before a new store is created
     if "://" not in path and not any(c in path for c in "*?[") and not Path(path).expanduser().exists():
         raise InputError(f"{path} does not exist; give a CSV, Parquet or JSONL file, a folder, a glob or a URL")
-    settings = Settings.resolve(device=device, batch_size=batch_size, runtime=runtime)
     new_store = not (Path(store_path).expanduser() / MANIFEST).exists()
-    store = Store.open(store_path, settings=settings)
+    store = open_store(store_path, device, create=True, no_wait=no_wait, batch_size=batch_size, runtime=runtime)
     try:
         with Progress("ingest", waiting="reading the input, loading the model if one is needed") as progress:
             r = store.ingest(path, collection, text_column=text_column, image_column=image_column,
@@ -286,10 +295,11 @@ def info(store_path: str, head: str | None, as_json: bool) -> None:
 @click.option("--head", metavar="HEAD", help="Delete this head (every version unless --version) and the predictions it stored.")
 @click.option("--version", type=int, help="With --head: only this version.")
 @click.option("--yes", is_flag=True, help="Do not ask; needed when not run from a terminal.")
+@no_wait_option
 @json_option
 @friendly
 def delete(store_path: str, collection: str | None, head: str | None, version: int | None, yes: bool,
-           as_json: bool) -> None:
+           no_wait: bool, as_json: bool) -> None:
     """Delete a collection (--collection) or a head (--head [--version N]). Data shards (items, vectors,
     predictions) and head files stay on disk for EMBSTORE_RETENTION_SECONDS (default 3600) so that queries and
     predictions already running finish, then a later write removes them; index files and quarantine records go at
@@ -298,7 +308,7 @@ def delete(store_path: str, collection: str | None, head: str | None, version: i
         raise InputError("--version goes with --head")
     if (collection is None) == (head is None):
         raise InputError("give --collection NAME or --head HEAD (one of them)")
-    store = open_store(store_path)
+    store = open_store(store_path, no_wait=no_wait)
     what = (f"collection {collection!r}" if collection
             else f"head {head!r}" + (f" version {version}" if version is not None else ""))
     if not yes:
@@ -331,8 +341,10 @@ def main() -> None:
     cli()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m embstore_cli.main: the module as imported, which the other commands join
+    from embstore_cli.main import main as imported_main
+
+    imported_main()
 
 
 from . import heads_cmd, query_cmd  # noqa: E402,F401  (their commands join the group)

@@ -11,7 +11,8 @@ from embstore.errors import InputError
 from embstore.sql_guard import error_line
 
 from .checks import check_images, check_where, load_encoder
-from .main import BadInput, cli, device_option, friendly, json_option, open_store, store_option
+from .main import (BadInput, cli, device_option, friendly, json_option, no_wait_option, open_store,
+                   store_option)
 from .output import echo_json, echo_table, record_batches
 from .progress import Progress
 
@@ -113,12 +114,13 @@ def parse_vector(value: str | None) -> Any:
               "default: chosen by size and memory.")
 @click.option("--target-recall", type=float, default=0.95, show_default=True,
               help="Raise efSearch/nprobe until recall@10 against exact search reaches this.")
+@no_wait_option
 @json_option
 @friendly
 def index(store_path: str, collection: str, space: str | None, factory: str | None, target_recall: float,
-          as_json: bool) -> None:
+          no_wait: bool, as_json: bool) -> None:
     """Rebuild a space's FAISS index and measure its recall@10 against exact search."""
-    store = open_store(store_path)
+    store = open_store(store_path, no_wait=no_wait)
     with Progress("index", waiting="reading the space") as progress:  # count, rate, ETA a pass at a time
         out = store.reindex(collection, space, factory=factory, target_recall=target_recall, progress=progress)
     if as_json:

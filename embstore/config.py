@@ -8,6 +8,7 @@ torch.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import sys
@@ -34,11 +35,16 @@ class Settings:
     index_memory: int = 8 << 30  # bytes a space's index may take: decides Flat / HNSW / IVF / IVF-PQ
     retention_s: int = 3600  # replaced files stay this long, so a reader of an older snapshot can finish
     runtime: str = "auto"  # what runs the model on the CPU: auto (the fastest installed), torch, openvino, onnx
+    # seconds a writer waits for another to finish (0: stop at once, --no-wait). Without limit by default: the lock
+    # is held only by a live process (the OS frees it when its holder dies), so a wait ends when that write ends,
+    # and a limit would only turn a long ingest ahead in the queue into a failure after the waiting was done
+    lock_wait: float = math.inf
 
     @classmethod
     def resolve(cls, device: str | None = None, batch_size: int | None = None, commit_rows: int | None = None,
                 workers: int | None = None, index_memory: int | None = None,
-                retention_s: int | None = None, runtime: str | None = None) -> "Settings":
+                retention_s: int | None = None, runtime: str | None = None,
+                lock_wait: float | None = None) -> "Settings":
         return cls(
             requested_device=requested_device(device),
             runtime=requested_runtime(runtime),
@@ -47,6 +53,7 @@ class Settings:
             workers=_positive("workers", workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)),
             index_memory=_positive("index_memory", index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30),
             retention_s=_positive("retention_s", retention_s, "EMBSTORE_RETENTION_SECONDS", 3600, zero=True),
+            lock_wait=_seconds("lock_wait", lock_wait, "EMBSTORE_LOCK_WAIT", math.inf),
         )
 
 
@@ -75,6 +82,25 @@ def _positive(name: str, given: int | None, env: str, default: int, zero: bool =
     if value < (0 if zero else 1):
         where = name if given is not None else env
         raise InputError(f"{where} must be a {'non-negative' if zero else 'positive'} integer, got {value}")
+    return value
+
+
+def _seconds(name: str, given: float | None, env: str, default: float) -> float:
+    """A duration in seconds (given, else from ``env``, else ``default``): a non-negative number, ``inf`` for no
+    limit."""
+    if given is not None:
+        value, where = float(given), name
+    else:
+        raw = (os.environ.get(env) or "").strip()
+        if not raw:
+            return default
+        try:
+            value, where = float(raw), env
+        except ValueError:
+            raise InputError(f"{env}={raw!r} is not a number of seconds; unset it, or give e.g. 600 (inf: no "
+                             "limit)") from None
+    if math.isnan(value) or value < 0:
+        raise InputError(f"{where} must be a non-negative number of seconds (inf: no limit), got {value:g}")
     return value
 
 

@@ -545,8 +545,10 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
         entry = store.manifest["heads"].setdefault(record["name"], {"versions": []})
         # numbers are never given twice while the head exists, even after its latest version was deleted
         version = max(entry.get("next_version", 1), (entry["versions"][-1]["version"] + 1) if entry["versions"] else 1)
-        while (store.root / f"heads/{record['name']}/v{version}").exists():
-            version += 1  # a deleted version's folder, retired but still kept for readers of older snapshots
+        while any((store.root / f"heads/{record['name']}/v{version}").glob("*")):
+            # a deleted version's files, retired but still kept for readers of older snapshots (a folder a killed
+            # fit left is empty once swept: its number is free)
+            version += 1
         entry["next_version"] = version + 1
         rel = f"heads/{record['name']}/v{version}"
         folder = store.root / rel

@@ -1,4 +1,4 @@
-"""The manifest (``embstore.json``) and the writer lock.
+"""The manifest (``embstore.json``); the writer lock is in ``lock.py``.
 
 The manifest is the only source of what exists: a shard that it does not list does not exist. It is replaced
 atomically (write a temporary file, fsync, rename, fsync the directory), so readers always see a whole snapshot and a
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import errno
-import fcntl
 import json
 import os
 import time
@@ -16,11 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import InputError, StoreLockedError, StoreWriteError
+from .errors import InputError, StoreWriteError
+from .lock import LOCK, writer_lock  # noqa: F401  (kept here for callers of the manifest's lock)
 
 FORMAT_VERSION = 1
 MANIFEST = "embstore.json"
-LOCK = ".writer.lock"
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 
 
@@ -99,22 +98,3 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     manifest = copy.deepcopy(manifest)
     manifest["updated"] = now()
     write_atomic(root / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-
-
-@contextmanager
-def writer_lock(root: Path) -> Iterator[None]:
-    """Hold the store's one writer lock (an OS lock: it is released when the process dies)."""
-    path = root / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise StoreLockedError(
-                f"store {root} is being written by {holder}; wait for it to finish (one writer at a time)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock

@@ -11,7 +11,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,10 +30,12 @@ TUNE_SAMPLE = 500_000  # vectors an index with its lists on disk is tuned on (in
 class Store:
     """Open with ``Store.open(path)``; every verb of the CLI is a method here."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any], settings: Settings):
+    def __init__(self, root: Path, manifest: dict[str, Any], settings: Settings,
+                 notify: Callable[[str], None] | None = None):
         self.root = root
         self.manifest = manifest
         self.settings = settings
+        self.notify = notify  # told when a writer waits for the lock, or takes over one a killed writer left
         self._index_cache: dict[tuple[str, str], tuple[int, Any, np.ndarray]] = {}
         self._growing: dict[tuple[str, str], tuple[str, Any]] = {}  # index being grown by an ingest: (factory, index)
         self.swept: list[str] = []  # what the last writer's sweep removed (store-relative paths)
@@ -41,8 +43,11 @@ class Store:
     # ------------------------------------------------------------------------------------------------ opening
     @classmethod
     def open(cls, path: str | os.PathLike, *, create: bool = True, device: str | None = None,
-             settings: Settings | None = None) -> "Store":
-        """Open the store at ``path``; create it (an empty directory with a manifest) when missing and ``create``."""
+             settings: Settings | None = None, notify: Callable[[str], None] | None = None) -> "Store":
+        """Open the store at ``path``; create it (an empty directory with a manifest) when missing and ``create``.
+
+        A write waits for another process's (``settings.lock_wait`` seconds; ``notify(message)`` is told, once, who
+        it waits for), then raises StoreLockedError."""
         root = Path(path).expanduser().absolute()
         settings = settings or Settings.resolve(device=device)
         if not (root / MANIFEST).exists():
@@ -50,16 +55,21 @@ class Store:
                 raise NotFoundError(f"no store at {root} (no {MANIFEST}); run `embstore ingest` to create one")
             if root.exists() and not root.is_dir():
                 raise InputError(f"{root} is a file, not a store directory")
-            if root.exists() and any(p.name != ".writer.lock" for p in root.iterdir()):
+            # (the lock and a manifest's temporary file are what a run killed while making the store leaves)
+            if root.exists() and any(p.name != ".writer.lock" and not (p.name.startswith(f".{MANIFEST}.")
+                                                                      and p.name.endswith(".tmp"))
+                                     for p in root.iterdir()):
                 raise InputError(f"{root} is a non-empty directory without {MANIFEST}; choose an empty or new folder")
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as e:  # a parent that is a file, no permission, a read-only disk ...
                 raise InputError(f"cannot create a store at {root}: {e.strerror or e}; choose another --store path") from None
-            with writer_lock(root):
+            with writer_lock(root, settings.lock_wait, notify):
                 if not (root / MANIFEST).exists():
+                    for left in root.glob(f".{MANIFEST}.*.tmp"):
+                        left.unlink()
                     write_manifest(root, empty_manifest())
-        return cls(root, read_manifest(root), settings)
+        return cls(root, read_manifest(root), settings, notify)
 
     def refresh(self) -> "Store":
         """Take a new snapshot; what was derived from the old one (indexes, key tables) is dropped."""
@@ -73,7 +83,7 @@ class Store:
         does not name) is swept first (``sweep``)."""
         from .sweep import sweep
 
-        with writer_lock(self.root):
+        with writer_lock(self.root, self.settings.lock_wait, self.notify):
             self.manifest = read_manifest(self.root)
             self.swept = sweep(self.root, self.manifest)
             yield self.manifest

@@ -80,8 +80,25 @@ def make_png(path: Path, pattern: int, size: int = 24) -> Path:
     return path
 
 
+def store_contents(store: Any, collection: str = "docs") -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    """What a store holds (on a fresh snapshot): items (sorted by id, as rows), vectors by id (one per id, checked),
+    the space's row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store.refresh()
+    coll = store.manifest["collections"][collection]
+    items = pa.concat_tables([pq.read_table(store.root / s["file"]) for s in coll["item_shards"]],
+                             promote_options="permissive")
+    items = sorted(items.to_pylist(), key=lambda r: r["id"])
+    ids, vectors = store.embeddings(collection)
+    assert len(set(ids)) == len(ids)  # one vector per id
+    return items, dict(zip(ids, vectors)), next(iter(coll["spaces"].values()))["rows"]
+
+
 def quarantine_lines(store_root: Path, rel: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (store_root / rel).read_text(encoding="utf-8").splitlines()]
+    # lines end at "\n" only (str.splitlines would also split a text holding U+2028)
+    return [json.loads(line) for line in (store_root / rel).read_text(encoding="utf-8").split("\n") if line]
 
 
 @pytest.fixture()

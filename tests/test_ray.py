@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from conftest import HASH, make_png, quarantine_lines, write_csv, write_jsonl
+from conftest import HASH, make_png, quarantine_lines, store_contents, write_csv, write_jsonl
 
 ray = pytest.importorskip("ray")
 
@@ -46,24 +46,12 @@ def rows(n=200):
     return out
 
 
-def snapshot(store, collection="docs"):
-    """What a store holds: items (sorted by id, as rows), vectors by id, the space's row count."""
-    store.refresh()
-    coll = store.manifest["collections"][collection]
-    items = pa.concat_tables([pq.read_table(store.root / s["file"]) for s in coll["item_shards"]],
-                             promote_options="permissive")
-    items = sorted(items.to_pylist(), key=lambda r: r["id"])
-    ids, vectors = store.embeddings(collection)
-    assert len(set(ids)) == len(ids)  # one vector per id
-    return items, dict(zip(ids, vectors)), next(iter(coll["spaces"].values()))["rows"]
-
-
 COUNTS = ("read", "added", "duplicates", "quarantined", "embedded", "reused", "reasons", "files")
 
 
 def assert_same(local_store, ray_store, local_report, ray_report, collection="docs", exact=True):
-    a_items, a_vec, a_rows = snapshot(local_store, collection)
-    b_items, b_vec, b_rows = snapshot(ray_store, collection)
+    a_items, a_vec, a_rows = store_contents(local_store, collection)
+    b_items, b_vec, b_rows = store_contents(ray_store, collection)
     assert a_items == b_items
     assert a_vec.keys() == b_vec.keys() and a_rows == b_rows
     for k in a_vec:
