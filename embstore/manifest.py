@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,7 +115,30 @@ def writer_lock(root: Path) -> Iterator[None]:
             raise StoreLockedError(
                 f"store {root} is being written by {holder}; wait for it to finish (one writer at a time)") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-        yield
+        os.pwrite(fd, f"pid {os.getpid()} host {socket.gethostname()}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released: an empty lock file; one naming a process was left by a killed writer
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def lock_state(root: Path) -> tuple[str, str]:
+    """Who has the writer lock, without taking it or writing anything (a read-only store works): ``("free", "")``,
+    ``("held", holder)`` by a live writer, or ``("stale", holder)``: the file names a writer that was killed (the
+    OS released its lock; the next writer takes it over)."""
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return "free", ""
+    try:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "held", holder or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return ("stale", holder) if holder else ("free", "")
+    finally:
+        os.close(fd)
