@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import keys as kt
+from .errors import DamagedStoreError
 from .manifest import MANIFEST, lock_state, read_manifest
 from .storage import checksum
 
@@ -74,7 +75,7 @@ class CheckReport:
         if self.ok:
             return f"store OK: {what}; {how}"
         n = len(self.problems)
-        return f"{n} problem{_s(n)} in store {self.root} ({what})"
+        return f"{n} problem{_s(n)} in store {self.root} ({what}; {how})"
 
     def to_dict(self) -> dict[str, Any]:
         out = {"store": self.root, "ok": self.ok, "summary": self.summary(), "counts": self.counts,
@@ -193,11 +194,16 @@ class Joins:
                    "orphan": f"SELECT v.id FROM {v} v ANTI JOIN {i} i ON i.id = v.id",
                    "other": f"SELECT v.id FROM {v} v JOIN {i} i ON i.id = v.id "
                             "WHERE i.content_hash IS DISTINCT FROM v.content_hash"}
-        out = {}
-        for k, q in queries.items():
-            n = int(self.one(f"SELECT count(*) FROM ({q})")[0])
-            out[k] = (n, self.ids(q) if n else [])
-        return out
+        return {k: self.counted(q) for k, q in queries.items()}
+
+    def strays(self, items: list[Path], others: list[Path]) -> tuple[int, list[str]]:
+        """Rows of ``others`` (predictions) whose id is no item: (count, a few ids)."""
+        return self.counted(f"SELECT o.id FROM {empty_or(others, 'id')} o ANTI JOIN {empty_or(items, 'id')} i "
+                            "ON i.id = o.id")
+
+    def counted(self, sql: str) -> tuple[int, list[str]]:
+        n = int(self.one(f"SELECT count(*) FROM ({sql})")[0])
+        return n, self.ids(sql) if n else []
 
     def close(self) -> None:
         self.con.close()
@@ -260,7 +266,7 @@ class _Checker:
         for space, sp in sorted(coll["spaces"].items()):
             self.space(name, coll, space, sp, paths)
         for head, pred in sorted(coll.get("predictions", {}).items()):
-            self.predictions(name, head, pred)
+            self.predictions(name, head, pred, paths)
 
     def shards(self, cname: str, space: str | None, shards: list[dict[str, Any]], dim: int | None,
                coll: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -336,11 +342,11 @@ class _Checker:
             self.add("other-content", where, f"{other:,} vectors of space {where} were made from other content than "
                      f"their item's (e.g. {', '.join(x_ids)}); {REPAIR} embeds those items again", not external,
                      collection=cname, space=space)
-        sample = self.sample(sp) if len(good) == len(sp["shards"]) and sp["rows"] == total else []
+        sample = self.sample(cname, space, sp) if len(good) == len(sp["shards"]) and sp["rows"] == total else []
         self.index(cname, space, sp, sample)
         self.key_table(cname, coll, space, good, sample)
 
-    def sample(self, sp: dict[str, Any]) -> list[tuple[int, int, str, np.ndarray]]:
+    def sample(self, cname: str, space: str, sp: dict[str, Any]) -> list[tuple[int, int, str, np.ndarray]]:
         """(shard number, row in it, id, vector) at the first, middle and last row of up to SAMPLE_SHARDS shards."""
         from .lookup import read_rows
         from .storage import embedding_matrix
@@ -353,7 +359,12 @@ class _Checker:
             if not n:
                 continue
             rows = sorted({0, n // 2, n - 1})
-            t = read_rows(self.root / shards[k]["file"], rows, ["id", "embedding"])
+            try:
+                t = read_rows(self.root / shards[k]["file"], rows, ["id", "embedding"], fresh=True)
+            except DamagedStoreError as e:  # (a footer that reads over pages that do not: found without checksums)
+                self.add("lost-vectors", shards[k]["file"], f"{e}", False, collection=cname, space=space,
+                         file=shards[k]["file"])
+                return []
             vectors = embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
             out += [(int(k), r, i, v) for r, i, v in zip(rows, t.column("id").to_pylist(), vectors)]
         return out
@@ -444,13 +455,16 @@ class _Checker:
             if shard["file"] not in files or not shard["rows"]:
                 continue
             rows = sorted({0, shard["rows"] // 2, shard["rows"] - 1})
-            ids = read_rows(self.root / shard["file"], rows, ["id"]).column("id").to_pylist()
+            try:
+                ids = read_rows(self.root / shard["file"], rows, ["id"], fresh=True).column("id").to_pylist()
+            except DamagedStoreError:
+                return True
             found, rec = table.find(kt.id_keys(ids))
             if not found.all() or not np.array_equal(rec[-1], kt.locations(kt.part_of(shard), np.array(rows))):
                 return True
         return False
 
-    def predictions(self, cname: str, head: str, pred: dict[str, Any]) -> None:
+    def predictions(self, cname: str, head: str, pred: dict[str, Any], items: list[Path]) -> None:
         self.counts["predictions"] += 1
         where = f"{cname} predictions of {head}"
         versions = [v["version"] for v in self.manifest["heads"].get(head, {}).get("versions", [])]
@@ -459,11 +473,15 @@ class _Checker:
                      f"{pred['version']}, which the store does not have (deleted, or the manifest was edited); "
                      f"{REPAIR} drops them", True, collection=cname, head=head, redo=False)
             return
-        bad = [f"{s['file']} {d}" for s in pred["shards"]
-               for st, d, _ in [file_status(self.root, s, self.quick)] if st != "ok"]
+        status = [(s, *file_status(self.root, s, self.quick)) for s in pred["shards"]]
+        bad = [f"{s['file']} {d}" for s, st, d, _ in status if st != "ok"]
         total = sum(s["rows"] for s in pred["shards"])
         if total != pred["rows"]:
             bad.append(f"its shards hold {total:,} rows where the manifest says {pred['rows']:,}")
+        if not bad:
+            n, some = self.joins.strays(items, [self.root / s["file"] for s in pred["shards"]])
+            if n:
+                bad.append(f"{n:,} of them are for ids that are no items of {cname} (e.g. {', '.join(some)})")
         if bad:
             self.add("predictions", where, f"the predictions of head {head} v{pred['version']} on {cname}: "
                      f"{'; '.join(bad)}; {REPAIR} predicts the collection again", True, collection=cname, head=head,

@@ -124,6 +124,8 @@ class _Fixer:
             self.done.append(f"kept {d['file']} as it reads now and recorded its new checksum")
         else:  # lost: its rows are recovered below where they can be
             del shards[at[0]]
+            if d["space"] is None:
+                self.shrunk.add(d["collection"])
             if (self.root / d["file"]).exists():
                 self.store.retire([d["file"]])
             what = "items" if d["space"] is None else f"vectors of {d['collection']}.{d['space']}"
