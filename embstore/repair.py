@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .check import CheckReport, Joins, Problem, empty_or, inspect, sql_list
+from .check import CheckReport, Problem, inspect
 from .errors import EmbstoreError
 from .manifest import lock_state, read_manifest, writer_lock
+from .shard_sql import Joins, empty_or, sql_list
 
 EMBED_BATCH = 20_000  # rows embedded and committed as one shard
 

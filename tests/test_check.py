@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -273,5 +274,5 @@ def test_a_writer_at_work_is_not_reported_as_leftovers(store):
     (store.root / "collections/docs/items/part-000090.parquet").write_bytes(b"being written")
     with writer_lock(store.root):
         report = check_store(store.root)
-    assert report.ok and "a writer is at work" in report.notes[0]
+    assert report.ok and f"a writer is at work (pid {os.getpid()} host {socket.gethostname()})" in report.notes[0]
     assert [p.kind for p in check_store(store.root).problems] == ["stray"]
