@@ -193,6 +193,7 @@ class _Fixer:
                     self.drop_vectors(joins, cname, space)
         finally:
             joins.close()
+        self.forget_keys(coll)  # (an embedding pass saved them before items were removed: written anew below)
         for head, pred in list(coll["predictions"].items()) if cname in self.shrunk else []:
             if any(v["version"] == pred["version"] for v in self.m["heads"].get(head, {}).get("versions", [])):
                 self.redo.add((cname, head, pred["version"]))  # made for the rows as they were: made again
@@ -269,7 +270,8 @@ class _Fixer:
         else:
             coll["spaces"][space]["rows"] = sum(s["rows"] for s in shards)
         self.store.commit()
-        what = "items" if space is None else f"vectors of {cname}.{space}"
+        what = ("item" if space is None else "vector") + ("" if removed == 1 else "s") + \
+            ("" if space is None else f" of {cname}.{space}")
         self.done.append(f"removed {removed:,} {what} ({reason}); their rows are in {self.quarantine[cname].rel}")
 
     def remove_items(self, joins: Joins, cname: str, ids: set[str], reason: str) -> None:

@@ -276,3 +276,26 @@ def test_a_writer_at_work_is_not_reported_as_leftovers(store):
         report = check_store(store.root)
     assert report.ok and f"a writer is at work (pid {os.getpid()} host {socket.gethostname()})" in report.notes[0]
     assert [p.kind for p in check_store(store.root).problems] == ["stray"]
+
+
+def test_image_vectors_are_embedded_again_from_their_files_unless_a_file_changed(tmp_path):
+    from conftest import make_png
+
+    for i in range(6):
+        make_png(tmp_path / "imgs" / "ab"[i % 2] / f"{i}.png", i)
+    s = Store.open(tmp_path / "s")
+    s.ingest(tmp_path / "imgs", "imgs", encoder=HASH)
+    ids, X = s.embeddings("imgs")
+    before = dict(zip(ids, X))
+    m = read_manifest(s.root)
+    (s.root / m["collections"]["imgs"]["spaces"]["hash64"]["shards"][0]["file"]).unlink()
+    make_png(tmp_path / "imgs" / "a" / "0.png", 99)  # changed since it was ingested: not the item's image any more
+    report = check_store(s.root, repair=True)
+    assert report.ok, [p.message for p in report.problems]
+    assert any("embedded 5 items of imgs again" in r for r in report.repairs)
+    assert any(r.startswith("removed 1 item ") and "changed image file" in r for r in report.repairs)
+    after = dict(zip(*Store.open(s.root).embeddings("imgs")))
+    assert len(after) == 5 and all(np.array_equal(after[i], before[i]) for i in after)
+    [record] = [json.loads(line) for f in (s.root / "quarantine" / "imgs").glob("*.jsonl")
+                for line in f.read_text().splitlines()]
+    assert record["data"]["path"].endswith("0.png")
