@@ -155,7 +155,7 @@ def test_a_healthy_store_is_ok_and_every_shard_records_its_checksum(store):
     res = run("check", "--store", store.root)
     assert res.exit_code == 0, res.output
     assert res.output.strip() == ("store OK: 1 collection, 36 items, 1 space (36 vectors), 1 head version, "
-                                  "1 prediction set; checksums of every shard")
+                                  "1 prediction set; shards checksummed")
     report = store.check()
     assert report.ok and report.problems == [] and report.counts["items"] == 36
     m = read_manifest(store.root)
@@ -299,3 +299,12 @@ def test_image_vectors_are_embedded_again_from_their_files_unless_a_file_changed
     [record] = [json.loads(line) for f in (s.root / "quarantine" / "imgs").glob("*.jsonl")
                 for line in f.read_text().splitlines()]
     assert record["data"]["path"].endswith("0.png")
+
+
+def test_a_store_of_an_older_embstore_is_ok_with_notes(store):
+    """Before this check existed, shards recorded no size nor checksum and the lock kept the last writer's pid."""
+    edit(store.root, lambda m: [e.pop(k) for e in m["collections"]["docs"]["item_shards"] for k in ("bytes", "blake2b")])
+    (store.root / ".writer.lock").write_text("pid 12345")
+    report = check_store(store.root)
+    assert report.ok and len(report.notes) == 2
+    assert "as an older embstore left it" in report.notes[0] and "2 shards" in report.notes[1]
