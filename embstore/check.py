@@ -363,14 +363,12 @@ class _Checker:
         where = cname if space is None else f"{cname}.{space}"
         if not shards:
             return
-        fix = f"lookups read the shards instead (slow at size); {REPAIR}, or the next ingest, writes it anew"
         if space is not None and not entries:
             entries = {"by_id": None}
+        unsaved, broken, behind = [], [], []
         for name, entry in entries.items():
-            what = f"the key table of {where}" if name == "items" else f"the {name} key table of space {where}"
             if not entry:
-                self.add("keys", where, f"{what} was never saved (an ingest was interrupted); {fix}", True,
-                         collection=cname)
+                unsaved.append(name)
                 continue
             if name == "by_position":
                 keys = kt.load_positions(self.root, entry, shards)
@@ -384,11 +382,16 @@ class _Checker:
                 if not wrong and name != "by_hash":
                     wrong = self.keys_disagree(kt.KeyTable(fields, table), shards, entry["shards"], good)
             if wrong:
-                self.add("keys", where, f"{what} ({entry['file']}) is missing, damaged or disagrees with the "
-                         f"shards; {fix}", True, collection=cname)
+                broken.append(f"{name} ({entry['file']})")
             elif entry["shards"] < len(shards):
-                self.add("keys", where, f"{what} covers {entry['shards']} of {len(shards)} shards (an ingest was "
-                         f"interrupted); {fix}", True, collection=cname)
+                behind.append(f"{name} covers {entry['shards']} of {len(shards)} shards")
+        said = [f"{', '.join(unsaved)} never saved (an ingest was interrupted)"] if unsaved else []
+        said += [f"{', '.join(broken)} missing, damaged or disagreeing with the shards"] if broken else []
+        said += [f"{'; '.join(behind)} (an ingest was interrupted)"] if behind else []
+        if said:
+            self.add("keys", where, f"the key tables of {where}: {'; '.join(said)}; lookups read the shards "
+                     f"instead (slow at size); {REPAIR}, or the next ingest, writes them anew", True,
+                     collection=cname)
 
     def keys_disagree(self, table: kt.KeyTable, shards: list[dict[str, Any]], covered: int,
                       good: list[dict[str, Any]]) -> bool:
