@@ -96,6 +96,26 @@ def read_holder(fd: int) -> Holder | None:
         return Holder(pid, None, None)
 
 
+def lock_state(root: Path) -> tuple[str, str]:
+    """Who has the writer lock, without taking it or writing anything (a read-only store works): ``("free", "")``,
+    ``("held", holder)`` by a live writer, or ``("stale", holder)``: the file names a writer that was killed (the
+    OS released its lock; the next writer takes it over)."""
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return "free", ""
+    try:
+        holder = read_holder(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "held", str(holder) if holder else "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return ("stale", str(holder)) if holder else ("free", "")
+    finally:
+        os.close(fd)
+
+
 def record() -> bytes:
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode() + b"\n"

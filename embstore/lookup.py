@@ -194,11 +194,12 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         return pq.ParquetFile(path, pre_buffer=False)
 
 
-def read_rows(path: Path, rows: Sequence[int], columns: list[str] | None = None) -> pa.Table:
+def read_rows(path: Path, rows: Sequence[int], columns: list[str] | None = None, fresh: bool = False) -> pa.Table:
     """Rows of one Parquet file, in the order given, reading only the row groups they are in (shards are written
-    in groups of ``storage.ROW_GROUP`` rows, so a lookup reads a few KB, not the shard)."""
+    in groups of ``storage.ROW_GROUP`` rows, so a lookup reads a few KB, not the shard). ``fresh``: open the file
+    anew, not through the footers kept open (what ``check`` reads: the file as it is on disk now)."""
     with damaged(str(path)):  # (truncated after its footer was read: one line too)
-        return _read_rows(_parquet_file(path), rows, columns)
+        return _read_rows(pq.ParquetFile(path, pre_buffer=False) if fresh else _parquet_file(path), rows, columns)
 
 
 def _read_rows(f: pq.ParquetFile, rows: Sequence[int], columns: list[str] | None) -> pa.Table:

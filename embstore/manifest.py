@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError, StoreWriteError
-from .lock import LOCK, writer_lock  # noqa: F401  (kept here for callers of the manifest's lock)
+from .lock import LOCK, lock_state, writer_lock  # noqa: F401  (kept here for callers of the manifest's lock)
 
 FORMAT_VERSION = 1
 MANIFEST = "embstore.json"

@@ -709,6 +709,16 @@ class Store:
             self.commit()
         return {"head": name, "versions": sorted(numbers), "predictions": predictions}
 
+    def check(self, *, repair: bool = False, quick: bool = False) -> "CheckReport":
+        """``embstore check``: the store's files against its manifest (``check.py``); with ``repair``, what can be
+        fixed without losing data is fixed under the writer lock (``repair.py``) and the store checked again."""
+        from .check import check_store
+
+        report = check_store(self.root, repair, quick=quick, settings=self.settings)
+        if repair:
+            self.refresh()
+        return report
+
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)
 
@@ -742,4 +752,5 @@ def _quarantined_now(ingests: list[dict[str, Any]]) -> int:
     return sum(latest.values())
 
 
-from .ingest.runner import IngestReport  # noqa: E402  (for the annotation above; no heavy imports)
+from .check import CheckReport  # noqa: E402,F401  (for the annotations above; no heavy imports)
+from .ingest.runner import IngestReport  # noqa: E402

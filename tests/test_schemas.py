@@ -265,3 +265,13 @@ def test_fit_json_is_the_whole_head_record(tmp_path):
     out = run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "h")
     assert errors(validator("head.schema.json"), out) == []
     assert out == json.loads((store / out["path"] / "head.json").read_text())
+
+
+def test_check_passes_on_a_store_with_every_kind_of_entry(real_store):
+    """Text, image and vector collections, two spaces, a forced HNSW index, heads of every model, replaced
+    predictions (a retired shard): `embstore check` finds nothing wrong."""
+    from embstore.check import check_store
+
+    report = check_store(real_store.root)
+    assert report.ok, [p.message for p in report.problems]
+    assert report.counts["collections"] == 5 and report.counts["heads"] == 8
