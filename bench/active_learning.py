@@ -35,7 +35,7 @@ def run_arm(task: dict, arm: str, seed: int, batch: int, budget: int, emit) -> l
     from embstore.index import normalize
     from embstore.suggest import choose
 
-    X, y, Xte, yte = normalize(task["Xtr"]), task["ytr"], task["Xte"], task["yte"]
+    X, y, Xte, yte = normalize(task["Xtr"]), task["ytr"], normalize(task["Xte"]), task["yte"]  # both unit
     rng = np.random.default_rng(seed)
     labelled = np.zeros(len(y), bool)
     est, accs = None, []
