@@ -118,3 +118,42 @@ def image_files(data: Path, limit: int | None, work: Path) -> tuple[list[str], P
     source = work / "input.csv"
     pcsv.write_csv(table.set_column(table.column_names.index("path"), "path", pa.array(paths)), source)
     return paths, source
+
+
+BENCH_STORES = Path(os.environ.get("EMBSTORE_BENCH_STORES", "/work/bench-stores"))  # prebuilt (bench-stores/build.sh)
+TASKS = {  # name: (store, train collection, test collection or None, label column, split column or None)
+    "trec": ("trec.store", "trec_train", "trec_test", "label", None),
+    "trec_fine": ("trec.store", "trec_fine_train", "trec_fine_test", "label", None),
+    "mnist": ("mnist.store", "mnist", None, "label", "split"),
+    "digits": ("digits.store", "digits", None, "folder", None),
+}
+
+
+def task_data(name: str, stores: Path = BENCH_STORES) -> dict:
+    """A labelled task's vectors, read through the Store API from a prebuilt store (opened without writing): train
+    and test vectors, their labels (strings) and ids. MNIST splits by its ``split`` column; digits, which has none,
+    by a stratified 0.3 test split (seed 0)."""
+    from embstore import Store
+
+    file, train, test, label, split = TASKS[name]
+    store = Store.open(stores / file, create=False)
+
+    def xy(collection: str, where: str | None = None):
+        ids, X = store.embeddings(collection)
+        cols = f'id, "{label}"' + (f', "{split}"' if split else "")
+        meta = {r[0]: r[1:] for r in store.sql(f'SELECT {cols} FROM "{collection}"').fetchall()}
+        keep = [k for k, i in enumerate(ids) if where is None or meta[i][1] == where]
+        return X[keep], np.asarray([str(meta[ids[k]][0]) for k in keep]), [ids[k] for k in keep]
+
+    if test is not None:
+        (Xtr, ytr, itr), (Xte, yte, ite) = xy(train), xy(test)
+    elif split is not None:
+        (Xtr, ytr, itr), (Xte, yte, ite) = xy(train, "train"), xy(train, "test")
+    else:
+        from sklearn.model_selection import train_test_split
+
+        X, y, ids = xy(train)
+        a, b = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=0)
+        (Xtr, ytr, itr), (Xte, yte, ite) = (X[a], y[a], [ids[k] for k in a]), (X[b], y[b], [ids[k] for k in b])
+    return {"name": name, "store": store, "collection": train, "label_column": label, "Xtr": Xtr, "ytr": ytr,
+            "train_ids": itr, "Xte": Xte, "yte": yte, "test_ids": ite}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .index import normalize
 
 POOL = 50_000  # candidates drawn from the space
 UNCERTAIN_SHARE = 10  # with a head: k-center greedy among the n x this most uncertain candidates
@@ -34,11 +35,24 @@ def k_center_greedy(X: np.ndarray, n: int, first: int = 0) -> list[int]:
     return chosen
 
 
+def choose(X: np.ndarray, n: int, proba: np.ndarray | None = None, *, seed: int = 0) -> tuple[list[int], str]:
+    """``n`` rows of unit vectors ``X`` to label next, and how they were chosen: with no ``proba`` (items x labels
+    from the current head), a diverse sample; with it, the least sure rows, spread out."""
+    if proba is None:
+        first = int(np.argmax(X @ normalize(X.mean(0, keepdims=True))[0]))  # start at the most central item
+        return k_center_greedy(X, n, first), "k-center greedy: a diverse sample"
+    top2 = np.sort(proba, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    unsure = np.argsort(margin, kind="stable")[: max(n, UNCERTAIN_SHARE * n)]
+    local = k_center_greedy(X[unsure], n, 0)  # from the least sure one, then spread out
+    return [int(unsure[k]) for k in local], (f"the {len(unsure):,} with the smallest margin between the two "
+                                             "likeliest labels, then k-center greedy among them")
+
+
 def suggest(store: Any, collection: str, n: int = 50, *, head: str | None = None, space: str | None = None,
             seed: int = 0) -> dict[str, Any]:
     """``{"how": ..., "rows": [{id, content, guess, confidence}]}``: ``n`` items to label next (see the module)."""
     from .heads import load_head
-    from .index import normalize
     from .lookup import item_rows, vectors_at
 
     if n < 1:
@@ -70,21 +84,14 @@ def suggest(store: Any, collection: str, n: int = 50, *, head: str | None = None
     if not ids:
         raise InputError(f"every sampled item of {collection!r} already has a label in {label_column!r}")
     guess = conf = None
+    proba = None if est is None else est.predict_proba(X)
+    picks, how = choose(X, n, proba, seed=seed)
     if est is None:
-        first = int(np.argmax(X @ normalize(X.mean(0, keepdims=True))[0]))  # start at the most central item
-        picks = k_center_greedy(X, n, first)
-        how = f"k-center greedy over a random {len(ids):,} of {total:,} items (seed {seed}): a diverse sample"
+        how = f"{how} over a random {len(ids):,} of {total:,} items (seed {seed})"
     else:
-        proba = est.predict_proba(X)
-        top2 = np.sort(proba, axis=1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-        unsure = np.argsort(margin, kind="stable")[: max(n, UNCERTAIN_SHARE * n)]
-        local = k_center_greedy(X[unsure], n, 0)  # from the least sure one, then spread out
-        picks = [int(unsure[k]) for k in local]
         classes = np.asarray(record["classes"], dtype=object)
         guess, conf = classes[proba.argmax(1)], proba.max(1)
-        how = (f"the {len(unsure):,} of {len(ids):,} sampled items with the smallest margin between head "
-               f"{record['name']!r}'s two likeliest labels, then k-center greedy among them (seed {seed})")
+        how = f"{how}, of {len(ids):,} sampled items; head {record['name']!r} (seed {seed})"
     chosen = [ids[k] for k in picks]
     meta = item_rows(store, collection, chosen)
     out = []
