@@ -659,7 +659,7 @@ class Store:
                     "predictions": sorted(coll.get("predictions", {}))}
             files = [s["file"] for s in coll["item_shards"]]
             for sp in coll["spaces"].values():
-                files += [s["file"] for s in sp["shards"]]
+                files += [s["file"] for s in sp["shards"]] + ([sp["projection"]["file"]] if sp.get("projection") else [])
             for pred in coll.get("predictions", {}).values():
                 files += [s["file"] for s in pred["shards"]]
             for sp_dir in (self.root / "collections" / collection / "spaces").glob("*/index"):
