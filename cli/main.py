@@ -335,5 +335,5 @@ if __name__ == "__main__":
     main()
 
 
-from . import heads_cmd, query_cmd  # noqa: E402,F401  (their commands join the group)
+from . import heads_cmd, query_cmd, serve_cmd  # noqa: E402,F401  (their commands join the group)
 
