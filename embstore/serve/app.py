@@ -67,8 +67,10 @@ def create_app(store: str | Any, token: str | None = None, *, limits: Limits | N
     """The service's ASGI app over the store at ``store`` (a path, or an opened ``Store``: its folder is served).
     ``token``: when given, every data endpoint needs ``Authorization: Bearer <token>`` (the page and the OpenAPI
     page do not: they hold no data). ``threads``: how many requests run at once (anyio's default: 40)."""
-    root = getattr(store, "root", store)
-    svc = Service(Snapshots(root, settings or getattr(store, "settings", None)), limits or Limits(), token or None)
+    from ..store import Store
+
+    root, settings = (store.root, settings or store.settings) if isinstance(store, Store) else (store, settings)
+    svc = Service(Snapshots(root, settings), limits or Limits(), token or None)
     app = FastAPI(title="embstore", version=_version(),
                   description=f"Read-only service over the store {svc.snapshots.root}.", docs_url=None,
                   redoc_url=None, lifespan=_lifespan(threads))
@@ -217,7 +219,7 @@ def _sql(svc: Service, snap: Snapshot, query: str, limit: int | None) -> dict[st
         columns = list(rel.columns)
         rows = rel.limit(limit + 1).fetchall()
     except duckdb.Error as e:  # raised while the rows are computed (a function's error, a bad cast ...)
-        raise InputError(error_line(e)) from None
+        raise InputError(_http_hint(error_line(e))) from None
     return {"columns": columns, "rows": _jsonable([list(r) for r in rows[:limit]]), "truncated": len(rows) > limit,
             "snapshot": snap.serial}
 
