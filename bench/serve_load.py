@@ -231,7 +231,7 @@ def main() -> None:
         st, first, _ = c.call("POST", "/api/search", {"collection": COLLECTION, "text": "alpha bravo", "k": 10})
         warm = time.perf_counter() - t
         for clients in [int(x) for x in args.clients.split(",")]:
-            before = c.call("GET", "/api/info")[1]["collections"][COLLECTION]["items"]
+            before = Client(port).call("GET", "/api/info")[1]["collections"][COLLECTION]["items"]
             stop, log = threading.Event(), []
             ing = threading.Thread(target=ingester, args=(args.store, args.ingest_rounds, args.ingest_rows,
                                                           args.seconds / (args.ingest_rounds + 1), stop, log))
@@ -239,7 +239,7 @@ def main() -> None:
             level = run_level(port, clients, args.seconds, args.max_requests, ids)
             stop.set()
             ing.join()
-            after = c.call("GET", "/api/info")[1]["collections"][COLLECTION]["items"]
+            after = Client(port).call("GET", "/api/info")[1]["collections"][COLLECTION]["items"]
             row = summarize(level, committed_counts(args.store, before)) | {
                 "items_before": before, "items_after": after, "ingests": log, "first_search_s": round(warm, 2)}
             out_lines.append(row)
