@@ -347,5 +347,5 @@ if __name__ == "__main__":  # python -m embstore_cli.main: the module as importe
     imported_main()
 
 
-from . import check_cmd, heads_cmd, map_cmd, query_cmd  # noqa: E402,F401  (their commands join the group)
+from . import check_cmd, heads_cmd, map_cmd, query_cmd, serve_cmd  # noqa: E402,F401  (their commands join the group)
 

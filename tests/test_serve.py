@@ -1,0 +1,258 @@
+"""embstore serve: the HTTP service over real hash-encoder stores, through FastAPI's TestClient, and the search page
+in a real headless Chromium against the real CLI's uvicorn server."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser import shot
+from conftest import HASH, TOPICS, make_png, topic_rows, write_csv
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install -e '.[serve]')")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from embstore import Store  # noqa: E402
+from embstore.serve import create_app  # noqa: E402
+from embstore.serve.limits import Limits  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A store with collection ``docs`` (36 topic texts, head ``topic``) and ``pics`` (12 images in folders a/ and
+    b/, head ``shape``), and a TestClient on its service. Tests must not change the store."""
+    tmp = tmp_path_factory.mktemp("served")
+    s = Store.open(tmp / "store")
+    s.ingest(write_csv(tmp / "topics.csv", topic_rows()), "docs", encoder=HASH)
+    s.fit("docs", "label", "topic", model="centroid")
+    for n in range(12):
+        make_png(tmp / "pics" / ("a" if n % 2 else "b") / f"img{n}.png", n)
+    s.ingest(tmp / "pics", "pics", encoder=HASH)
+    s.fit("pics", "folder", "shape", model="knn")
+    with TestClient(create_app(s.root, limits=Limits(body_bytes=200_000, k=50, rows=100, sql_chars=500))) as c:
+        c.tmp = tmp
+        yield c
+
+
+def ok(r) -> dict:
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_search_by_text_id_vector_and_where(served):
+    hits = ok(served.get("/api/search", params={"collection": "docs", "q": "stock bank rates", "k": 5}))["results"]
+    assert len(hits) == 5 and {h["label"] for h in hits} == {"finance"}
+    first = hits[0]
+    like = ok(served.post("/api/search", json={"collection": "docs", "id": first["id"], "k": 3}))["results"]
+    assert len(like) == 3 and first["id"] not in [h["id"] for h in like]  # the item itself is not an answer
+    row = ok(served.post("/api/sql", json={"query": f"SELECT embedding FROM docs__hash64 WHERE id = '{first['id']}'"}))
+    vector = row["rows"][0][0]
+    assert len(vector) == 64
+    by_vec = ok(served.post("/api/search", json={"collection": "docs", "vector": vector, "k": 1}))["results"]
+    assert by_vec[0]["id"] == first["id"] and by_vec[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    sports = ok(served.post("/api/search", json={"collection": "docs", "text": "stock bank rates", "k": 4,
+                                                 "where": "label = 'sports'"}))["results"]
+    assert len(sports) == 4 and {h["label"] for h in sports} == {"sports"}
+
+
+def test_image_upload_search_thumbnail_and_predict(served):
+    png = (served.tmp / "pics" / "a" / "img3.png").read_bytes()
+    out = ok(served.post("/api/search/image", data={"collection": "pics", "k": "3"},
+                         files={"file": ("q.png", png, "image/png")}))
+    top = out["results"][0]
+    assert top["path"].endswith("img3.png") and top["score"] == pytest.approx(1.0, abs=1e-5)
+    r = served.get(f"/api/items/pics/{top['id']}/image", params={"size": 16})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    from PIL import Image
+
+    assert max(Image.open(io.BytesIO(r.content)).size) <= 16
+    assert served.get("/api/items/pics/nope/image").json()["kind"] == "NotFoundError"
+    text_item = ok(served.get("/api/search", params={"collection": "docs", "q": "cat", "k": 1}))["results"][0]
+    r = served.get(f"/api/items/docs/{text_item['id']}/image")
+    assert r.status_code == 400 and "not images" in r.json()["error"]
+
+    pred = ok(served.post("/api/predict/image", data={"head": "shape"},
+                          files=[("files", ("x.png", png, "image/png"))]))
+    assert pred["rows"] == [{"input": "x.png", "label": "a", "confidence": pytest.approx(pred["rows"][0]["confidence"])}]
+    texts = ok(served.post("/api/predict", json={"texts": ["the stock and the bank", "the goal of the striker"],
+                                                   "head": "topic"}))
+    assert texts["head"] == "topic" and [r["label"] for r in texts["rows"]] == ["finance", "sports"]
+    r = served.post("/api/search/image", data={"collection": "pics"}, files={"file": ("x.png", b"not a png")})
+    assert r.status_code == 400 and r.json()["kind"] == "InputError" and "cannot read image" in r.json()["error"]
+
+
+def test_sql_is_read_only_and_sees_only_the_store(served):
+    out = ok(served.post("/api/sql", json={"query": "SELECT label, count(*) AS n FROM docs GROUP BY ALL ORDER BY 1"}))
+    assert out["columns"] == ["label", "n"] and out["rows"] == [[t, 12] for t in sorted(TOPICS)]
+    refused = {
+        "CREATE TABLE t AS SELECT 1": 403,
+        "SELECT * FROM read_csv('/etc/passwd')": 400,
+        "COPY docs TO '/tmp/leak.csv'": 403,
+        "SET enable_external_access = true": 403,
+        "ATTACH '/tmp/other.duckdb'": 403,
+        "SELECT embed_image('pics', '/etc/hostname')": 400,
+    }
+    for query, status in refused.items():
+        r = served.post("/api/sql", json={"query": query})
+        assert r.status_code == status, (query, r.text)
+        body = r.json()
+        assert set(body) == {"error", "kind"} and "\n" not in body["error"], query
+        assert "--allow-files" not in body["error"] and "--write" not in body["error"], body
+        assert "root:" not in r.text  # nothing of /etc/passwd comes back
+    assert not Path("/tmp/leak.csv").exists()
+
+
+def test_token_is_required_when_set(served):
+    with TestClient(create_app(served.app.state.service.snapshots.root, token="s3cret")) as c:
+        assert c.get("/").status_code == 200  # the page holds no data
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            r = c.get("/api/info", headers=headers)
+            assert r.status_code == 401 and r.json()["kind"] == "Unauthorized"
+            assert c.post("/api/sql", json={"query": "SELECT 1"}, headers=headers).status_code == 401
+        assert ok(c.get("/api/info", headers={"Authorization": "Bearer s3cret"}))["collections"]["docs"]["items"] == 36
+
+
+def test_size_limits(served):
+    r = served.get("/api/search", params={"collection": "docs", "q": "cat", "k": 51})
+    assert r.status_code == 400 and r.json()["kind"] == "LimitError" and "k must be from 1 to 50" in r.json()["error"]
+    big = b"x" * 300_000
+    r = served.post("/api/search/image", data={"collection": "pics"}, files={"file": ("big.png", big)})
+    assert r.status_code == 413 and r.json()["kind"] == "TooLargeError"
+
+    def chunks():
+        for _ in range(30):
+            yield b"y" * 10_000
+    r = served.post("/api/sql", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "at most 200,000" in r.json()["error"]
+    r = served.post("/api/sql", json={"query": "SELECT 1 " + " " * 600})
+    assert r.status_code == 413 and r.json()["kind"] == "TooLargeError"
+    out = ok(served.post("/api/sql", json={"query": "SELECT * FROM range(500)", "limit": 7}))
+    assert len(out["rows"]) == 7 and out["truncated"] is True
+    assert ok(served.post("/api/sql", json={"query": "SELECT * FROM range(500)"}))["rows"].__len__() == 100
+    assert served.post("/api/sql", json={"query": "SELECT 1", "limit": 101}).json()["kind"] == "LimitError"
+
+
+def test_errors_are_one_line_json(served):
+    cases = [
+        (served.get("/api/search", params={"collection": "nope", "q": "cat"}), 404, "NotFoundError", "no collection"),
+        (served.post("/api/search", json={"collection": "docs", "text": "cat", "where": "nosuch = 1"}), 400,
+         "InputError", "bad --where predicate"),
+        (served.post("/api/search", json={"collection": "docs"}), 400, "InputError", "exactly one of"),
+        (served.post("/api/search", json={"text": "cat"}), 400, "InputError", "collection"),
+        (served.post("/api/predict", json={"texts": ["x"], "head": "nope"}), 404, "NotFoundError", "no head"),
+        (served.post("/api/sql", json={"query": "SELECT nosuch FROM docs"}), 400, "InputError", "SQL error"),
+        (served.get("/api/nothing"), 404, "NotFound", "Not Found"),
+    ]
+    for r, status, kind, words in cases:
+        assert r.status_code == status, r.text
+        assert r.json()["kind"] == kind and words in r.json()["error"] and "\n" not in r.json()["error"], r.text
+
+
+def test_openapi_page_works_offline(served):
+    page = served.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower()
+    assert served.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert {"/api/search", "/api/sql", "/api/predict", "/api/info", "/map"} <= set(ok(served.get("/openapi.json"))["paths"])
+
+
+def test_map_comes_from_space_map_or_is_501(served, monkeypatch):
+    monkeypatch.setitem(sys.modules, "embstore.space_map", None)  # (an import of it fails)
+    r = served.get("/map", params={"collection": "docs"})
+    assert r.status_code == 501 and r.json()["kind"] == "NotImplemented"
+    import types
+
+    fake = types.ModuleType("embstore.space_map")
+    fake.map_html = lambda store, collection, *, space=None, color="label": f"<html>{collection} {space} {color}</html>"
+    monkeypatch.setitem(sys.modules, "embstore.space_map", fake)
+    monkeypatch.setattr("embstore.space_map", fake, raising=False)
+    r = served.get("/map", params={"collection": "docs", "color": "split"})
+    assert r.status_code == 200 and r.text == "<html>docs None split</html>"
+
+
+def test_reload_after_an_ingest_commits(tmp_path):
+    s = Store.open(tmp_path / "store")
+    s.ingest(write_csv(tmp_path / "a.csv", topic_rows()), "docs", encoder=HASH)
+    with TestClient(create_app(s.root)) as c:
+        count = lambda: ok(c.post("/api/sql", json={"query": "SELECT count(*) FROM docs"}))
+        first = count()
+        assert first["rows"] == [[36]] and count()["snapshot"] == first["snapshot"]  # no commit: not reopened
+        assert ok(c.get("/api/search", params={"collection": "docs", "q": "zebra", "k": 1}))["results"][0]["text"] \
+            != "the zebra grazes"
+        writer = Store.open(s.root)
+        seen = []
+
+        def during(stage, done, total):  # a request while the ingest runs: it sees a committed state only
+            seen.append(count()["rows"][0][0])
+        writer.ingest(write_csv(tmp_path / "b.csv", [{"text": "the zebra grazes", "label": "animals", "split": "x"}]
+                                + [{"text": f"extra row {i}", "label": "x", "split": "x"} for i in range(5)]),
+                      "docs", progress=during)
+        assert set(seen) <= {36, 42}
+        after = count()
+        assert after["rows"] == [[42]] and after["snapshot"] > first["snapshot"]
+        hit = ok(c.get("/api/search", params={"collection": "docs", "q": "zebra grazes", "k": 1}))["results"][0]
+        assert hit["text"] == "the zebra grazes"
+        assert ok(c.get("/api/info"))["collections"]["docs"]["items"] == 42
+
+
+# ------------------------------------------------------------------------------------------------ a real server
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """``embstore serve`` (the real CLI, uvicorn) on a free 127.0.0.1 port over a topic store; its base URL."""
+    s = Store.open(tmp_path / "store")
+    s.ingest(write_csv(tmp_path / "topics.csv", topic_rows()), "docs", encoder=HASH)
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", "from embstore_cli.main import main; main()", "serve", "--store", str(s.root), "--port",
+                             str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "api/info", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"embstore serve exited: {proc.stderr.read()}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_search_page_in_a_browser(server, page, tmp_path):
+    info = json.loads(urllib.request.urlopen(server + "api/info").read())
+    assert info["collections"]["docs"]["items"] == 36
+    page.goto(server)
+    page.wait_for_selector("#collection option[value=docs]", state="attached")
+    target = TOPICS["finance"][5]
+    page.fill("#q", target)
+    page.press("#q", "Enter")
+    page.wait_for_selector(".card")
+    cards = page.locator(".card")
+    assert cards.count() == 10
+    assert cards.first.locator(".text").inner_text() == target
+    assert "finance" in cards.first.inner_text()
+    assert "10 results in docs.hash64" in page.inner_text("#status")
+    cards.nth(1).locator("a.like").click()  # more like the second card
+    page.wait_for_function("document.querySelectorAll('.card').length === 10 && "
+                           "!document.getElementById('status').textContent.startsWith('searching')")
+    assert page.errors == []
+    assert shot(page, "serve_search", tmp_path).stat().st_size > 10_000
