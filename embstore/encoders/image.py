@@ -100,7 +100,9 @@ class TimmEncoder(Encoder):
         self.transform = timm.data.create_transform(**self.data_config)
         with torch.inference_mode():
             size = self.data_config["input_size"]
-            self.dim = int(self.net(torch.zeros(1, *size, device=device)).shape[-1])
+            zero = torch.zeros(1, *size, device=device)
+            self._dims = [int(b.shape[-1]) for b in self.net.blocks(zero)] if options else []
+            self.dim = int(self.net(zero).shape[-1])
         self.default_space = slug(arch) + options.suffix()
         self._weights = hash_state_dict(self.model)
         self.runtime = choose(runtime, device)
@@ -112,7 +114,7 @@ class TimmEncoder(Encoder):
 
     def identity(self) -> dict[str, Any]:
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.data_config.items()}
-        cfg.update(self.options.config(self._layers, "global average pool"))
+        cfg.update(self.options.config(self._layers, self._dims, "global average pool"))
         return {"library": "timm", "model": self.arch, "dim": self.dim, "normalized": self.normalized, "config": cfg,
                 "weights_sha256": self._weights}
 

@@ -39,11 +39,13 @@ class SpecOptions:
         parts = ([] if self.layers is None else ["layers", *self.layers.split(",")]) + (["flip"] if self.flip else [])
         return "".join(f"_{p}" for p in parts)
 
-    def config(self, indices: list[int], pooling: str) -> dict[str, Any]:
-        """What the options add to the encoder's identity (so each combination is a space of its own)."""
+    def config(self, indices: list[int], dims: list[int], pooling: str) -> dict[str, Any]:
+        """What the options add to the encoder's identity (so each combination is a space of its own): the chosen
+        blocks, their widths (in the vector's order) and how they are pooled."""
         out: dict[str, Any] = {}
         if self.layers is not None:
-            out.update(layers=indices, layer_pooling=pooling, block_norm="l2, concatenated, / sqrt(blocks)")
+            out.update(layers=indices, block_dims=dims, layer_pooling=pooling,
+                       block_norm="l2, concatenated, / sqrt(blocks)")
         if self.flip:
             out["flip"] = "mean of the image and its horizontal flip, renormalised"
         return out
@@ -126,6 +128,10 @@ def image_net(model: Any, options: SpecOptions, spec: str) -> tuple[Any, list[in
             self.model = model
 
         def forward(self, x: Any) -> Any:
+            return join_blocks(self.blocks(x))
+
+        def blocks(self, x: Any) -> list[Any]:
+            """Each chosen block's pooled ``(n, d_i)`` features, before joining."""
             n = x.shape[0]
             if options.flip:
                 x = torch.cat([x, torch.flip(x, dims=[3])])
@@ -138,7 +144,7 @@ def image_net(model: Any, options: SpecOptions, spec: str) -> tuple[Any, list[in
             blocks = pooled + ([head] if stages in chosen else [])
             if options.flip:
                 blocks = [(b[:n] + b[n:]) / 2 for b in blocks]
-            return join_blocks(blocks)
+            return blocks
 
     return ImageBlocks().eval(), chosen
 

@@ -80,14 +80,15 @@ class SentenceTransformerEncoder(Encoder):
         self.normalized = any(type(m).__name__ == "Normalize" for m in self.model)
         self.default_space = "minilm" if "minilm-l6" in self.name.lower() else slug(self.name.split("/")[-1])
         self._weights = hash_state_dict(self.model)
-        self.options, self._layers, self._net = options, [], None
+        self.options, self._layers, self._dims, self._net = options, [], [], None
         if options:  # several layers' mean-pooled tokens, from the model's first module (its transformer)
             transformer = getattr(self.model[0], "auto_model", None)
             if transformer is None or not hasattr(transformer, "config"):
                 raise EncoderError(f"{self.spec!r}: layers= needs a model whose first module is a Hugging Face "
                                    "transformer")
             self._net, self._layers = text_net(transformer, options, self.spec)
-            self.dim = len(self._layers) * int(transformer.config.hidden_size)
+            self._dims = [int(transformer.config.hidden_size)] * len(self._layers)
+            self.dim = sum(self._dims)
             self.normalized = True
             self.default_space += options.suffix()
         self.runtime = choose(runtime, device) if self._exportable() else "torch"
@@ -108,7 +109,7 @@ class SentenceTransformerEncoder(Encoder):
         return {"library": "sentence-transformers", "model": self.name, "dim": self.dim, "normalized": self.normalized,
                 "config": {"max_seq_length": int(self.model.max_seq_length),
                            "modules": [type(m).__name__ for m in self.model],
-                           **self.options.config(self._layers, "mean over tokens")},
+                           **self.options.config(self._layers, self._dims, "mean over tokens")},
                 "weights_sha256": self._weights}
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
