@@ -122,7 +122,8 @@ def block_rows(store, task: dict, log) -> None:
                  "seconds": round(time.perf_counter() - t, 1)})
     for name, blocks in subsets.items():
         cols = np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in blocks])
-        scale = np.sqrt(k / len(blocks))
+        # stored: unit blocks * sqrt(D / k); the subset as its own layers= option stores it: * sqrt(D' / k')
+        scale = np.sqrt(len(cols) / len(blocks)) / np.sqrt(bounds[-1] / k)
         t = time.perf_counter()
         est = LinearProbe(C="auto").fit(Xtr[:, cols] * scale, ytr)
         acc = float((est.predict(Xte[:, cols] * scale) == yte).mean())

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import Encoder, as_float32, hash_state_dict, hub_cache_only_when_unreachable
-from .layers import SpecOptions, image_net
+from .layers import SpecOptions, export_name, image_net
 from .text import slug
 
 
@@ -94,7 +94,6 @@ class TimmEncoder(Encoder):
         self.options = options
         # what embeds a batch: the model itself, or (spec options) its pooled layers and/or the flip's mean
         self.net, self._layers = image_net(self.model, options, self.spec) if options else (self.model, [])
-        self.normalized = bool(options)
         self.device = device
         self.data_config = timm.data.resolve_data_config({}, model=model)
         self.transform = timm.data.create_transform(**self.data_config)
@@ -115,7 +114,7 @@ class TimmEncoder(Encoder):
     def identity(self) -> dict[str, Any]:
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.data_config.items()}
         cfg.update(self.options.config(self._layers, self._dims, "global average pool"))
-        return {"library": "timm", "model": self.arch, "dim": self.dim, "normalized": self.normalized, "config": cfg,
+        return {"library": "timm", "model": self.arch, "dim": self.dim, "normalized": False, "config": cfg,
                 "weights_sha256": self._weights}
 
     def preprocess(self, image: Any) -> Any:
@@ -147,4 +146,4 @@ class TimmEncoder(Encoder):
         probe = {"x": np.ascontiguousarray(smooth[:, :, :size[1], :size[2]]
                                            + 0.3 * rng.standard_normal((8, *size)).astype(np.float32))}
         return compile_model(self.runtime, self.net, example, {"x": {0: "batch"}}, self._weights,
-                             slug(self.arch) + self.options.suffix(), probe)
+                             export_name(slug(self.arch), self.options, self.identity()), probe)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import Encoder, as_float32, hash_state_dict, hub_reachable
-from .layers import SpecOptions, text_net
+from .layers import SpecOptions, export_name, text_net
 from .runtime import MIN_ROWS
 
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -89,7 +89,7 @@ class SentenceTransformerEncoder(Encoder):
             self._net, self._layers = text_net(transformer, options, self.spec)
             self._dims = [int(transformer.config.hidden_size)] * len(self._layers)
             self.dim = sum(self._dims)
-            self.normalized = True
+            self.normalized = False
             self.default_space += options.suffix()
         self.runtime = choose(runtime, device) if self._exportable() else "torch"
         self._compiled = LazyCompiled(self._compile)
@@ -178,7 +178,7 @@ class SentenceTransformerEncoder(Encoder):
         module = self._net if self._net is not None else Exported().eval()
         return compile_model(self.runtime, module, {k: torch.from_numpy(v) for k, v in example.items()},
                              {k: {0: "batch", 1: "tokens"} for k in example}, self._weights,
-                             slug(self.name.split("/")[-1]) + self.options.suffix(),
+                             export_name(slug(self.name.split("/")[-1]), self.options, self.identity()),
                              _probe(example, int(self.model.tokenizer.vocab_size)), hint="THROUGHPUT")
 
     def _example(self, texts: list[str], keys: list[str] | None = None) -> dict[str, np.ndarray]:
