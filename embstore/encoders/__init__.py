@@ -11,6 +11,10 @@ spec                                   encoder
 ``open_clip:ARCH@PRETRAINED``          an open_clip model; PRETRAINED a tag, a weights file, or ``random``
 ``hash:DIM``                           a deterministic fake encoder for tests (no weights)
 =====================================  ==================================================================
+
+A timm or sentence-transformers spec takes options after ``?`` (``efficientnet-lite0?layers=all``,
+``minilm?layers=last4``, ``efficientnet-lite0?flip``): several layers' pooled features, the flip-averaged image;
+see ``layers.py``. Each is another encoder, with a fingerprint and a default space name of its own.
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ import threading
 from ..config import check_device
 from ..errors import EncoderError
 from .base import Encoder, fingerprint_of, load_image
+from .layers import OPTIONS_HELP, canonical_spec, split_spec
 
-__all__ = ["Encoder", "get_encoder", "fingerprint_of", "load_image", "SPEC_HELP"]
+__all__ = ["Encoder", "get_encoder", "fingerprint_of", "load_image", "canonical_spec", "SPEC_HELP"]
 
 SPEC_HELP = ("minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | "
-             "open_clip:ARCH@PRETRAINED | hash:DIM")
+             "open_clip:ARCH@PRETRAINED | hash:DIM; timm and sentence-transformers specs take ?" + OPTIONS_HELP)
 
 # what a space's recorded encoder library embeds, read from the manifest without loading a model ("embstore": the
 # hash encoder; "external": vectors made elsewhere, which nothing here can embed a query for)
@@ -46,34 +51,40 @@ def get_encoder(spec: str, device: str = "cpu", runtime: str = "auto") -> Encode
     encoder's fingerprint."""
     from .runtime import check_runtime
 
+    spec = canonical_spec(spec)
     key = (spec, device, check_runtime(runtime))
     with _lock:
         if key not in _cache:
-            if not spec.strip().startswith(("hash:", "external:")):  # the fakes and given vectors never touch a device
+            if not spec.startswith(("hash:", "external:")):  # the fakes and given vectors never touch a device
                 check_device(device)
-            _cache[key] = _build(spec.strip(), device, key[2])
+            _cache[key] = _build(spec, device, key[2])
         return _cache[key]
 
 
 def _build(spec: str, device: str, runtime: str = "auto") -> Encoder:
-    kind, _, rest = spec.partition(":")
-    if spec == "minilm":
+    base, options = split_spec(spec)
+    kind, _, rest = base.partition(":")
+    if base == "minilm":
         from .text import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder("all-MiniLM-L6-v2", device, spec=spec, runtime=runtime)
-    if spec == "efficientnet-lite0":
+        return SentenceTransformerEncoder("all-MiniLM-L6-v2", device, spec=spec, runtime=runtime, options=options)
+    if base == "efficientnet-lite0":
         from .image import TimmEncoder, lite0_weights_path
 
-        return TimmEncoder("efficientnet_lite0", lite0_weights_path(), device, spec=spec, runtime=runtime)
+        return TimmEncoder("efficientnet_lite0", lite0_weights_path(), device, spec=spec, runtime=runtime,
+                           options=options)
     if kind in ("sentence-transformers", "st") and rest:
         from .text import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder(rest, device, spec=spec, runtime=runtime)
+        return SentenceTransformerEncoder(rest, device, spec=spec, runtime=runtime, options=options)
     if kind == "timm" and rest:
         from .image import TimmEncoder
 
         arch, _, weights = rest.partition("@")
-        return TimmEncoder(arch, weights or None, device, spec=spec, runtime=runtime)
+        return TimmEncoder(arch, weights or None, device, spec=spec, runtime=runtime, options=options)
+    if options:
+        raise EncoderError(f"encoder options ({options.query()[1:]}) work with timm and sentence-transformers "
+                           f"encoders only, not {base!r}")
     if kind == "open_clip" and rest:
         from .clip import OpenClipEncoder
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import Encoder, as_float32, hash_state_dict, hub_cache_only_when_unreachable
+from .layers import SpecOptions, export_name, image_net
 from .text import slug
 
 
@@ -51,7 +52,7 @@ class TimmEncoder(Encoder):
     modalities = frozenset({"image"})
 
     def __init__(self, arch: str, weights: str | None = None, device: str = "cpu", spec: str | None = None,
-                 runtime: str = "auto"):
+                 runtime: str = "auto", options: SpecOptions = SpecOptions()):
         import timm
         import torch
 
@@ -90,13 +91,18 @@ class TimmEncoder(Encoder):
                                    "architecture") from None
         model.reset_classifier(0)
         self.model = model.eval().to(device)
+        self.options = options
+        # what embeds a batch: the model itself, or (spec options) its pooled layers and/or the flip's mean
+        self.net, self._layers = image_net(self.model, options, self.spec) if options else (self.model, [])
         self.device = device
         self.data_config = timm.data.resolve_data_config({}, model=model)
         self.transform = timm.data.create_transform(**self.data_config)
         with torch.inference_mode():
             size = self.data_config["input_size"]
-            self.dim = int(self.model(torch.zeros(1, *size, device=device)).shape[-1])
-        self.default_space = slug(arch)
+            zero = torch.zeros(1, *size, device=device)
+            self._dims = [int(b.shape[-1]) for b in self.net.blocks(zero)] if options else []
+            self.dim = int(self.net(zero).shape[-1])
+        self.default_space = slug(arch) + options.suffix()
         self._weights = hash_state_dict(self.model)
         self.runtime = choose(runtime, device)
         self._compiled = LazyCompiled(self._compile)
@@ -107,6 +113,7 @@ class TimmEncoder(Encoder):
 
     def identity(self) -> dict[str, Any]:
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.data_config.items()}
+        cfg.update(self.options.config(self._layers, self._dims, "global average pool"))
         return {"library": "timm", "model": self.arch, "dim": self.dim, "normalized": False, "config": cfg,
                 "weights_sha256": self._weights}
 
@@ -123,7 +130,7 @@ class TimmEncoder(Encoder):
             if self.runtime != "torch" and len(x) >= MIN_ROWS:
                 compiled = self._compiled.get()
                 return as_float32(compiled.run({compiled.inputs[0]: x.float().numpy()}))
-            return as_float32(self.model(x.to(self.device, non_blocking=True)).float().cpu().numpy())
+            return as_float32(self.net(x.to(self.device, non_blocking=True)).float().cpu().numpy())
 
     def _compile(self) -> Any:
         import torch
@@ -138,5 +145,5 @@ class TimmEncoder(Encoder):
         smooth = np.kron(coarse, np.ones((1, 1, -(-size[1] // 8), -(-size[2] // 8)), np.float32))
         probe = {"x": np.ascontiguousarray(smooth[:, :, :size[1], :size[2]]
                                            + 0.3 * rng.standard_normal((8, *size)).astype(np.float32))}
-        return compile_model(self.runtime, self.model, example, {"x": {0: "batch"}}, self._weights, slug(self.arch),
-                             probe)
+        return compile_model(self.runtime, self.net, example, {"x": {0: "batch"}}, self._weights,
+                             export_name(slug(self.arch), self.options, self.identity()), probe)

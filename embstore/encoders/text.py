@@ -10,6 +10,8 @@ import numpy as np
 
 from ..errors import EncoderError
 from .base import Encoder, as_float32, hash_state_dict, hub_reachable
+from .layers import SpecOptions, export_name, text_net
+from .runtime import MIN_ROWS
 
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -40,7 +42,8 @@ def slug(name: str) -> str:
 class SentenceTransformerEncoder(Encoder):
     modalities = frozenset({"text"})
 
-    def __init__(self, name_or_path: str, device: str = "cpu", spec: str | None = None, runtime: str = "auto"):
+    def __init__(self, name_or_path: str, device: str = "cpu", spec: str | None = None, runtime: str = "auto",
+                 options: SpecOptions = SpecOptions()):
         from sentence_transformers import SentenceTransformer
 
         from .runtime import LazyCompiled, choose
@@ -77,6 +80,17 @@ class SentenceTransformerEncoder(Encoder):
         self.normalized = any(type(m).__name__ == "Normalize" for m in self.model)
         self.default_space = "minilm" if "minilm-l6" in self.name.lower() else slug(self.name.split("/")[-1])
         self._weights = hash_state_dict(self.model)
+        self.options, self._layers, self._dims, self._net = options, [], [], None
+        if options:  # several layers' mean-pooled tokens, from the model's first module (its transformer)
+            transformer = getattr(self.model[0], "auto_model", None)
+            if transformer is None or not hasattr(transformer, "config"):
+                raise EncoderError(f"{self.spec!r}: layers= needs a model whose first module is a Hugging Face "
+                                   "transformer")
+            self._net, self._layers = text_net(transformer, options, self.spec)
+            self._dims = [int(transformer.config.hidden_size)] * len(self._layers)
+            self.dim = sum(self._dims)
+            self.normalized = False
+            self.default_space += options.suffix()
         self.runtime = choose(runtime, device) if self._exportable() else "torch"
         self._compiled = LazyCompiled(self._compile)
 
@@ -94,18 +108,19 @@ class SentenceTransformerEncoder(Encoder):
     def identity(self) -> dict[str, Any]:
         return {"library": "sentence-transformers", "model": self.name, "dim": self.dim, "normalized": self.normalized,
                 "config": {"max_seq_length": int(self.model.max_seq_length),
-                           "modules": [type(m).__name__ for m in self.model]},
+                           "modules": [type(m).__name__ for m in self.model],
+                           **self.options.config(self._layers, self._dims, "mean over tokens")},
                 "weights_sha256": self._weights}
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
+        if self._net is not None and (self.runtime == "torch" or len(texts) < MIN_ROWS):
+            return self._encode_layers([str(t) for t in texts], batch_size)
         if str(self.device).startswith("cuda"):  # token-budget batches, a tokenizer thread, bf16 (device_text.py)
             from . import device_text
 
             return as_float32(device_text.encode(self.model, texts, self.device))
-        from .runtime import MIN_ROWS
-
         if self.runtime != "torch" and len(texts) >= MIN_ROWS:
             return self._encode_compiled([str(t) for t in texts], batch_size)
         import torch
@@ -115,22 +130,30 @@ class SentenceTransformerEncoder(Encoder):
                                     show_progress_bar=False)
         return as_float32(out)
 
-    def _features(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """The model's own tokenization (max_seq_length, truncation and padding as sentence-transformers does)."""
-        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
-        feats = tokenize(texts)
-        return {k: feats[k].numpy().astype(np.int64) for k in self._compiled.get().inputs}
+    def _batches(self, texts: list[str], batch_size: int, keys: list[str] | None = None) -> Any:
+        """(row indices, features) batches, longest first, of similar length (little padding)."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        return ((idx, self._example([texts[i] for i in idx], keys))
+                for idx in (order[s:s + batch_size] for s in range(0, len(order), batch_size)))
 
     def _encode_compiled(self, texts: list[str], batch_size: int) -> np.ndarray:
-        """Longest first in batches of similar length (little padding), run in the compiled model while the next
-        batch is tokenized; rows come back in the caller's order."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        """Batches run in the compiled model while the next batch is tokenized; rows come back in the caller's
+        order."""
         compiled = self._compiled.get()
-        batches = ((idx, self._features([texts[i] for i in idx]))
-                   for idx in (order[s:s + batch_size] for s in range(0, len(order), batch_size)))
         out = np.empty((len(texts), self.dim), np.float32)
-        for idx, vectors in compiled.run_all(batches):
+        for idx, vectors in compiled.run_all(self._batches(texts, batch_size, compiled.inputs)):
             out[idx] = vectors
+        return out
+
+    def _encode_layers(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """The layers option's vectors in torch, on the encoder's device."""
+        import torch
+
+        out = np.empty((len(texts), self.dim), np.float32)
+        with torch.inference_mode():
+            for idx, feats in self._batches(texts, batch_size):
+                tensors = {k: torch.from_numpy(v).to(self.device) for k, v in feats.items()}
+                out[idx] = self._net(**tensors).float().cpu().numpy()
         return out
 
     def _compile(self) -> Any:
@@ -152,16 +175,17 @@ class SentenceTransformerEncoder(Encoder):
                 return self.model(feats)["sentence_embedding"]
 
         example = self._example(["embstore export", "a second and longer example text"])
-        module = Exported().eval()
+        module = self._net if self._net is not None else Exported().eval()
         return compile_model(self.runtime, module, {k: torch.from_numpy(v) for k, v in example.items()},
                              {k: {0: "batch", 1: "tokens"} for k in example}, self._weights,
-                             slug(self.name.split("/")[-1]), _probe(example, int(self.model.tokenizer.vocab_size)),
-                             hint="THROUGHPUT")
+                             export_name(slug(self.name.split("/")[-1]), self.options, self.identity()),
+                             _probe(example, int(self.model.tokenizer.vocab_size)), hint="THROUGHPUT")
 
-    def _example(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def _example(self, texts: list[str], keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The model's own tokenization (max_seq_length, truncation and padding as sentence-transformers does)."""
         tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
         feats = tokenize(texts)
-        return {k: feats[k].numpy().astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")
+        return {k: feats[k].numpy().astype(np.int64) for k in keys or ("input_ids", "attention_mask", "token_type_ids")
                 if k in feats}
 
 

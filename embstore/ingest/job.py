@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..config import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
-from ..encoders import RecordedEncoder, get_encoder
+from ..encoders import RecordedEncoder, canonical_spec, get_encoder
 from ..errors import InputError, SpaceMismatchError
 from ..index import check_factory
 from ..manifest import now
@@ -124,6 +124,7 @@ def choose_encoder(store: Any, collection: str, existing: dict[str, Any] | None,
     if existing and existing["modality"] != modality:
         raise InputError(f"collection {collection!r} holds {existing['modality']} items; ingest "
                          f"{modality} into another collection")
+    encoder = canonical_spec(encoder) if encoder is not None else None  # options in one order
     if encoder is None and space is not None and existing and space in existing["spaces"]:
         encoder = existing["spaces"][space]["encoder"]["spec"]
     if encoder is None and existing and len(existing["spaces"]) == 1 and space is None:
