@@ -18,6 +18,11 @@ from .errors import InputError
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+# An image with more pixels is refused from its header, before it is decoded (a decompression bomb: a 164 KB PNG of
+# 13,000 x 13,000 decodes to 507 MB in RGB, more in the float tensors after it). 8192 x 8192 (67 Mpx, 201 MB in RGB)
+# takes any camera's photo up to 64 Mpx while a few decoder workers at once stay within a few GB; PIL's own limits
+# (a warning at 89 Mpx, an error at 179 Mpx) let the 169 Mpx bomb through. The models see 224 to 518 pixels a side.
+MAX_PIXELS = 8192 * 8192
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,13 @@ class Settings:
     index_memory: int = 8 << 30  # bytes a space's index may take: decides Flat / HNSW / IVF / IVF-PQ
     retention_s: int = 3600  # replaced files stay this long, so a reader of an older snapshot can finish
     runtime: str = "auto"  # what runs the model on the CPU: auto (the fastest installed), torch, openvino, onnx
+    max_pixels: int = MAX_PIXELS  # an image with more is refused from its header, before it is decoded
 
     @classmethod
     def resolve(cls, device: str | None = None, batch_size: int | None = None, commit_rows: int | None = None,
                 workers: int | None = None, index_memory: int | None = None,
-                retention_s: int | None = None, runtime: str | None = None) -> "Settings":
+                retention_s: int | None = None, runtime: str | None = None,
+                max_pixels: int | None = None) -> "Settings":
         return cls(
             requested_device=requested_device(device),
             runtime=requested_runtime(runtime),
@@ -47,6 +54,7 @@ class Settings:
             workers=_positive("workers", workers, "EMBSTORE_WORKERS", min(8, os.cpu_count() or 1)),
             index_memory=_positive("index_memory", index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30),
             retention_s=_positive("retention_s", retention_s, "EMBSTORE_RETENTION_SECONDS", 3600, zero=True),
+            max_pixels=pixel_limit(max_pixels),
         )
 
 
@@ -76,6 +84,11 @@ def _positive(name: str, given: int | None, env: str, default: int, zero: bool =
         where = name if given is not None else env
         raise InputError(f"{where} must be a {'non-negative' if zero else 'positive'} integer, got {value}")
     return value
+
+
+def pixel_limit(given: int | None = None) -> int:
+    """The most pixels an image may have to be decoded: ``given``, else ``EMBSTORE_MAX_PIXELS``, else MAX_PIXELS."""
+    return _positive("max_pixels", given, "EMBSTORE_MAX_PIXELS", MAX_PIXELS)
 
 
 RUNTIMES = ("auto", "torch", "openvino", "onnx")
