@@ -9,19 +9,21 @@ from embstore.errors import InputError, NotFoundError
 from .progress import spinner
 
 
-def check_images(paths: list[str]) -> None:
+def check_images(paths: list[str], max_pixels: int | None = None) -> None:
     """Each image file exists and is an image (its header read, not its pixels): a one-line error before a model
     loads, in the words of the library's own check."""
     if not paths:
         return
-    from PIL import Image
+    from embstore.encoders.base import open_image
+    from embstore.errors import ImageTooLargeError
 
     for path in paths:
         try:
-            with Image.open(path):
-                pass
+            open_image(path, max_pixels).close()
         except FileNotFoundError:
             raise InputError(f"image {path} does not exist") from None
+        except ImageTooLargeError as e:
+            raise ImageTooLargeError(f"image {path} has {e}") from None
         except Exception as e:  # PIL raises many types for what is not an image
             raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 

@@ -53,7 +53,7 @@ def search(query: str | None, store_path: str, collection: str, k: int, space: s
         query_vector(store, collection, "", query=query, image=image, item_id=like, vector=vec)
     space_name = space_for_query(store, collection, space, query=query, image=image, vector=vec)
     if len(given) == 1 and image is not None:
-        check_images([image])
+        check_images([image], store.settings.max_pixels)
     if where is not None:
         check_where(store, collection, where, "--where")
     if len(given) == 1 and (image is not None or (query is not None and query.strip())) \

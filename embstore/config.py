@@ -19,6 +19,11 @@ from .errors import InputError
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+# An image with more pixels is refused from its header, before it is decoded (a decompression bomb: a 164 KB PNG of
+# 13,000 x 13,000 decodes to 507 MB in RGB, more in the float tensors after it). 8192 x 8192 (67 Mpx, 201 MB in RGB)
+# takes any camera's photo up to 64 Mpx while a few decoder workers at once stay within a few GB; PIL's own limits
+# (a warning at 89 Mpx, an error at 179 Mpx) let the 169 Mpx bomb through. The models see 224 to 518 pixels a side.
+MAX_PIXELS = 8192 * 8192
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,13 @@ class Settings:
     # is held only by a live process (the OS frees it when its holder dies), so a wait ends when that write ends,
     # and a limit would only turn a long ingest ahead in the queue into a failure after the waiting was done
     lock_wait: float = math.inf
+    max_pixels: int = MAX_PIXELS  # an image with more is refused from its header, before it is decoded
 
     @classmethod
     def resolve(cls, device: str | None = None, batch_size: int | None = None, commit_rows: int | None = None,
                 workers: int | None = None, index_memory: int | None = None,
                 retention_s: int | None = None, runtime: str | None = None,
-                lock_wait: float | None = None) -> "Settings":
+                lock_wait: float | None = None, max_pixels: int | None = None) -> "Settings":
         return cls(
             requested_device=requested_device(device),
             runtime=requested_runtime(runtime),
@@ -54,8 +60,8 @@ class Settings:
             index_memory=_positive("index_memory", index_memory, "EMBSTORE_INDEX_MEMORY", 8 << 30),
             retention_s=_positive("retention_s", retention_s, "EMBSTORE_RETENTION_SECONDS", 3600, zero=True),
             lock_wait=_seconds("lock_wait", lock_wait, "EMBSTORE_LOCK_WAIT", math.inf),
+            max_pixels=pixel_limit(max_pixels),
         )
-
 
     @functools.cached_property
     def device(self) -> str:
@@ -102,6 +108,11 @@ def _seconds(name: str, given: float | None, env: str, default: float) -> float:
     if math.isnan(value) or value < 0:
         raise InputError(f"{where} must be a non-negative number of seconds (inf: no limit), got {value:g}")
     return value
+
+
+def pixel_limit(given: int | None = None) -> int:
+    """The most pixels an image may have to be decoded: ``given``, else ``EMBSTORE_MAX_PIXELS``, else MAX_PIXELS."""
+    return _positive("max_pixels", given, "EMBSTORE_MAX_PIXELS", MAX_PIXELS)
 
 
 RUNTIMES = ("auto", "torch", "openvino", "onnx")

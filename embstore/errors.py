@@ -13,6 +13,10 @@ class InputError(EmbstoreError, ValueError):
     """The user's input (a file, a column, an option) cannot be used as given."""
 
 
+class ImageTooLargeError(InputError):
+    """An image has more pixels than embstore decodes (``EMBSTORE_MAX_PIXELS``): seen from its header, undecoded."""
+
+
 class NotFoundError(EmbstoreError, KeyError):
     """A named collection, space, head or file does not exist."""
 

@@ -51,7 +51,7 @@ def query_vector(store: Any, collection: str, space: str, *, query: str | None, 
         raise InputError(f"space {space!r} ({sp['encoder']['spec']}) embeds text only; search it with a text query")
     from .encoders.base import load_user_image
 
-    img = load_user_image(image)
+    img = load_user_image(image, store.settings.max_pixels)
     return enc.encode_preprocessed([enc.preprocess(img)])
 
 

@@ -175,7 +175,7 @@ def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
                                  "images")
             from .encoders.base import load_user_image
 
-            cache[key] = enc.encode_preprocessed([enc.preprocess(load_user_image(path))])[0].tolist()
+            cache[key] = enc.encode_preprocessed([enc.preprocess(load_user_image(path, store.settings.max_pixels))])[0].tolist()
         return cache[key]
 
     con.create_function("embed", embed, [t.VARCHAR, t.VARCHAR], duckdb.list_type(t.FLOAT), side_effects=False)

@@ -96,3 +96,11 @@ def test_a_clip_space_decodes_on_the_device_too(tmp_path, folder, monkeypatch):
     assert out["cpu"][1] == out["device"][1]
     X_c, X_d = out["cpu"][2], out["device"][2]
     assert ((X_c * X_d).sum(1)).min() >= 0.99  # (unit vectors; a 32-pixel model: resizing differences weigh more)
+
+
+def test_a_jpeg_over_the_pixel_limit_is_quarantined_before_the_device_decodes_it(tmp_path, folder, monkeypatch):
+    monkeypatch.setenv("EMBSTORE_MAX_PIXELS", str(300 * 300))  # j3 (512 x 384) and j6 (640 x 480) have more
+    _, r = ingest(tmp_path, folder, monkeypatch, "device")
+    assert (r.read, r.added, r.quarantined) == (10, 6, 4)
+    assert r.reasons == {"broken image": 2, "image too large": 2}
+    assert r.decoded == {"device": 5, "cpu": 1}

@@ -106,29 +106,51 @@ def hash_state_dict(module: Any) -> str:
     return h.hexdigest()
 
 
-def load_image(source: Any) -> Any:
-    """A path, bytes or PIL image -> an RGB PIL image, fully decoded (so a truncated file fails here, not later)."""
+def open_image(source: Any, max_pixels: int | None = None) -> Any:
+    """A path or bytes -> a PIL image opened lazily (its header read, no pixel decoded), refused with
+    ImageTooLargeError when it has more pixels than ``max_pixels`` (default: ``config.pixel_limit()``)."""
+    import warnings
+
     from PIL import Image
 
-    if isinstance(source, Image.Image):
-        img = source
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        img = Image.open(io.BytesIO(bytes(source)))
-    else:
-        img = Image.open(source)
+    from ..config import pixel_limit
+    from ..errors import ImageTooLargeError
+
+    limit = pixel_limit(max_pixels)
+    with warnings.catch_warnings():  # PIL's warning above 89 Mpx: the limit below decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if isinstance(source, Image.Image):
+            img = source
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            img = Image.open(io.BytesIO(bytes(source)))
+        else:
+            img = Image.open(source)
+    width, height = img.size
+    if width * height > limit:
+        raise ImageTooLargeError(f"{width} x {height} = {width * height:,} pixels, over the limit of {limit:,} "
+                                 "(EMBSTORE_MAX_PIXELS); shrink the image, or raise the limit")
+    return img
+
+
+def load_image(source: Any, max_pixels: int | None = None) -> Any:
+    """A path, bytes or PIL image -> an RGB PIL image, fully decoded (so a truncated file fails here, not later);
+    one with more pixels than ``max_pixels`` is refused from its header, before decoding (see ``open_image``)."""
+    img = open_image(source, max_pixels)
     img.load()
     return img.convert("RGB")
 
 
-def load_user_image(source: Any) -> Any:
+def load_user_image(source: Any, max_pixels: int | None = None) -> Any:
     """``load_image`` for an image a user names on the command line or in a call: a one-line InputError when the
     file is missing or is not an image."""
-    from ..errors import InputError
+    from ..errors import ImageTooLargeError, InputError
 
     try:
-        return load_image(source)
+        return load_image(source, max_pixels)
     except FileNotFoundError:
         raise InputError(f"image {source} does not exist") from None
+    except ImageTooLargeError as e:
+        raise ImageTooLargeError(f"image {source} has {e}") from None
     except Exception as e:  # PIL raises many types for bad bytes; each one means "not an image"
         raise InputError(f"cannot read image {source}: {type(e).__name__}: {e}") from None
 

@@ -17,6 +17,12 @@
   and the byte, and the others go on: the parser keeps such values as they are (``check_utf8=False``, so a column
   is never read as binary and no value reaches the model as the repr of its bytes), and each block's text columns
   are validated before any of its rows is handed out.
+- A row larger than ``ROW_BYTES`` (8 MiB) is quarantined with its size and first bytes, and the file read on. The
+  block reader itself stops at a row that does not end in the next block ("straddling object"): the file is then read
+  again, from the first row not yet handed out, through ``csv_records.Trimmed``, which stands a short malformed line
+  in for each such row (see that module). Rows it reads whole are measured per block.
+- A header of more than ``MAX_COLUMNS`` fields (or over ``ROW_BYTES``) is a one-line error, found before pyarrow
+  reads it (a million columns took it two minutes).
 - Memory: the parser holds about eight times a block while it works (some 130 MB), then one block's rows.
 """
 from __future__ import annotations
@@ -29,8 +35,9 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 
 from ..errors import InputError
+from . import csv_records
 from .locations import Loc
-from .sources import Piece
+from .sources import MAX_COLUMNS, ROW_BYTES, Piece, too_many_columns
 
 BLOCK_BYTES = 16 << 20  # the first block decides the column types
 SCAN_BYTES = 1 << 20  # chunk size of the pass over a file's quotes
@@ -67,25 +74,81 @@ class CsvFile:
         self.delimiter = "\t" if kind == "tsv" else ","
         self.bad: list[dict[str, Any]] = []  # met since the last piece
         self.last_bad: dict[str, Any] | None = None
-        self.input = loc.arrow_input()
-        parse = csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
-                                 invalid_row_handler=self._on_invalid)
+        self.bytewise = '",\t\r\n'.encode(encoding, errors="replace") == b'",\t\r\n'  # syntax in ASCII bytes
+        self.header_fields = self._check_header() if self.bytewise else 0
+        self.trimmed = False  # read through csv_records.Trimmed (a row did not fit the blocks)
+        self.line_offset = 0  # records before the reader's first one, when it starts after the header
+        self.handed_malformed = 0  # malformed rows in the pieces handed out
+        self.oversized: dict[int, tuple[int, bytes]] = {}  # placeholder -> the size and first bytes of its row
+        self.input: Any = loc.arrow_input()
         try:
-            read = csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False,
-                                   **({} if self.utf8 else {"encoding": encoding}))
-            self.reader = csv.open_csv(self.input, read_options=read, parse_options=parse,
-                                       convert_options=csv.ConvertOptions(strings_can_be_null=True, check_utf8=False))
+            self.reader = self._reader()
         except pa.ArrowInvalid as e:
-            self._close()
-            self._fail(e)
+            if not self._reopen(e, 0):
+                self._close()
+                self._fail(e)
         except UnicodeDecodeError as e:
             self._close()
             self._undecodable(e)
         self.schema: pa.Schema = self.reader.schema
 
+    def _reader(self, schema: pa.Schema | None = None) -> Any:
+        """pyarrow's block reader of ``self.input``; given the ``schema``, one that starts after the header."""
+        from pyarrow import csv
+
+        parse = csv.ParseOptions(delimiter=self.delimiter, newlines_in_values=True,
+                                 invalid_row_handler=self._on_invalid)
+        read = csv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False,
+                               column_names=None if schema is None else schema.names,
+                               **({} if self.utf8 else {"encoding": self.encoding}))
+        convert = csv.ConvertOptions(strings_can_be_null=True, check_utf8=False, column_types=None if schema is None
+                                     else {f.name: f.type for f in schema})
+        return csv.open_csv(self.input, read_options=read, parse_options=parse, convert_options=convert)
+
+    def _check_header(self) -> int:
+        """The header's fields, or a one-line error when there are too many for pyarrow (or the row is too long)."""
+        with self.loc.open() as f:
+            size, fields, whole = csv_records.first_record(f, self.delimiter, ROW_BYTES)
+        if fields > MAX_COLUMNS:
+            raise too_many_columns(self.loc.shown, fields)
+        if not whole:
+            raise InputError(f"{self.loc.shown}: its header row is over {ROW_BYTES >> 20} MiB; give a file whose "
+                             "first line names its columns")
+        return fields
+
+    def _reopen(self, error: Exception, done: int) -> bool:
+        """After pyarrow's block reader stopped at a row too long for it: read the file again through ``Trimmed``
+        from the record after the first ``done`` (the header and the rows handed out; 0: from the header). False
+        when it cannot be (the row fits and something else is wrong; a file read so already; a wide encoding)."""
+        if "straddling object" not in str(error) or self.trimmed or not self.bytewise:
+            return False
+        self._close()
+        f = self.loc.open()
+        try:
+            f.seek(csv_records.skip_records(f, self.delimiter, done) if done else 0)
+            self.input = csv_records.Trimmed(f, self.delimiter, ROW_BYTES, self._stand_in)
+        except BaseException:
+            f.close()
+            raise
+        self.trimmed, self.line_offset = True, done
+        self.bad, self.last_bad = [], None  # those met by the reader that stopped: met again
+        self.reader = self._reader(self.schema if done else None)
+        return True
+
+    def _stand_in(self, size: int, head: bytes) -> bytes:
+        n = len(self.oversized)
+        self.oversized[n] = (size, head)
+        return csv_records.placeholder(n, self.delimiter, self.header_fields)
+
     def _on_invalid(self, row: Any) -> str:
-        self.last_bad = {"row": row.number, "reason": f"malformed {self.kind.upper()} row: expected "
-                         f"{row.expected_columns} columns, found {row.actual_columns}", "data": row.text}
+        n = csv_records.placeholder_number(row.text) if self.trimmed else None
+        if n is not None:  # a row too long for the reader, stood in for
+            size, head = self.oversized.pop(n)
+            self.bad.append({"row": row.number + self.line_offset, "reason": too_long(size),
+                             "data": head.decode("utf-8", errors="backslashreplace") + "..."})
+            return "skip"
+        self.last_bad = {"row": row.number + self.line_offset, "reason": f"malformed {self.kind.upper()} row: "
+                         f"expected {row.expected_columns} columns, found {row.actual_columns}", "data": row.text}
         self.bad.append(self.last_bad)
         return "skip"
 
@@ -107,10 +170,13 @@ class CsvFile:
                 except StopIteration:
                     break
                 except pa.ArrowInvalid as e:
+                    if self._reopen(e, 1 + rows + self.handed_malformed):
+                        held = None  # (read again by the new reader)
+                        continue
                     self._fail(e)
                 except UnicodeDecodeError as e:
                     self._undecodable(e)
-                bad_text = self._not_utf8(batch, rows + (held[0].num_rows if held is not None else 0))
+                bad_text = self._unusable(batch, rows + (held[0].num_rows if held is not None else 0))
                 if held is not None:
                     for piece in self._slices(*held, rows, batch_rows):
                         pieces += 1
@@ -134,11 +200,12 @@ class CsvFile:
                 batch_rows: int) -> Iterator[Piece]:
         """The block's rows in pieces, less the rows that are not UTF-8 (quarantined in ``bad``): a piece never
         spans one, so that each piece's rows keep their numbers in the file."""
+        self.handed_malformed += sum(1 for r in bad if not r.get("skip"))
         if batch.num_rows == 0 and bad:  # a block of malformed rows only
             yield Piece(self.schema.empty_table(), self.loc.url, rows + 1, bad)
-        skip = sorted(r["row"] - rows - 2 for r in bad if r.get("utf8"))  # (the header is row 1)
+        skip = sorted(r["row"] - rows - 2 for r in bad if r.get("skip"))  # (the header is row 1)
         for r in bad:
-            r.pop("utf8", None)
+            r.pop("skip", None)
         runs, at = [], 0
         for n in skip + [batch.num_rows]:
             runs += [(start, min(batch_rows, n - start)) for start in range(at, n, batch_rows)]
@@ -149,13 +216,21 @@ class CsvFile:
             part = batch.slice(start, length)
             yield Piece(pa.Table.from_batches([part]), self.loc.url, rows + start + 1, bad if k == 0 else [])
 
-    def _not_utf8(self, batch: pa.RecordBatch, rows: int) -> list[dict[str, Any]]:
-        """The block's rows (``rows`` before it in the file) whose text is not valid UTF-8, as quarantine records;
-        none when the file is transcoded from another encoding (pyarrow's output is UTF-8 then)."""
-        if self.utf8 is False:
-            return []
+    def _unusable(self, batch: pa.RecordBatch, rows: int) -> list[dict[str, Any]]:
+        """The block's rows (``rows`` before it in the file) that are too long, or whose text is not valid UTF-8
+        (not looked for when the file is transcoded: pyarrow's output is UTF-8 then), as quarantine records."""
+        import pyarrow.compute as pc
+
         found: dict[int, str] = {}
-        for c, name in enumerate(batch.schema.names):
+        texts = [c for c in batch.columns if pa.types.is_string(c.type) or pa.types.is_large_string(c.type)]
+        if texts:
+            sizes = pa.array([0] * batch.num_rows, pa.int64())
+            for col in texts:
+                sizes = pc.add(sizes, pc.fill_null(pc.binary_length(col), 0).cast(pa.int64()))
+            if (pc.max(sizes).as_py() or 0) > ROW_BYTES:
+                for n in pc.indices_nonzero(pc.greater(sizes, ROW_BYTES)).to_pylist():
+                    found[n] = too_long(sizes[n].as_py())
+        for c, name in enumerate(batch.schema.names if self.utf8 else []):
             col = batch.column(c)
             if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
                 continue
@@ -178,8 +253,9 @@ class CsvFile:
         out = []
         for n, reason in sorted(found.items()):
             values = {name: _shown(batch.column(c), n) for c, name in enumerate(batch.schema.names)}
+            values = {k: v[:1000] + "..." if isinstance(v, str) and len(v) > 1000 else v for k, v in values.items()}
             out.append({"row": rows + n + 2, "reason": reason, "data": json.dumps(values, ensure_ascii=False),
-                        "utf8": True})
+                        "skip": True})
         return out
 
     def _undecodable(self, e: UnicodeDecodeError) -> None:
@@ -239,6 +315,12 @@ class CsvFile:
         if line is not None:
             raise InputError(f"{self.loc.shown}: a quote opened on line {line} is never closed, so the rest of the "
                              f"file would read as one value; close or remove that quote")
+
+
+def too_long(size: int) -> str:
+    """The quarantine reason of a row (or a JSON line) of ``size`` bytes."""
+    return (f"row too long: {size:,} bytes, over the limit of {ROW_BYTES:,} per row; shorten its values (a model "
+            "reads the first few hundred words of a text)")
 
 
 def is_utf8(encoding: str) -> bool:

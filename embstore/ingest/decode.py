@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..config import MAX_PIXELS
 from ..encoders import load_image
+from ..errors import ImageTooLargeError
 from .hashing import content_hash
 
 PROCESS_MIN = 256  # images to decode before worker processes pay for their start (fewer: threads)
@@ -39,8 +41,8 @@ class _Decode:
     Returns (k, input or None, error or None), the error as (kind, reason): kind "content" when the bytes do not
     decode (so for every file with those bytes), "file" when this file vanished or changed. Never raises."""
 
-    def __init__(self, paths: list[str], digests: list[str], preprocess: Callable[[Any], Any]):
-        self.paths, self.digests, self.preprocess = paths, digests, preprocess
+    def __init__(self, paths: list[str], digests: list[str], preprocess: Callable[[Any], Any], max_pixels: int):
+        self.paths, self.digests, self.preprocess, self.max_pixels = paths, digests, preprocess, max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -52,14 +54,18 @@ class _Decode:
             return k, None, ("file", str(error))
         if content_hash(data) != self.digests[k]:
             return k, None, ("file", f"file changed while it was being ingested: {path}; ingest it again")
-        x, error = decode_one(data, path, self.preprocess)
+        x, error = decode_one(data, path, self.preprocess, self.max_pixels)
         return k, x, error
 
 
-def decode_one(data: bytes, path: str, preprocess: Callable[[Any], Any]) -> tuple[Any, tuple[str, str] | None]:
-    """One file's bytes -> (the model's input, None), or (None, ("content", reason)) when they are no image."""
+def decode_one(data: bytes, path: str, preprocess: Callable[[Any], Any],
+               max_pixels: int | None = None) -> tuple[Any, tuple[str, str] | None]:
+    """One file's bytes -> (the model's input, None), or (None, ("content", reason)) when they are no image or one
+    with more pixels than ``max_pixels`` (seen from its header: never decoded)."""
     try:
-        return preprocess(load_image(data)), None
+        return preprocess(load_image(data, max_pixels)), None
+    except ImageTooLargeError as e:
+        return None, ("content", f"image too large: {path}: {e}")
     except Exception as e:  # PIL raises many types for bad bytes; each one means "broken image"
         detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e).splitlines()[0] if str(e) else "")
         return None, ("content", f"broken image: {path}: {type(e).__name__}: {detail}")
@@ -83,13 +89,13 @@ def _collate(items: list[tuple[int, Any, Any]]) -> tuple[list[int], Any, list[tu
 
 
 def decode_batches(paths: list[str], digests: list[str], preprocess: Callable[[Any], Any], batch_size: int,
-                   workers: int) -> Any:
+                   workers: int, max_pixels: int | None = None) -> Any:
     """Yield (indices, stacked inputs, errors) batch by batch, in order, while the next batches decode: in worker
     processes (torch's DataLoader, forked) for many images on Linux, else in threads, never more than a few
     batches ahead of the model, so memory holds batches, not a whole chunk of decoded images."""
     import multiprocessing
 
-    dataset = _Decode(paths, digests, preprocess)
+    dataset = _Decode(paths, digests, preprocess, max_pixels or MAX_PIXELS)
     # a daemonic process (a multiprocessing.Pool worker, say) may not start processes of its own: threads there
     if workers > 1 and len(paths) >= PROCESS_MIN and sys.platform.startswith("linux") \
             and not multiprocessing.current_process().daemon:

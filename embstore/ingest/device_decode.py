@@ -15,7 +15,7 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
-from ..errors import InputError
+from ..errors import ImageTooLargeError, InputError
 from .decode import decode_one, read_file
 from .hashing import content_hash
 
@@ -88,7 +88,7 @@ class TensorTransform:
 
 def decode_batches(paths: list[str], digests: list[str], preprocess: Callable[[Any], Any],
                    transform: TensorTransform, batch_size: int, workers: int, device: str,
-                   counts: Counter) -> Iterator[tuple[list[int], Any, list[tuple[int, Any]]]]:
+                   counts: Counter, max_pixels: int | None = None) -> Iterator[tuple[list[int], Any, list[tuple[int, Any]]]]:
     """Yield (indices, inputs on ``device`` stacked in index order, errors) batch by batch, as
     ``decode.decode_batches`` does; ``counts`` gains "device" and "cpu": files decoded on each."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -98,10 +98,12 @@ def decode_batches(paths: list[str], digests: list[str], preprocess: Callable[[A
             pending.append((ks, [pool.submit(_read, paths[k], digests[k]) for k in ks]))
             if len(pending) > 2:  # the files of the next batches are read while this one decodes
                 ks, futures = pending.popleft()
-                yield _batch(ks, [f.result() for f in futures], paths, preprocess, transform, device, counts, pool)
+                yield _batch(ks, [f.result() for f in futures], paths, preprocess, transform, device, counts, pool,
+                             max_pixels)
         while pending:
             ks, futures = pending.popleft()
-            yield _batch(ks, [f.result() for f in futures], paths, preprocess, transform, device, counts, pool)
+            yield _batch(ks, [f.result() for f in futures], paths, preprocess, transform, device, counts, pool,
+                             max_pixels)
 
 
 def _read(path: str, digest: str) -> tuple[bytes | None, tuple[str, str] | None]:
@@ -115,10 +117,14 @@ def _read(path: str, digest: str) -> tuple[bytes | None, tuple[str, str] | None]
 
 def _batch(ks: list[int], read: list[tuple[bytes | None, Any]], paths: list[str], preprocess: Callable[[Any], Any],
            transform: TensorTransform, device: str, counts: Counter,
-           pool: ThreadPoolExecutor) -> tuple[list[int], Any, list[tuple[int, Any]]]:
+           pool: ThreadPoolExecutor, max_pixels: int | None = None) -> tuple[list[int], Any, list[tuple[int, Any]]]:
     import torch
 
     errors = [(k, error) for k, (data, error) in zip(ks, read) if error is not None]
+    for i, (k, (data, error)) in enumerate(zip(ks, read)):  # checked from its header, as the CPU path does
+        if data is not None and data[:3] == JPEG_MAGIC and (too_large := _too_large(data, paths[k], max_pixels)):
+            errors.append((k, ("content", too_large)))
+            read[i] = (None, errors[-1][1])
     jpegs = [(k, data) for k, (data, error) in zip(ks, read) if data is not None and data[:3] == JPEG_MAGIC]
     others = [(k, data) for k, (data, error) in zip(ks, read) if data is not None and data[:3] != JPEG_MAGIC]
     decoded = _decode_on_device([d for _, d in jpegs], device)
@@ -130,7 +136,7 @@ def _batch(ks: list[int], read: list[tuple[bytes | None, Any]], paths: list[str]
         batch = transform([img for _, img in on_device])
         inputs.update((k, x) for (k, _), x in zip(on_device, batch))
     if others:
-        for (k, _), (x, error) in zip(others, pool.map(lambda kd: decode_one(kd[1], paths[kd[0]], preprocess),
+        for (k, _), (x, error) in zip(others, pool.map(lambda kd: decode_one(kd[1], paths[kd[0]], preprocess, max_pixels),
                                                          others)):
             if error is not None:
                 errors.append((k, error))
@@ -140,6 +146,20 @@ def _batch(ks: list[int], read: list[tuple[bytes | None, Any]], paths: list[str]
                 inputs[k] = x.to(device, non_blocking=True)
     good = sorted(inputs)
     return good, (torch.stack([inputs[k] for k in good]) if good else None), sorted(errors)
+
+
+def _too_large(data: bytes, path: str, max_pixels: int | None) -> str | None:
+    """The quarantine reason of a JPEG with more pixels than the limit (read from its header), else None; a file
+    PIL cannot open is left to the device decoder (and the CPU path after it)."""
+    from ..encoders.base import open_image
+
+    try:
+        open_image(data, max_pixels).close()
+    except ImageTooLargeError as e:
+        return f"image too large: {path}: {e}"
+    except Exception:  # not PIL's to judge here: the decoders say what is wrong with it
+        pass
+    return None
 
 
 def _decode_on_device(blobs: list[bytes], device: str) -> list[Any]:

@@ -480,8 +480,9 @@ class IngestRun:
             if transform is not None:
                 return device_decode.decode_batches(paths, digests, encoder.preprocess, transform,
                                                     self.settings.batch_size, self.settings.workers, str(device),
-                                                    self.decoded)
-        return decode_batches(paths, digests, encoder.preprocess, self.settings.batch_size, self.settings.workers)
+                                                    self.decoded, self.settings.max_pixels)
+        return decode_batches(paths, digests, encoder.preprocess, self.settings.batch_size, self.settings.workers,
+                              self.settings.max_pixels)
 
     def _embed_images(self, chunk: Chunk, candidates: list[int], payloads: dict[int, Any],
                       hashes: dict[int, str], ids: list[Any], vectors: dict[str, np.ndarray],

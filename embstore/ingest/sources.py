@@ -23,7 +23,21 @@ import pyarrow as pa
 from ..errors import InputError
 from .locations import IMAGE_EXTENSIONS, TABLE_EXTENSIONS, Found, Loc, resolve, url_to_fs
 
-__all__ = ["IMAGE_EXTENSIONS", "TABLE_EXTENSIONS", "Piece", "Source", "open_source"]
+__all__ = ["IMAGE_EXTENSIONS", "TABLE_EXTENSIONS", "MAX_COLUMNS", "ROW_BYTES", "Piece", "Source", "open_source"]
+
+# A CSV/TSV row or a JSON line larger than this is quarantined, with its size and first bytes, and the rest of the
+# file read on: not truncated, since a text cut short would be stored and embedded as if it were the item, and its
+# id (a hash of the row) would change with the limit. 8 MiB is half the CSV block (a row up to a block always parses)
+# and far more than any model reads: a text encoder sees its first few hundred words.
+ROW_BYTES = 8 << 20
+# A table with more columns is refused in one line: pyarrow takes minutes to read a header of a million columns,
+# and an item's metadata of thousands of columns is no use to a head, a search or SQL.
+MAX_COLUMNS = 10_000
+
+
+def too_many_columns(shown: str, columns: int) -> InputError:
+    return InputError(f"{shown} has {columns:,} columns; embstore reads at most {MAX_COLUMNS:,}: keep the columns "
+                      "you need (the text or image, an id, labels and metadata) and ingest that")
 
 
 @dataclass

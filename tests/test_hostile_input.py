@@ -1,0 +1,87 @@
+"""Hostile input (issue 16, item 5): rows and files that are too big, decompression bombs, unreadable images in a
+folder or a predict call, and what an ingest that creates nothing leaves behind. Each is quarantined with its reason
+while the rest goes on (counts adding up), or refused in one line."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from embstore import Store
+from embstore.errors import ImageTooLargeError, InputError
+from embstore_cli.main import cli
+
+from conftest import HASH, make_png, quarantine_lines
+
+
+def counts_add_up(r) -> bool:
+    return r.read == r.added + r.duplicates + r.quarantined
+
+
+# ------------------------------------------------------------------------------------------- decompression bombs
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    """A 1-bit PNG of 13,000 x 13,000 = 169 Mpx (under PIL's own error limit of 179 Mpx): about 100 KB on disk,
+    507 MB once decoded to RGB."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    Image.new("1", (13_000, 13_000)).save(path, optimize=False)
+    assert path.stat().st_size < 200_000
+    return path
+
+
+@pytest.fixture()
+def decoded_sizes(monkeypatch):
+    """The sizes of the images PIL decodes while the test runs."""
+    from PIL import ImageFile
+
+    sizes: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def recording(self):
+        sizes.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording)
+    return sizes
+
+
+def test_a_decompression_bomb_is_quarantined_from_its_header_never_decoded(tmp_path, bomb, decoded_sizes):
+    folder = tmp_path / "imgs"
+    for k in range(3):
+        make_png(folder / f"ok{k}.png", k)
+    os.link(bomb, folder / "bomb.png")
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(folder, "pics", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (4, 3, 1) and counts_add_up(r)
+    assert r.reasons == {"image too large": 1}
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["reason"].endswith("bomb.png: 13000 x 13000 = 169,000,000 pixels, over the limit of 67,108,864 "
+                                  "(EMBSTORE_MAX_PIXELS); shrink the image, or raise the limit")
+    assert (13_000, 13_000) not in decoded_sizes and (24, 24) in decoded_sizes
+
+
+def test_the_pixel_limit_is_a_setting(tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    make_png(folder / "small.png", 0, size=24)
+    make_png(folder / "big.png", 1, size=40)
+    monkeypatch.setenv("EMBSTORE_MAX_PIXELS", str(30 * 30))
+    r = Store.open(tmp_path / "s").ingest(folder, "pics", encoder=HASH)
+    assert (r.added, r.quarantined, r.reasons) == (1, 1, {"image too large": 1})
+    monkeypatch.setenv("EMBSTORE_MAX_PIXELS", "0")
+    with pytest.raises(InputError, match="EMBSTORE_MAX_PIXELS must be a positive integer, got 0"):
+        Store.open(tmp_path / "s2")
+
+
+def test_search_and_the_cli_refuse_a_bomb_in_one_line(tmp_path, bomb, decoded_sizes):
+    folder = tmp_path / "imgs"
+    make_png(folder / "ok.png", 0)
+    store = Store.open(tmp_path / "s")
+    store.ingest(folder, "pics", encoder=HASH)
+    with pytest.raises(ImageTooLargeError, match=r"bomb.png has 13000 x 13000 = 169,000,000 pixels, over the limit"):
+        store.search("pics", image=bomb)
+    out = CliRunner().invoke(cli, ["search", "--store", str(tmp_path / "s"), "-c", "pics", "--image", str(bomb)])
+    assert out.exit_code == 2 and "169,000,000 pixels, over the limit of 67,108,864" in out.output
+    assert (13_000, 13_000) not in decoded_sizes
