@@ -85,3 +85,35 @@ def test_search_and_the_cli_refuse_a_bomb_in_one_line(tmp_path, bomb, decoded_si
     out = CliRunner().invoke(cli, ["search", "--store", str(tmp_path / "s"), "-c", "pics", "--image", str(bomb)])
     assert out.exit_code == 2 and "169,000,000 pixels, over the limit of 67,108,864" in out.output
     assert (13_000, 13_000) not in decoded_sizes
+
+
+# ------------------------------------------------------------------------------------------- rows that are too big
+def test_oversized_csv_rows_are_quarantined_and_the_rest_read_on(tmp_path):
+    """A field far over the row limit (and over two of pyarrow's blocks, where pyarrow refused the whole file with
+    "straddling object"), once quoted over many lines and once as one long line: each row is quarantined with its
+    size, every other row is read once, and the counts add up (a 40 MB file: written and read in about a second)."""
+    path = tmp_path / "big.csv"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("id,text\n")
+        for i in range(300):
+            f.write(f"r{i},short text number {i}\n")
+            if i == 100:
+                f.write('big1,"' + ("many\nlines " * 3_000_000) + '"\n')  # 33 MB quoted over many lines
+            if i == 200:
+                f.write("big2," + "x" * 34_000_000 + "\n")  # one 34 MB line
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(path, "docs", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (302, 300, 2) and counts_add_up(r)
+    ids, _ = store.embeddings("docs")
+    assert sorted(ids) == sorted(f"r{i}" for i in range(300))
+    bad = quarantine_lines(store.root, r.quarantine_file)
+    assert len(bad) == 2 and all("row" in b["reason"] and "bytes" in b["reason"] for b in bad), bad
+
+
+def test_a_header_of_too_many_columns_is_one_line(tmp_path):
+    from embstore.ingest.sources import MAX_COLUMNS
+
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"c{i}" for i in range(MAX_COLUMNS + 1)) + "\n" + ",".join("1" * (MAX_COLUMNS + 1)) + "\n")
+    with pytest.raises(InputError, match=f"has {MAX_COLUMNS + 1:,} columns; embstore reads at most {MAX_COLUMNS:,}"):
+        Store.open(tmp_path / "s").ingest(path, "docs", encoder=HASH, text_column="c0")
