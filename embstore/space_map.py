@@ -70,13 +70,14 @@ def choose_method(method: str | None) -> str:
 
 
 def projection(store: Any, collection: str, space: str | None = None, *, method: str | None = None,
-               sample: int = DEFAULT_SAMPLE, seed: int = 0) -> Projection:
+               sample: int = DEFAULT_SAMPLE, seed: int = 0, keep: bool = True) -> Projection:
     """The 2D projection of a space, for at most ``sample`` of its items (a seeded sample when it has more).
 
     Read from the store when one is kept for the space as it is now (same rows, same last shard), with at least as
     many points and of the ``method`` asked (None: any); else computed (``choose_method``) and kept: the file is
     written and the manifest committed under the writer lock, after the work (done without it). When the lock is
-    held by another writer, or the store cannot be written, the projection is returned all the same, not kept."""
+    held by another writer, or the store cannot be written, the projection is returned all the same, not kept;
+    ``keep=False`` (a read-only service) never writes."""
     from .lookup import vectors_at
 
     sample = _check_sample(sample)
@@ -103,7 +104,8 @@ def projection(store: Any, collection: str, space: str | None = None, *, method:
     ids, X = vectors_at(store, collection, space, positions, with_ids=True)
     xy, chosen = _project(X, chosen, seed)
     out = Projection(collection, space, ids, xy, chosen, rows, False, False)
-    _keep(store, out, _signature(sp), seed)
+    if keep:
+        _keep(store, out, _signature(sp), seed)
     return out
 
 
@@ -199,9 +201,9 @@ class MapPage:
 
 
 def map_html(store: Any, collection: str, *, space: str | None = None, color: str = "label",
-             sample: int = DEFAULT_SAMPLE, seed: int = 0) -> str:
+             sample: int = DEFAULT_SAMPLE, seed: int = 0, keep: bool = True) -> str:
     """One self-contained HTML page (plotly.js inside: it works offline) mapping a space's items; see ``map_page``."""
-    return map_page(store, collection, space=space, color=color, sample=sample, seed=seed).html
+    return map_page(store, collection, space=space, color=color, sample=sample, seed=seed, keep=keep).html
 
 
 def map_figure_json(store: Any, collection: str, *, space: str | None = None, color: str = "label",
@@ -214,7 +216,7 @@ def map_figure_json(store: Any, collection: str, *, space: str | None = None, co
 
 
 def map_page(store: Any, collection: str, *, space: str | None = None, color: str = "label",
-             sample: int = DEFAULT_SAMPLE, seed: int = 0, method: str | None = None) -> MapPage:
+             sample: int = DEFAULT_SAMPLE, seed: int = 0, method: str | None = None, keep: bool = True) -> MapPage:
     """The page and its report. ``color``: "label" (the collection's label: a ``label`` column, else the label
     column of the latest head trained on it, else an image folder's ``folder``), any item column, or
     ``prediction:HEAD`` (the head's stored predictions; items whose prediction is not their label in the head's
@@ -227,7 +229,7 @@ def map_page(store: Any, collection: str, *, space: str | None = None, color: st
     columns = [c for c in (stored_schema(store.root, coll["item_shards"]) or pa.schema([])).names
                if c not in ("id", "content_hash")]
     color_column, head = _colouring(store, collection, coll, columns, color)
-    proj = projection(store, collection, space, method=method, sample=sample, seed=seed)
+    proj = projection(store, collection, space, method=method, sample=sample, seed=seed, keep=keep)
     ids, xy = proj.ids, proj.xy
     want = min(_check_sample(sample), len(ids))
     if want < len(ids):

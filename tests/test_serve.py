@@ -166,18 +166,14 @@ def test_openapi_page_works_offline(served):
     assert {"/api/search", "/api/sql", "/api/predict", "/api/info", "/map"} <= set(ok(served.get("/openapi.json"))["paths"])
 
 
-def test_map_comes_from_space_map_or_is_501(served, monkeypatch):
-    monkeypatch.setitem(sys.modules, "embstore.space_map", None)  # (an import of it fails)
-    r = served.get("/map", params={"collection": "docs"})
-    assert r.status_code == 501 and r.json()["kind"] == "NotImplemented"
-    import types
-
-    fake = types.ModuleType("embstore.space_map")
-    fake.map_html = lambda store, collection, *, space=None, color="label": f"<html>{collection} {space} {color}</html>"
-    monkeypatch.setitem(sys.modules, "embstore.space_map", fake)
-    monkeypatch.setattr("embstore.space_map", fake, raising=False)
+def test_map_is_the_space_map_page(served):
+    """/map serves embstore map's own self-contained page for the collection (plotly embedded: tests/test_map.py loads it offline in a browser)."""
+    manifest = (served.tmp / "store" / "embstore.json").read_bytes()
     r = served.get("/map", params={"collection": "docs", "color": "split"})
-    assert r.status_code == 200 and r.text == "<html>docs None split</html>"
+    assert (served.tmp / "store" / "embstore.json").read_bytes() == manifest  # the service keeps no projection
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "embstore map: docs" in r.text and "Plotly" in r.text and "split" in r.text
+    assert served.get("/map", params={"collection": "nope"}).json()["kind"] in ("NotFoundError", "InputError")
 
 
 def test_reload_after_an_ingest_commits(tmp_path):

@@ -163,12 +163,9 @@ def create_app(store: str | Any, token: str | None = None, *, limits: Limits | N
              response_class=HTMLResponse)
     def space_map(collection: str, space: str | None = None, color: str = "label",
                   snap: Snapshot = Depends(snapshot)) -> HTMLResponse:
-        try:
-            from .. import space_map as sm
-        except ImportError:
-            raise StarletteHTTPException(501, "the map is not in this embstore version (embstore.space_map is "
-                                              "missing); upgrade embstore") from None
-        return HTMLResponse(sm.map_html(snap.store, collection, space=space, color=color))
+        from .. import space_map as sm
+
+        return HTMLResponse(sm.map_html(snap.store, collection, space=space, color=color, keep=False))  # read-only
 
     return app
 
