@@ -20,7 +20,7 @@ def chromium_path() -> str | None:
     return os.environ.get("EMBSTORE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: no browser driver stays alive beside the other modules' forks
 def browser() -> Iterator[Any]:
     exe = chromium_path()
     if exe is None:
