@@ -47,9 +47,14 @@ def prompt_params(model: str, classes: str | None, templates_file: str | None,
 @click.option("--label-column", metavar="COL", help="Item column holding the label.")
 @click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
 @click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
-@click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg", "zeroshot", "fewshot"]),
-              default="logreg", show_default=True,
-              help="logreg: C chosen by cross-validation (torch, GPU if any); knn: k chosen by "
+@click.option("--model", type=click.Choice(["auto", "logreg", "knn", "centroid", "blend", "sklearn-logreg", "zeroshot",
+                                           "fewshot"]),
+              default="auto", show_default=True,
+              help="auto: logreg, knn, centroid and blend scored on the same cross-validation folds of the training "
+              "items; logreg unless another is better by more than 2 standard errors (the choice and every score are "
+              "kept in the head; --param candidates=logreg,knn narrows it, band=N sets the margin); "
+              "logreg: C chosen by cross-validation (torch, GPU if any); blend: the mean of logreg's and knn's "
+              "probabilities; knn: k chosen by "
               "validation, neighbours searched within the space; centroid: nearest centroid (1 example per label is "
               "enough); sklearn-logreg: stock baseline; zeroshot: the label names' prompts embedded by the space's "
               "encoder (CLIP, or a text model), no examples (--classes when nothing is labelled); fewshot: those "
@@ -100,7 +105,8 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
         echo_json(rec)
         return
     unlabelled = f" ({rec['n_unlabelled']} without a label left out)" if rec.get("n_unlabelled") else ""
-    click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']} on {rec['collection']}.{rec['space']}, "
+    chosen_by = " (chosen by auto)" if rec.get("auto") else ""
+    click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']}{chosen_by} on {rec['collection']}.{rec['space']}, "
                f"{rec['n_train']} training items{unlabelled}, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
     if rec.get("labels_file_unmatched"):
         click.echo(f"{rec['labels_file_unmatched']} ids of the labels file are items of neither collection; they were "
@@ -126,6 +132,9 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
                [[rec["accuracy"], interval(rec["metrics"].get("accuracy_ci95")), rec["macro_f1"],
                  interval(rec["metrics"].get("macro_f1_ci95")), cal.get("ece"), cal.get("log_loss"),
                  rec["metrics"]["n_test"], learned]])
+    auto = rec.get("auto")
+    if auto:
+        echo_auto_choice(auto)
     sel = rec.get("selection")
     if sel:
         tried = "  ".join(f"{k}: {v:.4g}" + (" (chosen)" if float(k) == float(sel["chosen"]) else "")
@@ -400,3 +409,23 @@ def duplicates(store_path: str, collection: str, space: str | None, threshold: f
     echo_table(["size", "min_score", "ids", "contents"],
                [[g["size"], g["min_score"], ", ".join(g["ids"][:3]) + (" ..." if g["size"] > 3 else ""),
                  " | ".join(str(c) for c in g["contents"][:3])] for g in out["groups"]])
+
+
+def echo_auto_choice(auto: dict) -> None:
+    """What --model auto chose, on what evidence: each candidate's held-out accuracy, and the margin."""
+    scores = auto.get("scores") or {}
+    if not scores:
+        click.echo(f"\nauto: {auto['chosen']} ({auto['how']})")
+        return
+    m = auto.get("margin", {})
+    if "over" in m:
+        why = f"held-out accuracy {m['accuracy']:+.4f} over {m['over']} (paired standard error {m['se']:.4f})"
+    elif m.get("runner_up"):
+        why = (f"the default; no other beat it by more than the rule's margin (next best: {m['runner_up']}, "
+               f"{-m['accuracy']:+.4f})")
+    else:
+        why = "the default"
+    click.echo(f"\nauto chose {auto['chosen']}: {why}; {auto['how']}")
+    echo_table(["candidate", "held-out accuracy", "se", "log_loss", "vs logreg"],
+               [[c, s["accuracy"], s["se"], s["log_loss"], f"{s['vs_default']:+.4f}" if "vs_default" in s else ""]
+                for c, s in scores.items()])

@@ -24,13 +24,17 @@ from .storage import check_name, read_shards
 from . import prototypes
 from .prototypes import MODELS as PROTOTYPE_MODELS
 
-MODELS = ("logreg", "knn", "centroid", "sklearn-logreg", *PROTOTYPE_MODELS)
+MODELS = ("auto", "logreg", "knn", "centroid", "blend", "sklearn-logreg", *PROTOTYPE_MODELS)
+SERVED_BY_INDEX = ("knn", "blend")  # heads whose neighbours come from their space's index
 
 
 # ------------------------------------------------------------------------------------------------- estimators
 def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> Any:
+    from .auto import BlendHead
     from .estimators import CentroidHead, KNNHead, LinearProbe
 
+    if model == "auto":
+        raise InputError("auto is a choice among heads, made by fit; the head it saves is the one it chose")
     if model == "sklearn-logreg":
         from sklearn.linear_model import LogisticRegression
 
@@ -39,8 +43,8 @@ def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> A
         cls, defaults = prototypes.estimator_class(model), {}
         params = prototypes.split_params(params)[0]
     elif model in MODELS:
-        cls = {"logreg": LinearProbe, "knn": KNNHead, "centroid": CentroidHead}[model]
-        defaults = {"device": device} if model == "logreg" else {}
+        cls = {"logreg": LinearProbe, "knn": KNNHead, "centroid": CentroidHead, "blend": BlendHead}[model]
+        defaults = {"device": device} if model in ("logreg", "blend") else {}
     else:
         raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
     valid = sorted(cls().get_params())
@@ -57,6 +61,10 @@ def learned_state(model: str, est: Any, train_ids: Sequence[str] | None = None) 
     from its space's index keeps its training items' ids (``train_ids``) instead of a copy of their vectors."""
     if model in PROTOTYPE_MODELS:
         return prototypes.state_of(est)
+    if model == "blend":
+        from .auto import blend_state
+
+        return blend_state(est, train_ids)
     if model in ("logreg", "sklearn-logreg"):
         scalars = {"C_": est.C_, "multilabel_": bool(est.multilabel_), "temperature_": est.temperature_} \
             if model == "logreg" else {}
@@ -74,6 +82,10 @@ def rebuild(model: str, params: dict[str, Any], classes: list[Any], arrays: dict
     est = make_estimator(model, params, device)
     if model in PROTOTYPE_MODELS:
         return prototypes.restore(est, classes, arrays, scalars)
+    if model == "blend":
+        from .auto import blend_restore
+
+        return blend_restore(est, classes, arrays, scalars)
     est.classes_ = np.arange(len(classes)) if scalars.get("multilabel_") else np.asarray(classes)
     for key, value in scalars.items():
         setattr(est, key, value)
@@ -312,19 +324,33 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
                       train_where=train_where, test_where=test_where, test_size=test_size, seed=seed, sep=label_sep,
                       progress=progress)
     classes, multilabel = data["classes"], data["multilabel"]
-    if multilabel and model != "logreg":
-        raise InputError(f"multi-label targets need --model logreg (a sigmoid per label); {model} takes one label")
-    searcher = None
-    if model == "knn":  # neighbours come from the space's own index, restricted to the training items
-        from .search import subset_searcher
+    from .search import subset_searcher
 
-        searcher = subset_searcher(store, collection, space, data["train_ids"], data["Xtr"])
-    prepare, prompts = None, None
-    if model in PROTOTYPE_MODELS:  # label prototypes from the names, embedded by the space's encoder
-        prepare, prompts = prototypes.prototype_setter(store, collection, space, model, classes,
-                                                       prototypes.split_params(params)[1])
-    est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
-                         searcher, progress, prepare)
+    def make_searcher() -> Any:  # a kNN head's neighbours: the space's own index, restricted to the training items
+        return subset_searcher(store, collection, space, data["train_ids"], data["Xtr"])
+
+    choice, searcher, prepare, prompts = None, None, None, None
+    if model == "auto" and multilabel:
+        model, choice = "logreg", {"chosen": "logreg", "how": "multi-label targets: logreg, the one head that "
+                                   "takes several labels per item", "scores": {}}
+        params = {}
+    if model == "auto":
+        from .auto import fit_auto
+
+        model, est, searcher, choice = fit_auto(data["Xtr"], data["ytr"], params, store.settings.device,
+                                                make_searcher, progress)
+        params = {}
+    else:
+        if multilabel and model != "logreg":
+            raise InputError(f"multi-label targets need --model logreg (a sigmoid per label); {model} takes one "
+                             "label")
+        if model in SERVED_BY_INDEX:
+            searcher = make_searcher()
+        if model in PROTOTYPE_MODELS:  # label prototypes from the names, embedded by the space's encoder
+            prepare, prompts = prototypes.prototype_setter(store, collection, space, model, classes,
+                                                           prototypes.split_params(params)[1])
+        est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
+                             searcher, progress, prepare)
     metrics, right = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel, outcomes=True)
     test_hash = _pairs_hash(data["test_ids"], data["yte"])
     right = right[sorted(range(len(right)), key=data["test_ids"].__getitem__)]  # item by item, in id order
@@ -344,7 +370,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
     from .duplicates import leakage
 
     record["leakage"] = leakage(data["Xtr"], data["Xte"])  # test items with a near-copy among the training items
-    selection = _selection(model, est, len(data["ytr"]))
+    if choice is not None:
+        record["auto"] = choice  # which head won, by how much, and every candidate's held-out scores
+    selection = _selection(model, est.logreg_ if model == "blend" else est, len(data["ytr"]))
     if selection is not None:
         record["selection"] = selection
     previous = _compare_previous(store, name, test_hash, right)
@@ -590,7 +618,7 @@ def load_head(store: Any, name: str | None, version: int | None = None) -> tuple
                             "open the store again to see the heads it has now") from None
     est = rebuild(record["model"], record["params"], record["classes"], arrays, record["learned"],
                   store.settings.device)
-    if record["model"] == "knn" and "ids" in arrays:
+    if record["model"] in SERVED_BY_INDEX and "ids" in arrays:
         from .search import subset_searcher
 
         if record["collection"] not in store.manifest["collections"]:

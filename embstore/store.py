@@ -514,7 +514,7 @@ class Store:
 
     # ------------------------------------------------------------------------------------------------ heads
     def fit(self, collection: str, label_column: str | None = None, name: str | None = None, *,
-            model: str = "logreg", space: str | None = None, test_collection: str | None = None,
+            model: str = "auto", space: str | None = None, test_collection: str | None = None,
             labels: str | os.PathLike | None = None, test_size: float = 0.2, seed: int = 0,
             params: dict[str, Any] | None = None, train_where: str | None = None,
             test_where: str | None = None, label_sep: str | None = None,
