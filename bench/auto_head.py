@@ -5,7 +5,7 @@
 
 Tasks: the four asked (TREC coarse, TREC fine, MNIST, scikit-learn digits: prebuilt stores, ``bench/build_stores.sh``)
 and 13 more made from what this machine holds offline, so that the rule is not tuned to four: TREC's fine labels
-within each coarse label that has 30+ test items (DESC, ENTY, HUM, LOC, NUM; the MiniLM space), three MNIST digit
+within each coarse label (DESC, ENTY, HUM, LOC, NUM; the MiniLM space; pooled and split 70/30), three MNIST digit
 pairs (4/9, 3/5, 2/7; EfficientNet-Lite0), raw pixels of digits and of MNIST, and scikit-learn's iris, wine and
 breast cancer (standardised on the training rows). Each task runs on its whole training set and on 1, 2, 4, 8, 16
 and 32 items per label (one draw per seed), always scored on the whole test set.
@@ -46,12 +46,15 @@ def tasks(stores: Path) -> dict:
         d = task_data(name, stores)
         out[name] = (d["Xtr"], d["ytr"], d["Xte"], d["yte"])
     Xtr, ytr, Xte, yte = out["trec_fine"]
+    X, y = np.concatenate([Xtr, Xte]), np.concatenate([ytr, yte]).astype(str)
     for coarse in ("DESC", "ENTY", "HUM", "LOC", "NUM"):
-        a = np.char.startswith(ytr.astype(str), coarse + ":")
-        b = np.char.startswith(yte.astype(str), coarse + ":")
-        keep = np.isin(yte[b], np.unique(ytr[a]))  # test labels the training set has
-        if b.sum() >= 30:
-            out[f"trec_{coarse.lower()}_fine"] = (Xtr[a], ytr[a], Xte[b][keep], yte[b][keep])
+        # TREC's own test set draws the fine labels far from the training set's shares (DESC: 89% "def", against
+        # 36%): there a constant guess scores well and accuracy measures the shift, not the head. So the items of
+        # the coarse label are pooled and split 70/30, stratified; fine labels of fewer than 4 items are left out.
+        a = np.char.startswith(y, coarse + ":")
+        labels, counts = np.unique(y[a], return_counts=True)
+        keep = a & np.isin(y, labels[counts >= 4])
+        out[f"trec_{coarse.lower()}_fine"] = split(X[keep], y[keep])
     Xtr, ytr, Xte, yte = out["mnist"]
     for pair in (("4", "9"), ("3", "5"), ("2", "7")):
         a, b = np.isin(ytr, pair), np.isin(yte, pair)

@@ -422,7 +422,7 @@ def echo_auto_choice(auto: dict) -> None:
         why = f"held-out accuracy {m['accuracy']:+.4f} over {m['over']} (paired standard error {m['se']:.4f})"
     elif m.get("runner_up"):
         why = (f"the default; no other beat it by more than the rule's margin (next best: {m['runner_up']}, "
-               f"{-m['accuracy']:+.4f})")
+               f"{abs(m['accuracy']):.4f} {'lower' if m['accuracy'] >= 0 else 'higher, within the margin'})")
     else:
         why = "the default"
     click.echo(f"\nauto chose {auto['chosen']}: {why}; {auto['how']}")

@@ -282,8 +282,8 @@ def info(store_path: str, head: str | None, as_json: bool) -> None:
                    [[h, v["version"], v["model"], v["collection"], v["space"], v["n_classes"], v["accuracy"],
                      v["macro_f1"]] for h, v in data["heads"].items()])
         for h, v in data["heads"].items():
-            if v["model"] == "knn" and v["collection"] not in data["collections"]:
-                click.echo(f"head {h}: its training collection {v['collection']} was deleted, and a kNN head "
+            if v["model"] in ("knn", "blend") and v["collection"] not in data["collections"]:
+                click.echo(f"head {h}: its training collection {v['collection']} was deleted, and a {v['model']} head "
                            "needs those items: fit it again to use it")
     preds = [[c, h, n] for c, ci in data["collections"].items() for h, n in ci.get("predictions", {}).items()]
     if preds:

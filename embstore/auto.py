@@ -221,6 +221,16 @@ def parse_candidates(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def check_params(params: dict[str, Any]) -> None:
+    """auto takes its own parameters only: a head's (C, n_neighbors, class weights, ...) belongs to that head."""
+    from .errors import InputError
+
+    unknown = sorted(set(params) - {"candidates", "band", "seed"})
+    if unknown:
+        raise InputError(f"auto has no parameter {', '.join(map(repr, unknown))}: a head's own parameters need that "
+                         "head named (--model logreg, knn, ...); auto's are band, candidates and seed")
+
+
 def fit_auto(X: np.ndarray, y: Any, params: dict[str, Any], device: str, make_searcher: Callable[[], Any],
              progress: Callable | None = None) -> tuple[str, Any, Any, dict[str, Any]]:
     """Choose and fit: (the chosen model's name, the fitted estimator, the searcher serving its kNN part or None,
@@ -229,10 +239,7 @@ def fit_auto(X: np.ndarray, y: Any, params: dict[str, Any], device: str, make_se
     from .errors import InputError
     from .estimators import CentroidHead, KNNHead, LinearProbe
 
-    unknown = sorted(set(params) - {"candidates", "band", "seed"})
-    if unknown:
-        raise InputError(f"auto has no parameter {', '.join(map(repr, unknown))}; its parameters: band, candidates, "
-                         "seed (pick one head with --model logreg, knn, ... to set its own)")
+    check_params(params)
     candidates = parse_candidates(params.get("candidates", CANDIDATES))
     try:
         band = float(params.get("band", BAND))

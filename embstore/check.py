@@ -477,8 +477,8 @@ class _Checker:
         sp = self.manifest["collections"].get(v["collection"], {}).get("spaces", {}).get(v["space"])
         if sp is None:
             self.notes.append(f"{where} was trained on {v['collection']}.{v['space']}, which is no longer in the "
-                              "store: it still predicts new inputs" + (", but a kNN head needs its training items: "
-                                                                       "fit it again" if v["model"] == "knn" else ""))
+                              "store: it still predicts new inputs" + (", but a head with kNN needs its training items: "
+                                                                       "fit it again" if v["model"] in ("knn", "blend") else ""))
         elif sp["encoder"]["fingerprint"] != v["space_fingerprint"]:
             self.notes.append(f"{where} was trained on another encoder than space {v['collection']}.{v['space']} "
                               "has now: predicting that collection with it is refused; fit it again")

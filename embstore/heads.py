@@ -331,6 +331,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
 
     choice, searcher, prepare, prompts = None, None, None, None
     if model == "auto" and multilabel:
+        from .auto import check_params
+
+        check_params(params)
         model, choice = "logreg", {"chosen": "logreg", "how": "multi-label targets: logreg, the one head that "
                                    "takes several labels per item", "scores": {}}
         params = {}

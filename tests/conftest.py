@@ -123,6 +123,6 @@ def topic_store(tmp_path_factory):
     src = write_csv(tmp / "topics.csv", topic_rows())
     s = Store.open(tmp / "store")
     s.ingest(src, "docs", encoder=HASH)
-    s.fit("docs", "label", "topic", params={"C": 10.0})  # a fixed C: the CV over C is exercised in test_heads
+    s.fit("docs", "label", "topic", model="logreg", params={"C": 10.0})  # a fixed C: the CV over C is exercised in test_heads
     s.predict("topic", "docs")
     return s

@@ -35,7 +35,7 @@ def pristine(tmp_path_factory) -> Path:
     s = Store.open(tmp / "store")
     s.ingest(write_csv(tmp / "a.csv", rows[:18]), "docs", encoder=HASH)
     s.ingest(write_csv(tmp / "b.csv", rows[18:]), "docs")
-    s.fit("docs", "label", "topic", params={"C": 10.0})
+    s.fit("docs", "label", "topic", model="logreg", params={"C": 10.0})
     s.predict("topic", "docs")
     return tmp / "store"
 

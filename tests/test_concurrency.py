@@ -78,7 +78,7 @@ def one_line(res) -> str:
 def docs(tmp_path):
     s = Store.open(tmp_path / "store")
     s.ingest(write_csv(tmp_path / "t.csv", topic_rows()), "docs", encoder=HASH)
-    s.fit("docs", "label", "topic", params={"C": 10.0})
+    s.fit("docs", "label", "topic", model="logreg", params={"C": 10.0})
     return s
 
 

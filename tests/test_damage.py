@@ -208,7 +208,7 @@ def test_a_killed_writers_leftovers_are_swept_by_the_next_writer(docs, tmp_path)
 
 
 def test_predict_keeps_its_shards_while_another_writer_sweeps(docs):
-    docs.fit("docs", "label", "topic", params={"C": 10.0})
+    docs.fit("docs", "label", "topic", model="logreg", params={"C": 10.0})
     out = docs.predict("topic", "docs")
     assert out["predicted"] == 36
     m = read_manifest(docs.root)

@@ -39,7 +39,7 @@ def test_fit_reports_and_plots(docs, tmp_path):
     assert min(sel["scores"], key=sel["scores"].get) == f"{sel['chosen']:g}"
     knn = docs.fit("docs", "label", "k", model="knn", train_where="split = 'train'", test_where="split = 'test'")
     assert knn["selection"]["parameter"] == "n_neighbors" and knn["selection"]["chosen"] == knn["learned"]["n_neighbors_"]
-    assert "selection" not in docs.fit("docs", "label", "fixed", params={"C": 1.0}, train_where="split = 'train'")
+    assert "selection" not in docs.fit("docs", "label", "fixed", model="logreg", params={"C": 1.0}, train_where="split = 'train'")
     for kind in ("confusion", "learning_curve"):
         with Image.open(rec["plots"][kind]) as img:  # a real PNG a person can open
             assert img.format == "PNG" and img.size[0] > 300
@@ -148,7 +148,7 @@ def test_multilabel_head_from_lists_and_from_a_separator(tmp_path):
                          "joined": "|".join([topic] + ([extra] if extra else []))})
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
     store.ingest(write_jsonl(tmp_path / "m.jsonl", rows), "m", encoder=HASH)
-    rec = store.fit("m", "tags", "tags_head", params={"C": 10.0})
+    rec = store.fit("m", "tags", "tags_head", model="logreg", params={"C": 10.0})
     assert rec["multilabel"] and set(rec["classes"]) == {"animals", "finance", "money", "pets", "sports"}
     assert rec["accuracy"] >= 0.5 and "micro_f1" in rec["metrics"]
     out = store.predict("tags_head", texts=["the cat and the dog near the barn horse"])
@@ -158,14 +158,14 @@ def test_multilabel_head_from_lists_and_from_a_separator(tmp_path):
         "SELECT avg(CAST(len(p.labels) > 0 AS INT)), avg(CAST(list_contains(p.labels, m.tags[1]) AS INT)) "
         "FROM predictions p JOIN m USING (id) WHERE p.head = 'tags_head'").fetchall()[0]
     assert share >= 0.9 and hit >= 0.9  # a list of labels per item, holding the item's first tag
-    sep = store.fit("m", "joined", "sep_head", label_sep="|", params={"C": 10.0})
+    sep = store.fit("m", "joined", "sep_head", label_sep="|", model="logreg", params={"C": 10.0})
     assert sep["multilabel"] and sep["classes"] == rec["classes"]
     with pytest.raises(InputError, match="multi-label"):
         store.fit("m", "tags", "knn_tags", model="knn")
 
 
 def test_class_weight_balanced_reaches_the_head(docs):
-    rec = docs.fit("docs", "label", "bal", params={"class_weight": "balanced", "C": 1.0})
+    rec = docs.fit("docs", "label", "bal", model="logreg", params={"class_weight": "balanced", "C": 1.0})
     assert rec["params"]["class_weight"] == "balanced"
     with pytest.raises(InputError, match="centroid has no parameter .class_weight. .class weights work with logreg"):
         docs.fit("docs", "label", "bad", model="centroid", params={"class_weight": "balanced"})

@@ -184,7 +184,7 @@ def test_no_label_column_nor_file(docs):
 
 
 def test_unknown_model(docs):
-    with pytest.raises(InputError, match="unknown head model 'svm'; choose one of: logreg, knn, centroid"):
+    with pytest.raises(InputError, match="unknown head model 'svm'; choose one of: auto, logreg, knn, centroid, blend"):
         docs.fit("docs", "label", model="svm")
 
 
@@ -211,7 +211,7 @@ def test_predict_new_texts_with_a_reloaded_head(docs, model):
 def test_reloaded_head_predicts_like_the_fitted_one(docs):
     from sklearn.linear_model import LogisticRegression
 
-    docs.fit("docs", "label", "h", params={"C": 10.0})
+    docs.fit("docs", "label", "h", model="logreg", params={"C": 10.0})
     ids, X = docs.embeddings("docs")
     labels = dict(docs.sql("SELECT id, label FROM docs").fetchall())
     stock = LogisticRegression(max_iter=1000).fit(X, [labels[i] for i in ids])

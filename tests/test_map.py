@@ -113,7 +113,7 @@ def test_colour_by_label_and_by_column(docs):
 def test_colour_by_predictions_rings_the_items_whose_prediction_is_not_their_label(docs):
     with pytest.raises(NotFoundError, match="no stored predictions of head 'topic'.*embstore predict"):
         space_map.map_page(docs, "docs", color="prediction:topic", method="pca")
-    docs.fit("docs", "label", "topic", train_where="split = 'train'", params={"C": 10.0})
+    docs.fit("docs", "label", "topic", train_where="split = 'train'", model="logreg", params={"C": 10.0})
     docs.predict("topic", "docs")
     wrong = {r[0] for r in docs.sql("SELECT id FROM predictions p JOIN docs d USING (id) WHERE p.collection = 'docs' "
                                     "AND p.label <> d.label").fetchall()}
@@ -201,7 +201,7 @@ def test_umap_when_installed(docs):
 def test_map_in_a_browser(page, docs, tmp_path, monkeypatch, webgl):
     if webgl:
         monkeypatch.setattr(space_map, "GL_FROM", 10)  # the WebGL path, drawn as for 10,000+ points
-    docs.fit("docs", "label", "topic", train_where="split = 'train'", params={"C": 10.0})
+    docs.fit("docs", "label", "topic", train_where="split = 'train'", model="logreg", params={"C": 10.0})
     docs.predict("topic", "docs")
     out = tmp_path / "map.html"
     out.write_text(space_map.map_html(docs, "docs", color="prediction:topic"), encoding="utf-8")

@@ -251,7 +251,7 @@ def test_multi_label_predictions_count_items_with_no_label(tmp_path):
     rows = [{"text": r["text"], "tags": r["label"]} for r in topic_rows()]
     s = Store.open(tmp_path / "s")
     s.ingest(write_csv(tmp_path / "t.csv", rows), "m", encoder=HASH)
-    s.fit("m", "tags", "tags", label_sep="|", params={"C": 0.01})  # so weak that no label reaches 0.5
+    s.fit("m", "tags", "tags", label_sep="|", model="logreg", params={"C": 0.01})  # so weak that no label reaches 0.5
     out = s.predict("tags", "m")
     assert out["labels"].get("(none)", 0) > 0 and sum(out["labels"].values()) >= out["predicted"]
 

@@ -198,7 +198,7 @@ def test_a_query_takes_the_one_space_that_can_embed_it(pictures, tmp_path):
 def test_predict_without_a_head_picks_one_that_fits_the_input(tmp_path, topics_csv):
     store = Store.open(tmp_path / "s")
     store.ingest(topics_csv, "docs", encoder="hash:64")
-    store.fit("docs", "label", "text_head", params={"C": 1.0})
+    store.fit("docs", "label", "text_head", model="logreg", params={"C": 1.0})
     from PIL import Image
 
     for i in range(4):

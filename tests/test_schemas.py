@@ -53,19 +53,21 @@ def real_store(tmp_path_factory) -> Store:
                      metadata={"group": ["a", "b"] * 10}, name="mine")  # precomputed vectors
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s.fit("docs", "label", "topic", space="hash64", params={"C": 10.0})
+        s.fit("docs", "label", "topic", space="hash64", model="logreg", params={"C": 10.0})
         s.fit("docs", "label", "topic", space="hash64", model="knn", train_where="split = 'train'",
               test_where="split = 'test'")
         s.fit("docs", "label", "centroid32", space="hash32", model="centroid")
-        s.fit("ints", "label", "ints_head", params={"C": 0.5})
-        s.fit("ints", "label", "ints_head", params={"C": 5.0})  # same held-out items: compared with v1
+        s.fit("ints", "label", "ints_head", model="logreg", params={"C": 0.5})
+        s.fit("ints", "label", "ints_head", model="logreg", params={"C": 5.0})  # same held-out items: compared with v1
         labels = write_csv(tmp / "labels.csv", [{"id": i, "label": f} for i, f in
                                                 s.sql("SELECT id, folder FROM imgs").fetchall()])
         s.fit("imgs", labels=labels, name="img_head", model="knn", test_size=0.5, plot_dir=tmp / "plots")
         tagged = [{"text": r["text"], "tags": f"{r['label']}|{r['split']}"} for r in topic_rows()]
         s.ingest(write_csv(tmp / "tagged.csv", tagged), "tagged", encoder=HASH)
-        s.fit("tagged", "tags", "tags_head", label_sep="|", params={"C": 1.0})  # multi-label
+        s.fit("tagged", "tags", "tags_head", label_sep="|", model="logreg", params={"C": 1.0})  # multi-label
         s.fit("ints", "label", "stock_head", model="sklearn-logreg")
+        s.fit("docs", "label", "auto_head", space="hash64")  # the default: auto, with its choice's record
+        s.fit("docs", "label", "blend_head", space="hash64", model="blend")
     s.predict("topic", "docs")
     s.predict("topic", "docs")  # again: the first shard is retired (listed under "retired" for an hour)
     s.predict("tags_head", "tagged")
@@ -96,7 +98,8 @@ def test_manifest_validates(real_store):
     assert manifest["collections"]["imgs"]["modality"] == "image"
     assert manifest["collections"]["imgs"]["ingests"][0]["reasons"] == {"broken image": 1}
     assert len(manifest["heads"]["topic"]["versions"]) == 2
-    assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head", "tags_head", "stock_head"}
+    assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head", "tags_head", "stock_head",
+                                      "auto_head", "blend_head"}
     assert manifest["collections"]["tagged"]["predictions"]["tags_head"]["rows"] == 36
     retired = [r["file"] for r in manifest["retired"]]  # a replaced prediction shard, and key tables replaced by
     assert [f.split("/")[:4] for f in retired if "/predictions/" in f] == [["collections", "docs", "predictions",
@@ -153,12 +156,13 @@ def test_manifest_is_consistent_with_the_files(real_store):
 def test_head_json_validates(real_store):
     v = validator("head.schema.json")
     files = head_files(real_store)
-    assert len(files) == 8  # topic v1, v2, centroid32, ints_head v1, v2, img_head, tags_head, stock_head
+    assert len(files) == 10  # topic v1, v2, centroid32, ints_head v1, v2, img_head, tags_head, stock_head, auto, blend
     for f in files:
         head = json.loads(f.read_text())
         assert errors(v, head) == [], f
     heads = [json.loads(f.read_text()) for f in files]
-    assert {h["model"] for h in heads} == {"logreg", "knn", "centroid", "sklearn-logreg"}
+    assert {h["model"] for h in heads} == {"logreg", "knn", "centroid", "blend", "sklearn-logreg"}
+    assert [h["name"] for h in heads if "auto" in h] == ["auto_head"]
     assert [h["name"] for h in heads if h["multilabel"]] == ["tags_head"]
     assert [h["name"] for h in heads if "plots" in h] == ["img_head"]
     assert [(h["name"], h["version"]) for h in heads if "vs_previous" in h] == [("ints_head", 2)]  # topic v2: other test
@@ -274,4 +278,4 @@ def test_check_passes_on_a_store_with_every_kind_of_entry(real_store):
 
     report = check_store(real_store.root)
     assert report.ok, [p.message for p in report.problems]
-    assert report.counts["collections"] == 5 and report.counts["heads"] == 8
+    assert report.counts["collections"] == 5 and report.counts["heads"] == 10
