@@ -389,7 +389,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
             record["n_train"] = 0  # (the training items were not used: only the label names)
     if plot_dir is not None:
         record["plots"] = _fit_plots(record, data, model, params, store.settings.device, plot_dir, prepare)
-    return save_head(store, record, arrays, right)
+    # labels from a file name no column: the items they labelled are kept, so that `suggest` never offers them again
+    labelled = None if label_column else sorted(set(data["train_ids"]) | set(data["test_ids"]))
+    return save_head(store, record, arrays, right, labelled)
 
 
 def _zero_shot_from_names(store: Any, collection: str, space: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -569,9 +571,10 @@ def _pairs_hash(ids: list[str], y: list[Any]) -> str:
 
 
 def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
-              test_right: np.ndarray | None = None) -> dict[str, Any]:
-    """Write a head's next version: head.json, its learned arrays, and (``test_right``) whether it got each test
-    item right, in id order, for the next version's paired comparison."""
+              test_right: np.ndarray | None = None, labelled_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write a head's next version: head.json, its learned arrays, (``test_right``) whether it got each test
+    item right, in id order, for the next version's paired comparison, and (``labelled_ids``) the ids of the items
+    its labels file labelled."""
     with store.writing():
         entry = store.manifest["heads"].setdefault(record["name"], {"versions": []})
         # numbers are never given twice while the head exists, even after its latest version was deleted
@@ -592,6 +595,9 @@ def save_head(store: Any, record: dict[str, Any], arrays: dict[str, np.ndarray],
         if test_right is not None:
             np.save(folder / "test_right.npy", np.asarray(test_right, dtype=bool), allow_pickle=False)
             record["test_outcomes"] = "test_right.npy"
+        if labelled_ids is not None:
+            np.save(folder / "labelled_ids.npy", np.asarray(list(labelled_ids), dtype=str), allow_pickle=False)
+            record["labelled_ids"] = "labelled_ids.npy"
         write_atomic(folder / "head.json", (json.dumps(record, indent=1, default=_jsonable) + "\n").encode())
         entry["versions"].append({k: record[k] for k in (
             "version", "path", "model", "collection", "space", "space_fingerprint", "label_column", "n_classes",

@@ -81,8 +81,13 @@ def suggest(store: Any, collection: str, n: int = 50, *, head: str | None = None
         rows = item_rows(store, collection, ids)
         keep = [k for k, i in enumerate(ids) if rows.get(i, {}).get(label_column) in (None, "")]
         ids, X = [ids[k] for k in keep], X[keep]
+    elif record is not None and record.get("labelled_ids"):  # a head fitted on a labels file: the ids it labelled
+        done = set(np.load(store.root / record["path"] / record["labelled_ids"], allow_pickle=False).tolist())
+        keep = [k for k, i in enumerate(ids) if i not in done]
+        ids, X = [ids[k] for k in keep], X[keep]
     if not ids:
-        raise InputError(f"every sampled item of {collection!r} already has a label in {label_column!r}")
+        where = f"a label in {label_column!r}" if label_column else "a label in the head's labels file"
+        raise InputError(f"every sampled item of {collection!r} already has {where}")
     guess = conf = None
     proba = None if est is None else est.predict_proba(X)
     picks, how = choose(X, n, proba, seed=seed)

@@ -72,6 +72,9 @@ def test_suggest_writes_a_csv_that_fit_takes_back(tmp_path):
     write_csv(out, rows)
     rec = Store.open(store.root).fit("docs", labels=out, name="from_suggest", model="centroid", test_size=0.34)
     assert rec["n_train"] + rec["metrics"]["n_test"] == 9
+    # the next round, from that head: none of the 9 labelled items comes back, though no column holds their labels
+    nxt = Store.open(store.root).suggest("docs", 27, head="from_suggest")
+    assert len(nxt["rows"]) == 27 and not {r["id"] for r in nxt["rows"]} & {r["id"] for r in rows}
 
 
 def test_a_large_space_is_sampled_by_the_seed(tmp_path, monkeypatch):

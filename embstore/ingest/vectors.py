@@ -73,7 +73,7 @@ def ingest_vectors(store: Any, collection: str, vectors: np.ndarray, ids: Sequen
         for reserved in ("id", "content_hash"):
             if reserved in metadata.column_names:
                 metadata = metadata.drop_columns([reserved])
-    enc = ExternalEncoder(check_name("encoder name", name), vectors.shape[1])
+    enc = ExternalEncoder(check_name("encoder", name), vectors.shape[1])
     space = check_name("space", space or enc.default_space)
     report = IngestReport(collection, space, enc.spec, source, read=n)
     quarantine = Quarantine(store.root, collection, source)
