@@ -49,7 +49,7 @@ def main() -> None:
             out[model] = {"fit_s": round(fit_s, 2), "predict_all_s": round(time.perf_counter() - t, 2),
                           "accuracy": rec["accuracy"], **({"served_by": rec["served_by"]} if "served_by" in rec else {})}
         # stock on the very same held-out split: the logreg head's training and test ids
-        from embstore.heads import holdout_split
+        from embstore.labelled import holdout_split
 
         ids, V = store.embeddings("v")
         label = dict(store.sql("SELECT id, label FROM v").fetchall())

@@ -13,7 +13,12 @@ tilts the choice slightly toward it: the default is what that uncertainty should
 Why this rule. On a study of 17 tasks (the shared TREC coarse and fine, MNIST and scikit-learn digits, and 13 more
 built from what this machine holds offline: TREC's fine labels within each coarse label, MNIST digit pairs, raw
 pixels of digits and MNIST, scikit-learn's iris, wine and breast cancer), each on its whole training set and on 1 to
-32 items per label (3 seeds), ``bench/auto_head.py`` in ``bench/RESULTS.md``: FILLED IN BY THE EVIDENCE.
+32 items per label (3 seeds), 284 runs (``bench/auto_head.py``, ``bench/RESULTS.md``): against the better of stock
+logistic regression and stock kNN on each run's own test set, this rule won 20, lost 9 and tied 255 (McNemar p < 0.05),
++0.20 points on average. Taking the best cross-validated head outright (band 0) lost 32 and won 18 (-0.65 points):
+on small sets the folds' winner is often luck. Bands 2 and 3 were within a run of each other; 2 was kept. The
+margin keeps logistic regression in most runs, so the rule is insurance for data where neighbours or centroids are
+clearly right (labels no hyperplane separates), not a gain on data like those tasks.
 """
 from __future__ import annotations
 

@@ -54,7 +54,8 @@ def label_issues(store: Any, collection: str, label_column: str | None = None, *
                  limit: int | None = None, seed: int = 0) -> dict[str, Any]:
     """The labelled items of ``collection`` whose label is likely wrong, worst first: id, content, given label,
     suggested label, score (the out-of-fold probability of the given label; lower is worse)."""
-    from .heads import labelled, labels_from_file, make_estimator
+    from .heads import make_estimator
+    from .labelled import labelled, labels_from_file
     from .lookup import item_rows
 
     space = store.space_name(collection, space)

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from .errors import InputError, SpaceMismatchError
 from .evaluation import jsonable as _jsonable
-from .heads import latest_head, load_head, matching_space, require_items
+from .heads import latest_head, load_head
+from .labelled import matching_space, require_items
 from .manifest import now
 from .storage import write_shard
 from .sweep import release, reserve

@@ -61,7 +61,7 @@ def suggest(store: Any, collection: str, n: int = 50, *, head: str | None = None
     if head is not None:
         record, est = load_head(store, head)
         if record["collection"] != collection and space is None:
-            from .heads import matching_space
+            from .labelled import matching_space
 
             space = matching_space(store, collection, record["space_fingerprint"], f"head {head!r}")
     space = store.space_name(collection, space)

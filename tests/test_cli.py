@@ -47,7 +47,7 @@ def session(tmp_path_factory):
     store = tmp / "store"
     run("ingest", src, "--store", store, "-c", "docs", "--encoder", HASH)
     fit = run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic",
-                   "--param", "C=10")
+                   "--model", "logreg", "--param", "C=10")
     run("predict", "--store", store, "--head", "topic", "-c", "docs")
     return store, src, fit
 
@@ -125,7 +125,7 @@ def test_fit_human_output_and_options(tmp_path):
     for label in ("animals", "finance", "sports"):
         assert label in out
     rec = run_json("fit", "--store", store, "-c", "docs", "--label-column", "label", "--test-size", "0.3",
-                   "--seed", "2", "--name", "h", "--param", "C=0.5")
+                   "--seed", "2", "--name", "h", "--model", "logreg", "--param", "C=0.5")
     assert rec["params"] == {"C": 0.5} and rec["evaluated_on"] == "held-out 0.3 of docs (seed 2)"
 
 
@@ -346,7 +346,8 @@ def test_delete_a_head_version_a_head_and_a_collection(tmp_path, monkeypatch):
     store = tmp_path / "store"
     run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
     for c in ("1", "10"):
-        run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--param", f"C={c}")
+        run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--model", "logreg",
+            "--param", f"C={c}")
     run("predict", "--store", store, "--head", "topic", "-c", "docs")  # by v2, the latest
     refused = run("delete", "--store", store, "--head", "topic", ok=False)  # no terminal, no --yes
     assert_one_line_error(refused, "without confirmation", "--yes")
@@ -382,7 +383,7 @@ def test_delete_a_head_version_a_head_and_a_collection(tmp_path, monkeypatch):
 def test_calibrate_param_as_typed_in_a_shell(tmp_path):
     store = tmp_path / "store"
     run("ingest", write_csv(tmp_path / "t.csv", topic_rows()), "--store", store, "-c", "docs", "--encoder", HASH)
-    fit = ["fit", "--store", store, "-c", "docs", "--label-column", "label", "--param", "C=1"]
+    fit = ["fit", "--store", store, "-c", "docs", "--label-column", "label", "--model", "logreg", "--param", "C=1"]
     for value in ("False", "false", "FALSE"):
         rec = run_json(*fit, "--param", f"calibrate={value}")
         assert rec["params"]["calibrate"] is False and rec["learned"]["temperature_"] == 1.0

@@ -120,7 +120,7 @@ def test_a_second_writer_waits_saying_for_whom_and_goes_on_when_the_lock_frees(t
 
 @pytest.mark.parametrize("args", [
     ("ingest", "{csv}", "-c", "docs"),
-    ("fit", "-c", "docs", "--label-column", "label", "--name", "topic", "--param", "C=10"),
+    ("fit", "-c", "docs", "--label-column", "label", "--name", "topic", "--model", "logreg", "--param", "C=10"),
     ("index", "-c", "docs", "--factory", "HNSW8"),
     ("predict", "--head", "topic", "-c", "docs"),
     ("delete", "-c", "docs", "--yes"),

@@ -244,8 +244,9 @@ def test_a_fit_killed_then_rerun_keeps_the_earlier_head_and_equals_an_uninterrup
     for where in (root, ref):
         assert zygote.run("ingest", src, "--store", where, "-c", "docs", "--encoder", HASH)[0] == 0
         assert zygote.run("fit", "--store", where, "-c", "docs", "--label-column", "label", "--name", "topic",
-                          "--param", "C=1")[0] == 0
-    fit = ("fit", "-c", "docs", "--label-column", "label", "--name", "topic", "--param", "C=10", "--json")
+                          "--model", "logreg", "--param", "C=1")[0] == 0
+    fit = ("fit", "-c", "docs", "--label-column", "label", "--name", "topic", "--model", "logreg", "--param", "C=10",
+           "--json")
     code, out = zygote.run(*fit, "--store", ref)
     assert code == 0, out
     first = Store.open(root).head_versions("topic")

@@ -716,7 +716,7 @@ def test_a_column_whose_type_differs_in_a_later_file_is_conformed_or_refused(sto
     assert r.added == 2
     assert sorted(store.sql("SELECT label FROM mx").fetchall()) == [("7",), ("8",), ("A",), ("B",)]
     assert len(store.search("mx", "hello", k=4)) == 4
-    from embstore.heads import labelled
+    from embstore.labelled import labelled
 
     assert sorted(labelled(store, "mx", "hash64", "label", None)[1]) == ["7", "8", "A", "B"]  # what fit reads
     with pytest.raises(InputError, match="column 'n' of collection 'mx' holds double values, but c.csv has string "

@@ -61,7 +61,9 @@ def test_a_new_collection_named_like_a_table_of_the_user_s_is_refused(docs, tmp_
 
 # ------------------------------------------------------------------------------------------------ fit and eval
 def test_bad_head_parameters_name_the_parameter_and_the_choices(docs):
-    fit = ["fit", "--store", docs, "-c", "docs", "--label-column", "label"]
+    assert_one_line_error(run("fit", "--store", docs, "-c", "docs", "--label-column", "label", "--param", "C=1",
+                              ok=False), "auto has no parameter 'C'", "--model logreg")  # the default chooses heads
+    fit = ["fit", "--store", docs, "-c", "docs", "--label-column", "label", "--model", "logreg"]
     assert_one_line_error(run(*fit, "--param", "foo=1", ok=False),
                           "logreg has no parameter 'foo'", "its parameters: C, Cs, calibrate")
     assert_one_line_error(run(*fit, "--model", "knn", "--class-weight", "balanced", ok=False),
@@ -127,7 +129,7 @@ def test_a_multi_label_head_shows_every_label_and_draws_its_learning_curve(tmp_p
     store = tmp_path / "s"
     run("ingest", write_csv(tmp_path / "t.csv", rows), "--store", store, "-c", "m", "--encoder", HASH)
     fit = run("fit", "--store", store, "-c", "m", "--label-column", "tags", "--label-sep", "|", "--name", "tags",
-              "--param", "C=10", "--plot", tmp_path / "plots")
+              "--model", "logreg", "--param", "C=10", "--plot", tmp_path / "plots")
     assert "learning curve: " in fit.stdout and (tmp_path / "plots" / "tags_learning_curve.png").stat().st_size > 5000
     out = run("predict", "--store", store, "--head", "tags", "--text", "the cat and the dog near the barn")
     header, _, row = out.stdout.splitlines()[:3]
@@ -176,7 +178,8 @@ def test_predict_an_image_with_a_text_head_says_what_the_head_takes(tmp_path):
     store = tmp_path / "s"
     run("ingest", write_csv(tmp_path / "t.csv", topic_rows()[:12] + topic_rows()[12:24]), "--store", store,
         "-c", "docs")  # the default text encoder: text only
-    run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--param", "C=1")
+    run("fit", "--store", store, "-c", "docs", "--label-column", "label", "--name", "topic", "--model", "logreg",
+        "--param", "C=1")
     refused = run("predict", "--store", store, "--head", "topic", "--image", make_png(tmp_path / "a.png", 1), ok=False)
     assert_one_line_error(refused, "head 'topic' was trained on 'minilm' (minilm), which embeds texts only, not "
                           "images: predict --text texts with it")
