@@ -295,7 +295,8 @@ def test_image_vectors_are_embedded_again_from_their_files_unless_a_file_changed
     assert any("embedded 5 items of imgs again" in r for r in report.repairs)
     assert any(r.startswith("removed 1 item ") and "changed image file" in r for r in report.repairs)
     after = dict(zip(*Store.open(s.root).embeddings("imgs")))
-    assert len(after) == 5 and all(np.array_equal(after[i], before[i]) for i in after)
+    # the same vectors, up to float32 rounding (a batch of 5 is multiplied in another order than one of 6)
+    assert len(after) == 5 and all(np.allclose(after[i], before[i], rtol=0, atol=1e-6) for i in after)
     [record] = [json.loads(line) for f in (s.root / "quarantine" / "imgs").glob("*.jsonl")
                 for line in f.read_text().splitlines()]
     assert record["data"]["path"].endswith("0.png")
