@@ -3,11 +3,10 @@
     python bench/label_noise.py --task trec --task mnist [--rates 0.05,0.2] [--seeds 0]
 
 For each task, rate and seed: that share of the training labels is flipped (seeded) to another label drawn
-uniformly. embstore: `Store.label_issues` (logreg heads, 5 stratified folds, confident learning) through a labels
-CSV holding the noisy labels (the prebuilt store is only read). cleanlab: its documented default run,
+uniformly. embstore: `Store.label_issues` (logreg heads, 5 stratified folds, cleanlab's default filter on their
+out-of-fold probabilities) through a labels CSV holding the noisy labels (the prebuilt store is only read). cleanlab: its documented default run,
 `cleanlab.filter.find_label_issues(labels, pred_probs)` on `cross_val_predict(LogisticRegression(max_iter=1000), X,
-labels, method="predict_proba")` (5 folds), its issues ranked by self-confidence. Also embstore's filter
-(`confident_issues`) on the same stock probabilities, to tell the probabilities' share from the filter's. Each side's
+labels, method="predict_proba")` (5 folds), its issues ranked by self-confidence. Each side's
 top k flagged items, k = the number flipped: precision (flipped among them / how many there are, at most k) and
 recall (flipped among them / k), with the number each flags in all. One JSON line per run.
 """
@@ -45,8 +44,6 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
-    from embstore.label_issues import confident_issues
-
     log = open(a.log, "a") if a.log else None
     for name in a.task or ["trec", "mnist"]:
         task = task_data(name)
@@ -82,10 +79,6 @@ def main() -> None:
                 ranked = find_label_issues(yi, proba, return_indices_ranked_by="self_confidence")
                 out["cleanlab"] = scores([int(i) for i in ranked[:k]], flipped, len(ranked)) | {
                     "seconds": round(time.perf_counter() - t0, 1)}
-                wrong, _ = confident_issues(yi, proba)
-                self_conf = proba[np.arange(len(yi)), yi]
-                mine = [int(i) for i in np.argsort(self_conf, kind="stable") if wrong[i]]
-                out["embstore_filter_on_stock_proba"] = scores(mine[:k], flipped, len(mine))
                 line = json.dumps(out)
                 print(line, flush=True)
                 if log:

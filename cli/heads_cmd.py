@@ -14,6 +14,26 @@ from .progress import Progress, spinner
 
 
 # ------------------------------------------------------------------------------------------------------ fit
+def label_options(f: Any) -> Any:
+    """Where the labels come from (fit, eval, label-issues)."""
+    f = click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")(f)
+    return click.option("--label-column", metavar="COL", help="Item column holding the label.")(f)
+
+
+def split_options(f: Any) -> Any:
+    """Which labelled items train and which score (fit, eval)."""
+    for opt in reversed([
+        click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split."),
+        click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. "
+                     "\"split = 'train'\" (default: every labelled item, less the --test-where ones)."),
+        click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate, e.g. "
+                     "\"split = 'test'\"."),
+        click.option("--test-size", type=float, default=0.2, show_default=True,
+                     help="Held-out fraction when no test set is given.")]):
+        f = opt(f)
+    return f
+
+
 def prompt_params(model: str, classes: str | None, templates_file: str | None,
                   label_names: tuple[str, ...]) -> dict[str, Any]:
     """--classes, --templates and --label-name as a prototype head's params; refused for the other heads."""
@@ -44,8 +64,7 @@ def prompt_params(model: str, classes: str | None, templates_file: str | None,
 @cli.command()
 @store_option
 @click.option("--collection", "-c", required=True, help="Collection to train on.")
-@click.option("--label-column", metavar="COL", help="Item column holding the label.")
-@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@label_options
 @click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
 @click.option("--model", type=click.Choice(["auto", "logreg", "knn", "centroid", "blend", "sklearn-logreg", "zeroshot",
                                            "fewshot"]),
@@ -71,11 +90,7 @@ def prompt_params(model: str, classes: str | None, templates_file: str | None,
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
               help="Write confusion-matrix (single-label heads) and learning-curve PNGs here.")
 @click.option("--space", metavar="NAME", help="Space to train on (needed when the collection has several).")
-@click.option("--test-collection", metavar="C2", help="Score on this collection instead of a held-out split.")
-@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate, e.g. \"split = 'train'\" "
-              "(default: every labelled item, less the --test-where ones).")
-@click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate, e.g. \"split = 'test'\".")
-@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
+@split_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Estimator parameter, e.g. C=0.5, n_neighbors=5 or calibrate=false (repeatable).")
@@ -191,14 +206,9 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @cli.command(name="eval")
 @store_option
 @click.option("--collection", "-c", required=True, help="Collection to train on.")
-@click.option("--label-column", metavar="COL", help="Item column holding the label.")
-@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@label_options
 @click.option("--space", metavar="NAME", help="Space to evaluate (needed when the collection has several).")
-@click.option("--test-collection", metavar="C2", help="Score on this collection.")
-@click.option("--train-where", metavar="SQL", help="Train only on items matching this SQL predicate (default: every "
-              "labelled item, less the --test-where ones).")
-@click.option("--test-where", metavar="SQL", help="Score on items matching this SQL predicate.")
-@click.option("--test-size", type=float, default=0.2, show_default=True, help="Held-out fraction when no test set is given.")
+@split_options
 @click.option("--samples", default="1,2,4,8,16,32,all", show_default=True, help="Training items per label to try.")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Undersampling runs per n.")
 @click.option("--seed", type=int, default=42, show_default=True,
@@ -355,8 +365,7 @@ def suggest(store_path: str, collection: str, n: int, head: str | None, space: s
 @cli.command("label-issues")
 @store_option
 @click.option("--collection", "-c", required=True, help="Collection whose labels to check.")
-@click.option("--label-column", metavar="COL", help="Item column holding the label.")
-@click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")
+@label_options
 @click.option("--space", metavar="NAME", help="Space to score in (needed when the collection has several).")
 @click.option("--model", type=click.Choice(["logreg", "knn", "centroid", "sklearn-logreg"]), default="logreg",
               show_default=True, help="The head that gives each item its out-of-fold probabilities.")

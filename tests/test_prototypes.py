@@ -161,7 +161,7 @@ def test_zero_shot_from_the_command_line(pictures, tmp_path):
     assert rec["model"] == "fewshot" and rec["params"] == {"beta": 3} and rec["accuracy"] is not None
     bad = CliRunner().invoke(cli, ["fit", "--store", str(pictures.root), "-c", "pics", "--label-column", "colour",
                                    "--classes", "a,b"])
-    assert bad.exit_code != 0 and "--classes shape the prompts of a zeroshot or fewshot head; --model logreg has none" \
+    assert bad.exit_code != 0 and "--classes shape the prompts of a zeroshot or fewshot head; --model auto has none" \
         in bad.output
 
 
