@@ -55,21 +55,24 @@ def taken_names(manifest: dict[str, Any]) -> dict[str, str]:
     return names
 
 
-def view_statements(store: Any) -> list[str]:
+def view_statements(store: Any, temp: bool = True) -> list[str]:
+    """The statements making the store's views: TEMP views (a connection's own, never written into STORE/sql.duckdb)
+    unless ``temp`` is false (a database of embstore's own: ``sql_shared``)."""
+    view = "TEMP VIEW" if temp else "VIEW"
     out = []
     preds = []
     for name, c in sorted(store.manifest["collections"].items()):
         if c["item_shards"]:
-            out.append(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT * FROM read_parquet({_files(store, c["item_shards"])}, '
+            out.append(f'CREATE OR REPLACE {view} "{name}" AS SELECT * FROM read_parquet({_files(store, c["item_shards"])}, '
                        "union_by_name = true)")
         else:  # every row was quarantined (or none yet): an empty view, not a missing table
             content = f', NULL::VARCHAR AS "{c["content_column"]}"' if c.get("content_column") not in (None, "id") else ""
-            out.append(f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT NULL::VARCHAR AS id{content}, '
+            out.append(f'CREATE OR REPLACE {view} "{name}" AS SELECT NULL::VARCHAR AS id{content}, '
                        "NULL::VARCHAR AS content_hash WHERE false")
         for space, sp in sorted(c["spaces"].items()):
             if sp["shards"]:
                 dim = sp["encoder"]["dim"]  # Parquet's fixed-size lists read as lists: make them arrays again
-                out.append(f'CREATE OR REPLACE TEMP VIEW "{space_view(name, space)}" AS SELECT id, content_hash, '
+                out.append(f'CREATE OR REPLACE {view} "{space_view(name, space)}" AS SELECT id, content_hash, '
                            f'embedding::FLOAT[{dim}] AS embedding FROM read_parquet({_files(store, sp["shards"])})')
         for head, p in sorted(c["predictions"].items()):
             if not p["shards"]:  # a head predicted over an empty space: nothing to read
@@ -77,7 +80,7 @@ def view_statements(store: Any) -> list[str]:
             preds.append(f"SELECT {_quote(name)} AS collection, id, head, version, label, confidence, labels "
                          f"FROM read_parquet({_files(store, p['shards'])})")
     body = " UNION ALL ".join(preds) if preds else f"SELECT {PREDICTION_COLUMNS} WHERE false"
-    out.append(f"CREATE OR REPLACE TEMP VIEW predictions AS {body}")
+    out.append(f"CREATE OR REPLACE {view} predictions AS {body}")
     return out
 
 
@@ -96,18 +99,27 @@ def connect(store: Any, *, write: bool = False, allow_files: bool = False, allow
     else:
         con = duckdb.connect(":memory:")
     try:
-        for stmt in view_statements(store):
-            try:
-                con.execute(stmt)
-            except duckdb.Error as e:  # a shard missing or damaged: this view fails when used, the others work
-                con.execute(_damaged_view(stmt, e))
-        register_functions(store, con, allow_files=allow_files)
+        make_views(store, con)
+        register_udfs(store, con, allow_files=allow_files)
+        create_macros(store, con)
         if not allow_files:
             confine(con, [*shard_files(store), *map(str, allow_paths)], settings)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def make_views(store: Any, con: Any, temp: bool = True) -> None:
+    """The store's views in ``con`` (see ``view_statements``); a view whose shards cannot be read fails only the
+    queries that use it."""
+    import duckdb
+
+    for stmt in view_statements(store, temp):
+        try:
+            con.execute(stmt)
+        except duckdb.Error as e:  # a shard missing or damaged: this view fails when used, the others work
+            con.execute(_damaged_view(stmt, e))
 
 
 def shard_files(store: Any) -> list[str]:
@@ -124,18 +136,18 @@ def shard_files(store: Any) -> list[str]:
 
 def _damaged_view(stmt: str, e: Exception) -> str:
     """A view in place of one whose files cannot be read: any query reading it fails with the reason."""
-    name = re.match(r'CREATE OR REPLACE TEMP VIEW ("[^"]+"|\w+)', stmt).group(1)
+    kind, name = re.match(r'CREATE OR REPLACE ((?:TEMP )?VIEW) ("[^"]+"|\w+)', stmt).groups()
     reason = f"view {name} cannot be read: {str(e).splitlines()[0]}; restore the file from a backup, or delete the collection and ingest it again"
-    return (f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT NULL::VARCHAR AS id FROM range(1) "
+    return (f"CREATE OR REPLACE {kind} {name} AS SELECT NULL::VARCHAR AS id FROM range(1) "
             f"WHERE error({_quote(reason)}) IS NULL")
 
 
-def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
+def register_udfs(store: Any, con: Any, allow_files: bool = False) -> None:
     """``embed(target, text)``: the text embedded by the space's own encoder (target: ``collection`` or
-    ``collection.space``), as FLOAT[]; ``similarity(embedding, vector)``: cosine; and per collection with one text
-    space, the table macro ``<collection>_nearest(text, k)``: the k items nearest to the text, with ``score``;
-    ``embed_image(target, path)`` and ``<collection>_nearest_image(path, k)`` the same for an image file (a CLIP
-    space takes both: texts find images and images find texts)."""
+    ``collection.space``), as FLOAT[]; ``embed_image(target, path)`` the same for an image file (a CLIP space takes
+    both). The last ``EMBED_CACHE`` embeddings are kept (a shared database serves many queries)."""
+    import threading
+
     import duckdb
 
     try:
@@ -143,11 +155,11 @@ def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
     except ImportError:  # pragma: no cover
         from duckdb import typing as t
 
-    cache: dict[tuple[str, str], list[float]] = {}
+    cache = _Cache(EMBED_CACHE, threading.Lock())
 
     def embed(target: str, text: str) -> list[float]:
         key = (target, text)
-        if key not in cache:
+        if (hit := cache.get(key)) is None:
             if target in store.manifest["collections"]:  # the exact name first: an older store's may hold "__"
                 collection, space = target, ""
             else:
@@ -157,12 +169,12 @@ def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
             if "text" not in enc.modalities:
                 raise ValueError(f"{target!r} is a space of {collection!r} made by {enc.spec}, which does not embed "
                                  "text")
-            cache[key] = enc.encode_text([text])[0].tolist()
-        return cache[key]
+            return cache.put(key, enc.encode_text([text])[0].tolist())
+        return hit
 
     def embed_image(target: str, path: str) -> list[float]:
         key = (target, "\0image\0" + path)
-        if key not in cache:
+        if (hit := cache.get(key)) is None:
             collection, _, space = target.partition(".") if target not in store.manifest["collections"] \
                 else (target, "", "")
             if not allow_files:  # (a Python function: DuckDB's file lock does not cover what it opens)
@@ -175,38 +187,66 @@ def register_functions(store: Any, con: Any, allow_files: bool = False) -> None:
                                  "images")
             from .encoders.base import load_user_image
 
-            cache[key] = enc.encode_preprocessed([enc.preprocess(load_user_image(path, store.settings.max_pixels))])[0].tolist()
-        return cache[key]
+            return cache.put(key, enc.encode_preprocessed([enc.preprocess(load_user_image(path, store.settings.max_pixels))])[0].tolist())
+        return hit
 
     con.create_function("embed", embed, [t.VARCHAR, t.VARCHAR], duckdb.list_type(t.FLOAT), side_effects=False)
     con.create_function("embed_image", embed_image, [t.VARCHAR, t.VARCHAR], duckdb.list_type(t.FLOAT),
                         side_effects=False)
-    con.execute("CREATE OR REPLACE TEMP MACRO similarity(a, b) AS list_cosine_similarity(a::FLOAT[], b::FLOAT[])")
+
+
+def create_macros(store: Any, con: Any, temp: bool = True) -> None:
+    """``similarity(embedding, vector)``: cosine; and per collection with one text space, the table macro
+    ``<collection>_nearest(text, k)``: the k items nearest to the text, with ``score``; ``<collection>_nearest_image(path,
+    k)`` the same for an image file (texts find images and images find texts in a CLIP space). TEMP macros unless
+    ``temp`` is false (see ``view_statements``)."""
+    import duckdb
+
+    macro = "TEMP MACRO" if temp else "MACRO"
+    con.execute(f"CREATE OR REPLACE {macro} similarity(a, b) AS list_cosine_similarity(a::FLOAT[], b::FLOAT[])")
     for name, c in store.manifest["collections"].items():
         text_spaces = [s for s, sp in c["spaces"].items()
                        if sp["shards"] and "text" in recorded_modalities(sp["encoder"])]
         if len(text_spaces) >= 1 and c["item_shards"]:
             space = text_spaces[0]
             try:
-                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
+                con.execute(f'CREATE OR REPLACE {macro} "{name}_nearest"(q, k) AS TABLE '
                             f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed({_quote(name + "." + space)}, q)) '
                             f'AS score FROM "{space_view(name, space)}" ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) '
                             "ORDER BY s.score DESC")
             except duckdb.Error:  # a damaged view (see connect): the macro reads it, to fail with its reason
-                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest"(q, k) AS TABLE '
+                con.execute(f'CREATE OR REPLACE {macro} "{name}_nearest"(q, k) AS TABLE '
                             f'SELECT * FROM "{space_view(name, space)}", "{name}" LIMIT k')
         image_spaces = [s for s, sp in c["spaces"].items()
                         if sp["shards"] and "image" in recorded_modalities(sp["encoder"])]
         if image_spaces and c["item_shards"]:  # an image query: a CLIP space first (it also answers texts)
             space = sorted(image_spaces, key=lambda s: c["spaces"][s]["encoder"].get("library") != "open_clip")[0]
             try:
-                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest_image"(path, k) AS TABLE '
+                con.execute(f'CREATE OR REPLACE {macro} "{name}_nearest_image"(path, k) AS TABLE '
                             f'SELECT i.*, s.score FROM (SELECT id, similarity(embedding, embed_image('
                             f'{_quote(name + "." + space)}, path)) AS score FROM "{space_view(name, space)}" '
                             f'ORDER BY score DESC LIMIT k) s JOIN "{name}" i USING (id) ORDER BY s.score DESC')
             except duckdb.Error:  # a damaged view (see connect)
-                con.execute(f'CREATE OR REPLACE TEMP MACRO "{name}_nearest_image"(path, k) AS TABLE '
+                con.execute(f'CREATE OR REPLACE {macro} "{name}_nearest_image"(path, k) AS TABLE '
                             f'SELECT * FROM "{space_view(name, space)}", "{name}" LIMIT k')
+
+
+EMBED_CACHE = 1024  # embeddings embed() and embed_image() keep, the last used
+
+
+class _Cache(dict):
+    """A dict keeping at most ``size`` entries (the oldest go first), safe to fill from several threads."""
+
+    def __init__(self, size: int, lock: Any):
+        super().__init__()
+        self.size, self.lock = size, lock
+
+    def put(self, key: Any, value: Any) -> Any:
+        with self.lock:
+            self[key] = value
+            while len(self) > self.size:
+                del self[next(iter(self))]
+        return value
 
 
 def run_sql(store: Any, query: str, *, write: bool = False, allow_files: bool = False,
@@ -227,7 +267,11 @@ def run_sql(store: Any, query: str, *, write: bool = False, allow_files: bool = 
             raise InputError(f"{m.group(2)!r} is {taken[m.group(2).lower()]}, which embstore makes anew for every "
                              "query: it cannot be dropped or changed in SQL (embstore delete removes collections and "
                              "heads)")
-    con = connect(store, write=write, allow_files=allow_files, allow_paths=allow_paths, settings=settings)
+    # a plain read-only query runs on a cursor of the store's shared database when it keeps one (Store.share_sql);
+    # settings apply to a whole database, so a query with some gets a connection of its own
+    shared = None if write or allow_files or allow_paths or settings else store.shared_sql()
+    con = shared.cursor() if shared is not None else \
+        connect(store, write=write, allow_files=allow_files, allow_paths=allow_paths, settings=settings)
     statements = statements[len(settings):] or statements[-1:]  # (the settings ran before the lock)
     try:
         for st in statements[:-1]:

@@ -39,6 +39,7 @@ class Store:
         self._index_cache: dict[tuple[str, str], tuple[int, Any, np.ndarray]] = {}
         self._growing: dict[tuple[str, str], tuple[str, Any]] = {}  # index being grown by an ingest: (factory, index)
         self.swept: list[str] = []  # what the last writer's sweep removed (store-relative paths)
+        self._sql_sharing: Any = None  # set by share_sql
 
     # ------------------------------------------------------------------------------------------------ opening
     @classmethod
@@ -595,10 +596,27 @@ class Store:
 
     def connect(self, *, write: bool = False, allow_files: bool = False) -> Any:
         """A DuckDB connection with a view per collection, per space and for predictions (confined to the store's
-        shards unless ``allow_files``)."""
+        shards unless ``allow_files``); read-only, a cursor of the shared database when there is one (``share_sql``)."""
         from .sql import connect
 
-        return connect(self, write=write, allow_files=allow_files)
+        shared = None if write or allow_files else self.shared_sql()
+        return shared.cursor() if shared is not None else connect(self, write=write, allow_files=allow_files)
+
+    def share_sql(self) -> None:
+        """Keep one read-only DuckDB database with this store's views for every later read-only, confined query
+        (``sql``, ``connect``, ``where``) instead of a connection each: for a long-running reader (``embstore
+        serve``). Made at the first query; made again when the manifest names other shards; not used while
+        ``STORE/sql.duckdb`` (your tables) exists, which a reader that kept it open would lock against writes."""
+        from .sql_shared import Sharing
+
+        if self._sql_sharing is None:
+            self._sql_sharing = Sharing()
+
+    def shared_sql(self) -> Any:
+        """The shared database (``sql_shared.SharedSql``) for this manifest, or None when not sharing."""
+        if self._sql_sharing is None or (self.root / "sql.duckdb").exists():
+            return None
+        return self._sql_sharing.database(self)
 
     # ------------------------------------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:

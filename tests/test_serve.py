@@ -12,7 +12,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from browser import shot
@@ -113,6 +112,50 @@ def test_sql_is_read_only_and_sees_only_the_store(served):
     assert not Path("/tmp/leak.csv").exists()
 
 
+def test_a_request_leaves_nothing_for_the_next(served):
+    """SQL requests share one read-only database (one cursor each): a variable, a refused statement or a failed
+    query of one request is not seen by the next."""
+    assert ok(served.post("/api/sql", json={"query": "SET VARIABLE x = 42; SELECT getvariable('x') AS x"}))["rows"] \
+        == [[42]]
+    assert ok(served.post("/api/sql", json={"query": "SELECT getvariable('x') AS x"}))["rows"] == [[None]]
+    for query in ("CREATE TEMP VIEW docs AS SELECT 1 AS id", "CREATE MACRO m(x) AS x", "DROP VIEW docs",
+                  "SET threads = 1; CREATE TEMP TABLE t AS SELECT 1", "SELECT error('boom') FROM docs"):
+        assert served.post("/api/sql", json={"query": query}).status_code in (400, 403), query
+    out = ok(served.post("/api/sql", json={"query": "SELECT count(*) FROM docs UNION ALL SELECT count(*) FROM "
+                                                    "duckdb_views() WHERE NOT internal AND temporary"}))
+    assert out["rows"] == [[36], [0]]  # the store's views are the shared database's own: no TEMP view is left
+    assert served.post("/api/sql", json={"query": "SELECT * FROM read_csv('/etc/passwd')"}).status_code == 400
+
+
+def test_sql_and_where_requests_reuse_one_database(tmp_path, monkeypatch):
+    """Many SQL requests and searches with a where, some at once, make the snapshot's database once (a DuckDB
+    connection to make its views, one to open it read-only), not a connection each; their answers stay right."""
+    import duckdb
+
+    s = Store.open(tmp_path / "store")
+    s.ingest(write_csv(tmp_path / "a.csv", topic_rows()), "docs", encoder=HASH)
+    made, connect = [], duckdb.connect
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **kw: made.append(a) or connect(*a, **kw))
+    with TestClient(create_app(s.root)) as c:
+        def one(n: int) -> None:
+            if n % 2:
+                out = ok(c.post("/api/sql", json={"query": f"SELECT count(*) FROM docs WHERE label = '{label}'"}))
+                assert out["rows"] == [[12]]
+            else:
+                hits = ok(c.post("/api/search", json={"collection": "docs", "text": "stock bank", "k": 5,
+                                                      "where": f"label = '{label}'"}))["results"]
+                assert len(hits) == 5 and {h["label"] for h in hits} == {label}
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        for label in sorted(TOPICS):
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(one, range(12)))
+        assert len(made) == 2, made
+        assert ok(c.post("/api/sql", json={"query": "SET threads = 1; SELECT count(*) FROM docs"}))["rows"] == [[36]]
+        assert len(made) == 3  # a query with settings: a connection of its own
+
+
 def test_token_is_required_when_set(served):
     with TestClient(create_app(served.app.state.service.snapshots.root, token="s3cret")) as c:
         assert c.get("/").status_code == 200  # the page holds no data
@@ -185,6 +228,8 @@ def test_reload_after_an_ingest_commits(tmp_path):
         assert first["rows"] == [[36]] and count()["snapshot"] == first["snapshot"]  # no commit: not reopened
         assert ok(c.get("/api/search", params={"collection": "docs", "q": "zebra", "k": 1}))["results"][0]["text"] \
             != "the zebra grazes"
+        zebra = {"collection": "docs", "text": "zebra", "k": 3, "where": "text LIKE '%zebra%'"}
+        assert ok(c.post("/api/search", json=zebra))["results"] == []
         # the ingest runs beside the service in a process of its own, as it would (a writer inside the test's
         # process, beside the service's threads, crashed the interpreter in the full suite)
         more = write_csv(tmp_path / "b.csv", [{"text": "the zebra grazes", "label": "animals", "split": "x"}]
@@ -201,6 +246,9 @@ def test_reload_after_an_ingest_commits(tmp_path):
         hit = ok(c.get("/api/search", params={"collection": "docs", "q": "zebra grazes", "k": 1}))["results"][0]
         assert hit["text"] == "the zebra grazes"
         assert ok(c.get("/api/info"))["collections"]["docs"]["items"] == 42
+        # the where and the SQL run on the new snapshot's database: its views name the new shards
+        assert [h["text"] for h in ok(c.post("/api/search", json=zebra))["results"]] == ["the zebra grazes"]
+        assert ok(c.post("/api/sql", json={"query": "SELECT count(*) FROM docs__hash64"}))["rows"] == [[42]]
 
 
 # ------------------------------------------------------------------------------------------------ a real server

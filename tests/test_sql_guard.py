@@ -14,12 +14,21 @@ from embstore_cli.main import cli
 from conftest import HASH, topic_rows, write_csv
 
 
-@pytest.fixture()
-def two(tmp_path):
+def store_of_two(tmp_path) -> Store:
     """A store with two collections, docs and more."""
     s = Store.open(tmp_path / "store")
     s.ingest(write_csv(tmp_path / "t.csv", topic_rows()), "docs", encoder=HASH)
     s.ingest(write_csv(tmp_path / "m.csv", topic_rows()[:5]), "more", encoder=HASH)
+    return s
+
+
+@pytest.fixture(params=["per query", "shared"])
+def two(tmp_path, request):
+    """``store_of_two``, its read-only queries on a connection each (the CLI's way) or on its shared database
+    (``Store.share_sql``: embstore serve's way)."""
+    s = store_of_two(tmp_path)
+    if request.param == "shared":
+        s.share_sql()
     return s
 
 
@@ -118,7 +127,9 @@ def test_output_file_is_still_written_and_macros_still_work(two, tmp_path):
     assert two.sql("SELECT count(*) FROM docs__hash64").fetchall() == [(36,)]
 
 
-def test_one_damaged_collection_does_not_stop_queries_over_the_others(two):
+def test_one_damaged_collection_does_not_stop_queries_over_the_others(tmp_path):
+    # (a connection each: a shared database made its views before the second damage, so it reports DuckDB's reason)
+    two = store_of_two(tmp_path)
     shard = two.root / two.manifest["collections"]["more"]["item_shards"][0]["file"]
     shard.unlink()
     assert two.sql("SELECT count(*) FROM docs").fetchall() == [(36,)]
@@ -134,3 +145,45 @@ def test_one_damaged_collection_does_not_stop_queries_over_the_others(two):
         two.sql("SELECT * FROM docs__hash64").fetchall()
     with pytest.raises(duckdb.Error, match="cannot be read"):
         two.sql("SELECT * FROM docs_nearest('cat', 3)").fetchall()
+
+
+def test_a_shared_database_keeps_nothing_a_query_makes(tmp_path):
+    """The shared database is read-only and each query runs on a cursor of its own: not even a statement past the
+    guard (here straight on a cursor) changes what the next query sees, and settings get a connection of their own."""
+    s = store_of_two(tmp_path)
+    s.share_sql()
+    db = s.shared_sql()
+    threads = s.sql("SELECT current_setting('threads')").fetchall()
+    cur = s.connect()
+    for stmt in ("CREATE VIEW v AS SELECT 1", "CREATE MACRO m(x) AS x", "CREATE TABLE t AS SELECT 1",
+                 "CREATE OR REPLACE VIEW docs AS SELECT 1 AS id", "DROP VIEW docs"):
+        with pytest.raises(duckdb.Error, match="read-only mode"):
+            cur.execute(stmt)
+    cur.execute("CREATE TEMP VIEW docs AS SELECT 'x' AS id")  # shadows the store's view, in this cursor only
+    cur.execute("SET VARIABLE secret = 42")
+    assert cur.execute("SELECT count(*) FROM docs").fetchall() == [(1,)]
+    cur.close()
+    assert s.sql("SELECT count(*) FROM docs").fetchall() == [(36,)]
+    assert s.sql("SELECT getvariable('secret')").fetchall() == [(None,)]
+    with pytest.raises(ReadOnlyError, match="CREATE is not allowed"):
+        s.sql("CREATE TEMP TABLE t AS SELECT 1")
+    assert s.sql("SET threads = 1; SELECT current_setting('threads')").fetchall() == [(1,)]
+    assert s.sql("SELECT current_setting('threads')").fetchall() == threads  # (that SET was elsewhere)
+    with pytest.raises(duckdb.Error, match="configuration has been locked"):
+        s.connect().execute("SET threads = 1")  # straight on a cursor: the shared database's settings are locked
+    assert s.shared_sql() is db  # nothing above made it again
+
+
+def test_a_store_with_your_tables_is_not_shared(tmp_path):
+    """STORE/sql.duckdb held open by a long-running reader would lock `embstore sql --write` out: while it exists,
+    queries get a connection each, and writes still work beside a sharing store."""
+    s = store_of_two(tmp_path)
+    s.share_sql()
+    assert s.shared_sql() is not None
+    assert s.sql("SELECT count(*) FROM more").fetchall() == [(5,)]
+    s.sql("CREATE TABLE mine AS SELECT 7 AS x", write=True)
+    assert s.shared_sql() is None
+    assert s.sql("SELECT x FROM mine").fetchall() == [(7,)]
+    res = run("sql", "INSERT INTO mine VALUES (8)", "--store", s.root, "--write")
+    assert res.exit_code == 0, res.output
+    assert s.sql("SELECT sum(x) FROM mine").fetchall() == [(15,)]

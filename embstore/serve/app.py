@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time as dtime
 from decimal import Decimal
 from importlib import resources
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import numpy as np
@@ -206,7 +205,7 @@ def _sql(svc: Service, snap: Snapshot, query: str, limit: int | None) -> dict[st
 
     svc.limits.check_sql(query)
     limit = svc.limits.check_rows(limit)
-    try:  # a fresh confined connection: nothing one request sets is seen by another
+    try:  # a cursor of the snapshot's read-only database (Store.share_sql): nothing one request does is seen by another
         rel = snap.store.sql(query)
     except (InputError, ReadOnlyError) as e:  # the CLI's way out (--write, --allow-files) is not this service's
         raise type(e)(_http_hint(str(e))) from None

@@ -5,7 +5,8 @@ request tells whether the snapshot changed; a new ``Store`` is then opened on th
 running keep the one they started with (the files an older snapshot names stay on disk for the retention time). A
 request therefore sees the store as of one commit, never a half-written ingest. What a snapshot derives (FAISS
 indexes, key tables) is built once per snapshot and space, under a lock, so that concurrent first requests do not
-each load the same index.
+each load the same index; its SQL views once per snapshot (``Store.share_sql``: one read-only DuckDB database, a
+cursor per query).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Snapshot:
     def __init__(self, store: Store, serial: int):
         self.store = store
         self.serial = serial
+        store.share_sql()  # SQL and where filters: the views of this snapshot, made once
         self._warm: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
