@@ -410,8 +410,9 @@ class _Checker:
                 ids = read_rows(self.root / shard["file"], rows, ["id"], fresh=True).column("id").to_pylist()
             except DamagedStoreError:
                 return True
-            found, rec = table.find(kt.id_keys(ids))
-            if not found.all() or not np.array_equal(rec[-1], kt.locations(kt.part_of(shard), np.array(rows))):
+            found, rec = table.find_ids(ids)
+            loc = rec[table.fields.index("loc")]
+            if not found.all() or not np.array_equal(loc, kt.locations(kt.part_of(shard), np.array(rows))):
                 return True
         return False
 

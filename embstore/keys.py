@@ -4,8 +4,9 @@ the corpus' ids in Python.
 A table is a ``(fields, n)`` uint64 array, each field a contiguous row, its columns sorted by the first field:
 
 - a collection's items: ``key`` (64 bits of the id), ``hash`` (the first 64 bits of the content hash), ``values``
-  (64 bits of the digest of the item's other values, 0 where it was not recorded), ``loc``;
-- a space, by id: ``key``, ``loc``; and by content: ``hash``, ``loc``;
+  (64 bits of the digest of the item's other values, 0 where it was not recorded), ``loc``, ``check`` (64 more bits
+  of the id, from an independent hash);
+- a space, by id: ``key``, ``loc``, ``check``; and by content: ``hash``, ``loc``;
 
 where ``loc`` is the shard's part number << 32 | the row in that shard. A lookup is one ``searchsorted`` per sorted
 run: on a file opened with ``mmap`` that touches about log2(n) pages, so a CLI call finds an id among 10^8 in
@@ -16,9 +17,12 @@ Parquet on open. The tables are derived data: a missing one is rebuilt from the 
 
 Why not a Python dict or DuckDB: a dict of 10M ids costs about 1.5 GB and minutes to build on every ingest; a DuckDB
 anti-join per chunk scans every stored id once per chunk (quadratic in the corpus). 64-bit keys collide with
-probability about n^2 / 2^65 (3e-6 at 10M ids): where a collision could drop a row (an id that seems stored), the
-caller confirms against the stored row before it quarantines, and an equal content hash is required before a row
-is called a duplicate.
+probability about n^2 / 2^65 (3e-6 at 10M ids, but about 3% at 10^9), so an id is found by its key *and* its
+``check``: among the records of a key (usually one), the one whose check matches; two ids would have to agree in 128
+bits to be taken for each other. An equal content hash is still required before a row is called a duplicate. The
+position keys (a space's id keys in index order) hold the key alone: a search hit whose key has more than one record
+(``KeyTable.ambiguous``) is resolved by reading its id from the space's shard. Tables saved before the check field
+are of another shape and rebuilt from the shards on first use.
 """
 from __future__ import annotations
 
@@ -32,8 +36,8 @@ import numpy as np
 
 from .manifest import fsync_dir, temp_file
 
-ITEM_FIELDS = ("key", "hash", "values", "loc")
-BY_ID_FIELDS = ("key", "loc")
+ITEM_FIELDS = ("key", "hash", "values", "loc", "check")
+BY_ID_FIELDS = ("key", "loc", "check")
 BY_HASH_FIELDS = ("hash", "loc")
 MAX_RUNS = 8  # sorted runs kept apart before they are merged into one (lookups cost one searchsorted a run)
 
@@ -43,6 +47,13 @@ def id_keys(ids: Sequence[Any]) -> np.ndarray:
     b2 = hashlib.blake2b
     return np.frombuffer(b"".join(b2(str(i).encode("utf-8"), digest_size=8).digest() for i in ids) or b"",
                          dtype="<u8").copy()
+
+
+def id_checks(ids: Sequence[Any]) -> np.ndarray:
+    """64 other bits of each id: blake2b personalised apart from ``id_keys``'s, so independent of the key."""
+    b2 = hashlib.blake2b
+    return np.frombuffer(b"".join(b2(str(i).encode("utf-8"), digest_size=8, person=b"embstore.check").digest()
+                                  for i in ids) or b"", dtype="<u8").copy()
 
 
 def hash_key(digest: str) -> int:
@@ -96,6 +107,8 @@ class KeyTable:
         """Add records, one array per field (in ``fields`` order), as a sorted run. Runs are merged by size, as a
         log-structured merge does (a run is merged into the one before it while that one is at most twice its
         size), so each record is re-sorted O(log n) times and there are O(log n) runs to search."""
+        if len(columns) != len(self.fields):
+            raise ValueError(f"a record of {self.fields} has {len(self.fields)} fields, got {len(columns)}")
         if not len(columns[0]):
             return
         self.runs.append(_merge([np.stack([np.asarray(c, np.uint64) for c in columns])]))
@@ -119,11 +132,13 @@ class KeyTable:
                 Path(t.filename).unlink(missing_ok=True)  # (still mapped until dropped: Linux keeps it till then)
         return np.load(path, mmap_mode="r", allow_pickle=False)
 
-    def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, the records found: a (fields, len(keys)) array, zeros where not found). Where a key is in the
-        table more than once (a content hash in ``by_hash``), any one of its records is returned: callers that
-        need one record a key (ids) never add a key twice."""
+    def find(self, keys: np.ndarray, checks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, the records found: a (fields, len(keys)) array, zeros where not found). With ``checks`` (a
+        table with a check field), a record counts only when its check matches too, whichever of a key's records it
+        is; without, where a key is in the table more than once (a content hash in ``by_hash``), any one of its
+        records is returned."""
         keys = np.asarray(keys, np.uint64)
+        c = self.fields.index("check") if checks is not None and "check" in self.fields else None
         found = np.zeros(len(keys), bool)
         out = np.zeros((len(self.fields), len(keys)), np.uint64)
         for table in [self.base, *self.runs]:
@@ -135,10 +150,30 @@ class KeyTable:
             inside = pos < n
             hit = np.zeros(len(keys), bool)
             hit[inside] = column[pos[inside]] == keys[inside]
+            if c is not None and hit.any():
+                end = np.searchsorted(column, keys, side="right")
+                hit &= np.asarray(table[c, np.minimum(pos, n - 1)] == checks)  # the first record of the key
+                for k in np.flatnonzero((end - pos > 1) & ~hit & inside):  # a key of several ids: find its own
+                    same = np.flatnonzero(np.asarray(table[c, pos[k]:end[k]]) == checks[k])
+                    if len(same):
+                        pos[k], hit[k] = pos[k] + same[0], True
             if hit.any():
                 out[:, hit] = table[:, pos[hit]]
                 found |= hit
         return found, out
+
+    def find_ids(self, ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``find`` for these ids, by key and check."""
+        return self.find(id_keys(ids), id_checks(ids) if "check" in self.fields else None)
+
+    def ambiguous(self, keys: np.ndarray) -> np.ndarray:
+        """Which of these keys have more than one record here (ids whose 64-bit keys collide)."""
+        keys = np.asarray(keys, np.uint64)
+        count = np.zeros(len(keys), np.int64)
+        for table in [self.base, *self.runs]:
+            if table.shape[1] and len(keys):
+                count += np.searchsorted(table[0], keys, side="right") - np.searchsorted(table[0], keys)
+        return count > 1
 
     def merged(self) -> np.ndarray:
         """Base and runs as one sorted array (in memory: ``save`` writes the same without holding it)."""
@@ -236,6 +271,8 @@ def shard_records(root: Path, shard: dict[str, Any], fields: tuple[str, ...]) ->
     have = {"loc": locations(part_of(shard), n), "values": np.zeros(n, np.uint64)}
     if "key" in fields:
         have["key"] = id_keys(t.column("id").to_pylist())
+    if "check" in fields:
+        have["check"] = id_checks(t.column("id").to_pylist())
     if "hash" in fields:
         have["hash"] = hash_keys(t.column("content_hash").to_pylist())
     return [have[f] for f in fields]

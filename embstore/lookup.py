@@ -88,7 +88,7 @@ def positions_of(store: Any, collection: str, space: str, ids: Sequence[str]) ->
     """The index position of each id in the space (-1 where it has no vector there)."""
     ids = [str(i) for i in ids]
     table = store.key_table(collection, space)
-    found, rec = table.find(kt.id_keys(ids))
+    found, rec = table.find_ids(ids)
     parts, rows = kt.split_loc(rec[1])
     sp = store.manifest["collections"][collection]["spaces"][space]
     offset = dict(zip((kt.part_of(s) for s in sp["shards"]), np.cumsum([0] + [s["rows"] for s in sp["shards"]])))
@@ -146,10 +146,11 @@ def shard_columns(path: Path) -> list[str]:
     return _parquet_file(path).schema_arrow.names
 
 
-def item_rows_by_key(store: Any, collection: str, keys: np.ndarray) -> list[dict[str, Any] | None]:
-    """The items' rows (all columns but the content hash, the id included) for these id keys, in their order; None
-    where the collection has no item with that key."""
-    found, rec = store.key_table(collection).find(np.asarray(keys, np.uint64))
+def item_rows_by_key(store: Any, collection: str, keys: np.ndarray,
+                     checks: np.ndarray | None = None) -> list[dict[str, Any] | None]:
+    """The items' rows (all columns but the content hash, the id included) for these id keys (and their ``checks``,
+    when known: else, of a key several ids share, any one), in their order; None where there is no such item."""
+    found, rec = store.key_table(collection).find(np.asarray(keys, np.uint64), checks)
     out: list[dict[str, Any] | None] = [None] * len(keys)
     where = list(located(store.root, store.collection(collection)["item_shards"], found, rec[3]))
 
@@ -179,7 +180,7 @@ def item_rows(store: Any, collection: str, ids: Sequence[str]) -> dict[str, dict
     ids = [str(i) for i in ids]
     if not ids:
         return {}
-    rows = item_rows_by_key(store, collection, kt.id_keys(ids))
+    rows = item_rows_by_key(store, collection, kt.id_keys(ids), kt.id_checks(ids))
     return {i: {c: v for c, v in row.items() if c != "id"} for i, row in zip(ids, rows)
             if row is not None and row["id"] == i}  # (the id itself, not only its 64 bits)
 

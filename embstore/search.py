@@ -103,6 +103,8 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
         scores, rows = ix.search(index, q, want, limit=len(ids), factory=factory, param=param)
         found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
         keys = ids.keys_at([r for r, _ in found])
+        if keys is not None and store.key_table(collection).ambiguous(keys).any():
+            keys = None  # two ids share a hit's 64-bit key: read the hits' ids instead
         if keys is not None:  # index rows -> id keys -> item rows: no read of the space's ids
             items = item_rows_by_key(store, collection, keys)
             hits = [(row["id"], s) for row, (_, s) in zip(items, found) if row is not None]

@@ -286,7 +286,7 @@ class Store:
         if collection not in self.manifest["collections"] or not ids:
             return set()
         ids = [str(i) for i in ids]
-        found, _ = self.key_table(collection).find(kt.id_keys(ids))
+        found, _ = self.key_table(collection).find_ids(ids)
         return {ids[n] for n in np.flatnonzero(found)}
 
     # ------------------------------------------------------------------------------------------------ vectors

@@ -74,10 +74,9 @@ class SpaceWriter:
         """The ids (of a chunk) that are items already, stored or added by this ingest."""
         if not ids:
             return {}
-        keys = kt.id_keys(ids)
         out: dict[str, Known] = {}
         for table, added in ((self.items, False), (self.added, True)):
-            found, rec = table.find(keys)
+            found, rec = table.find_ids(ids)
             for n in np.flatnonzero(found):
                 out[ids[n]] = Known(int(rec[1, n]), int(rec[2, n]), int(rec[3, n]), added)
         return out
@@ -86,7 +85,7 @@ class SpaceWriter:
         """The ids (of a chunk) that have a vector in the space."""
         if not ids:
             return set()
-        found, _ = self.by_id.find(kt.id_keys(ids))
+        found, _ = self.by_id.find_ids(ids)
         return {ids[n] for n in np.flatnonzero(found)}
 
     def vectors_by_hash(self, hashes: set[str]) -> dict[str, np.ndarray]:
@@ -112,7 +111,7 @@ class SpaceWriter:
         coll = self.store.manifest["collections"][self.collection]
         if not ids or not coll["item_shards"]:
             return {}
-        found, rec = self.items.find(kt.id_keys(ids))
+        found, rec = self.items.find_ids(ids)
         out: dict[str, list[Any]] = {}
         for ns, path, rows in located(self.store.root, coll["item_shards"], found, rec[3]):
             have = [c for c in columns if c in shard_columns(path)]
@@ -134,15 +133,16 @@ class SpaceWriter:
             items_part = store.new_part()
             ids = items.column("id").to_pylist()
             self.added.add(kt.id_keys(ids), kt.hash_keys(items.column("content_hash").to_pylist()),
-                           kt.value_keys(values, len(ids)), kt.locations(items_part, len(ids)))
+                           kt.value_keys(values, len(ids)), kt.locations(items_part, len(ids)), kt.id_checks(ids))
         if space_rows.num_rows:
             space_part = store.new_part()
             n = space_rows.num_rows
             hashes = space_rows.column("content_hash").to_pylist()
             loc = kt.locations(space_part, n)
-            keys = kt.id_keys(space_rows.column("id").to_pylist())
+            space_ids = space_rows.column("id").to_pylist()
+            keys = kt.id_keys(space_ids)
             self.positions.append(keys)  # in commit order, so in the index's row order
-            self.by_id.add(keys, loc)
+            self.by_id.add(keys, loc, kt.id_checks(space_ids))
             self.by_hash.add(kt.hash_keys(hashes), loc)
             with self.lock:
                 self.inflight_parts.add(space_part)
@@ -183,15 +183,15 @@ class SpaceWriter:
         coll = store.manifest["collections"][self.collection]
         sp = coll["spaces"][self.space]
         for n, shard in enumerate(item_shards):
-            key, hash_, values, loc = kt.shard_records(store.root, shard, kt.ITEM_FIELDS)
+            key, hash_, values, loc, check = kt.shard_records(store.root, shard, kt.ITEM_FIELDS)
             if item_values is not None:
                 values = item_values[n]
-            self.added.add(key, hash_, values, loc)
+            self.added.add(key, hash_, values, loc, check)
             coll["item_shards"].append(shard)
         for shard in space_shards:
-            key, loc = kt.shard_records(store.root, shard, kt.BY_ID_FIELDS)
+            key, loc, check = kt.shard_records(store.root, shard, kt.BY_ID_FIELDS)
             self.positions.append(key)
-            self.by_id.add(key, loc)
+            self.by_id.add(key, loc, check)
             self.by_hash.add(*kt.shard_records(store.root, shard, kt.BY_HASH_FIELDS))
             sp["shards"].append(shard)
             sp["rows"] += shard["rows"]

@@ -22,20 +22,24 @@ def _rows(n, start=0):
 
 
 def test_key_table_finds_what_was_added_in_runs_and_the_base(tmp_path):
-    keys = kt.id_keys([f"id{i}" for i in range(1000)])
+    ids = [f"id{i}" for i in range(1000)]
+    keys, checks = kt.id_keys(ids), kt.id_checks(ids)
     assert len(np.unique(keys)) == 1000 and keys.dtype == np.uint64
     table = kt.KeyTable(kt.BY_ID_FIELDS)
     for start in range(0, 1000, 100):  # 10 runs: more than MAX_RUNS, so they are merged on the way
-        table.add(keys[start:start + 100], np.arange(start, start + 100, dtype=np.uint64))
+        table.add(keys[start:start + 100], np.arange(start, start + 100, dtype=np.uint64), checks[start:start + 100])
     assert len(table.runs) <= kt.MAX_RUNS + 1 and len(table) == 1000
     table.save(tmp_path / "k.npy")
     saved = kt.KeyTable(kt.BY_ID_FIELDS, kt.load_table(tmp_path / "k.npy", kt.BY_ID_FIELDS))
     assert isinstance(saved.base, np.memmap)
-    saved.add(kt.id_keys(["new"]), np.array([5000], np.uint64))
-    probe = np.concatenate([keys[[3, 999, 500]], kt.id_keys(["new", "absent"])])
-    found, rec = saved.find(probe)
+    saved.add(kt.id_keys(["new"]), np.array([5000], np.uint64), kt.id_checks(["new"]))
+    probe = [ids[3], ids[999], ids[500], "new", "absent"]
+    found, rec = saved.find_ids(probe)
     assert found.tolist() == [True, True, True, True, False]
     assert rec[1].tolist() == [3, 999, 500, 5000, 0]
+    # a key alone finds the same; a key with another id's check finds nothing
+    assert saved.find(kt.id_keys(probe))[0].tolist() == [True, True, True, True, False]
+    assert not saved.find(kt.id_keys(probe[:1]), kt.id_checks(["other"]))[0].any()
 
 
 def test_locations_round_trip():
@@ -205,10 +209,11 @@ def test_predict_over_a_collection_goes_a_shard_at_a_time(tmp_path):
 def test_runs_merge_by_size_and_a_table_saves_merged_block_by_block(tmp_path, monkeypatch):
     monkeypatch.setattr(kt, "MERGE_BLOCK", 37)  # many merge steps over few records
     rng = np.random.default_rng(0)
-    table = kt.KeyTable(kt.ITEM_FIELDS, kt._merge([rng.integers(0, 2**63, (4, 500), dtype=np.uint64)]))
+    width = len(kt.ITEM_FIELDS)
+    table = kt.KeyTable(kt.ITEM_FIELDS, kt._merge([rng.integers(0, 2**63, (width, 500), dtype=np.uint64)]))
     added = []
     for size in [100] * 20 + [7, 3, 1]:
-        cols = rng.integers(0, 2**63, (4, size), dtype=np.uint64)
+        cols = rng.integers(0, 2**63, (width, size), dtype=np.uint64)
         added.append(cols)
         table.add(*cols)
     assert len(table.runs) <= 2 + int(np.log2(2100))  # size-tiered: O(log n) runs, not one per add
@@ -255,12 +260,13 @@ def test_large_runs_spill_to_mapped_files_and_dedupe_still_sees_them(tmp_path, m
     monkeypatch.setattr(kt, "SPILL_ROWS", 120)
     monkeypatch.setattr(kt, "MERGE_BLOCK", 50)
     table = kt.KeyTable(kt.BY_ID_FIELDS, spill=tmp_path / "spill")
-    keys = kt.id_keys([f"k{i}" for i in range(1000)])
+    ids = [f"k{i}" for i in range(1000)]
+    keys, checks = kt.id_keys(ids), kt.id_checks(ids)
     for start in range(0, 1000, 40):
-        table.add(keys[start:start + 40], np.arange(start, start + 40, dtype=np.uint64))
+        table.add(keys[start:start + 40], np.arange(start, start + 40, dtype=np.uint64), checks[start:start + 40])
     assert any(isinstance(r, np.memmap) for r in table.runs)
     assert len(list((tmp_path / "spill").iterdir())) == sum(isinstance(r, np.memmap) for r in table.runs)
-    found, rec = table.find(keys[::7])
+    found, rec = table.find_ids(ids[::7])
     assert found.all() and rec[1].tolist() == list(range(0, 1000, 7))
     table.save(tmp_path / "t.npy")
     assert np.array_equal(kt.load_table(tmp_path / "t.npy", kt.BY_ID_FIELDS), table.merged())
