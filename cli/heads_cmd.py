@@ -336,8 +336,9 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
 @friendly
 def suggest(store_path: str, collection: str, n: int, head: str | None, space: str | None, seed: int,
             output: str | None, device: str | None, as_json: bool) -> None:
-    """Which items to label next: with no head, a diverse, representative sample (k-center greedy over the
-    embeddings); with --head, the items it is least sure of, spread out in the space."""
+    """Which items to label next: with no head, a diverse, representative sample (k-means over the embeddings, the
+    item nearest each centre); with --head, the items it is least sure of, spread out in the space (the least sure
+    of each of n clusters of the 5n least sure)."""
     store = open_store(store_path, device)
     if head is not None:
         check_head_version(store, head, None)
