@@ -135,7 +135,8 @@ def suggest(store: Any, collection: str, n: int = 50, *, head: str | None = None
     proba = None if est is None else est.predict_proba(X)
     picks, how = choose(X, n, proba, seed=seed)
     if est is None:
-        how = f"{how} over a random {len(ids):,} of {total:,} items (seed {seed})"
+        how = f"{how} over " + (f"all {total:,} items" if len(ids) == total else
+                                f"a random {len(ids):,} of {total:,} items (seed {seed})")
     else:
         classes = np.asarray(record["classes"], dtype=object)
         guess, conf = classes[proba.argmax(1)], proba.max(1)
