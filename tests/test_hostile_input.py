@@ -12,7 +12,7 @@ from embstore import Store
 from embstore.errors import ImageTooLargeError, InputError
 from embstore_cli.main import cli
 
-from conftest import HASH, make_png, quarantine_lines
+from conftest import HASH, make_png, quarantine_lines, write_jsonl
 
 
 def counts_add_up(r) -> bool:
@@ -117,3 +117,50 @@ def test_a_header_of_too_many_columns_is_one_line(tmp_path):
     path.write_text(",".join(f"c{i}" for i in range(MAX_COLUMNS + 1)) + "\n" + ",".join("1" * (MAX_COLUMNS + 1)) + "\n")
     with pytest.raises(InputError, match=f"has {MAX_COLUMNS + 1:,} columns; embstore reads at most {MAX_COLUMNS:,}"):
         Store.open(tmp_path / "s").ingest(path, "docs", encoder=HASH, text_column="c0")
+
+
+def test_an_oversized_jsonl_line_is_quarantined_with_bounded_memory_and_the_rest_read_on(tmp_path):
+    """A 50 MB line among short ones was read whole (then decoded and parsed: memory a few times its size) and
+    stored as an item: now it is quarantined with its size and first bytes while the reader holds at most the row
+    limit of it, and every other line is read once."""
+    import json
+    import tracemalloc
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": f"r{i}", "text": f"short text number {i}"}) + "\n")
+            if i == 150:
+                f.write('{"id": "big", "text": "' + "x" * 50_000_000 + '"}\n')
+        f.write('{"id": "last", "text": "no line break after it"}')
+    from embstore.ingest.sources import open_source
+
+    list(open_source(write_jsonl(tmp_path / "small.jsonl", [{"text": "a"}])).pieces())  # (imports, before tracing)
+    tracemalloc.start()
+    try:
+        rows = sum(p.table.num_rows + len(p.bad) for p in open_source(path).pieces())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows == 302 and peak < 20_000_000, peak  # the row limit and a chunk (the line read whole: over 100 MB)
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(path, "docs", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (302, 301, 1) and counts_add_up(r)
+    ids, _ = store.embeddings("docs")
+    assert sorted(ids) == sorted([f"r{i}" for i in range(300)] + ["last"])
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["line"] == 152 and bad["reason"].startswith("row too long: 50,000,026 bytes, over the limit of "
+                                                           "8,388,608 per row")
+    assert bad["data"].startswith('{"id": "big", "text": "xxx') and bad["data"].endswith("...")
+    assert len(bad["data"]) <= 1000
+
+
+def test_an_oversized_utf16_jsonl_line_is_quarantined(tmp_path):
+    path = tmp_path / "wide.jsonl"
+    lines = ['{"text": "first"}', '{"text": "' + "y" * 5_000_000 + '"}', '{"text": "third"}']
+    path.write_bytes("\n".join(lines).encode("utf-16"))
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(path, "docs", encoder=HASH, encoding="utf-16")
+    assert (r.read, r.added, r.quarantined) == (3, 2, 1) and counts_add_up(r)
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["line"] == 2 and bad["reason"].startswith("row too long: 10,000,026 bytes")
