@@ -164,3 +164,57 @@ def test_an_oversized_utf16_jsonl_line_is_quarantined(tmp_path):
     assert (r.read, r.added, r.quarantined) == (3, 2, 1) and counts_add_up(r)
     [bad] = quarantine_lines(store.root, r.quarantine_file)
     assert bad["line"] == 2 and bad["reason"].startswith("row too long: 10,000,026 bytes")
+
+
+# ------------------------------------------------------------------------------------------- files that are no files
+@pytest.fixture()
+def no_hang():
+    """Fails the test (instead of hanging it) when a named pipe made through ``no_hang(path)`` is opened for reading
+    and waited on: after 30 s a writer opens it and closes it, so the read ends, then the test fails."""
+    import signal
+
+    pipes = []
+
+    def make(path):
+        os.mkfifo(path)
+        pipes.append(path)
+        return path
+
+    def ring(*_):
+        for p in pipes:
+            try:
+                os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))  # a reader waiting on it gets its end
+            except OSError:
+                pass
+        raise AssertionError("a named pipe was opened for reading and waited on")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(30)
+    yield make
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_a_named_pipe_in_a_folder_of_images_is_quarantined_unread(tmp_path, no_hang):
+    folder = tmp_path / "imgs"
+    for k in range(2):
+        make_png(folder / f"ok{k}.png", k)
+    no_hang(folder / "x.png")
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(folder, "pics", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (3, 2, 1) and counts_add_up(r)
+    assert r.reasons == {"not a regular file": 1}
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["reason"] == f"not a regular file: {folder / 'x.png'} is a named pipe (FIFO); give image files"
+    assert bad["data"]["path"] == str(folder / "x.png")
+
+
+def test_a_named_pipe_as_a_table_is_one_line(tmp_path, no_hang):
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    (folder / "a.csv").write_text("text\nhello\n")
+    no_hang(folder / "b.csv")
+    store = Store.open(tmp_path / "s")
+    for given in (folder, folder / "b.csv"):
+        with pytest.raises(InputError, match=r"b\.csv is not a regular file \(a named pipe \(FIFO\)\); give a CSV"):
+            store.ingest(given, "docs", encoder=HASH)

@@ -140,6 +140,27 @@ def check_one_kind(tables: Sequence[TableFile]) -> None:
                          "give tables of one kind per ingest")
 
 
+def special_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` is when it is no regular file ('a named pipe (FIFO)', ...), else None. Reading a
+    named pipe waits for a writer, and a device may never end: such files are refused before they are read."""
+    import stat
+
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_regular(loc: Loc, shown: str) -> None:
+    """A local table file that is no regular file (a named pipe, a device) is a one-line error, never opened."""
+    kind = special_kind(os.stat(loc.path).st_mode) if loc.fs is None else None
+    if kind is not None:
+        raise InputError(f"{shown} is not a regular file ({kind}); give a CSV, TSV, Parquet or JSONL file")
+
+
 def table_kind(loc: Loc) -> str:
     kind = TABLE_EXTENSIONS.get(loc.ext)
     if kind is not None:
@@ -214,7 +235,9 @@ def _resolve_one(item: str | os.PathLike) -> Found:
     if root.isdir():
         return _folder(root, name)
     loc = Loc(root.path, root.fs, posixpath.basename(root.path))
-    return Found(name, loc.parent_url(), [TableFile(loc, table_kind(loc))], root=loc)
+    kind = table_kind(loc)
+    check_regular(loc, name)
+    return Found(name, loc.parent_url(), [TableFile(loc, kind)], root=loc)
 
 
 def _glob(pattern: Loc, name: str) -> Found:
@@ -274,5 +297,7 @@ def _folder(root: Loc, name: str) -> Found:
         raise InputError(f"folder {name} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) and no tables "
                          "(.csv, .tsv, .parquet, .jsonl)")
     tables.sort(key=lambda t: t.loc.path)
+    for t in tables:
+        check_regular(t.loc, t.loc.url)
     check_one_kind(tables)
     return Found(name, root.url, tables, root=root, ignored=len(kept) - len(tables))
