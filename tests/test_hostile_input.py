@@ -218,3 +218,58 @@ def test_a_named_pipe_as_a_table_is_one_line(tmp_path, no_hang):
     for given in (folder, folder / "b.csv"):
         with pytest.raises(InputError, match=r"b\.csv is not a regular file \(a named pipe \(FIFO\)\); give a CSV"):
             store.ingest(given, "docs", encoder=HASH)
+
+
+# ------------------------------------------------------------------------------------------- folders that do not list
+def unlistable(monkeypatch, *folders):
+    """os.scandir refuses ``folders`` (permission denied), as chmod 000 does for a user other than root."""
+    real = os.scandir
+    refused = {os.fspath(f) for f in folders}
+
+    def scandir(path="."):
+        if os.fspath(path) in refused:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_subfolder_that_cannot_be_listed_is_quarantined_not_skipped_unsaid(tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    for k, sub in enumerate(["a", "a", "locked", "z"]):
+        make_png(folder / sub / f"{k}.png", k)
+    unlistable(monkeypatch, folder / "locked")
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(folder, "pics", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (4, 3, 1) and counts_add_up(r)
+    assert r.reasons == {"cannot list folder": 1}
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["reason"].startswith("cannot list folder: locked: Permission denied; its files were not read")
+    assert bad["data"] == "locked" and bad["row"] is None
+    with pytest.raises(InputError, match="cannot list folder .*imgs: Permission denied"):
+        unlistable(monkeypatch, folder)
+        store.ingest(folder, "pics2", encoder=HASH)
+
+
+def test_a_subfolder_of_tables_that_cannot_be_listed_is_quarantined(tmp_path, monkeypatch):
+    folder = tmp_path / "tables"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "a.csv").write_text("text\nhello\nworld\n")
+    unlistable(monkeypatch, folder / "locked")
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(folder, "docs", encoder=HASH)
+    assert (r.read, r.added, r.quarantined, r.reasons) == (3, 2, 1, {"cannot list folder": 1}) and counts_add_up(r)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root lists a folder of mode 000 all the same (the scandir tests above stand in)")
+def test_a_chmod_000_subfolder_is_quarantined(tmp_path):
+    folder = tmp_path / "imgs"
+    make_png(folder / "0.png", 0)
+    make_png(folder / "locked" / "1.png", 1)
+    (folder / "locked").chmod(0)
+    try:
+        r = Store.open(tmp_path / "s").ingest(folder, "pics", encoder=HASH)
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert (r.read, r.added, r.quarantined, r.reasons) == (2, 1, 1, {"cannot list folder": 1})

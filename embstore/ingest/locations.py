@@ -9,7 +9,8 @@ the files to read, without reading any of them.
   until its first image: a folder holding an image is a folder of images, walked on lazily by the source as it
   streams; a folder holding none is a folder of tables, listed whole and sorted (names starting with '_', such as
   ``_SUCCESS``, ``_common_metadata`` or a ``_delta_log`` folder, are skipped as Spark and Hive leave them; other files
-  are counted as ignored).
+  are counted as ignored). A subfolder that cannot be listed is a bad row of the source (quarantined with its
+  reason, so the ingest counts and names it), never skipped unsaid.
 - A list resolves each item; the same file twice is read once, the first time; the list's order is kept.
 - All tables of one source are of one kind (CSV, TSV, Parquet or JSONL): two kinds is an error naming a file of each.
 """
@@ -98,6 +99,7 @@ class Found:
     walk: Iterator[Loc] | None = None
     root: Loc | None = None  # the folder of images, or the spec's own location
     ignored: int = 0  # files that are neither images nor tables of the source, met so far
+    unlisted: list[dict[str, Any]] = field(default_factory=list)  # folders the walk could not list, met so far
 
     @property
     def kind(self) -> str:
@@ -129,7 +131,8 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> Found:
                 seen.add(table.loc.key())
                 tables.append(table)
     check_one_kind(tables)
-    return Found(", ".join(p.name for p in parts), parts[0].base_dir, tables, ignored=sum(p.ignored for p in parts))
+    return Found(", ".join(p.name for p in parts), parts[0].base_dir, tables, ignored=sum(p.ignored for p in parts),
+                 unlisted=[u for p in parts for u in p.unlisted])
 
 
 def check_one_kind(tables: Sequence[TableFile]) -> None:
@@ -260,11 +263,20 @@ def _glob(pattern: Loc, name: str) -> Found:
     return Found(name, base.url, tables, root=base)
 
 
-def walk_files(root: Loc) -> Iterator[Loc]:
+def walk_files(root: Loc, unlisted: list[dict[str, Any]] | None = None) -> Iterator[Loc]:
     """The files below a folder in os.walk's order: a folder's files sorted, then each subfolder's, sorted; hidden
-    files and folders skipped. Lazy: a folder is listed when the walk reaches it."""
+    files and folders skipped. Lazy: a folder is listed when the walk reaches it. A subfolder that cannot be listed
+    (no permission, gone meanwhile) is appended to ``unlisted`` as a bad row (``unlisted_folder``) and the walk goes
+    on; the folder itself not listing is a one-line error."""
+    unlisted = [] if unlisted is None else unlisted
+
+    def failed(path: str, error: OSError) -> None:
+        if path.rstrip("/") == root.path.rstrip("/"):
+            raise InputError(f"cannot list folder {root.url}: {error.strerror or error}; check its permissions")
+        unlisted.append(unlisted_folder(root.below(path).shown, error))
+
     if root.fs is None:
-        for dirpath, dirnames, filenames in os.walk(root.path):
+        for dirpath, dirnames, filenames in os.walk(root.path, onerror=lambda e: failed(e.filename, e)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 if not name.startswith("."):
@@ -274,7 +286,12 @@ def walk_files(root: Loc) -> Iterator[Loc]:
     while stack:
         folder = stack.pop()
         files, folders = [], []
-        for info in root.fs.ls(folder, detail=True):
+        try:
+            listing = root.fs.ls(folder, detail=True)
+        except OSError as e:
+            failed(folder, e)
+            continue
+        for info in listing:
             path = info["name"].rstrip("/")
             if path == folder.rstrip("/") or posixpath.basename(path).startswith("."):
                 continue
@@ -284,12 +301,21 @@ def walk_files(root: Loc) -> Iterator[Loc]:
         stack.extend(sorted(folders, reverse=True))
 
 
+def unlisted_folder(shown: str, error: OSError) -> dict[str, Any]:
+    """The bad row of a folder that could not be listed: quarantined with its reason, as a file that cannot be read
+    is, so that an ingest says that its files were not read."""
+    return {"row": None, "reason": f"cannot list folder: {shown}: {error.strerror or error}; its files were not read: "
+            "fix its permissions and ingest the folder again", "data": shown}
+
+
 def _folder(root: Loc, name: str) -> Found:
-    walk = walk_files(root)
+    unlisted: list[dict[str, Any]] = []
+    walk = walk_files(root, unlisted)
     before: list[Loc] = []  # files met before the first image
     for loc in walk:
         if loc.ext in IMAGE_EXTENSIONS:
-            return Found(name, root.url, first_image=loc, walk=walk, root=root, ignored=len(before))
+            return Found(name, root.url, first_image=loc, walk=walk, root=root, ignored=len(before),
+                         unlisted=unlisted)
         before.append(loc)
     kept = [loc for loc in before if not any(part.startswith("_") for part in loc.shown.split("/"))]
     tables = [TableFile(loc, TABLE_EXTENSIONS[loc.ext], root) for loc in kept if loc.ext in TABLE_EXTENSIONS]
@@ -300,4 +326,4 @@ def _folder(root: Loc, name: str) -> Found:
     for t in tables:
         check_regular(t.loc, t.loc.url)
     check_one_kind(tables)
-    return Found(name, root.url, tables, root=root, ignored=len(kept) - len(tables))
+    return Found(name, root.url, tables, root=root, ignored=len(kept) - len(tables), unlisted=unlisted)
