@@ -273,3 +273,51 @@ def test_a_chmod_000_subfolder_is_quarantined(tmp_path):
     finally:
         (folder / "locked").chmod(0o755)
     assert (r.read, r.added, r.quarantined, r.reasons) == (2, 1, 1, {"cannot list folder": 1})
+
+
+# ------------------------------------------------------------------------------------------- predict on new images
+def test_predict_skips_the_images_it_cannot_use_with_their_reasons_and_predicts_the_rest(tmp_path, monkeypatch,
+                                                                                        no_hang):
+    """A broken file, a named pipe and a folder that cannot be listed among the images of a predict call: each is
+    skipped with its reason (the call failed on the first), the rest predicted; predicted + skipped = given."""
+    import json
+
+    for n in range(6):
+        make_png(tmp_path / "imgs" / ("a" if n % 2 else "b") / f"{n}.png", n)
+    store = Store.open(tmp_path / "s")
+    store.ingest(tmp_path / "imgs", "imgs", encoder=HASH)
+    store.fit("imgs", "folder", "h", model="knn")
+    new = tmp_path / "new"
+    make_png(new / "good1.png", 1)
+    make_png(new / "sub" / "good2.png", 2)
+    (new / "broken.png").write_bytes(b"not an image")
+    no_hang(new / "pipe.png")
+    make_png(new / "locked" / "3.png", 3)
+    unlistable(monkeypatch, new / "locked")
+    res = CliRunner().invoke(cli, ["predict", "--store", str(store.root), "--head", "h", "--image", str(new),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [r["input"] for r in out["rows"]] == [str(new / "good1.png"), str(new / "sub" / "good2.png")]
+    reasons = {s["input"]: s["reason"] for s in out["skipped"]}
+    assert reasons == {
+        str(new / "locked"): "cannot list folder: locked: Permission denied; its files were not read: fix its "
+                             "permissions and ingest the folder again",
+        str(new / "broken.png"): f"cannot read image {new / 'broken.png'}: UnidentifiedImageError: cannot identify "
+                                 f"image file '{new / 'broken.png'}'",
+        str(new / "pipe.png"): f"image {new / 'pipe.png'} is not a regular file (a named pipe (FIFO)); give an "
+                               "image file"}
+    assert (out["given"], out["predicted"]) == (5, 2) and out["predicted"] + len(out["skipped"]) == out["given"]
+    text = CliRunner().invoke(cli, ["predict", "--store", str(store.root), "--head", "h", "--image", str(new)])
+    assert text.exit_code == 0 and f"skipped {new / 'broken.png'}: cannot read image" in text.output
+    assert "predicted 2 of 5; 3 skipped (reasons above)" in text.output
+    # the library, and images given as bytes (named by their place)
+    lib = store.predict("h", images=[(new / "good1.png").read_bytes(), b"not an image"])
+    assert [r["input"] for r in lib["rows"]] == ["#1"] and lib["skipped"][0]["input"] == "#2"
+    assert lib["skipped"][0]["reason"].startswith("cannot read image #2: UnidentifiedImageError")
+    # none usable: one line, before a model loads
+    bad = CliRunner().invoke(cli, ["predict", "--store", str(store.root), "--head", "h", "--image",
+                                   str(new / "broken.png"), "--image", str(new / "pipe.png")])
+    assert bad.exit_code == 2 and "none of the 2 images can be read; the first: cannot read image" in bad.output
+    with pytest.raises(InputError, match="is not a regular file"):
+        store.predict("h", images=[new / "pipe.png"])
