@@ -321,3 +321,50 @@ def test_predict_skips_the_images_it_cannot_use_with_their_reasons_and_predicts_
     assert bad.exit_code == 2 and "none of the 2 images can be read; the first: cannot read image" in bad.output
     with pytest.raises(InputError, match="is not a regular file"):
         store.predict("h", images=[new / "pipe.png"])
+
+
+# ------------------------------------------------------------------------------------------- ingests that make nothing
+def test_an_ingest_that_makes_no_collection_leaves_no_quarantine_folder_and_reports_its_rows(tmp_path):
+    """Every row bad: no collection, and no quarantine/<name>/ folder for it (one was left, for a collection that
+    does not exist); the rows and reasons are in the report (the CLI lists them, --json has them)."""
+    import json
+
+    from conftest import write_csv
+
+    store = Store.open(tmp_path / "s")
+    store.ingest(write_csv(tmp_path / "ok.csv", [{"text": "fine"}]), "docs", encoder=HASH)
+    bad = write_csv(tmp_path / "bad.csv", [{"text": " "}] * 12 + [{"text": ""}])
+    r = store.ingest(bad, "fresh", encoder=HASH)
+    assert (r.read, r.added, r.quarantined, r.quarantine_file) == (13, 0, 13, None) and counts_add_up(r)
+    assert "fresh" not in Store.open(store.root).manifest["collections"]
+    assert not (store.root / "quarantine" / "fresh").exists()
+    assert len(r.quarantined_rows) == 13 and r.quarantined_rows[0] == {
+        "source": str(bad), "row": 1, "reason": "empty text in column 'text'", "data": {"text": " "}}
+    res = CliRunner().invoke(cli, ["ingest", str(bad), "--store", str(store.root), "-c", "fresh", "--encoder", HASH])
+    assert res.exit_code == 1 and "not kept in the store (no collection 'fresh' was made); the quarantined rows:" \
+        in res.output
+    assert f"  {bad} row 1: empty text in column 'text'" in res.output and "... and 3 more" in res.output
+    out = CliRunner().invoke(cli, ["ingest", str(bad), "--store", str(store.root), "-c", "fresh", "--encoder", HASH,
+                                   "--json"])
+    report = json.loads(out.stdout)
+    assert report["quarantine_file"] is None and len(report["quarantined_rows"]) == 13
+    assert not (store.root / "quarantine").exists()
+    # a collection that is kept keeps its quarantine file, and its ingest record has no rows list
+    mixed = store.ingest(write_csv(tmp_path / "mixed.csv", [{"text": "a"}, {"text": " "}]), "docs", encoder=HASH)
+    assert mixed.quarantine_file is not None and mixed.quarantined_rows == []
+    assert "quarantined_rows" not in Store.open(store.root).manifest["collections"]["docs"]["ingests"][-1]
+
+
+def test_an_ingest_stopped_by_an_error_before_its_first_commit_leaves_no_quarantine_folder(tmp_path, monkeypatch):
+    """Rows quarantined, then a CSV column changing type after the first block stops the ingest: no collection was
+    committed, so its quarantine records go too (the re-run of the fixed file quarantines them again)."""
+    from embstore.ingest import csv_stream
+
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 1024)
+    src = tmp_path / "t.csv"
+    src.write_text("text,n\n" + "".join(f" ,{i}\n" for i in range(600)) + "a late row,not a number\n")
+    store = Store.open(tmp_path / "s")
+    with pytest.raises(InputError, match="'n'"):
+        store.ingest(src, "c", encoder=HASH)
+    assert "c" not in Store.open(store.root).manifest["collections"]
+    assert not (store.root / "quarantine").exists()
