@@ -368,3 +368,23 @@ def test_an_ingest_stopped_by_an_error_before_its_first_commit_leaves_no_quarant
         store.ingest(src, "c", encoder=HASH)
     assert "c" not in Store.open(store.root).manifest["collections"]
     assert not (store.root / "quarantine").exists()
+
+
+def test_a_quarantine_folder_of_no_collection_is_found_by_check_and_swept_by_the_next_write(tmp_path):
+    """What an ingest killed before its first commit into a new collection, or a delete killed between its commit
+    and the removal of the collection's quarantine folder, leaves: check names it, the next writer deletes it; the
+    quarantine records of a collection the store has stay."""
+    from conftest import write_csv
+
+    from embstore.check import check_store
+
+    store = Store.open(tmp_path / "s")
+    kept = store.ingest(write_csv(tmp_path / "a.csv", [{"text": "a"}, {"text": " "}]), "docs", encoder=HASH)
+    ghost = store.root / "quarantine" / "ghost"
+    ghost.mkdir()
+    (ghost / "20260101T000000-deadbeef.jsonl").write_text('{"row": 1, "reason": "empty text"}\n')
+    [problem] = check_store(store.root).problems
+    assert problem.where == "quarantine/ghost" and "a collection the store does not have" in problem.message
+    store.ingest(write_csv(tmp_path / "b.csv", [{"text": "b"}]), "docs", encoder=HASH)
+    assert not ghost.exists() and (store.root / kept.quarantine_file).is_file()
+    assert check_store(store.root).problems == []
