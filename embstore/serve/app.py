@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time as dtime
 from decimal import Decimal
 from importlib import resources
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 import numpy as np
