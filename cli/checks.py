@@ -9,23 +9,50 @@ from embstore.errors import InputError, NotFoundError
 from .progress import spinner
 
 
-def check_images(paths: list[str], max_pixels: int | None = None) -> None:
-    """Each image file exists and is an image (its header read, not its pixels): a one-line error before a model
-    loads, in the words of the library's own check."""
-    if not paths:
-        return
+def image_problem(path: str, max_pixels: int | None = None) -> InputError | None:
+    """Why an image file cannot be used (missing, no regular file, not an image, too many pixels), from its header
+    (no pixel decoded), in the words of the library's own check; None when it can."""
+    import os
+
     from embstore.encoders.base import open_image
     from embstore.errors import ImageTooLargeError
+    from embstore.ingest.locations import special_kind
 
+    try:
+        kind = special_kind(os.stat(path).st_mode)  # (a named pipe is never opened: it would wait for a writer)
+        if kind is not None:
+            return InputError(f"image {path} is not a regular file ({kind}); give an image file")
+        open_image(path, max_pixels).close()
+    except FileNotFoundError:
+        return InputError(f"image {path} does not exist")
+    except ImageTooLargeError as e:
+        return ImageTooLargeError(f"image {path} has {e}")
+    except Exception as e:  # PIL raises many types for what is not an image
+        return InputError(f"cannot read image {path}: {type(e).__name__}: {e}")
+    return None
+
+
+def check_images(paths: list[str], max_pixels: int | None = None) -> None:
+    """Each image file exists and is an image: a one-line error before a model loads."""
     for path in paths:
-        try:
-            open_image(path, max_pixels).close()
-        except FileNotFoundError:
-            raise InputError(f"image {path} does not exist") from None
-        except ImageTooLargeError as e:
-            raise ImageTooLargeError(f"image {path} has {e}") from None
-        except Exception as e:  # PIL raises many types for what is not an image
-            raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        problem = image_problem(path, max_pixels)
+        if problem is not None:
+            raise problem
+
+
+def check_some_image(paths: list[str], max_pixels: int | None = None) -> None:
+    """At least one of the image files can be used (the others are the library's to skip, with their reasons):
+    else the first one's problem, as one line before a model loads."""
+    problems = []
+    for path in paths:
+        problem = image_problem(path, max_pixels)
+        if problem is None:
+            return
+        problems.append(problem)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputError(f"none of the {len(problems)} images can be read; the first: {problems[0]}")
 
 
 def check_where(store: Any, collection: str, where: str, option: str) -> None:

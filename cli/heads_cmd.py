@@ -7,7 +7,7 @@ import click
 
 from embstore.errors import InputError
 
-from .checks import check_head_version, check_images, head_encoder_spec, load_encoder, warn_if_random
+from .checks import check_head_version, check_some_image, head_encoder_spec, load_encoder, warn_if_random
 from .main import cli, device_option, friendly, json_option, no_wait_option, open_store, store_option
 from .output import echo_json, echo_table
 from .progress import Progress, spinner
@@ -271,17 +271,16 @@ def eval_(store_path: str, collection: str, label_column: str | None, labels_fil
 @friendly
 def predict(store_path: str, head: str | None, version: int | None, collection: str | None, texts: tuple[str, ...],
             images: tuple[str, ...], no_wait: bool, device: str | None, as_json: bool) -> None:
-    """Apply a head to a collection (stored; query it as the `predictions` SQL view) or to new inputs."""
-    from pathlib import Path
+    """Apply a head to a collection (stored; query it as the `predictions` SQL view) or to new inputs.
 
-    from embstore.ingest.readers import IMAGE_EXTENSIONS
+    New images that cannot be used (missing, broken, not a regular file, in a folder that cannot be listed) are
+    skipped, each with its reason, and the rest predicted; only when none can be used is it an error."""
+    import os
 
-    files: list[str] = []
-    for given in images:  # a folder: every image below it, in a stable order
-        p = Path(given).expanduser()
-        files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [given]
-    if images and not files:
-        raise InputError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
+    from embstore.predict import image_files
+
+    images = tuple(os.path.expanduser(i) for i in images)
+    files, _ = image_files(images)  # a folder: every image below it, sorted
     store = open_store(store_path, device, no_wait=no_wait)
     # what can be checked without a model, before one loads: the head and version, the collection, the images
     if head is None:  # the latest head that fits the input (the library's choice, made here before a model loads)
@@ -294,30 +293,36 @@ def predict(store_path: str, head: str | None, version: int | None, collection: 
         store.collection(collection)
     new_inputs = collection is None and bool(texts) != bool(files)  # else the library says what to give
     if new_inputs and files:
-        check_images(files)
+        check_some_image(files, store.settings.max_pixels)
     if new_inputs and all(t.strip() for t in texts):
         spec = head_encoder_spec(store, head, version)
         if spec is not None:
             load_encoder(spec, store.settings.device, store.settings.runtime)
     if collection:
         with Progress("predict", waiting="loading the head") as progress:  # count, rate and ETA, shard by shard
-            out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version,
-                                progress=progress)
+            out = store.predict(head, collection, texts=list(texts) or None, images=list(images) or None,
+                                version=version, progress=progress)
     else:
         with spinner("predict"):
-            out = store.predict(head, collection, texts=list(texts) or None, images=files or None, version=version)
+            out = store.predict(head, collection, texts=list(texts) or None, images=list(images) or None,
+                                version=version)
     warn_if_random(head_encoder_spec(store, out["head"], out["version"]))
     if as_json:
         echo_json(out)
-    elif "rows" in out and any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5
-        echo_table(["input", "labels", "top", "confidence"],
-                   [[r["input"], ", ".join(r["labels"]), r["label"], r["confidence"]] for r in out["rows"]])
-    elif "rows" in out:
-        echo_table(["input", "label", "confidence"], [[r["input"], r["label"], r["confidence"]] for r in out["rows"]])
-    else:
+    elif "rows" not in out:
         click.echo(f"head {out['head']} v{out['version']} predicted {out['predicted']} items of "
                    f"{out['collection']}.{out['space']} (SQL view: predictions)")
         echo_table(["label", "items"], list(out["labels"].items()))
+    else:
+        if any("labels" in r for r in out["rows"]):  # multi-label: every label at >= 0.5
+            echo_table(["input", "labels", "top", "confidence"],
+                       [[r["input"], ", ".join(r["labels"]), r["label"], r["confidence"]] for r in out["rows"]])
+        else:
+            echo_table(["input", "label", "confidence"], [[r["input"], r["label"], r["confidence"]] for r in out["rows"]])
+        for skip in out["skipped"]:
+            click.echo(f"skipped {skip['input']}: {skip['reason']}")
+        if out["skipped"]:
+            click.echo(f"predicted {out['predicted']} of {out['given']}; {len(out['skipped'])} skipped (reasons above)")
 
 
 # ------------------------------------------------------------------------------------------------------ suggest

@@ -26,6 +26,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 no_wait_option = click.option("--no-wait", is_flag=True, help="Stop with an error when another process is writing the "
                                "store, instead of waiting for it to finish (default: wait; EMBSTORE_LOCK_WAIT "
                                "seconds at most when set).")
+SHOWN_ROWS = 10  # quarantined rows an ingest that made no collection lists (its --json: the first 100)
 device_option = click.option("--device", default=None, metavar="D",
                              help="cpu, cuda, cuda:N, mps or auto (default: EMBSTORE_DEVICE, else cuda > mps > cpu).")
 
@@ -180,7 +181,8 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
     with the filesystem's fsspec package installed). Read in a stream: memory holds a few chunks, whatever the size.
 
     Rows already in the collection are skipped; bad rows are quarantined with their reason
-    (STORE/quarantine/...) and the rest goes on.
+    (STORE/quarantine/...) and the rest goes on. An ingest that makes no collection (every row bad) keeps no
+    quarantine file: it lists the rows and reasons instead.
     """
     from pathlib import Path
 
@@ -227,6 +229,14 @@ def ingest(path: str, store_path: str, collection: str, text_column: str | None,
         click.echo(f"quarantined {n}: {reason}")
     if r.quarantine_file:
         click.echo(f"quarantined rows and reasons: {store.root / r.quarantine_file}")
+    elif r.quarantined_rows:  # no collection was made, so no quarantine file is kept for it: the rows are here
+        click.echo(f"not kept in the store (no collection {r.collection!r} was made); the quarantined rows:")
+        for q in r.quarantined_rows[:SHOWN_ROWS]:
+            where = f"line {q['line']}" if q.get("line") is not None else f"row {q['row']}" if q.get("row") else ""
+            click.echo(f"  {q['source']}{' ' + where if where else ''}: {q['reason']}")
+        if r.quarantined > SHOWN_ROWS:
+            click.echo(f"  ... and {r.quarantined - SHOWN_ROWS} more (--json lists the first "
+                       f"{len(r.quarantined_rows)})")
     if r.ignored_files:
         click.echo(f"ignored {r.ignored_files} {'file that is not an image' if r.ignored_files == 1 else 'files that are not images'}")
     if r.new_columns:

@@ -490,7 +490,10 @@ class _Checker:
 
         for path in leftovers(self.root, copy.deepcopy(self.manifest)):
             rel = path.relative_to(self.root).as_posix()
-            if TEMP.match(path.name) or rel == ".tmp":
+            if rel.startswith("quarantine/"):
+                self.add("stray", rel, f"{rel} holds quarantine records of a collection the store does not have (an "
+                         f"ingest or a delete was killed); {REPAIR}, or the next write, deletes it", True)
+            elif TEMP.match(path.name) or rel == ".tmp":
                 self.add("temporary", rel, f"{rel} is a temporary file left by a writer that was killed or failed; "
                          f"{REPAIR}, or the next write, deletes it", True)
             else:

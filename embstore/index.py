@@ -378,4 +378,8 @@ def check_factory(factory: str, dim: int) -> None:
         reason = str(e).strip().splitlines()[-1].split(": ")[-1]  # FAISS prefixes the C++ function and file
         raise InputError(f"FAISS cannot build index {factory!r}: {reason}; "
                          "see the faiss index_factory docs, e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32") from None
-from .index_build import build_ondisk, build_streaming, list_bytes, ondisk_when  # noqa: E402  (no faiss import)
+from . import index_build as _index_build  # noqa: E402  (no faiss import)
+
+# the streaming and on-disk builders, for callers of this module
+build_ondisk, build_streaming = _index_build.build_ondisk, _index_build.build_streaming
+list_bytes, ondisk_when = _index_build.list_bytes, _index_build.ondisk_when

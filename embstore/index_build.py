@@ -184,7 +184,7 @@ def build_ondisk(blocks: Blocks, n: int, dim: int, factory: str, folder: Path, *
         os.fsync(fd)
     finally:
         os.close(fd)
-    del shard
+    shard = None  # (the in-memory lists let go before the on-disk ones open)
     ondisk = faiss.OnDiskInvertedLists(nlist, code_size, str(final_data))
     ondisk.totsize = total
     ondisk.set_all_lists_sizes(faiss.swig_ptr(sizes))

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError, StoreWriteError
-from .lock import LOCK, lock_state, writer_lock  # noqa: F401  (kept here for callers of the manifest's lock)
+from . import lock as _lock
+
+LOCK, lock_state, writer_lock = _lock.LOCK, _lock.lock_state, _lock.writer_lock  # for callers of the manifest's lock
 
 FORMAT_VERSION = 1
 MANIFEST = "embstore.json"

@@ -1,5 +1,9 @@
 """Applying a head: to new texts or images (embedded by the head's encoder), or to a collection a shard at a time,
-its predictions written as shards of their own that SQL sees as the ``predictions`` view."""
+its predictions written as shards of their own that SQL sees as the ``predictions`` view.
+
+New images that cannot be used (missing, no regular file, not an image, over the pixel limit) are skipped with
+their reason, as an ingest quarantines them, and the rest predicted: ``predicted + len(skipped) == given``. Only
+when none can be used is it an error (the first one's reason)."""
 from __future__ import annotations
 
 import os
@@ -55,6 +59,50 @@ def _encoder_of(store: Any, version: dict[str, Any]) -> dict[str, Any]:
     return coll.get("spaces", {}).get(version["space"], {}).get("encoder") or {}
 
 
+def image_files(images: Sequence[Any]) -> tuple[list[Any], list[dict[str, str]]]:
+    """The images to predict: each given one, a local folder replaced by the image files below it (sorted; hidden
+    ones left out, as an ingest's walk does); and each subfolder that could not be listed, as a skipped input with
+    its reason. An InputError when folders were given and hold no image."""
+    from .ingest.locations import IMAGE_EXTENSIONS, Loc, walk_files
+
+    files: list[Any] = []
+    unlisted: list[dict[str, str]] = []
+    folders = [i for i in images if isinstance(i, (str, os.PathLike)) and os.path.isdir(i)]
+    for given in images:
+        if not (isinstance(given, (str, os.PathLike)) and os.path.isdir(given)):
+            files.append(given)
+            continue
+        root, bad = Loc(os.path.abspath(os.path.expanduser(os.fspath(given)))), []
+        files += sorted(loc.path for loc in walk_files(root, bad) if loc.ext in IMAGE_EXTENSIONS)
+        unlisted += [{"input": os.path.join(os.fspath(given), b["data"]), "reason": b["reason"]} for b in bad]
+    if folders and not files and not unlisted:
+        raise InputError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in "
+                         f"{', '.join(map(os.fspath, folders))}")
+    return files, unlisted
+
+
+def usable_images(images: Sequence[Any], max_pixels: int | None = None) -> tuple[list[Any], list[str], list[dict[str, str]]]:
+    """(the images that load, decoded; their names; each input skipped, with its reason). Folders are read through
+    ``image_files``; bytes and PIL images are named by their place in the list (``#2``). An InputError when none
+    loads."""
+    from .encoders.base import load_user_image
+
+    files, skipped = image_files(images)
+    pictures, names = [], []
+    for k, image in enumerate(files):
+        name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"#{k + 1}"
+        try:
+            pictures.append(load_user_image(image, max_pixels, name=name))
+            names.append(name)
+        except InputError as e:
+            skipped.append({"input": name, "reason": str(e)})
+    if not pictures:
+        first = skipped[0]["reason"] if skipped else "no image given"
+        raise InputError(first if len(skipped) == 1 else f"none of the {len(skipped)} images can be read; the first: "
+                         f"{first}")
+    return pictures, names, skipped
+
+
 def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequence[str] | None,
             images: Sequence[Any] | None, version: int | None, progress: Any = None) -> dict[str, Any]:
     if head is None:
@@ -89,18 +137,18 @@ def predict(store: Any, head: str | None, collection: str | None, *, texts: Sequ
             raise InputError(f"head {record['name']!r} was trained on {record['space']!r} ({spec}), which embeds "
                              f"{' and '.join(m + 's' for m in sorted(enc.modalities))} only, not {wanted}s: predict {other} with it, "
                              f"or a collection (--collection)")
+        skipped: list[dict[str, str]] = []
         if texts is not None:
             X = enc.encode_text(list(texts))
             inputs = list(texts)
         else:
-            from .encoders.base import load_user_image
-
-            X = enc.encode_images([load_user_image(i) for i in images or []])
-            inputs = [str(i) for i in images or []]
+            pictures, inputs, skipped = usable_images(images or [], store.settings.max_pixels)
+            X = enc.encode_images(pictures)
         label, conf, sets = _probabilities(record, est, X)
         rows = [{"input": i, "label": l, "confidence": float(c), **({"labels": ls} if record.get("multilabel") else {})}
                 for i, l, c, ls in zip(inputs, label, conf, sets)]
-        return {"head": record["name"], "version": record["version"], "rows": rows}
+        return {"head": record["name"], "version": record["version"], "rows": rows, "given": len(rows) + len(skipped),
+                "predicted": len(rows), "skipped": skipped}
 
     space = matching_space(store, collection, fp, f"head {record['name']!r}")
     require_items(store, collection)

@@ -283,7 +283,7 @@ class _Fixer:
                        "true, file_row_number = true) WHERE id IN (SELECT id FROM gone)", reason)
 
     def quarantined(self, cname: str, reason: str, row: dict[str, Any]) -> None:
-        from .ingest.runner import Quarantine
+        from .ingest.quarantine import Quarantine
 
         if cname not in self.quarantine:
             self.quarantine[cname] = Quarantine(self.root, cname, "embstore check --repair")

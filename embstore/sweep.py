@@ -1,8 +1,10 @@
 """What a killed writer leaves behind, swept by the next writer (it holds the writer lock, so no write is under
 way): temporary files (``.NAME.tmp``, ``.NAME.<pid>.tmp``), a key spill folder (``STORE/.tmp``), and files under
 ``collections/`` and ``heads/`` that the manifest does not name (a shard, a key table or an index written before
-the kill, never committed). A file the manifest names, current or retired, is never touched, nor anything outside
-those folders (``sql.duckdb``, ``quarantine/``). A writer that writes shards without the lock (predict) reserves
+the kill, never committed), and a quarantine folder (``quarantine/<name>/``) of a collection the manifest does not
+have (an ingest into a new collection killed before its first commit, a delete killed after its commit). A file the
+manifest names, current or retired, is never touched, nor anything else (``sql.duckdb``, the quarantine records of
+the store's collections). A writer that writes shards without the lock (predict) reserves
 their part numbers in the manifest (``reserve``): their files are left alone while that process lives.
 """
 from __future__ import annotations
@@ -94,6 +96,11 @@ def leftovers(root: Path, manifest: dict[str, Any]) -> Iterator[Path]:
             yield root / name
     if (root / ".tmp").is_dir():
         yield root / ".tmp"
+    if (root / "quarantine").is_dir():
+        collections = manifest.get("collections", {})
+        for name in sorted(os.listdir(root / "quarantine")):
+            if name not in collections and (root / "quarantine" / name).is_dir():
+                yield root / "quarantine" / name  # the records of a collection that does not exist
     for top in ("collections", "heads"):
         for folder, _, files in os.walk(root / top):
             for name in files:

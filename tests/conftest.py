@@ -13,7 +13,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pytest
 
-from browser import browser, page  # noqa: F401  (fixtures: a real headless Chromium for page tests)
+import browser as browser_fixtures
+
+browser, page = browser_fixtures.browser, browser_fixtures.page  # fixtures: a real headless Chromium for page tests
 
 HASH = "hash:64"
 

@@ -1,5 +1,6 @@
-"""Fault injection: real CLI processes SIGKILLed at seeded moments spread over an ingest (20 kills), a fit and an
-index build, each followed by the same command again. After every kill the store opens, holds whole commits only
+"""Fault injection: real CLI processes SIGKILLed at seeded moments spread over an ingest (20 kills), a fit, an
+index build, a collection's predict (reserving, writing its shards outside the lock, listing them) and a delete,
+each followed by the same command again. After every kill the store opens, holds whole commits only
 and keeps what was there before; at the end it equals the store of an uninterrupted run (same ids in the same order,
 same vectors, same index, same head), with nothing left of the killed runs.
 
@@ -307,3 +308,130 @@ def test_an_index_build_killed_then_rerun_keeps_the_old_index_and_equals_an_unin
     code, out = zygote.run(*build, "--store", root)
     assert code == 0, out
     assert_same_store(root, ref)
+
+
+# ------------------------------------------------------------------------------------------------ predict
+def predictions_of(root: Path) -> list[tuple]:
+    """The stored predictions of head topic on docs, whole: one version, one row per item, each shard as listed."""
+    s = Store.open(root, create=False)
+    entry = s.manifest["collections"]["docs"]["predictions"]["topic"]
+    for shard in entry["shards"]:
+        assert pq.read_metadata(root / shard["file"]).num_rows == shard["rows"]
+    rows = s.sql("SELECT id, version, label, round(confidence, 5) FROM predictions WHERE collection = 'docs' AND "
+                 "head = 'topic' ORDER BY id").fetchall()
+    assert len(rows) == entry["rows"] == ROWS and len({r[0] for r in rows}) == ROWS and {r[1] for r in rows} == \
+        {entry["version"]}
+    assert {r[0] for r in rows} == {i for (i,) in s.sql("SELECT id FROM docs").fetchall()}
+    return rows
+
+
+def test_a_predict_killed_then_rerun_keeps_the_earlier_predictions_and_equals_an_uninterrupted_one(tmp_path, zygote):
+    """A collection's predict reserves its part numbers under the lock, writes its shards without it, and lists them
+    in a last commit: killed in each of the three, the store keeps the earlier predictions whole (or, killed after
+    the last commit, the new ones), and the same command again stores the uninterrupted run's predictions once."""
+    import shutil
+
+    src, template = corpus(tmp_path), tmp_path / "template"
+    assert zygote.run("ingest", src, "--store", template, "-c", "docs", "--encoder", HASH)[0] == 0
+    fit = ("fit", "--store", template, "-c", "docs", "--label-column", "label", "--name", "topic")
+    assert zygote.run(*fit, "--param", "C=1")[0] == 0
+    predict = ("predict", "-c", "docs", "--head", "topic", "--json")
+    assert zygote.run(*predict, "--store", template)[0] == 0  # version 1's predictions, then a version 2 to predict
+    assert zygote.run(*fit, "--param", "C=10")[0] == 0
+    first = predictions_of(template)
+    ref = tmp_path / "ref"
+    shutil.copytree(template, ref)
+    code, out = zygote.run(*predict, "--store", ref)
+    assert code == 0 and json.loads(out)["predicted"] == ROWS, out
+    want = predictions_of(ref)
+    assert {r[1] for r in first} == {1} and {r[1] for r in want} == {2}
+    shards = ROWS // STEP
+
+    def written(root: Path) -> int:
+        return len(list((root / "collections/docs/predictions/topic").glob("part-*.parquet")))
+
+    moments = {  # as it reserves its part numbers; among the shards it writes outside the lock; as it lists them
+        "reserving": lambda root, pid: holds_lock(root, pid),
+        "writing": lambda root, pid: lambda: written(root) >= shards + 5,
+        "committing": lambda root, pid: lambda: holds_lock(root, pid)() and written(root) >= 2 * shards}
+    for name, ready in moments.items():
+        for attempt in range(5):
+            root = tmp_path / f"{name}-{attempt}"
+            shutil.copytree(template, root)
+            pid, _ = zygote.start(*predict, "--store", root)
+            killed = kill_after(zygote, pid, ready(root, pid), 0.0)
+            now = predictions_of(root)  # the store opens, its predictions whole: the earlier ones or the new ones
+            assert now == first or now == want
+            code, out = zygote.run(*predict, "--store", root)
+            assert code == 0, out
+            assert predictions_of(root) == want
+            assert_nothing_left(root)
+            if killed:
+                break
+        assert killed, f"every predict got through before the moment {name!r}"
+
+
+# ------------------------------------------------------------------------------------------------ delete
+def contents_of(root: Path, collection: str) -> tuple:
+    """A collection's items, its vectors (as bytes, by id) and its row count, comparable with ==."""
+    items, vectors, rows = store_contents(Store.open(root, create=False), collection)
+    return items, {i: v.tobytes() for i, v in vectors.items()}, rows
+
+
+def test_a_delete_killed_then_rerun_removes_the_collection_whole_and_keeps_the_rest(tmp_path, zygote):
+    """``delete -c docs`` killed at moments spread over it (from each time the same store: items, a head, its
+    predictions, a quarantine file, and another collection): the store opens with docs whole or gone, the other
+    collection and the head as they were; the same command again leaves docs gone with nothing of it left over
+    (its quarantine folder too) and the store passing check."""
+    import shutil
+
+    src, template = corpus(tmp_path), tmp_path / "template"
+    assert zygote.run("ingest", src, "--store", template, "-c", "docs", "--encoder", HASH)[0] == 0
+    bad = write_csv(tmp_path / "bad.csv", [{"id": "r0", "text": "other text", "label": "a"}])
+    assert zygote.run("ingest", bad, "--store", template, "-c", "docs")[0] == 1  # r0 again, changed: quarantined
+    other = write_csv(tmp_path / "other.csv", [{"text": f"other row {i}"} for i in range(50)] + [{"text": " "}])
+    assert zygote.run("ingest", other, "--store", template, "-c", "other", "--encoder", HASH)[0] == 0
+    assert zygote.run("fit", "--store", template, "-c", "docs", "--label-column", "label", "--name", "topic")[0] == 0
+    assert zygote.run("predict", "--store", template, "-c", "docs", "--head", "topic")[0] == 0
+    assert (template / "quarantine" / "docs").is_dir() and (template / "quarantine" / "other").is_dir()
+    kept = contents_of(template, "other")
+    heads = Store.open(template).head_versions("topic")
+    delete = ("delete", "-c", "docs", "--yes", "--json")
+    ref = tmp_path / "ref"
+    shutil.copytree(template, ref)
+    pid, _ = zygote.start(*delete, "--store", ref)
+    assert wait_until(pid, holds_lock(ref, pid))
+    t = time.monotonic()
+    assert zygote.finish() == 0
+    span = time.monotonic() - t
+    rng = random.Random(SEED)
+    delays = [0.0] + [(i + rng.random()) / 3 * span for i in range(3)]
+    kills, states = 0, set()
+    for attempt in range(12):
+        if not delays:
+            break
+        root = tmp_path / f"run-{attempt}"
+        shutil.copytree(template, root)
+        pid, _ = zygote.start(*delete, "--store", root)
+        if kill_after(zygote, pid, holds_lock(root, pid), delays[0]):
+            kills += 1
+            delays.pop(0)
+        else:  # got through first: the moment, earlier
+            delays[0] /= 2
+        s = Store.open(root, create=False)
+        if "docs" in s.manifest["collections"]:  # killed before its commit: whole
+            assert assert_whole(root) == ROWS
+            assert len(s.sql("SELECT id FROM predictions WHERE collection = 'docs'").fetchall()) == ROWS
+            assert [h["id"] for h in s.search("docs", "cat dog horse", k=3)]  # (an index it removed: built anew)
+            states.add("whole")
+        else:
+            assert s.sql("SELECT count(*) FROM predictions WHERE collection = 'docs'").fetchall() == [(0,)]
+            states.add("gone")
+        assert contents_of(root, "other") == kept and s.head_versions("topic") == heads
+        code, out = zygote.run(*delete, "--store", root)
+        assert code == 0 or ("gone" in states and "no collection 'docs'" in out), out
+        s = Store.open(root, create=False)
+        assert "docs" not in s.manifest["collections"] and not (root / "quarantine" / "docs").exists()
+        assert contents_of(root, "other") == kept and s.head_versions("topic") == heads
+        assert_nothing_left(root)
+    assert kills == 4, kills

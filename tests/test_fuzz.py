@@ -69,7 +69,8 @@ def check_ingest(tmp: Path, kind: str, rows: list[tuple[int, str | bytes]]) -> N
     assert r.read == len(rows) == r.added + r.duplicates + r.quarantined
     stored = dict(store.sql("SELECT id, text FROM docs").fetchall()) if r.added else {}
     assert len(stored) == r.added
-    quarantined = [q for q in quarantine_lines(store.root, r.quarantine_file)] if r.quarantined else []
+    # (no collection made: no quarantine file kept, its records in the report)
+    quarantined = quarantine_lines(store.root, r.quarantine_file) if r.quarantine_file else r.quarantined_rows
     assert len(quarantined) == r.quarantined and all(q["reason"] for q in quarantined)
 
     def quarantined_row(i: str) -> bool:  # by the row's values, or its line as read (one that did not decode)

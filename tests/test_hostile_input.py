@@ -12,7 +12,7 @@ from embstore import Store
 from embstore.errors import ImageTooLargeError, InputError
 from embstore_cli.main import cli
 
-from conftest import HASH, make_png, quarantine_lines
+from conftest import HASH, make_png, quarantine_lines, write_jsonl
 
 
 def counts_add_up(r) -> bool:
@@ -117,3 +117,274 @@ def test_a_header_of_too_many_columns_is_one_line(tmp_path):
     path.write_text(",".join(f"c{i}" for i in range(MAX_COLUMNS + 1)) + "\n" + ",".join("1" * (MAX_COLUMNS + 1)) + "\n")
     with pytest.raises(InputError, match=f"has {MAX_COLUMNS + 1:,} columns; embstore reads at most {MAX_COLUMNS:,}"):
         Store.open(tmp_path / "s").ingest(path, "docs", encoder=HASH, text_column="c0")
+
+
+def test_an_oversized_jsonl_line_is_quarantined_with_bounded_memory_and_the_rest_read_on(tmp_path):
+    """A 50 MB line among short ones was read whole (then decoded and parsed: memory a few times its size) and
+    stored as an item: now it is quarantined with its size and first bytes while the reader holds at most the row
+    limit of it, and every other line is read once."""
+    import json
+    import tracemalloc
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(300):
+            f.write(json.dumps({"id": f"r{i}", "text": f"short text number {i}"}) + "\n")
+            if i == 150:
+                f.write('{"id": "big", "text": "' + "x" * 50_000_000 + '"}\n')
+        f.write('{"id": "last", "text": "no line break after it"}')
+    from embstore.ingest.sources import open_source
+
+    list(open_source(write_jsonl(tmp_path / "small.jsonl", [{"text": "a"}])).pieces())  # (imports, before tracing)
+    tracemalloc.start()
+    try:
+        rows = sum(p.table.num_rows + len(p.bad) for p in open_source(path).pieces())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows == 302 and peak < 20_000_000, peak  # the row limit and a chunk (the line read whole: over 100 MB)
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(path, "docs", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (302, 301, 1) and counts_add_up(r)
+    ids, _ = store.embeddings("docs")
+    assert sorted(ids) == sorted([f"r{i}" for i in range(300)] + ["last"])
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["line"] == 152 and bad["reason"].startswith("row too long: 50,000,026 bytes, over the limit of "
+                                                           "8,388,608 per row")
+    assert bad["data"].startswith('{"id": "big", "text": "xxx') and bad["data"].endswith("...")
+    assert len(bad["data"]) <= 1000
+
+
+def test_an_oversized_utf16_jsonl_line_is_quarantined(tmp_path):
+    path = tmp_path / "wide.jsonl"
+    lines = ['{"text": "first"}', '{"text": "' + "y" * 5_000_000 + '"}', '{"text": "third"}']
+    path.write_bytes("\n".join(lines).encode("utf-16"))
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(path, "docs", encoder=HASH, encoding="utf-16")
+    assert (r.read, r.added, r.quarantined) == (3, 2, 1) and counts_add_up(r)
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["line"] == 2 and bad["reason"].startswith("row too long: 10,000,026 bytes")
+
+
+# ------------------------------------------------------------------------------------------- files that are no files
+@pytest.fixture()
+def no_hang():
+    """Fails the test (instead of hanging it) when a named pipe made through ``no_hang(path)`` is opened for reading
+    and waited on: after 30 s a writer opens it and closes it, so the read ends, then the test fails."""
+    import signal
+
+    pipes = []
+
+    def make(path):
+        os.mkfifo(path)
+        pipes.append(path)
+        return path
+
+    def ring(*_):
+        for p in pipes:
+            try:
+                os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))  # a reader waiting on it gets its end
+            except OSError:
+                pass
+        raise AssertionError("a named pipe was opened for reading and waited on")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(30)
+    yield make
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_a_named_pipe_in_a_folder_of_images_is_quarantined_unread(tmp_path, no_hang):
+    folder = tmp_path / "imgs"
+    for k in range(2):
+        make_png(folder / f"ok{k}.png", k)
+    no_hang(folder / "x.png")
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(folder, "pics", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (3, 2, 1) and counts_add_up(r)
+    assert r.reasons == {"not a regular file": 1}
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["reason"] == f"not a regular file: {folder / 'x.png'} is a named pipe (FIFO); give image files"
+    assert bad["data"]["path"] == str(folder / "x.png")
+
+
+def test_a_named_pipe_as_a_table_is_one_line(tmp_path, no_hang):
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    (folder / "a.csv").write_text("text\nhello\n")
+    no_hang(folder / "b.csv")
+    store = Store.open(tmp_path / "s")
+    for given in (folder, folder / "b.csv"):
+        with pytest.raises(InputError, match=r"b\.csv is not a regular file \(a named pipe \(FIFO\)\); give a CSV"):
+            store.ingest(given, "docs", encoder=HASH)
+
+
+# ------------------------------------------------------------------------------------------- folders that do not list
+def unlistable(monkeypatch, *folders):
+    """os.scandir refuses ``folders`` (permission denied), as chmod 000 does for a user other than root."""
+    real = os.scandir
+    refused = {os.fspath(f) for f in folders}
+
+    def scandir(path="."):
+        if os.fspath(path) in refused:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_subfolder_that_cannot_be_listed_is_quarantined_not_skipped_unsaid(tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    for k, sub in enumerate(["a", "a", "locked", "z"]):
+        make_png(folder / sub / f"{k}.png", k)
+    unlistable(monkeypatch, folder / "locked")
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(folder, "pics", encoder=HASH)
+    assert (r.read, r.added, r.quarantined) == (4, 3, 1) and counts_add_up(r)
+    assert r.reasons == {"cannot list folder": 1}
+    [bad] = quarantine_lines(store.root, r.quarantine_file)
+    assert bad["reason"].startswith("cannot list folder: locked: Permission denied; its files were not read")
+    assert bad["data"] == "locked" and bad["row"] is None
+    with pytest.raises(InputError, match="cannot list folder .*imgs: Permission denied"):
+        unlistable(monkeypatch, folder)
+        store.ingest(folder, "pics2", encoder=HASH)
+
+
+def test_a_subfolder_of_tables_that_cannot_be_listed_is_quarantined(tmp_path, monkeypatch):
+    folder = tmp_path / "tables"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "a.csv").write_text("text\nhello\nworld\n")
+    unlistable(monkeypatch, folder / "locked")
+    store = Store.open(tmp_path / "s")
+    r = store.ingest(folder, "docs", encoder=HASH)
+    assert (r.read, r.added, r.quarantined, r.reasons) == (3, 2, 1, {"cannot list folder": 1}) and counts_add_up(r)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root lists a folder of mode 000 all the same (the scandir tests above stand in)")
+def test_a_chmod_000_subfolder_is_quarantined(tmp_path):
+    folder = tmp_path / "imgs"
+    make_png(folder / "0.png", 0)
+    make_png(folder / "locked" / "1.png", 1)
+    (folder / "locked").chmod(0)
+    try:
+        r = Store.open(tmp_path / "s").ingest(folder, "pics", encoder=HASH)
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert (r.read, r.added, r.quarantined, r.reasons) == (2, 1, 1, {"cannot list folder": 1})
+
+
+# ------------------------------------------------------------------------------------------- predict on new images
+def test_predict_skips_the_images_it_cannot_use_with_their_reasons_and_predicts_the_rest(tmp_path, monkeypatch,
+                                                                                        no_hang):
+    """A broken file, a named pipe and a folder that cannot be listed among the images of a predict call: each is
+    skipped with its reason (the call failed on the first), the rest predicted; predicted + skipped = given."""
+    import json
+
+    for n in range(6):
+        make_png(tmp_path / "imgs" / ("a" if n % 2 else "b") / f"{n}.png", n)
+    store = Store.open(tmp_path / "s")
+    store.ingest(tmp_path / "imgs", "imgs", encoder=HASH)
+    store.fit("imgs", "folder", "h", model="knn")
+    new = tmp_path / "new"
+    make_png(new / "good1.png", 1)
+    make_png(new / "sub" / "good2.png", 2)
+    (new / "broken.png").write_bytes(b"not an image")
+    no_hang(new / "pipe.png")
+    make_png(new / "locked" / "3.png", 3)
+    unlistable(monkeypatch, new / "locked")
+    res = CliRunner().invoke(cli, ["predict", "--store", str(store.root), "--head", "h", "--image", str(new),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [r["input"] for r in out["rows"]] == [str(new / "good1.png"), str(new / "sub" / "good2.png")]
+    reasons = {s["input"]: s["reason"] for s in out["skipped"]}
+    assert reasons == {
+        str(new / "locked"): "cannot list folder: locked: Permission denied; its files were not read: fix its "
+                             "permissions and ingest the folder again",
+        str(new / "broken.png"): f"cannot read image {new / 'broken.png'}: UnidentifiedImageError: cannot identify "
+                                 f"image file '{new / 'broken.png'}'",
+        str(new / "pipe.png"): f"image {new / 'pipe.png'} is not a regular file (a named pipe (FIFO)); give an "
+                               "image file"}
+    assert (out["given"], out["predicted"]) == (5, 2) and out["predicted"] + len(out["skipped"]) == out["given"]
+    text = CliRunner().invoke(cli, ["predict", "--store", str(store.root), "--head", "h", "--image", str(new)])
+    assert text.exit_code == 0 and f"skipped {new / 'broken.png'}: cannot read image" in text.output
+    assert "predicted 2 of 5; 3 skipped (reasons above)" in text.output
+    # the library, and images given as bytes (named by their place)
+    lib = store.predict("h", images=[(new / "good1.png").read_bytes(), b"not an image"])
+    assert [r["input"] for r in lib["rows"]] == ["#1"] and lib["skipped"][0]["input"] == "#2"
+    assert lib["skipped"][0]["reason"].startswith("cannot read image #2: UnidentifiedImageError")
+    # none usable: one line, before a model loads
+    bad = CliRunner().invoke(cli, ["predict", "--store", str(store.root), "--head", "h", "--image",
+                                   str(new / "broken.png"), "--image", str(new / "pipe.png")])
+    assert bad.exit_code == 2 and "none of the 2 images can be read; the first: cannot read image" in bad.output
+    with pytest.raises(InputError, match="is not a regular file"):
+        store.predict("h", images=[new / "pipe.png"])
+
+
+# ------------------------------------------------------------------------------------------- ingests that make nothing
+def test_an_ingest_that_makes_no_collection_leaves_no_quarantine_folder_and_reports_its_rows(tmp_path):
+    """Every row bad: no collection, and no quarantine/<name>/ folder for it (one was left, for a collection that
+    does not exist); the rows and reasons are in the report (the CLI lists them, --json has them)."""
+    import json
+
+    from conftest import write_csv
+
+    store = Store.open(tmp_path / "s")
+    store.ingest(write_csv(tmp_path / "ok.csv", [{"text": "fine"}]), "docs", encoder=HASH)
+    bad = write_csv(tmp_path / "bad.csv", [{"text": " "}] * 12 + [{"text": ""}])
+    r = store.ingest(bad, "fresh", encoder=HASH)
+    assert (r.read, r.added, r.quarantined, r.quarantine_file) == (13, 0, 13, None) and counts_add_up(r)
+    assert "fresh" not in Store.open(store.root).manifest["collections"]
+    assert not (store.root / "quarantine" / "fresh").exists()
+    assert len(r.quarantined_rows) == 13 and r.quarantined_rows[0] == {
+        "source": str(bad), "row": 1, "reason": "empty text in column 'text'", "data": {"text": " "}}
+    res = CliRunner().invoke(cli, ["ingest", str(bad), "--store", str(store.root), "-c", "fresh", "--encoder", HASH])
+    assert res.exit_code == 1 and "not kept in the store (no collection 'fresh' was made); the quarantined rows:" \
+        in res.output
+    assert f"  {bad} row 1: empty text in column 'text'" in res.output and "... and 3 more" in res.output
+    out = CliRunner().invoke(cli, ["ingest", str(bad), "--store", str(store.root), "-c", "fresh", "--encoder", HASH,
+                                   "--json"])
+    report = json.loads(out.stdout)
+    assert report["quarantine_file"] is None and len(report["quarantined_rows"]) == 13
+    assert not (store.root / "quarantine").exists()
+    # a collection that is kept keeps its quarantine file, and its ingest record has no rows list
+    mixed = store.ingest(write_csv(tmp_path / "mixed.csv", [{"text": "a"}, {"text": " "}]), "docs", encoder=HASH)
+    assert mixed.quarantine_file is not None and mixed.quarantined_rows == []
+    assert "quarantined_rows" not in Store.open(store.root).manifest["collections"]["docs"]["ingests"][-1]
+
+
+def test_an_ingest_stopped_by_an_error_before_its_first_commit_leaves_no_quarantine_folder(tmp_path, monkeypatch):
+    """Rows quarantined, then a CSV column changing type after the first block stops the ingest: no collection was
+    committed, so its quarantine records go too (the re-run of the fixed file quarantines them again)."""
+    from embstore.ingest import csv_stream
+
+    monkeypatch.setattr(csv_stream, "BLOCK_BYTES", 1024)
+    src = tmp_path / "t.csv"
+    src.write_text("text,n\n" + "".join(f" ,{i}\n" for i in range(600)) + "a late row,not a number\n")
+    store = Store.open(tmp_path / "s")
+    with pytest.raises(InputError, match="'n'"):
+        store.ingest(src, "c", encoder=HASH)
+    assert "c" not in Store.open(store.root).manifest["collections"]
+    assert not (store.root / "quarantine").exists()
+
+
+def test_a_quarantine_folder_of_no_collection_is_found_by_check_and_swept_by_the_next_write(tmp_path):
+    """What an ingest killed before its first commit into a new collection, or a delete killed between its commit
+    and the removal of the collection's quarantine folder, leaves: check names it, the next writer deletes it; the
+    quarantine records of a collection the store has stay."""
+    from conftest import write_csv
+
+    from embstore.check import check_store
+
+    store = Store.open(tmp_path / "s")
+    kept = store.ingest(write_csv(tmp_path / "a.csv", [{"text": "a"}, {"text": " "}]), "docs", encoder=HASH)
+    ghost = store.root / "quarantine" / "ghost"
+    ghost.mkdir()
+    (ghost / "20260101T000000-deadbeef.jsonl").write_text('{"row": 1, "reason": "empty text"}\n')
+    [problem] = check_store(store.root).problems
+    assert problem.where == "quarantine/ghost" and "a collection the store does not have" in problem.message
+    store.ingest(write_csv(tmp_path / "b.csv", [{"text": "b"}]), "docs", encoder=HASH)
+    assert not ghost.exists() and (store.root / kept.quarantine_file).is_file()
+    assert check_store(store.root).problems == []

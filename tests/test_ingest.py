@@ -239,7 +239,7 @@ def test_ingest_inside_a_daemonic_pool_worker_decodes_in_threads(tmp_path, monke
     """A multiprocessing.Pool worker may not start processes: there the many-images path falls back to threads."""
     import multiprocessing
 
-    from embstore.ingest import decode, runner
+    from embstore.ingest import decode
 
     monkeypatch.setattr(decode, "PROCESS_MIN", 1)  # inherited by the forked pool worker (workers: the default, >= 2)
     monkeypatch.setenv("EMBSTORE_WORKERS", "2")

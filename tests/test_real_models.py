@@ -255,7 +255,7 @@ def test_lite0_matches_timm(tmp_path, monkeypatch, decoders):
     from PIL import Image
 
     from embstore.config import Settings
-    from embstore.ingest import decode, runner
+    from embstore.ingest import decode
 
     monkeypatch.setattr(decode, "PROCESS_MIN", 1 if decoders == "processes" else 10**9)
     paths = _images(tmp_path / "imgs")

@@ -14,7 +14,7 @@ from embstore import (InputError, NotFoundError, ReadOnlyError, Store, StoreLock
 from embstore.encoders import get_encoder
 from embstore.manifest import MANIFEST, read_manifest, write_manifest, writer_lock
 
-from conftest import HASH, make_png, topic_rows, write_csv
+from conftest import HASH, make_png, write_csv
 
 
 PREDICTION_COLUMNS = ["collection", "id", "head", "version", "label", "confidence"]

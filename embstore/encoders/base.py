@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -140,19 +141,28 @@ def load_image(source: Any, max_pixels: int | None = None) -> Any:
     return img.convert("RGB")
 
 
-def load_user_image(source: Any, max_pixels: int | None = None) -> Any:
+def load_user_image(source: Any, max_pixels: int | None = None, name: str | None = None) -> Any:
     """``load_image`` for an image a user names on the command line or in a call: a one-line InputError when the
-    file is missing or is not an image."""
+    file is missing, is no regular file (a named pipe is never opened) or is not an image. ``name``: how the
+    message names it (default: the path)."""
     from ..errors import ImageTooLargeError, InputError
 
+    shown = source if name is None else name
     try:
-        return load_image(source, max_pixels)
+        kind = None
+        if isinstance(source, (str, os.PathLike)):
+            from ..ingest.locations import special_kind
+
+            kind = special_kind(os.stat(source).st_mode)
+        if kind is None:
+            return load_image(source, max_pixels)
     except FileNotFoundError:
-        raise InputError(f"image {source} does not exist") from None
+        raise InputError(f"image {shown} does not exist") from None
     except ImageTooLargeError as e:
-        raise ImageTooLargeError(f"image {source} has {e}") from None
+        raise ImageTooLargeError(f"image {shown} has {e}") from None
     except Exception as e:  # PIL raises many types for bad bytes; each one means "not an image"
-        raise InputError(f"cannot read image {source}: {type(e).__name__}: {e}") from None
+        raise InputError(f"cannot read image {shown}: {type(e).__name__}: {e}") from None
+    raise InputError(f"image {shown} is not a regular file ({kind}); give an image file")
 
 
 def as_float32(x: Any) -> np.ndarray:

@@ -67,8 +67,6 @@ class CsvFile:
     """One CSV/TSV file opened for streaming: the constructor reads its first block and infers the schema."""
 
     def __init__(self, loc: Loc, kind: str, encoding: str = "utf-8"):
-        from pyarrow import csv
-
         self.loc, self.kind, self.encoding = loc, kind, encoding
         self.utf8 = is_utf8(encoding)
         self.delimiter = "\t" if kind == "tsv" else ","

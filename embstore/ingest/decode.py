@@ -2,6 +2,7 @@
 preprocessed in worker processes (many images, Linux) or threads, streamed to the model a batch at a time."""
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections import deque
@@ -14,20 +15,31 @@ from ..config import MAX_PIXELS
 from ..encoders import load_image
 from ..errors import ImageTooLargeError
 from .hashing import content_hash
+from .locations import special_kind
 
 PROCESS_MIN = 256  # images to decode before worker processes pay for their start (fewer: threads)
 
 
 def read_file(path: str) -> tuple[bytes | None, str | None]:
     """An image file's bytes (a local path, or a URL fsspec knows), or the quarantine reason why they cannot be
-    read."""
+    read (a named pipe or a device is not read at all)."""
     try:
         if "://" in path:
             import fsspec
 
             with fsspec.open(path, "rb") as f:
                 return f.read(), None
-        with open(path, "rb") as f:
+        # opened without blocking, so that a named pipe does not wait for a writer; then looked at before a read
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            kind = special_kind(os.fstat(fd).st_mode)
+        except OSError:
+            os.close(fd)
+            raise
+        if kind is not None:
+            os.close(fd)
+            return None, f"not a regular file: {path} is {kind}; give image files"
+        with open(fd, "rb") as f:
             return f.read(), None
     except FileNotFoundError:
         return None, f"missing file: {path}"

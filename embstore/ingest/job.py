@@ -79,6 +79,7 @@ def _run(store: Any, writer: SpaceWriter, enc: Any, plan: Any, src: Any, stored:
     from .runner import IngestRun
 
     types = Types(stored, collection)
+    quarantined_before = quarantine_files(store.root, collection)
     try:
         if engine == "ray":
             from .ray_engine import run_ray
@@ -93,12 +94,26 @@ def _run(store: Any, writer: SpaceWriter, enc: Any, plan: Any, src: Any, stored:
         coll = store.manifest["collections"].get(collection)
         if existing is None and coll is not None and not coll["item_shards"]:
             del store.manifest["collections"][collection]  # refused while streaming, before any commit:
-            store.commit()  # no empty collection is left behind
+            store.commit()  # no empty collection is left behind, nor its quarantine records (the error stopped
+            discard_quarantine(store.root, collection, quarantined_before)  # the whole input: a re-run finds them)
         raise
     if existing and existing["item_shards"] and stored is not None and report.added:
         report.new_columns = [c for c in types.seen if c not in stored.names and c != plan.id_column]
     finish(store, writer, report, created=existing is None, factory=index)
     return report
+
+
+def quarantine_files(root: Path, collection: str) -> set[str]:
+    folder = root / "quarantine" / collection
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def discard_quarantine(root: Path, collection: str, before: set[str]) -> None:
+    """Delete the quarantine files written since ``before`` (this run's) for a collection that is not kept."""
+    from .quarantine import Quarantine
+
+    for name in sorted(quarantine_files(root, collection) - before):
+        Quarantine.take_back(root, f"quarantine/{collection}/{name}", keep=0)
 
 
 class Types:
@@ -154,12 +169,18 @@ def choose_encoder(store: Any, collection: str, existing: dict[str, Any] | None,
 def finish(store: Any, writer: SpaceWriter, report: Any, *, created: bool, factory: str | None) -> None:
     """After an ingest's chunks are committed (writer lock held): save the key tables, index the space and record
     the ingest in one last commit. A collection this ingest created and added no row to (none, or all
-    quarantined) is not left behind empty; the quarantine file is kept, and the report names it."""
+    quarantined) is not left behind empty, nor is its quarantine file (no quarantine folder for a collection that
+    does not exist): the file's first records are in the report's ``quarantined_rows``, ``quarantine_file`` None."""
+    from .quarantine import Quarantine
+
     collection, space = writer.collection, writer.space
     if created and report.added == 0:
         del store.manifest["collections"][collection]
         store.drop_growing(collection, space)
         store.commit()
+        if report.quarantine_file:
+            report.quarantined_rows = Quarantine.take_back(store.root, report.quarantine_file)
+            report.quarantine_file = None
         return
     writer.finish()
     store.commit()  # the key tables are listed now: readers use them while the index is built
@@ -170,7 +191,7 @@ def finish(store: Any, writer: SpaceWriter, report: Any, *, created: bool, facto
         raise InputError(f"the rows are committed ({report.added} added), but not indexed: {e}; then run "
                          "embstore index") from None
     store.manifest["collections"][collection]["ingests"].append(
-        {k: v for k, v in report.to_dict().items() if k != "collection"} | {"at": now()})
+        {k: v for k, v in report.to_dict().items() if k not in ("collection", "quarantined_rows")} | {"at": now()})
     store.commit()
 
 

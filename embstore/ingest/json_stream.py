@@ -8,6 +8,8 @@ Blank lines are no rows. A file whose first character is '[' holds one JSON arra
 has no way to stream its elements without a streaming parser), then handed out in pieces like the rest.
 Lines are decoded strictly in the file's ``encoding`` (UTF-8 by default): a line that does not decode is quarantined
 with the byte that failed, never read with U+FFFD in place of its bytes (an array that does not decode is refused).
+A line over ``ROW_BYTES`` (8 MiB) is quarantined with its size and first bytes, as a CSV row is: lines are split
+from chunks read a megabyte at a time, so memory holds a line up to the limit, never the rest of one longer.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import pyarrow as pa
 
 from ..errors import InputError
 from .locations import Loc
-from .sources import Piece
+from .sources import ROW_BYTES, Piece
+
+CHUNK = 1 << 20  # bytes read at a time
 
 
 class JsonTables:
@@ -86,7 +90,7 @@ def _records(loc: Loc, encoding: str = "utf-8") -> Iterator[tuple[int, Any, str 
     a JSON array, (position in it, element, None)."""
     import codecs
 
-    from .csv_stream import is_utf8
+    from .csv_stream import is_utf8, too_long
 
     utf8 = is_utf8(encoding)
     encoding = "utf-8" if utf8 else codecs.lookup(encoding).name
@@ -110,7 +114,10 @@ def _records(loc: Loc, encoding: str = "utf-8") -> Iterator[tuple[int, Any, str 
                 yield i + 1, row, None
             return
         f.seek(0)
-        for number, raw in enumerate(f, start=1):
+        for number, (raw, size, first) in enumerate(_lines(f, ROW_BYTES), start=1):
+            if raw is None:
+                yield number, first.decode(encoding, errors="backslashreplace")[:997] + "...", too_long(size)
+                continue
             try:
                 line = raw.decode(encoding).rstrip("\r\n")
             except UnicodeDecodeError as e:
@@ -121,6 +128,44 @@ def _records(loc: Loc, encoding: str = "utf-8") -> Iterator[tuple[int, Any, str 
             if number == 1:
                 line = line.removeprefix("\ufeff")
             yield from _parsed(number, line)
+
+
+def _lines(f: Any, limit: int) -> Iterator[tuple[bytes | None, int, bytes]]:
+    """Each line of a binary file as (its bytes with the line break, its size, b""), or, for a line over ``limit``
+    bytes, (None, its size, its first 1000 bytes): its bytes past the limit are read and let go."""
+    held: list[bytes] = []  # the line so far, while it is within the limit
+    size, first, over = 0, b"", False
+    while chunk := f.read(CHUNK):
+        at = 0
+        while (end := chunk.find(b"\n", at)) >= 0:
+            part = chunk[at:end + 1]
+            size += len(part)
+            if over or size > limit:
+                yield None, size, first if over else _first(held, part)
+            else:
+                yield (b"".join(held) + part if held else part), size, b""
+            held, size, first, over, at = [], 0, b"", False, end + 1
+        rest = chunk[at:]
+        size += len(rest)
+        if rest and not over:
+            if size > limit:
+                first, held, over = _first(held, rest), [], True
+            else:
+                held.append(rest)
+    if over:
+        yield None, size, first
+    elif size:
+        yield b"".join(held), size, b""
+
+
+def _first(held: list[bytes], more: bytes, n: int = 1000) -> bytes:
+    """The first ``n`` bytes of ``held`` and then ``more``, without joining them."""
+    out = b""
+    for part in (*held, more):
+        out += part[:n - len(out)]
+        if len(out) >= n:
+            break
+    return out
 
 
 def _parsed(number: int, line: str) -> Iterator[tuple[int, Any, str | None]]:
@@ -136,11 +181,24 @@ def _records_wide(loc: Loc, encoding: str) -> Iterator[tuple[int, Any, str | Non
     """UTF-16/32 lines (a byte split at b'\\n' would cut a character): decoded as a text stream."""
     import io
 
+    from .csv_stream import too_long
+
+    unit = "utf-16-le" if "16" in encoding else "utf-32-le"  # (the same bytes per character as BE and with a BOM)
+    limit = ROW_BYTES // (2 if "16" in encoding else 4)  # characters: a line over it is over ROW_BYTES
     with loc.open() as f:
         text = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
         number = 0
         try:
-            for number, line in enumerate(text, start=1):
+            while line := text.readline(limit + 1):
+                number += 1
+                if len(line) > limit and not line.endswith(("\n", "\r")):  # over the limit: read on and let go
+                    size, first = len(line.encode(unit)), line[:997]
+                    while more := text.readline(limit):
+                        size += len(more.encode(unit))
+                        if more.endswith(("\n", "\r")):
+                            break
+                    yield number, first + "...", too_long(size)
+                    continue
                 yield from _parsed(number, line.rstrip("\r\n").removeprefix("\ufeff"))
         except UnicodeDecodeError as e:
             raise InputError(f"{loc.shown} is not {encoding} text after line {number} ({e.reason}); pass --encoding "

@@ -9,7 +9,8 @@ the files to read, without reading any of them.
   until its first image: a folder holding an image is a folder of images, walked on lazily by the source as it
   streams; a folder holding none is a folder of tables, listed whole and sorted (names starting with '_', such as
   ``_SUCCESS``, ``_common_metadata`` or a ``_delta_log`` folder, are skipped as Spark and Hive leave them; other files
-  are counted as ignored).
+  are counted as ignored). A subfolder that cannot be listed is a bad row of the source (quarantined with its
+  reason, so the ingest counts and names it), never skipped unsaid.
 - A list resolves each item; the same file twice is read once, the first time; the list's order is kept.
 - All tables of one source are of one kind (CSV, TSV, Parquet or JSONL): two kinds is an error naming a file of each.
 """
@@ -98,6 +99,7 @@ class Found:
     walk: Iterator[Loc] | None = None
     root: Loc | None = None  # the folder of images, or the spec's own location
     ignored: int = 0  # files that are neither images nor tables of the source, met so far
+    unlisted: list[dict[str, Any]] = field(default_factory=list)  # folders the walk could not list, met so far
 
     @property
     def kind(self) -> str:
@@ -129,7 +131,8 @@ def resolve(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> Found:
                 seen.add(table.loc.key())
                 tables.append(table)
     check_one_kind(tables)
-    return Found(", ".join(p.name for p in parts), parts[0].base_dir, tables, ignored=sum(p.ignored for p in parts))
+    return Found(", ".join(p.name for p in parts), parts[0].base_dir, tables, ignored=sum(p.ignored for p in parts),
+                 unlisted=[u for p in parts for u in p.unlisted])
 
 
 def check_one_kind(tables: Sequence[TableFile]) -> None:
@@ -138,6 +141,27 @@ def check_one_kind(tables: Sequence[TableFile]) -> None:
         first = tables[0]
         raise InputError(f"{first.loc.url} is {first.kind.upper()} but {other.loc.url} is {other.kind.upper()}; "
                          "give tables of one kind per ingest")
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` is when it is no regular file ('a named pipe (FIFO)', ...), else None. Reading a
+    named pipe waits for a writer, and a device may never end: such files are refused before they are read."""
+    import stat
+
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_regular(loc: Loc, shown: str) -> None:
+    """A local table file that is no regular file (a named pipe, a device) is a one-line error, never opened."""
+    kind = special_kind(os.stat(loc.path).st_mode) if loc.fs is None else None
+    if kind is not None:
+        raise InputError(f"{shown} is not a regular file ({kind}); give a CSV, TSV, Parquet or JSONL file")
 
 
 def table_kind(loc: Loc) -> str:
@@ -214,7 +238,9 @@ def _resolve_one(item: str | os.PathLike) -> Found:
     if root.isdir():
         return _folder(root, name)
     loc = Loc(root.path, root.fs, posixpath.basename(root.path))
-    return Found(name, loc.parent_url(), [TableFile(loc, table_kind(loc))], root=loc)
+    kind = table_kind(loc)
+    check_regular(loc, name)
+    return Found(name, loc.parent_url(), [TableFile(loc, kind)], root=loc)
 
 
 def _glob(pattern: Loc, name: str) -> Found:
@@ -237,11 +263,20 @@ def _glob(pattern: Loc, name: str) -> Found:
     return Found(name, base.url, tables, root=base)
 
 
-def walk_files(root: Loc) -> Iterator[Loc]:
+def walk_files(root: Loc, unlisted: list[dict[str, Any]] | None = None) -> Iterator[Loc]:
     """The files below a folder in os.walk's order: a folder's files sorted, then each subfolder's, sorted; hidden
-    files and folders skipped. Lazy: a folder is listed when the walk reaches it."""
+    files and folders skipped. Lazy: a folder is listed when the walk reaches it. A subfolder that cannot be listed
+    (no permission, gone meanwhile) is appended to ``unlisted`` as a bad row (``unlisted_folder``) and the walk goes
+    on; the folder itself not listing is a one-line error."""
+    unlisted = [] if unlisted is None else unlisted
+
+    def failed(path: str, error: OSError) -> None:
+        if path.rstrip("/") == root.path.rstrip("/"):
+            raise InputError(f"cannot list folder {root.url}: {error.strerror or error}; check its permissions")
+        unlisted.append(unlisted_folder(root.below(path).shown, error))
+
     if root.fs is None:
-        for dirpath, dirnames, filenames in os.walk(root.path):
+        for dirpath, dirnames, filenames in os.walk(root.path, onerror=lambda e: failed(e.filename, e)):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 if not name.startswith("."):
@@ -251,7 +286,12 @@ def walk_files(root: Loc) -> Iterator[Loc]:
     while stack:
         folder = stack.pop()
         files, folders = [], []
-        for info in root.fs.ls(folder, detail=True):
+        try:
+            listing = root.fs.ls(folder, detail=True)
+        except OSError as e:
+            failed(folder, e)
+            continue
+        for info in listing:
             path = info["name"].rstrip("/")
             if path == folder.rstrip("/") or posixpath.basename(path).startswith("."):
                 continue
@@ -261,12 +301,21 @@ def walk_files(root: Loc) -> Iterator[Loc]:
         stack.extend(sorted(folders, reverse=True))
 
 
+def unlisted_folder(shown: str, error: OSError) -> dict[str, Any]:
+    """The bad row of a folder that could not be listed: quarantined with its reason, as a file that cannot be read
+    is, so that an ingest says that its files were not read."""
+    return {"row": None, "reason": f"cannot list folder: {shown}: {error.strerror or error}; its files were not read: "
+            "fix its permissions and ingest the folder again", "data": shown}
+
+
 def _folder(root: Loc, name: str) -> Found:
-    walk = walk_files(root)
+    unlisted: list[dict[str, Any]] = []
+    walk = walk_files(root, unlisted)
     before: list[Loc] = []  # files met before the first image
     for loc in walk:
         if loc.ext in IMAGE_EXTENSIONS:
-            return Found(name, root.url, first_image=loc, walk=walk, root=root, ignored=len(before))
+            return Found(name, root.url, first_image=loc, walk=walk, root=root, ignored=len(before),
+                         unlisted=unlisted)
         before.append(loc)
     kept = [loc for loc in before if not any(part.startswith("_") for part in loc.shown.split("/"))]
     tables = [TableFile(loc, TABLE_EXTENSIONS[loc.ext], root) for loc in kept if loc.ext in TABLE_EXTENSIONS]
@@ -274,5 +323,7 @@ def _folder(root: Loc, name: str) -> Found:
         raise InputError(f"folder {name} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) and no tables "
                          "(.csv, .tsv, .parquet, .jsonl)")
     tables.sort(key=lambda t: t.loc.path)
+    for t in tables:
+        check_regular(t.loc, t.loc.url)
     check_one_kind(tables)
-    return Found(name, root.url, tables, root=root, ignored=len(kept) - len(tables))
+    return Found(name, root.url, tables, root=root, ignored=len(kept) - len(tables), unlisted=unlisted)

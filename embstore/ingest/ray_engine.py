@@ -36,7 +36,8 @@ import pyarrow as pa
 from .. import keys as kt
 from ..errors import EmbstoreError, InputError
 from ..storage import write_shard
-from .runner import IngestReport, Quarantine
+from .quarantine import Quarantine
+from .runner import IngestReport
 
 EXTRA = "pip install 'embstore[ray]'"
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -30,6 +28,7 @@ from .chunks import Chunk, chunks
 from . import device_decode
 from .decode import decode_batches, read_file
 from .hashing import content_hash, row_ids
+from .quarantine import Quarantine
 
 RESERVED = ("id", "content_hash")
 Progress = Callable[[str, int, int], None]
@@ -51,6 +50,9 @@ class IngestReport:
     reused: int = 0  # vectors copied from items with the same content
     reasons: dict[str, int] = field(default_factory=dict)
     quarantine_file: str | None = None
+    # an ingest that made no collection (every row quarantined) keeps no quarantine file for it: its first records
+    # are here instead (``quarantine.Quarantine.take_back``); empty otherwise, and never recorded in the manifest
+    quarantined_rows: list[dict[str, Any]] = field(default_factory=list)
     ignored_files: int = 0
     new_columns: list[str] = field(default_factory=list)  # columns the collection's earlier items do not have
     seconds: dict[str, float] = field(default_factory=dict)
@@ -72,29 +74,6 @@ class Plan:
     id_column: str | None
     base_dir: str  # relative image paths of a folder source resolve against this (tables: each file's folder)
     folder: bool = False  # the source is a folder of images (paths relative to base_dir)
-
-
-class Quarantine:
-    """Rejected rows, each with its reason, appended to one JSONL file per ingest run."""
-
-    def __init__(self, root: Path, collection: str, source: str):
-        self.rel = f"quarantine/{collection}/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
-        self.path = root / self.rel
-        self.source = source
-        self.reasons: Counter[str] = Counter()
-        self.count = 0
-
-    def add(self, row: int | None, reason: str, data: Any, line: int | None = None, source: str | None = None) -> None:
-        """``row``: the 1-based data row among the rows that parsed; ``line``: the file line of a row that did not;
-        ``source``: the file, when the ingest reads several."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"source": source or self.source, "row": row, "reason": reason, "data": data}
-        if line is not None:
-            record["line"] = line
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-        self.reasons[reason.split(":")[0]] += 1
-        self.count += 1
 
 
 def plan_for(columns: list[str], kind: str, name: str, base_dir: str, text_column: str | None,

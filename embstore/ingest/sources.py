@@ -53,12 +53,14 @@ class Piece:
 class Source:
     """An opened input: its kind and columns are known, its rows are streamed by ``pieces()`` (once)."""
 
-    def __init__(self, name: str, kind: str, base_dir: str, stream: Any, size_hint: int | None = None):
+    def __init__(self, name: str, kind: str, base_dir: str, stream: Any, size_hint: int | None = None,
+                 unlisted: list[dict[str, Any]] | None = None):
         self.name = name  # recorded as the ingest's source: absolute local path, URL, or the glob
         self.kind = kind  # csv | tsv | parquet | jsonl | folder
         self.base_dir = base_dir  # where relative image paths in a table resolve
         self.size_hint = size_hint  # bytes of the tables on a local disk (for estimates of the rows to come), or None
         self._stream = stream
+        self._unlisted = [] if unlisted is None else unlisted  # folders a walk could not list (it appends as it goes)
         self._started = False
 
     @property
@@ -85,7 +87,18 @@ class Source:
         if self._started:
             raise RuntimeError(f"the pieces of {self.name} were already read; open the source again to reread it")
         self._started = True
-        return self._stream.pieces()
+        return self._with_unlisted(self._stream.pieces())
+
+    def _with_unlisted(self, pieces: Iterator[Piece]) -> Iterator[Piece]:
+        """The pieces, each with the folders that could not be listed since the last one among its bad rows."""
+        told = 0
+        piece = None
+        for piece in pieces:
+            piece.bad[:0], told = self._unlisted[told:], len(self._unlisted)
+            yield piece
+        if told < len(self._unlisted):
+            empty = pa.table({c: pa.array([], pa.string()) for c in self.columns})
+            yield Piece(empty, piece.file if piece is not None else self.name, 1, self._unlisted[told:])
 
     def open_file(self, path: str) -> bytes:
         """The bytes of a file a row names: a URL, an absolute local path, or a path relative to ``base_dir``."""
@@ -114,7 +127,7 @@ def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], *, batch_
         raise InputError(f"batch_rows must be a positive whole number, not {batch_rows!r}")
     found = resolve(spec)
     if found.first_image is not None:
-        return Source(found.name, "folder", found.base_dir, ImageFolder(found, batch_rows))
+        return Source(found.name, "folder", found.base_dir, ImageFolder(found, batch_rows), unlisted=found.unlisted)
     kind = found.kind
     locs = [t.loc for t in found.tables]
     if kind in ("csv", "tsv"):
@@ -131,7 +144,8 @@ def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], *, batch_
         stream = ParquetTables([(t.loc, t.root) for t in found.tables], batch_rows)
     stream.ignored_files = found.ignored
     local = all(loc.fs is None for loc in locs)
-    return Source(found.name, kind, found.base_dir, stream, sum(loc.size() for loc in locs) if local else None)
+    return Source(found.name, kind, found.base_dir, stream, sum(loc.size() for loc in locs) if local else None,
+                  found.unlisted)
 
 
 class ImageFolder:

@@ -13,7 +13,8 @@ from ..encoders.base import fingerprint_of
 from ..errors import InputError
 from ..keys import hash_key
 from ..writer import SpaceWriter
-from .runner import IngestReport, Quarantine, changed_columns, other_values, value_digest
+from .quarantine import Quarantine
+from .runner import IngestReport, changed_columns, other_values, value_digest
 
 
 class ExternalEncoder:

@@ -143,8 +143,12 @@ def create_app(store: str | Any, token: str | None = None, *, limits: Limits | N
                       version: int | None = Form(None), snap: Snapshot = Depends(snapshot)) -> dict[str, Any]:
         svc.limits.check_inputs(len(files), 0)
         out = snap.store.predict(head, images=[f.file.read() for f in files], version=version)
-        for row, f in zip(out["rows"], files):
-            row["input"] = f.filename  # (not the bytes' repr)
+        names = {f"#{k + 1}": f.filename or f"#{k + 1}" for k, f in enumerate(files)}  # the library's names of bytes
+        for entry in out["rows"] + out["skipped"]:
+            name = names.get(entry["input"], entry["input"])
+            if "reason" in entry:
+                entry["reason"] = entry["reason"].replace(f"image {entry['input']}", f"image {name}", 1)
+            entry["input"] = name
         return out | {"snapshot": snap.serial}
 
     @app.post("/api/sql", summary="Read-only DuckDB SQL over the store's views (no writes, no other files)")
