@@ -281,8 +281,6 @@ class Store:
 
     def known_ids(self, collection: str, ids: Sequence[str]) -> set[str]:
         """The ids (given) that are items of the collection, found through its key table."""
-        from . import keys as kt
-
         if collection not in self.manifest["collections"] or not ids:
             return set()
         ids = [str(i) for i in ids]
