@@ -333,7 +333,8 @@ def test_a_predict_killed_then_rerun_keeps_the_earlier_predictions_and_equals_an
 
     src, template = corpus(tmp_path), tmp_path / "template"
     assert zygote.run("ingest", src, "--store", template, "-c", "docs", "--encoder", HASH)[0] == 0
-    fit = ("fit", "--store", template, "-c", "docs", "--label-column", "label", "--name", "topic")
+    fit = ("fit", "--store", template, "-c", "docs", "--label-column", "label", "--name", "topic",
+           "--model", "logreg")
     assert zygote.run(*fit, "--param", "C=1")[0] == 0
     predict = ("predict", "-c", "docs", "--head", "topic", "--json")
     assert zygote.run(*predict, "--store", template)[0] == 0  # version 1's predictions, then a version 2 to predict
