@@ -148,8 +148,9 @@ def cli() -> None:
 @click.option("--encoder", metavar="SPEC", help="Encoder spec (default: minilm for text, efficientnet-lite0 for images): "
               "minilm | efficientnet-lite0 | sentence-transformers:NAME | timm:ARCH[@FILE] | open_clip:ARCH@PRETRAINED | "
               "hash:DIM (a fake for tests) | external:NAME (with --embedding-column). timm and sentence-transformers "
-              "specs take options: 'efficientnet-lite0?layers=all', 'minilm?layers=last4', 'efficientnet-lite0?flip' "
-              "(a space of their own; see README, Encoders).")
+              "specs take options: 'efficientnet-lite0?layers=all', 'minilm?layers=last4', 'efficientnet-lite0?flip', "
+              "'minilm?precision=int8' (int8 on the CPU, pip install 'embstore[int8]') (a space of their own; see README, "
+              "Encoders).")
 @click.option("--space", metavar="NAME", help="Space name (default: the collection's space made by this encoder, if any; else from the "
               "encoder, e.g. minilm).")
 @click.option("--index", "index_factory", metavar="FACTORY", help="Force a FAISS index factory string for this space "

@@ -14,7 +14,9 @@ spec                                   encoder
 
 A timm or sentence-transformers spec takes options after ``?`` (``efficientnet-lite0?layers=all``,
 ``minilm?layers=last4``, ``efficientnet-lite0?flip``): several layers' pooled features, the flip-averaged image;
-see ``layers.py``. Each is another encoder, with a fingerprint and a default space name of its own.
+see ``layers.py``. A sentence-transformers spec also takes ``precision=int8`` (``minilm?precision=int8``): the
+model quantised to int8, run in OpenVINO on the CPU (see ``int8.py``). Each is another encoder, with a fingerprint
+and a default space name of its own.
 """
 from __future__ import annotations
 

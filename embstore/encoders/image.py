@@ -59,6 +59,10 @@ class TimmEncoder(Encoder):
         from .runtime import LazyCompiled, choose
 
         self.spec = spec or (f"timm:{arch}@{weights}" if weights else f"timm:{arch}")
+        if options.precision is not None:  # measured: bench/RESULTS.md, CPU runtimes (issue 12)
+            raise EncoderError(f"int8 is for text encoders for now (EfficientNet-Lite0 quantised on photos kept a "
+                               f"mean cosine of 0.84 to fp32 on MNIST); drop ?precision={options.precision} from "
+                               f"{self.spec!r}")
         self.arch = arch
         if arch not in timm.list_models():
             raise EncoderError(f"unknown timm architecture {arch!r}; see timm.list_models() for the names")
@@ -93,14 +97,14 @@ class TimmEncoder(Encoder):
         self.model = model.eval().to(device)
         self.options = options
         # what embeds a batch: the model itself, or (spec options) its pooled layers and/or the flip's mean
-        self.net, self._layers = image_net(self.model, options, self.spec) if options else (self.model, [])
+        self.net, self._layers = image_net(self.model, options, self.spec) if options.features() else (self.model, [])
         self.device = device
         self.data_config = timm.data.resolve_data_config({}, model=model)
         self.transform = timm.data.create_transform(**self.data_config)
         with torch.inference_mode():
             size = self.data_config["input_size"]
             zero = torch.zeros(1, *size, device=device)
-            self._dims = [int(b.shape[-1]) for b in self.net.blocks(zero)] if options else []
+            self._dims = [int(b.shape[-1]) for b in self.net.blocks(zero)] if options.features() else []
             self.dim = int(self.net(zero).shape[-1])
         self.default_space = slug(arch) + options.suffix()
         self._weights = hash_state_dict(self.model)

@@ -10,6 +10,9 @@ block is pooled (global average over a CNN stage's positions, masked mean over a
 averaged with the flipped image's when ``flip``, L2-normalised, and the blocks are concatenated and scaled by
 sqrt(D / blocks) (D the vector's width), so every block weighs the same and the vector has norm sqrt(D). A spec
 without options is the plain encoder, with its own fingerprint, unchanged.
+
+The same parser reads ``precision=int8`` (text encoders; ``fp32``, the default, is written as no option): the model
+quantised to int8 on the CPU, another encoder with a fingerprint and a space of its own (see ``int8.py``).
 """
 from __future__ import annotations
 
@@ -18,25 +21,34 @@ from typing import Any
 
 from ..errors import EncoderError
 
-OPTIONS_HELP = "layers=all|lastN|I,J,...; flip (images)"
+OPTIONS_HELP = "layers=all|lastN|I,J,...; flip (images); precision=int8 (text, CPU)"
+PRECISIONS = ("fp32", "int8")
+PRECISION_KEYS = ("precision", "quantization", "calibration_sha256")  # what int8 adds to an identity's config
 
 
 @dataclass(frozen=True)
 class SpecOptions:
     layers: str | None = None  # "all", "lastN" or "I,J,..." as the spec wrote it (lower case, no spaces)
     flip: bool = False
+    precision: str | None = None  # "int8", or None for the model's own fp32
 
     def __bool__(self) -> bool:
+        return self.layers is not None or self.flip or self.precision is not None
+
+    def features(self) -> bool:
+        """Whether the options change what the vector is made of (layers, flip), not only its precision."""
         return self.layers is not None or self.flip
 
     def query(self) -> str:
         """The options as a spec writes them, in one order: '' when none."""
-        parts = ([] if self.layers is None else [f"layers={self.layers}"]) + (["flip"] if self.flip else [])
+        parts = ([] if self.layers is None else [f"layers={self.layers}"]) + (["flip"] if self.flip else []) + \
+            ([] if self.precision is None else [f"precision={self.precision}"])
         return "?" + "&".join(parts) if parts else ""
 
     def suffix(self) -> str:
-        """What the options add to the encoder's default space name: ``_layers_all``, ``_flip``, ..."""
-        parts = ([] if self.layers is None else ["layers", *self.layers.split(",")]) + (["flip"] if self.flip else [])
+        """What the options add to the encoder's default space name: ``_layers_all``, ``_flip``, ``_int8``, ..."""
+        parts = ([] if self.layers is None else ["layers", *self.layers.split(",")]) + (["flip"] if self.flip else []) \
+            + ([] if self.precision is None else [self.precision])
         return "".join(f"_{p}" for p in parts)
 
     def config(self, indices: list[int], dims: list[int], pooling: str) -> dict[str, Any]:
@@ -52,13 +64,18 @@ class SpecOptions:
 
 
 def export_name(base: str, options: SpecOptions, identity: dict[str, Any]) -> str:
-    """The name of an encoder's compiled export in the runtime cache: the plain model's own name, or with options
-    their suffix and a hash of the identity (so a change in how blocks are joined is never served an old export)."""
-    if not options:
+    """The name of an encoder's compiled (fp32) export in the runtime cache: the plain model's own name, or with
+    layers/flip their suffix and a hash of the identity (so a change in how blocks are joined is never served an old
+    export). The precision is left out: an int8 encoder quantises the same fp32 export (see ``int8.py``)."""
+    if not options.features():
         return base
+    from dataclasses import replace
+
     from .base import fingerprint_of
 
-    return f"{base}{options.suffix()}-{fingerprint_of(identity)[:8]}"
+    plain = {**identity, "config": {k: v for k, v in identity.get("config", {}).items()
+                                    if k not in PRECISION_KEYS}}
+    return f"{base}{replace(options, precision=None).suffix()}-{fingerprint_of(plain)[:8]}"
 
 
 def split_spec(spec: str) -> tuple[str, SpecOptions]:
@@ -67,7 +84,7 @@ def split_spec(spec: str) -> tuple[str, SpecOptions]:
     base, sep, query = spec.rpartition("?")
     if not sep:
         return spec, SpecOptions()
-    layers, flip = None, False
+    layers, flip, precision = None, False, None
     for part in filter(None, query.split("&")):
         key, eq, value = (s.strip().lower() for s in part.partition("="))
         if key == "layers" and value:
@@ -76,12 +93,17 @@ def split_spec(spec: str) -> tuple[str, SpecOptions]:
             flip = True
         elif key == "flip" and value in ("false", "0", "no"):
             flip = False
+        elif key == "precision" and value in PRECISIONS:
+            precision = None if value == "fp32" else value
+        elif key == "precision":
+            raise EncoderError(f"precision={value!r} in {spec!r}: use {' or '.join(PRECISIONS)} (e.g. "
+                               "minilm?precision=int8)")
         else:
             raise EncoderError(f"unknown encoder option {part!r} in {spec!r}; options: {OPTIONS_HELP} "
                                "(e.g. efficientnet-lite0?layers=all)")
     if not base.strip():
         raise EncoderError(f"encoder spec {spec!r} has options but no encoder before '?'")
-    return base.strip(), SpecOptions(layers, flip)
+    return base.strip(), SpecOptions(layers, flip, precision)
 
 
 def canonical_spec(spec: str) -> str:

@@ -9,7 +9,8 @@ killed export never leaves a half model where a later run would load it.
 A runtime is an execution detail: it never changes a space's fingerprint, and its vectors match the torch model's
 within cosine 0.999. OpenVINO computes in fp32, or in bf16 on a CPU that has it when a probe measured at the first
 compile on this CPU gives cosine >= ``PROBE_MIN_COSINE`` (0.9999) to the torch model for every probe row (MiniLM
-passes; the EfficientNet-Lite0 image model does not, and runs in fp32).
+passes; the EfficientNet-Lite0 image model does not, and runs in fp32). int8 is no runtime but an encoder of its
+own (the spec option ``precision=int8``, ``int8.py``), quantised from the OpenVINO export made here.
 """
 from __future__ import annotations
 
@@ -161,10 +162,7 @@ def compile_model(kind: str, module: Any, example: dict[str, Any], dynamic: dict
     ``kind``: exported into the cache the first time, loaded from it after. ``probe`` (inputs as NumPy arrays)
     decides whether OpenVINO may compute in bf16 on this CPU; ``hint`` is OpenVINO's PERFORMANCE_HINT (LATENCY for
     one batch at a time, THROUGHPUT for many in flight)."""
-    folder = cache_root() / f"{sha[:16]}-{name}-{kind}-{runtime_version(kind)}"
-    meta = read_meta(folder, sha)
-    if meta is None:
-        meta = _export(kind, module, example, dynamic, sha, folder)
+    folder, meta = export(kind, module, example, dynamic, sha, name)
     if kind == "openvino":
         return _openvino(folder, meta, module, probe, hint)
     import onnxruntime as ort
@@ -175,11 +173,22 @@ def compile_model(kind: str, module: Any, example: dict[str, Any], dynamic: dict
     return Compiled(kind, folder, meta, "fp32", session)
 
 
-def read_meta(folder: Path, sha: str) -> dict[str, Any] | None:
-    """The export's record, when the folder holds a whole export of these weights; else None (export again)."""
+def export(kind: str, module: Any, example: dict[str, Any], dynamic: dict[str, dict[int, str]], sha: str,
+           name: str) -> tuple[Path, dict[str, Any]]:
+    """The cache folder of ``module``'s export for ``kind`` and its record: made the first time, read after."""
+    folder = cache_root() / f"{sha[:16]}-{name}-{kind}-{runtime_version(kind)}"
+    meta = read_meta(folder, sha)
+    if meta is None:
+        meta = _export(kind, module, example, dynamic, sha, folder)
+    return folder, meta
+
+
+def read_meta(folder: Path, sha: str, expect: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The export's record, when the folder holds a whole export of these weights (and, given ``expect``, with those
+    values in its record); else None (export again)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
-        whole = meta["weights_sha256"] == sha and all(
+        whole = meta["weights_sha256"] == sha and all(meta.get(k) == v for k, v in (expect or {}).items()) and all(
             (folder / f).stat().st_size == size for f, size in meta["files"].items())
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -190,11 +199,7 @@ def _export(kind: str, module: Any, example: dict[str, Any], dynamic: dict[str, 
             folder: Path) -> dict[str, Any]:
     import torch
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale(folder.parent)
-    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    def write(tmp: Path) -> dict[str, Any]:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter from the exporters
             if kind == "openvino":
@@ -206,9 +211,24 @@ def _export(kind: str, module: Any, example: dict[str, Any], dynamic: dict[str, 
                 torch.onnx.export(module, tuple(example.values()), str(tmp / "model.onnx"),
                                   input_names=list(example), output_names=["output"],
                                   dynamic_axes={**dynamic, "output": {0: "batch"}}, opset_version=17, dynamo=False)
-        files = {p.name: p.stat().st_size for p in tmp.iterdir()}
-        meta = {"kind": kind, "version": runtime_version(kind), "weights_sha256": sha, "inputs": list(example),
-                "files": files, "torch": torch.__version__, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return {"kind": kind, "version": runtime_version(kind), "weights_sha256": sha, "inputs": list(example),
+                "torch": torch.__version__}
+
+    return write_folder(folder, sha, write, f"the {kind} export")
+
+
+def write_folder(folder: Path, sha: str, write: Any, what: str) -> dict[str, Any]:
+    """Make a cache folder whole or not at all: ``write(tmp)`` fills a temporary folder and returns its record
+    (with ``weights_sha256``), which is saved with the files' sizes as ``meta.json``; the folder is renamed into
+    place when whole. Returns the record as read back."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(folder.parent)
+    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        meta = write(tmp)
+        meta = {**meta, "files": {p.name: p.stat().st_size for p in tmp.iterdir()},
+                "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if folder.exists():  # an export without its record (or of other weights): never loaded, replaced
             shutil.rmtree(folder, ignore_errors=True)
@@ -221,7 +241,7 @@ def _export(kind: str, module: Any, example: dict[str, Any], dynamic: dict[str, 
         shutil.rmtree(tmp, ignore_errors=True)
     meta = read_meta(folder, sha)
     if meta is None:
-        raise EncoderError(f"the {kind} export in {folder} cannot be read back; delete the folder and run again")
+        raise EncoderError(f"{what} in {folder} cannot be read back; delete the folder and run again")
     return meta
 
 

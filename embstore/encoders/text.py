@@ -51,6 +51,10 @@ class SentenceTransformerEncoder(Encoder):
         _quiet_transformers()
 
         self.spec = spec or f"sentence-transformers:{name_or_path}"
+        if options.precision is not None:  # before the model loads: int8 runs in OpenVINO on the CPU (int8.py)
+            from . import int8
+
+            int8.check(device, runtime, self.spec)
         local = name_or_path
         if name_or_path.lower() in MINILM_NAMES:  # the packaged copy: same weights, no network
             local, name_or_path = minilm_path(), "sentence-transformers/all-MiniLM-L6-v2"
@@ -81,7 +85,7 @@ class SentenceTransformerEncoder(Encoder):
         self.default_space = "minilm" if "minilm-l6" in self.name.lower() else slug(self.name.split("/")[-1])
         self._weights = hash_state_dict(self.model)
         self.options, self._layers, self._dims, self._net = options, [], [], None
-        if options:  # several layers' mean-pooled tokens, from the model's first module (its transformer)
+        if options.features():  # several layers' mean-pooled tokens, from the model's first module (its transformer)
             transformer = getattr(self.model[0], "auto_model", None)
             if transformer is None or not hasattr(transformer, "config"):
                 raise EncoderError(f"{self.spec!r}: layers= needs a model whose first module is a Hugging Face "
@@ -90,8 +94,12 @@ class SentenceTransformerEncoder(Encoder):
             self._dims = [int(transformer.config.hidden_size)] * len(self._layers)
             self.dim = sum(self._dims)
             self.normalized = False
-            self.default_space += options.suffix()
-        self.runtime = choose(runtime, device) if self._exportable() else "torch"
+        self.default_space += options.suffix()
+        self.int8 = options.precision == "int8"
+        if self.int8 and not self._exportable():
+            raise EncoderError(f"{self.spec!r}: precision=int8 needs a model of a transformer, a pooling and maybe a "
+                               "normalisation, with no prompt (what OpenVINO runs); drop ?precision=int8")
+        self.runtime = "openvino" if self.int8 else choose(runtime, device) if self._exportable() else "torch"
         self._compiled = LazyCompiled(self._compile)
 
     def _exportable(self) -> bool:
@@ -109,12 +117,15 @@ class SentenceTransformerEncoder(Encoder):
         return {"library": "sentence-transformers", "model": self.name, "dim": self.dim, "normalized": self.normalized,
                 "config": {"max_seq_length": int(self.model.max_seq_length),
                            "modules": [type(m).__name__ for m in self.model],
-                           **self.options.config(self._layers, self._dims, "mean over tokens")},
+                           **self.options.config(self._layers, self._dims, "mean over tokens"),
+                           **(int8_config() if self.int8 else {})},
                 "weights_sha256": self._weights}
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
+        if self.int8:  # every call in the quantised model, a query too: a space holds one precision
+            return self._encode_compiled([str(t) for t in texts], batch_size)
         if self._net is not None and (self.runtime == "torch" or len(texts) < MIN_ROWS):
             return self._encode_layers([str(t) for t in texts], batch_size)
         if str(self.device).startswith("cuda"):  # token-budget batches, a tokenizer thread, bf16 (device_text.py)
@@ -176,10 +187,15 @@ class SentenceTransformerEncoder(Encoder):
 
         example = self._example(["embstore export", "a second and longer example text"])
         module = self._net if self._net is not None else Exported().eval()
-        return compile_model(self.runtime, module, {k: torch.from_numpy(v) for k, v in example.items()},
-                             {k: {0: "batch", 1: "tokens"} for k in example}, self._weights,
-                             export_name(slug(self.name.split("/")[-1]), self.options, self.identity()),
-                             _probe(example, int(self.model.tokenizer.vocab_size)), hint="THROUGHPUT")
+        name = export_name(slug(self.name.split("/")[-1]), self.options, self.identity())
+        tensors = {k: torch.from_numpy(v) for k, v in example.items()}
+        dynamic = {k: {0: "batch", 1: "tokens"} for k in example}
+        if self.int8:
+            from .int8 import calibration_texts, compile_int8
+
+            return compile_int8(module, tensors, dynamic, self._weights, name,
+                                lambda: [self._example([t], list(example)) for t in calibration_texts()])
+        return compile_model(self.runtime, module, tensors, dynamic, self._weights, name, _probe(example, int(self.model.tokenizer.vocab_size)), hint="THROUGHPUT")
 
     def _example(self, texts: list[str], keys: list[str] | None = None) -> dict[str, np.ndarray]:
         """The model's own tokenization (max_seq_length, truncation and padding as sentence-transformers does)."""
@@ -187,6 +203,12 @@ class SentenceTransformerEncoder(Encoder):
         feats = tokenize(texts)
         return {k: feats[k].numpy().astype(np.int64) for k in keys or ("input_ids", "attention_mask", "token_type_ids")
                 if k in feats}
+
+
+def int8_config() -> dict[str, Any]:
+    from .int8 import identity_config
+
+    return identity_config()
 
 
 def _probe(example: dict[str, np.ndarray], vocab: int) -> dict[str, np.ndarray]:
