@@ -75,11 +75,12 @@ def truth(store_path: Path, queries: np.ndarray, shares: list[int]) -> dict[int,
 
 
 def run(code: Path, store: Path, queries: Path, shares: list[int]) -> list[dict]:
-    shim = Path(tempfile.mkdtemp(prefix="shim-"))
-    (shim / "embstore_cli").symlink_to(code / "cli")
-    env = dict(os.environ, PYTHONPATH=f"{shim}:{code}")
-    p = subprocess.run([sys.executable, "-c", WORKER, str(store), str(queries), json.dumps(shares)],
-                       capture_output=True, text=True, env=env, check=False, cwd=shim)  # (-c puts the cwd first)
+    with tempfile.TemporaryDirectory(prefix="shim-") as tmp:
+        shim = Path(tmp)
+        (shim / "embstore_cli").symlink_to(code / "cli")
+        env = dict(os.environ, PYTHONPATH=f"{shim}:{code}")
+        p = subprocess.run([sys.executable, "-c", WORKER, str(store), str(queries), json.dumps(shares)],
+                           capture_output=True, text=True, env=env, check=False, cwd=shim)  # (-c puts the cwd first)
     if p.returncode:
         sys.exit(f"worker for {code} failed:\n{p.stderr[-3000:]}")
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
@@ -105,7 +106,8 @@ def main() -> None:
     dim = base.shape[1]
     queries = (base / np.linalg.norm(base, axis=1, keepdims=True)
                + rng.standard_normal(base.shape).astype(np.float32) * (0.3 / np.sqrt(dim))).astype(np.float32)
-    qfile = Path(tempfile.mkdtemp(prefix="where-")) / "queries.npy"
+    tmp = tempfile.TemporaryDirectory(prefix="where-")
+    qfile = Path(tmp.name) / "queries.npy"
     np.save(qfile, queries)
     exact = truth(args.store, queries, args.shares)
     codes = ([(args.label, args.code)] if args.code else []) + [("this", REPO)]
