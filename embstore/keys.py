@@ -175,6 +175,11 @@ class KeyTable:
                 count += np.searchsorted(table[0], keys, side="right") - np.searchsorted(table[0], keys)
         return count > 1
 
+    def tables(self) -> list[np.ndarray]:
+        """The saved base and the runs added since, each sorted, not merged: every record once, for a caller that
+        reads all of them in any order."""
+        return [t for t in [self.base, *self.runs] if t.shape[1]]
+
     def merged(self) -> np.ndarray:
         """Base and runs as one sorted array (in memory: ``save`` writes the same without holding it)."""
         if not self.runs:

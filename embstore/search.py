@@ -8,8 +8,8 @@ import numpy as np
 from . import index as ix
 from .encoders import recorded_modalities
 from .errors import InputError, NotFoundError
+from .filtered import search_where
 from .lookup import item_rows, item_rows_by_key, positions_of, vectors_at
-from .sql import ids_where, space_view
 
 
 def query_vector(store: Any, collection: str, space: str, *, query: str | None, image: Any, item_id: str | None,
@@ -90,32 +90,36 @@ def run_search(store: Any, collection: str, *, query: str | None = None, image: 
     space = space_for_query(store, collection, space, query=query, image=image, vector=vector)
     q = query_vector(store, collection, space, query=query, image=image, item_id=item_id, vector=vector)
     want = k + (item_id is not None)  # more like an item: the item itself is not an answer
-    meta = None  # the hits' item rows, when the search already has them
     if where is not None:
-        hits = filtered_search(store, collection, space, q, want, where)
+        found = search_where(store, collection, space, q, want, where)
+        hits, meta = hits_at(store, collection, store.sync_index(collection, space)[1], found) if found else ([], {})
     elif store.settings.device.startswith("cuda"):
-        hits = gpu_exact_search(store, collection, space, q, want)
+        hits, meta = gpu_exact_search(store, collection, space, q, want), None
     else:
         index, ids = store.sync_index(collection, space)
         if index.ntotal == 0:
             return []
         factory, param = index_setting(store, collection, space)
         scores, rows = ix.search(index, q, want, limit=len(ids), factory=factory, param=param)
-        found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
-        keys = ids.keys_at([r for r, _ in found])
-        if keys is not None and store.key_table(collection).ambiguous(keys).any():
-            keys = None  # two ids share a hit's 64-bit key: read the hits' ids instead
-        if keys is not None:  # index rows -> id keys -> item rows: no read of the space's ids
-            items = item_rows_by_key(store, collection, keys)
-            hits = [(row["id"], s) for row, (_, s) in zip(items, found) if row is not None]
-            meta = {row["id"]: {c: v for c, v in row.items() if c != "id"} for row in items if row is not None}
-        else:
-            hits = list(zip(ids.take([r for r, _ in found]), (s for _, s in found)))
+        hits, meta = hits_at(store, collection, ids, [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0])
     if item_id is not None:
         hits = [h for h in hits if h[0] != str(item_id)][:k]
     if meta is None:
         meta = items_by_id(store, collection, [h[0] for h in hits])
     return [{"rank": n + 1, "id": i, "score": round(s, 6), **meta.get(i, {})} for n, (i, s) in enumerate(hits)]
+
+
+def hits_at(store: Any, collection: str, ids: Any, found: list[tuple[int, float]]) -> tuple[list[tuple], dict | None]:
+    """``(id, score)`` of the index rows found, and the hits' item rows when read on the way (else None): index
+    rows -> id keys -> item rows, without reading the space's ids, where the saved position keys cover them."""
+    keys = ids.keys_at([r for r, _ in found])
+    if keys is not None and store.key_table(collection).ambiguous(keys).any():
+        keys = None  # two ids share a hit's 64-bit key: read the hits' ids instead
+    if keys is None:
+        return list(zip(ids.take([r for r, _ in found]), (s for _, s in found))), None
+    items = item_rows_by_key(store, collection, keys)
+    hits = [(row["id"], s) for row, (_, s) in zip(items, found) if row is not None]
+    return hits, {row["id"]: {c: v for c, v in row.items() if c != "id"} for row in items if row is not None}
 
 
 def index_setting(store: Any, collection: str, space: str) -> tuple[str, int | None]:
@@ -124,32 +128,8 @@ def index_setting(store: Any, collection: str, space: str) -> tuple[str, int | N
     return entry.get("factory", "Flat"), entry.get("value")
 
 
-EXACT_SUBSET = 20_000  # a filter matching at most this many items (or 5%) is answered exactly on the subset
+EXACT_SUBSET = 20_000  # a kNN head trained on at most this many items (or 5%) searches their vectors exactly
 HNSW_STEP = 330_000  # multiply-adds of an exact batch search that cost as much as one HNSW efSearch step
-
-
-def filtered_search(store: Any, collection: str, space: str, q: np.ndarray, k: int, where: str) -> list[tuple]:
-    """Top-k among the items matching a SQL predicate. Selective filters are answered exactly on the matching
-    vectors; broad ones inside the index's own search (a FAISS IDSelector), falling back to exact when the index
-    returns fewer than k. So k results come back whenever at least k items match."""
-    allowed = ids_where(store, collection, where, "--where")
-    if not allowed:
-        return []
-    index, ids = store.sync_index(collection, space)
-    n = len(ids)
-    if len(allowed) > max(EXACT_SUBSET, 0.05 * n):
-        import faiss
-
-        rows = positions_of(store, collection, space, allowed)
-        rows = rows[rows >= 0]
-        factory, param = index_setting(store, collection, space)
-        scores, found = ix.search(index, q, k, limit=n, selector=faiss.IDSelectorBatch(rows), factory=factory,
-                                  param=param)
-        kept = [(int(r), float(s)) for r, s in zip(found[0], scores[0]) if r >= 0]
-        hits = list(zip(ids.take([r for r, _ in kept]), (s for _, s in kept)))
-        if len(hits) >= min(k, len(rows)):
-            return hits
-    return exact_subset(store, collection, space, q, k, allowed)
 
 
 def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
@@ -198,31 +178,6 @@ def subset_searcher(store: Any, collection: str, space: str, ids: Sequence[str],
     served.how = f"the index of {collection}.{space} ({factory})" + (
         "" if len(rows) == n else ", restricted to the training items")
     return served
-
-
-def exact_subset(store: Any, collection: str, space: str, q: np.ndarray, k: int, ids: list[str]) -> list[tuple]:
-    """Exact top-k among the given items, reading only their vectors (the predicate that chose them is not run
-    again: it is evaluated once per search, whatever it holds)."""
-    import pyarrow as pa
-
-    con = store.connect()
-    try:
-        con.register("embstore_allowed", pa.table({"id": pa.array(ids, pa.string())}))
-        t = con.sql(f'SELECT e.id, e.embedding FROM "{space_view(collection, space)}" e '
-                    "SEMI JOIN embstore_allowed a ON e.id = a.id").arrow()
-        if hasattr(t, "read_all"):  # newer duckdb returns a RecordBatchReader
-            t = t.read_all()
-    finally:
-        con.close()
-    if t.num_rows == 0:
-        return []
-    from .storage import embedding_matrix
-
-    X = ix.normalize(embedding_matrix(t.column("embedding"), q.shape[1]))
-    scores = X @ ix.normalize(q)[0]
-    top = np.argsort(-scores)[:k]
-    found = t.column("id").to_pylist()
-    return [(found[i], float(scores[i])) for i in top]
 
 
 def gpu_exact_search(store: Any, collection: str, space: str, q: np.ndarray, k: int) -> list[tuple]:

@@ -4,8 +4,9 @@ and confined to the store's shards unless files are allowed (``sql_guard``); a v
 fails only the queries that use it."""
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .encoders import recorded_modalities
 from .errors import InputError, ReadOnlyError
@@ -30,9 +31,17 @@ def space_view(collection: str, space: str) -> str:
 def ids_where(store: Any, collection: str, where: str, option: str, check_only: bool = False) -> list[str]:
     """The ids of the items of ``collection`` that match the SQL condition ``where`` (given as ``option``, named in
     the one-line error when it is not a valid condition); ``check_only``: the condition is bound, no row is read."""
-    try:
+    with predicate_errors(store, collection, where, option):
         rel = store.sql(f'SELECT id FROM "{collection}" WHERE {where}')
         return [] if check_only else [r[0] for r in rel.fetchall()]
+
+
+@contextlib.contextmanager
+def predicate_errors(store: Any, collection: str, where: str, option: str) -> Iterator[None]:
+    """A query running the condition ``where`` (given as ``option``) over ``collection``'s items fails in one line
+    that names the option and, for a column it does not have, the collection's columns."""
+    try:
+        yield
     except InputError as e:
         hint = ""
         if "Referenced column" in str(e):
@@ -42,6 +51,13 @@ def ids_where(store: Any, collection: str, where: str, option: str, check_only: 
     except ReadOnlyError:
         raise InputError(f"bad {option} predicate {where!r}: give one SQL condition over the collection's columns, "
                          "not statements") from None
+
+
+def items_source(store: Any, collection: str) -> str:
+    """What a collection's view reads: its item shards, by column name (shards written before a column was added
+    lack it). A query over it can also ask which shard and row each item is in (DuckDB's ``file_index``, the shard's
+    place in ``item_shards``, and ``file_row_number``), which the view does not show."""
+    return f'read_parquet({_files(store, store.collection(collection)["item_shards"])}, union_by_name = true)'
 
 
 def taken_names(manifest: dict[str, Any]) -> dict[str, str]:
@@ -63,8 +79,7 @@ def view_statements(store: Any, temp: bool = True) -> list[str]:
     preds = []
     for name, c in sorted(store.manifest["collections"].items()):
         if c["item_shards"]:
-            out.append(f'CREATE OR REPLACE {view} "{name}" AS SELECT * FROM read_parquet({_files(store, c["item_shards"])}, '
-                       "union_by_name = true)")
+            out.append(f'CREATE OR REPLACE {view} "{name}" AS SELECT * FROM {items_source(store, name)}')
         else:  # every row was quarantined (or none yet): an empty view, not a missing table
             content = f', NULL::VARCHAR AS "{c["content_column"]}"' if c.get("content_column") not in (None, "id") else ""
             out.append(f'CREATE OR REPLACE {view} "{name}" AS SELECT NULL::VARCHAR AS id{content}, '

@@ -54,6 +54,9 @@ def test_colliding_id_keys_lose_and_mix_nothing(tmp_path, monkeypatch, colliding
         assert np.isclose(hits[0]["score"], float(X[ids.index(hits[0]["id"])] @ X[ids.index(probe)]
                                                    / np.linalg.norm(X[ids.index(hits[0]["id"])])
                                                    / np.linalg.norm(X[ids.index(probe)])), atol=1e-5)
+    odd = s.search("docs", vector=X[ids.index("doc77")], k=10, where="label = 'odd'")
+    assert len(odd) == 10 and all(h["label"] == "odd" and h["text"] == text[h["id"]] for h in odd)
+    assert odd[0]["id"] == "doc77" or np.isclose(odd[0]["score"], 1.0)
     from embstore.lookup import item_rows
 
     got = item_rows(s, "docs", ["doc5", "doc150", "nope"])

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from embstore import InputError, Store
+from embstore import filtered
 from embstore import index as ix
 from embstore.config import Settings
 from embstore.errors import EncoderError
@@ -115,6 +116,85 @@ def test_filtered_search_runs_the_predicate_once(big, monkeypatch):
     hits = store.search("v", vector=X[123], k=10, where="grp = 7")
     assert [int(h["id"]) for h in hits] == exact_top(X, X[123], 10, groups == 7)
     assert sum("grp = 7" in q for q in seen) == 1
+
+
+def paths_taken(monkeypatch) -> list[str]:
+    """The filtered-search paths (``filtered.choose``) the searches after this call take."""
+    taken: list[str] = []
+    choose = filtered.choose
+    monkeypatch.setattr(filtered, "choose", lambda *a: (lambda p: (taken.append(p.path), p)[1])(choose(*a)))
+    return taken
+
+
+@pytest.mark.parametrize("factory, read, path", [
+    ("Flat", 0, "positions"), ("Flat", 10**12, "index"),
+    ("IVF64,Flat", 0, "positions"), ("IVF64,Flat", 10**12, "index"),
+    ("HNSW32", 0, "positions"), ("HNSW32", 10**12, "stored")])
+def test_filtered_search_equals_exact_search_on_each_exact_path(big, monkeypatch, factory, read, path):
+    """Whatever the path a filtered search takes where it is exact (the matches' vectors read by position, a Flat
+    index or an IVF over all its lists with a selector, an HNSW's stored vectors), its ids and scores are those of
+    an exact search among the matching items."""
+    store, X, groups = big
+    store.reindex("v", factory=factory)
+    monkeypatch.setattr(filtered, "POSITION_READ", read)
+    monkeypatch.setattr(filtered, "IVF_WIDEN", 2.0)  # an IVF's probe widened to all its lists: exact
+    taken = paths_taken(monkeypatch)
+    for where, allowed in [("grp = 7", groups == 7), ("grp < 3", groups < 3), ("grp % 20 = 4", groups % 20 == 4)]:
+        for row in (123, 3_999):
+            hits = store.search("v", vector=X[row], k=10, where=where)
+            truth = exact_top(X, X[row], 10, allowed)
+            assert [int(h["id"]) for h in hits] == truth, (where, row)
+            exact = ix.normalize(X[truth]) @ ix.normalize(X[row][None])[0]
+            assert np.allclose([h["score"] for h in hits], exact, atol=2e-6)
+    assert set(taken) == {path}
+    if factory.startswith("IVF") and path == "index":  # nprobe x (n / matches) ** IVF_WIDEN, at most all lists
+        index, nprobe = store.sync_index("v", "clusters")[0], store.space("v")["index"]["value"]
+        assert filtered.choose(index, factory, nprobe, 4_000, 40).param == 64
+        monkeypatch.setattr(filtered, "IVF_WIDEN", 1 / 3)
+        assert [filtered.choose(index, factory, 8, 4_000, m).param for m in (40, 500, 4_000)] == [38, 16, 8]
+
+
+def test_filtered_search_through_a_graph_or_a_narrow_ivf_keeps_k_and_the_filter(big, monkeypatch):
+    """Broad filters on HNSW go through the graph (at a wider efSearch), near the exact answer; an IVF whose probe
+    misses matches (nprobe 1 here) falls back to the exact answer rather than return fewer than k."""
+    store, X, groups = big
+    store.reindex("v", factory="HNSW32")
+    taken = paths_taken(monkeypatch)
+    overlap = []
+    for row in range(0, 4_000, 400):
+        hits = store.search("v", vector=X[row], k=10, where="grp < 50")
+        assert len(hits) == 10 and all(h["grp"] < 50 for h in hits)
+        overlap.append(len({int(h["id"]) for h in hits} & set(exact_top(X, X[row], 10, groups < 50))) / 10)
+    assert taken == ["graph"] * 10 and np.mean(overlap) >= 0.95
+    store.reindex("v", factory="IVF16,Flat")
+    monkeypatch.setattr(filtered, "IVF_WIDEN", 0.0)
+    monkeypatch.setattr(filtered, "POSITION_READ", 10**12)
+    monkeypatch.setattr(store, "space", lambda *a, **kw: {**Store.space(store, *a, **kw), "index": {
+        "factory": "IVF16,Flat", "value": 1}})  # a tuned nprobe of 1: one list of 16 holds ~3 of the 40 matches
+    seen = []
+    exact_at = filtered.exact_at
+    monkeypatch.setattr(filtered, "exact_at", lambda *a: (seen.append(len(a[-1])), exact_at(*a))[1])
+    hits = store.search("v", vector=X[123], k=10, where="grp = 7")
+    assert [int(h["id"]) for h in hits] == exact_top(X, X[123], 10, groups == 7) and seen == [40]
+
+
+def test_filter_positions_follow_new_shards_and_a_column_named_like_duckdbs_own(tmp_path):
+    """The predicate's matches become index positions through a map kept per snapshot: made anew when an ingest
+    adds shards; a collection with a column named file_row_number (which would hide DuckDB's) goes by ids."""
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    X = clustered(600, seed=5)
+    store.ingest_vectors("v", X[:300], ids=[f"a{i}" for i in range(300)], metadata={"grp": [i % 3 for i in range(300)]},
+                         name="c")
+    assert [int(h["id"][1:]) % 3 for h in store.search("v", vector=X[0], k=5, where="grp = 2")] == [2] * 5
+    store.ingest_vectors("v", X[300:], ids=[f"b{i}" for i in range(300)], metadata={"grp": [3] * 300}, name="c")
+    hits = store.search("v", vector=X[450], k=5, where="grp = 3")
+    assert [h["id"] for h in hits] == [f"b{i - 300}" for i in exact_top(X, X[450], 5, np.arange(600) >= 300)]
+    assert list(filtered.positions_where(store, "v", "c", "true")) == list(range(600))
+    odd = Store.open(tmp_path / "o", settings=Settings.resolve(device="cpu"))
+    odd.ingest_vectors("w", X, metadata={"file_row_number": list(range(600, 0, -1))}, name="c")
+    assert list(filtered.positions_where(odd, "w", "c", "file_row_number <= 3")) == [597, 598, 599]
+    hits = odd.search("w", vector=X[10], k=3, where="file_row_number > 100")
+    assert [int(h["id"]) for h in hits] == exact_top(X, X[10], 3, np.arange(600) < 500)
 
 
 def test_search_modes_text_like_vector_and_image(tmp_path, docs_store=None):
