@@ -180,6 +180,10 @@ def test_a_space_too_large_for_the_index_memory_is_indexed_on_disk_and_searched_
     reader = Store.open(store.root, settings=settings)
     ids, X = reader.embeddings("c")
     assert all(reader.search("c", vector=X[r], k=1)[0]["score"] == pytest.approx(1.0) for r in range(0, 3000, 300))
+    import faiss
+
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(reader.sync_index("c", "hash64")[0]).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0  # (faiss: 32 threads a query)
     first = entry["file"]
     store.ingest(write_csv(tmp_path / "b.csv", _rows(500, start=3000)), "c")
     again = store.space("c")["index"]
