@@ -1,7 +1,7 @@
 """Checking a store (``embstore check``): does what the manifest says hold for the files?
 
 Each committed shard: there, of the size and checksum recorded at commit (``--quick``: the size only), readable, of
-the rows the manifest says (vectors: of the space's width). Each collection: row counts add up, ids are unique and
+the rows the manifest says (vectors: of the space's width); an item shard's row copy (``row_copies.py``) likewise. Each collection: row counts add up, ids are unique and
 every item has a vector in each space made from its content (DuckDB joins over the shards' id columns, spilling to
 a temporary folder outside the store, so no Python structure holds a corpus' ids). Each space's index: its file
 reads, is of the kind, width and size the manifest says, and at the first, middle and last row of up to
@@ -25,6 +25,7 @@ import numpy as np
 from . import keys as kt
 from .errors import DamagedStoreError
 from .manifest import MANIFEST, lock_state, read_manifest
+from .row_copies import copy_status
 from .shard_sql import Joins
 from .storage import checksum
 
@@ -235,6 +236,12 @@ class _Checker:
             if status == "ok":
                 good.append(entry)
                 readable.append(entry)
+                wrong = copy_status(self.root, entry, self.quick) if space is None else None
+                if wrong:
+                    copy = entry["rows_copy"]["file"]
+                    self.add("rows-copy", copy, f"{copy}, the row copy of item shard {rel}, {wrong}; searches read "
+                             f"the shard instead (slower); {REPAIR} drops the copy from the manifest", True,
+                             collection=cname, space=None, file=rel)
             elif status == "rows":
                 readable.append(entry)
                 self.add("rows", rel, f"{what} {rel} {detail}: the manifest was edited or is from another store; "

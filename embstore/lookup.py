@@ -130,15 +130,22 @@ def located(root: Path, shards: list[dict[str, Any]], found: np.ndarray, loc: np
     """Records a key table found (``found``, their ``loc``), grouped by the shard that holds them: per shard, the
     records' indices, the shard's path and their rows in it. Shards not in ``shards`` (another snapshot's) and
     part numbers in ``skip`` are left out."""
+    for ns, entry, at in located_entries(shards, found, loc, skip):
+        yield ns, root / entry["file"], at
+
+
+def located_entries(shards: list[dict[str, Any]], found: np.ndarray, loc: np.ndarray,
+                    skip: Any = ()) -> Iterator[tuple[list[int], dict[str, Any], list[int]]]:
+    """``located``, with each shard's manifest entry where it gives the path."""
     parts, rows = kt.split_loc(loc)
-    files = {kt.part_of(s): s["file"] for s in shards}
+    entries = {kt.part_of(s): s for s in shards}
     wanted: dict[int, list[int]] = {}
     for n in np.flatnonzero(found):
         part = int(parts[n])
-        if part in files and part not in skip:
+        if part in entries and part not in skip:
             wanted.setdefault(part, []).append(int(n))
     for part, ns in wanted.items():
-        yield ns, root / files[part], [int(rows[n]) for n in ns]
+        yield ns, entries[part], [int(rows[n]) for n in ns]
 
 
 def shard_columns(path: Path) -> list[str]:
@@ -149,16 +156,26 @@ def shard_columns(path: Path) -> list[str]:
 def item_rows_by_key(store: Any, collection: str, keys: np.ndarray,
                      checks: np.ndarray | None = None) -> list[dict[str, Any] | None]:
     """The items' rows (all columns but the content hash, the id included) for these id keys (and their ``checks``,
-    when known: else, of a key several ids share, any one), in their order; None where there is no such item."""
+    when known: else, of a key several ids share, any one), in their order; None where there is no such item. From
+    the shards' row copies (``row_copies.py``) where they have one, else from the row groups of the Parquet shards."""
+    from .row_copies import HIDDEN, rows_from_copy
+
     found, rec = store.key_table(collection).find(np.asarray(keys, np.uint64), checks)
     out: list[dict[str, Any] | None] = [None] * len(keys)
-    where = list(located(store.root, store.collection(collection)["item_shards"], found, rec[3]))
+    where = []
+    for ns, entry, rows in located_entries(store.collection(collection)["item_shards"], found, rec[3]):
+        copied = rows_from_copy(store.root, entry, rows)  # a slice of a mapped file a row
+        if copied is None:
+            where.append((ns, store.root / entry["file"], rows))
+        for n, row in zip(ns, copied or ()):
+            out[n] = row
 
     def read(path: Path, rows: list[int]) -> list[dict[str, Any]]:
-        columns = [c for c in shard_columns(path) if c != "content_hash"]
+        columns = [c for c in shard_columns(path) if c not in HIDDEN]
         return read_rows(path, rows, columns).to_pylist()
 
-    # the top-k of a search lie in ~k shards: read them side by side (Arrow's decoding lets go of the GIL)
+    # shards without a row copy: the top-k of a search lie in ~k shards, read side by side (Arrow's decoding lets
+    # go of the GIL)
     got = _readers().map(read, *zip(*[(path, rows) for _, path, rows in where])) if len(where) > 2 else \
         (read(path, rows) for _, path, rows in where)
     for (ns, _, _), rows in zip(where, got):

@@ -28,6 +28,7 @@ import numpy as np
 from .check import CheckReport, Problem, inspect
 from .errors import EmbstoreError
 from .manifest import lock_state, read_manifest, writer_lock
+from .row_copies import copy_files
 from .shard_sql import Joins, empty_or, sql_list
 
 EMBED_BATCH = 20_000  # rows embedded and committed as one shard
@@ -80,6 +81,8 @@ class _Fixer:
             if p.kind in ("listed-twice", "rows", "changed", "lost-items", "lost-vectors"):
                 self.entry(p)
                 rows_work.add(c)
+            elif p.kind == "rows-copy":
+                self.entry(p)
             elif p.kind in ("duplicate-ids", "missing-vectors", "orphan-vectors", "other-content", "keys"):
                 rows_work.add(c)
             elif p.kind == "index":
@@ -113,6 +116,14 @@ class _Fixer:
         if not at:
             return
         entry = shards[at[-1]]
+        if p.kind != "listed-twice" and entry.get("rows_copy"):  # made from the shard as it was: no longer used
+            copy = entry.pop("rows_copy")["file"]
+            if (self.root / copy).exists():
+                self.store.retire([copy])
+            if p.kind == "rows-copy":
+                self.done.append(f"dropped the row copy {copy} of {d['file']} (its shard is read instead)")
+        if p.kind == "rows-copy":
+            return
         if p.kind == "listed-twice":
             del shards[at[-1]]
             self.done.append(f"listed {d['file']} once (it was listed twice)")
@@ -262,8 +273,8 @@ class _Fixer:
             if len(keep):
                 part = self.store.new_part()
                 rel = f"{Path(entry['file']).parent.as_posix()}/part-{part:06d}.parquet"
-                kept.append(write_shard(self.root, rel, table.take(keep)) | {"part": part})
-            self.store.retire([entry["file"]])
+                kept.append(write_shard(self.root, rel, table.take(keep), rows_copy=space is None) | {"part": part})
+            self.store.retire(copy_files(entry))
         shards[:] = kept
         if space is None:
             self.shrunk.add(cname)

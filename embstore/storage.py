@@ -38,18 +38,26 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def write_shard(root: Path, rel: str, table: pa.Table) -> dict[str, Any]:
+def write_shard(root: Path, rel: str, table: pa.Table, rows_copy: bool = False) -> dict[str, Any]:
+    """Write a shard; its manifest entry. ``rows_copy`` (item shards): with its row copy beside it
+    (``row_copies.py``), named in the entry."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    copy = None
     with temp_file(tmp, path):  # a failed write leaves no temporary file
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP, **id_bloom_filter(table))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         size, digest = os.path.getsize(tmp), checksum(tmp)  # (just written: read back from the page cache)
+        if rows_copy:
+            from .row_copies import write_copy
+
+            copy = write_copy(root, rel, tmp)
         os.replace(tmp, path)
     fsync_dir(path.parent)
-    return {"file": rel, "rows": table.num_rows, "bytes": size, "blake2b": digest}
+    return {"file": rel, "rows": table.num_rows, "bytes": size, "blake2b": digest,
+            **({"rows_copy": copy} if copy else {})}
 
 
 def checksum(path: Path, block: int = 1 << 20) -> str:

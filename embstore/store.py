@@ -21,6 +21,7 @@ from .config import Settings
 from .encoders import Encoder, get_encoder
 from .errors import InputError, NotFoundError, SpaceMismatchError
 from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manifest, writer_lock
+from .row_copies import copy_files
 from .storage import check_name, embedding_matrix, read_shards
 
 
@@ -673,7 +674,7 @@ class Store:
             gone = {"collection": collection, "items": _item_rows(coll),
                     "spaces": sorted(coll["spaces"]),
                     "predictions": sorted(coll.get("predictions", {}))}
-            files = [s["file"] for s in coll["item_shards"]]
+            files = [f for s in coll["item_shards"] for f in copy_files(s)]  # (with their row copies)
             for sp in coll["spaces"].values():
                 files += [s["file"] for s in sp["shards"]] + ([sp["projection"]["file"]] if sp.get("projection") else [])
             for pred in coll.get("predictions", {}).values():

@@ -155,7 +155,8 @@ class SpaceWriter:
         coll = store.manifest["collections"][self.collection]
         base = f"collections/{self.collection}"
         if staged.items_part is not None:
-            shard = write_shard(store.root, f"{base}/items/part-{staged.items_part:06d}.parquet", staged.items)
+            shard = write_shard(store.root, f"{base}/items/part-{staged.items_part:06d}.parquet", staged.items,
+                                rows_copy=True)
             coll["item_shards"].append(shard | {"part": staged.items_part})
         if staged.space_part is not None:
             table = staged.space_rows.append_column("embedding", embedding_array(staged.vectors))

@@ -71,6 +71,10 @@ def shard(m: dict, kind: str, n: int = 0) -> str:
             "predictions": coll["predictions"]["topic"]["shards"]}[kind][n]["file"]
 
 
+def row_copy(m: dict, n: int = 0) -> str:
+    return m["collections"]["docs"]["item_shards"][n]["rows_copy"]["file"]
+
+
 def cut(path: Path, keep: int = 300) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
@@ -113,6 +117,9 @@ DAMAGE = {
     "deleted prediction shard": (lambda r, m: (r / shard(m, "predictions")).unlink(), "predictions of head topic",
                                  "predictions", False),
     "deleted item shard": (lambda r, m: (r / shard(m, "items")).unlink(), "its 18 items", "lost-items", True),
+    "truncated row copy": (lambda r, m: cut(r / row_copy(m)), "bytes, not the", "rows-copy", False),
+    "deleted row copy": (lambda r, m: (r / row_copy(m, 1)).unlink(), "is missing; searches read the shard",
+                         "rows-copy", False),
 }
 
 

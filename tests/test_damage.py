@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from embstore import Store
+from embstore import Store, row_copies
 from embstore.errors import DamagedStoreError, StoreWriteError
 from embstore.manifest import read_manifest
 from embstore_cli.main import cli
@@ -116,6 +116,9 @@ def test_a_missing_or_truncated_shard_is_one_line_not_a_traceback(docs):
                    "is missing", "restore it")
     items = docs.root / m["item_shards"][0]["file"]
     items.write_bytes(items.read_bytes()[:200])
+    assert run("search", "--store", docs.root, "-c", "docs", "the cat", "-k", 3).exit_code == 0  # (its row copy)
+    (docs.root / m["item_shards"][0]["rows_copy"]["file"]).unlink()
+    row_copies.opened.cache_clear()  # (a new process: the copy this one mapped is gone)
     one_line_error(run("search", "--store", docs.root, "-c", "docs", "the cat", "-k", 3), "cannot be read")
 
 

@@ -184,6 +184,10 @@ def test_a_space_too_large_for_the_index_memory_is_indexed_on_disk_and_searched_
     reader = Store.open(store.root, settings=settings)
     ids, X = reader.embeddings("c")
     assert all(reader.search("c", vector=X[r], k=1)[0]["score"] == pytest.approx(1.0) for r in range(0, 3000, 300))
+    import faiss
+
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(reader.sync_index("c", "hash64")[0]).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.prefetch_nthread == 0  # (faiss: 32 threads a query)
     first = entry["file"]
     store.ingest(write_csv(tmp_path / "b.csv", _rows(500, start=3000)), "c")
     again = store.space("c")["index"]
@@ -359,3 +363,67 @@ def test_shards_carry_an_id_bloom_filter_and_point_queries_use_it(tmp_path):
     some = store.sql("SELECT id FROM docs WHERE text = 'note 1234'").fetchall()[0][0]
     assert store.sql(f"SELECT text FROM docs WHERE id = '{some}'").fetchall() == [("note 1234",)]
     assert store.sql("SELECT count(*) FROM docs WHERE id = 'no such id'").fetchall() == [(0,)]
+
+
+def test_search_shows_its_hits_rows_from_the_row_copies_as_the_shards_hold_them(tmp_path, monkeypatch):
+    """Item shards are written with an Arrow IPC copy of their rows beside them (row_copies.py): a search reads its
+    hits' rows from the copies, decoding no Parquet row group, and shows exactly what the shards hold, every type
+    alike; a store without copies (written before them), or a copy cut short or gone, is read from the shards with
+    the same results."""
+    import datetime
+
+    from embstore import lookup, row_copies
+    from embstore.manifest import read_manifest, write_manifest
+
+    n, rng = 2600, np.random.default_rng(0)
+    X = rng.standard_normal((n, 16)).astype(np.float32)
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    meta = pa.table({"title": [f"title {i}" if i % 7 else None for i in range(n)], "n": list(range(n)),
+                     "x": [i / 3 for i in range(n)], "ok": [i % 2 == 0 for i in range(n)],
+                     "tags": [[f"a{i % 3}", "b"] if i % 5 else [] for i in range(n)],
+                     "at": pa.array([start + datetime.timedelta(minutes=i) for i in range(n)],
+                                    pa.timestamp("us", "UTC")),
+                     "blob": [bytes([i % 256]) * 3 for i in range(n)]})
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=1300))
+    store.ingest_vectors("v", X, [f"i{i}" for i in range(n)], metadata=meta)
+    shards = store.collection("v")["item_shards"]
+    assert len(shards) == 2 and all(s["rows_copy"]["rows"] == s["rows"] == 1300 for s in shards)
+    for s in shards:
+        copy = store.root / s["rows_copy"]["file"]
+        assert copy.name == s["file"].rsplit("/", 1)[1].replace(".parquet", ".arrow")
+        assert copy.stat().st_size == s["rows_copy"]["bytes"]
+    queries = [X[r] + 0.1 for r in (3, 1299, 1300, 2599)]
+
+    def searches(root):
+        reader = Store.open(root)
+        return [reader.search("v", vector=q, k=10) for q in queries] + [reader.search("v", item_id="i1301", k=5)]
+
+    read_rows = lookup.read_rows
+
+    def no_item_parquet(path, *a, **k):
+        assert "/items/" not in str(path), f"read a row group of {path}"
+        return read_rows(path, *a, **k)  # (a vector, for the --like search)
+
+    with monkeypatch.context() as m:
+        m.setattr(lookup, "read_rows", no_item_parquet)
+        with_copies = searches(store.root)
+    assert all(len(r) in (5, 10) for r in with_copies)
+    row = next(h for r in with_copies for h in r if h["id"] == "i1300")
+    assert (row["title"], row["n"], row["ok"], row["tags"], row["blob"]) == ("title 1300", 1300, True, [],
+                                                                            b"\x14" * 3)
+    assert row["at"] == start + datetime.timedelta(minutes=1300) and "content_hash" not in row
+
+    listed = read_manifest(store.root)
+    m = read_manifest(store.root)
+    for s in m["collections"]["v"]["item_shards"]:
+        s.pop("rows_copy")  # as in a store written before copies were: the shards are read
+    write_manifest(store.root, m)
+    row_copies.opened.cache_clear()  # (what a new process sees)
+    assert searches(store.root) == with_copies
+
+    write_manifest(store.root, listed)
+    first, second = (store.root / s["rows_copy"]["file"] for s in shards)
+    first.write_bytes(first.read_bytes()[:1000])  # cut short, and gone: their shards are read
+    second.unlink()
+    row_copies.opened.cache_clear()
+    assert searches(store.root) == with_copies

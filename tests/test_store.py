@@ -349,7 +349,8 @@ def test_delete_collection(store, topics_csv):
     reader = Store.open(store.root, create=False)
     store.delete_collection("docs")
     assert store.info()["collections"] == {}
-    assert len(store.manifest["retired"]) == 2  # its item shard and its space shard, kept for older snapshots
+    assert len(store.manifest["retired"]) == 3  # its item shard, its row copy and its space shard, kept for older
+    # snapshots
     assert reader.sql("SELECT count(*) FROM docs").fetchall() == [(36,)]
     assert len(reader.search("docs", "cat", k=100)) == 36  # its index is gone: rebuilt exactly from the shards
     assert store.ingest(topics_csv, "docs", encoder=HASH).added == 36  # the same name again: new shards

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from .. import keys as kt
 from ..errors import EmbstoreError, InputError
+from ..row_copies import copy_files
 from ..storage import write_shard
 from .quarantine import Quarantine
 from .runner import IngestReport
@@ -243,16 +244,17 @@ class RayIngest:
         if len(keep) == rows:
             return dict(shard)
         if not len(keep):
-            path.unlink(missing_ok=True)
+            for rel in copy_files(shard):
+                (self.store.root / rel).unlink(missing_ok=True)
             return None
         table = pq.read_table(path).take(pa.array(keep, pa.int64()))
-        return write_shard(self.store.root, shard["file"], table)
+        return write_shard(self.store.root, shard["file"], table, rows_copy="rows_copy" in shard)
 
     def _drop_unlisted(self) -> None:
         """Delete the shards an earlier Ray run of this collection wrote but never listed (it was killed): no
         manifest lists them, so no reader can be using them (the writer lock is held)."""
         coll = self.store.manifest["collections"][self.collection]
-        listed = {s["file"] for s in coll["item_shards"]}
+        listed = {rel for s in coll["item_shards"] for rel in copy_files(s)}  # (the shards, their row copies)
         for sp in coll["spaces"].values():
             listed |= {s["file"] for s in sp["shards"]}
         base = self.store.root / "collections" / self.collection

@@ -153,7 +153,7 @@ class BlockWriter(SpaceWriter):
     def commit(self, staged: Staged) -> None:
         root = self.store.root
         if staged.items is not None and staged.items.num_rows:
-            self.shards["items"] = write_shard(root, self.names[0], staged.items)
+            self.shards["items"] = write_shard(root, self.names[0], staged.items, rows_copy=True)
             self.item_ids = staged.items.column("id").to_pylist()
         if staged.space_rows.num_rows:
             table = staged.space_rows.append_column("embedding", embedding_array(staged.vectors))
