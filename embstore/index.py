@@ -136,7 +136,15 @@ def _recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
 
 
-def _raise_until(index: Any, factory: str, q: np.ndarray, truth: np.ndarray, k: int, target: float) -> dict[str, Any]:
+LIST_BUDGET = 256 << 20  # bytes of mapped lists a batch of tuning queries may touch before the index is mapped anew
+
+
+def _raise_until(index: Any, factory: str, q: np.ndarray, truth: np.ndarray, k: int, target: float,
+                 fresh: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Raise the search parameter until recall@k reaches ``target``. ``fresh()``: the index mapped anew (an IVF with
+    lists on disk), searched in batches of queries whose probed lists add up to about ``LIST_BUDGET`` bytes, each
+    batch on its own mapping, let go after it: the process's resident memory then holds a batch's pages, not every
+    list the tuning touched (the pages stay in the page cache)."""
     import faiss
 
     name = param_name(factory)
@@ -146,9 +154,19 @@ def _raise_until(index: Any, factory: str, q: np.ndarray, truth: np.ndarray, k: 
     ceiling = faiss.extract_index_ivf(index).nlist if name == "nprobe" else 1024
 
     def recall_at(value: int) -> float:
-        set_param(index, factory, value)
-        _, got = index.search(q, k)
-        return _recall(got, truth, k)
+        if fresh is None:
+            set_param(index, factory, value)
+            _, got = index.search(q, k)
+            return _recall(got, truth, k)
+        ivf = faiss.extract_index_ivf(index)
+        per_query = value * ivf.ntotal * ivf.code_size / max(ivf.nlist, 1)
+        step, parts = max(1, int(LIST_BUDGET // max(per_query, 1))), []
+        for start in range(0, len(q), step):
+            mapped = fresh()
+            set_param(mapped, factory, value)
+            parts.append(mapped.search(q[start:start + step], k)[1])
+            del mapped  # (unmapped: its pages leave this process)
+        return _recall(np.concatenate(parts), truth, k)
 
     value, recall, below = 16, 0.0, None
     while True:
@@ -185,32 +203,61 @@ def tune(index: Any, factory: str, vectors: np.ndarray, target: float = TARGET_R
     return _raise_until(index, factory, q, truth, k, target)
 
 
+class ExactTopK:
+    """The queries ``tune`` draws for a space of ``n`` rows and their exact top-k, gathered by passes over the space's
+    normalised blocks in index order: ``gather(start, x)`` for every block of a first pass (the query rows), then
+    ``add(start, x)`` for every block of a second (a running top-k per query); ``result()``: (queries, rows).
+    A builder that passes over the space anyway (``build_ondisk``) feeds it on its way, at no extra read."""
+
+    def __init__(self, n: int, dim: int, n_queries: int = 200, k: int = 10):
+        self.rng, self.rows, self.other = _query_rows(n, n_queries)
+        self.wanted = np.unique(np.concatenate([self.rows, self.other]))
+        self.got = np.empty((len(self.wanted), dim), np.float32)
+        self.k, self.dim = min(k, n), dim
+        self.q: np.ndarray | None = None
+        self.heap: Any = None
+
+    def gather(self, start: int, x: np.ndarray) -> None:
+        lo, hi = np.searchsorted(self.wanted, [start, start + len(x)])
+        self.got[lo:hi] = x[self.wanted[lo:hi] - start]
+
+    def add(self, start: int, x: np.ndarray) -> None:
+        import faiss
+
+        if self.q is None:
+            at = np.searchsorted(self.wanted, self.rows), np.searchsorted(self.wanted, self.other)
+            self.q = _queries(self.rng, self.got[at[0]], self.got[at[1]])
+            self.heap = faiss.ResultHeap(len(self.q), self.k, keep_max=True)
+        flat = faiss.IndexFlatIP(self.dim)
+        flat.add(x)
+        D, I = flat.search(self.q, min(self.k, len(x)))
+        self.heap.add_result(D, I + start)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.heap.finalize()
+        return self.q, self.heap.I
+
+
 def tune_streaming(index: Any, factory: str, blocks: Callable[[], Iterator[np.ndarray]], n: int, dim: int,
-                   target: float = TARGET_RECALL, n_queries: int = 200, k: int = 10) -> dict[str, Any]:
+                   target: float = TARGET_RECALL, n_queries: int = 200, k: int = 10, *,
+                   exact: ExactTopK | None = None, fresh: Callable[[], Any] | None = None) -> dict[str, Any]:
     """``tune`` over a space read block by block (``blocks()`` re-reads it from the start each call), never holding
     it: a first pass fetches the query rows ``tune`` would draw for this ``n``, a second one keeps a running exact
-    top-k per query. The same result as ``tune`` on the same vectors (up to ties in exact scores)."""
-    import faiss
-
-    from .index_build import _checked, gather_rows
+    top-k per query (``ExactTopK``; ``exact``: one a builder has fed already, and no pass is made). The same result
+    as ``tune`` on the same vectors (up to ties in exact scores). ``fresh``: see ``_raise_until`` (a mapped IVF)."""
+    from .index_build import _checked
 
     if factory.strip() == "Flat":
         return {"param": None, "value": None, "recall_at_10": 1.0, "n_queries": 0}
-    rng, rows, other = _query_rows(n, n_queries)
-    wanted = np.unique(np.concatenate([rows, other]))
-    got = gather_rows(blocks, n, dim, wanted)  # normalised, in ``wanted`` order
-    q = _queries(rng, got[np.searchsorted(wanted, rows)], got[np.searchsorted(wanted, other)])
-    k = min(k, n)
-    heap = faiss.ResultHeap(len(q), k, keep_max=True)
-    flat, start = faiss.IndexFlatIP(dim), 0
-    for block in _checked(blocks, n, dim):  # (no empty blocks)
-        flat.add(normalize(block))
-        D, I = flat.search(q, min(k, len(block)))
-        heap.add_result(D, I + start)
-        flat.reset()
-        start += len(block)
-    heap.finalize()
-    return _raise_until(index, factory, q, heap.I, k, target)
+    if exact is None:
+        exact = ExactTopK(n, dim, n_queries, k)
+        for feed in (exact.gather, exact.add):
+            start = 0
+            for block in _checked(blocks, n, dim):  # (no empty blocks)
+                feed(start, normalize(block))
+                start += len(block)
+    q, truth = exact.result()
+    return _raise_until(index, factory, q, truth, exact.k, target, fresh)
 
 
 def save_index(index: Any, path: Path) -> None:

@@ -117,13 +117,14 @@ def _plain_ivf(index: Any, factory: str) -> Any:
 
 
 def build_ondisk(blocks: Blocks, n: int, dim: int, factory: str, folder: Path, *, sample: np.ndarray | None = None,
-                 shard_bytes: int = SHARD_BYTES) -> Path:
+                 shard_bytes: int = SHARD_BYTES, exact: Any = None) -> Path:
     """Build an IVF index with on-disk lists: ``folder/index.faiss`` + ``folder/index.ivfdata``; returns the first.
 
     Both are written under temporary names, synced, then renamed (the lists first). Give each build a folder of its
     own (e.g. named after the build) and let the manifest name the live one: a reader holding the previous pair
     keeps it, and never sees one file of each build. Open it with ``index.load_index`` (the lists are found beside
-    the ``.faiss`` file, read-only)."""
+    the ``.faiss`` file, read-only). ``exact`` (an ``index.ExactTopK``): fed the blocks of both passes, so the index
+    can be tuned on the whole space without reading it again."""
     import faiss
 
     from .index import normalize, save_index
@@ -138,8 +139,11 @@ def build_ondisk(blocks: Blocks, n: int, dim: int, factory: str, folder: Path, *
     assign = np.empty(n, np.int32 if nlist < 2**31 else np.int64)
     start = 0
     for block in _checked(blocks, n, dim):
-        _, lists = trained.quantizer.search(normalize(block), 1)
+        x = normalize(block)
+        _, lists = trained.quantizer.search(x, 1)
         assign[start:start + len(block)] = lists[:, 0]
+        if exact is not None:
+            exact.gather(start, x)
         start += len(block)
     sizes = np.bincount(assign, minlength=nlist).astype(np.uint64)
     entry = code_size + 8  # a list is its codes (capacity x code_size) then its ids (capacity x int64)
@@ -169,6 +173,8 @@ def build_ondisk(blocks: Blocks, n: int, dim: int, factory: str, folder: Path, *
         pending_lists = np.empty(0, np.int64)
         for block in _checked(blocks, n, dim):
             x = normalize(block)
+            if exact is not None:
+                exact.add(start, x)
             lists = assign[start:start + len(x)].astype(np.int64)
             ids = np.arange(start, start + len(x), dtype=np.int64)
             shard.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))

@@ -25,8 +25,6 @@ from .row_copies import copy_files
 from .storage import check_name, embedding_matrix, read_shards
 
 
-TUNE_SAMPLE = 500_000  # vectors an index with its lists on disk is tuned on (in memory)
-
 
 class Store:
     """Open with ``Store.open(path)``; every verb of the CLI is a method here."""
@@ -317,12 +315,11 @@ class Store:
             t = read_shards(self.root, [shard], ["id", "embedding"])
             yield t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
-    def _vector_blocks(self, collection: str, space: str, sample: int | None = None, progress: Any = None) -> Any:
+    def _vector_blocks(self, collection: str, space: str, progress: Any = None) -> Any:
         """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take);
-        ``sample``: only shards spread evenly over the space, about that many rows in all; ``progress(stage,
-        done, total)`` after each shard of each pass (a builder makes several: sample, add, tune)."""
+        ``progress(stage, done, total)`` after each shard of each pass (a builder makes several: sample, add, tune)."""
         sp = self.manifest["collections"][collection]["spaces"][space]
-        shards, dim = self._sample_shards(collection, space, sample), sp["encoder"]["dim"]
+        shards, dim = list(sp["shards"]), sp["encoder"]["dim"]
         total = sum(s["rows"] for s in shards)
 
         def blocks() -> Iterator[np.ndarray]:
@@ -333,23 +330,6 @@ class Store:
                 if progress is not None:
                     progress("index", done, total)
         return blocks
-
-    def _sample_shards(self, collection: str, space: str, sample: int | None) -> list[dict[str, Any]]:
-        """The space's shards, or (``sample``) shards spread evenly over its rows, about ``sample`` rows in all:
-        a shard is taken when it starts past the next multiple of a stride (uneven shards may give fewer rows:
-        the caller checks)."""
-        sp = self.manifest["collections"][collection]["spaces"][space]
-        shards = list(sp["shards"])
-        if sample is None or sp["rows"] <= sample or not shards:
-            return shards
-        stride = sp["rows"] * (sp["rows"] / len(shards)) / sample
-        at, due, picked = 0, 0.0, []
-        for shard in shards:
-            if at >= due:
-                picked.append(shard)
-                due += stride
-            at += shard["rows"]
-        return picked
 
     def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
                    target_recall: float | None = None, progress: Any = None) -> tuple[Any, Any]:
@@ -398,13 +378,15 @@ class Store:
                 sp["index_factory"] = factory  # forced by the user: kept for later ingests
             blocks = self._vector_blocks(collection, space, progress=progress)
             changed = index is None or entry.get("factory") != want or index.ntotal > n
+            exact = None  # an on-disk build's exact top-k of the tuning queries, gathered on its passes
             if changed:  # built a shard at a time: the space's vectors are never all in memory
                 rel = self._new_index_name(folder)  # a new name per build: manifest and file never disagree
                 if not n:
                     index = ix.build(np.zeros((0, dim)), "Flat")
                 elif ix.ondisk_when(n, dim, self.settings.index_memory, want):
                     rel = f"{folder}/b{self.new_part():06d}/index.faiss"  # a folder per build: readers keep theirs
-                    ix.build_ondisk(blocks, n, dim, want, (self.root / rel).parent)
+                    exact = ix.ExactTopK(n, dim)
+                    ix.build_ondisk(blocks, n, dim, want, (self.root / rel).parent, exact=exact)
                     index = ix.load_index(self.root / rel, mmap=True)
                 else:
                     index = ix.build_streaming(blocks, n, dim, want)
@@ -417,27 +399,26 @@ class Store:
                     rel = kept if kept and (self.root / kept).with_suffix(".ivfdata").exists() \
                         else self._new_index_name(folder)
                 target = target_recall or ix.TARGET_RECALL
-                lists_on_disk = (self.root / rel).with_suffix(".ivfdata").exists()
-                m = sum(s["rows"] for s in self._sample_shards(collection, space, TUNE_SAMPLE)) if lists_on_disk else 0
-                if n and lists_on_disk and m >= 40 * ix.nlist_of(want):
-                    # lists on disk: tuned on an in-memory index of the same kind over shards spread across the
-                    # space (searching the mapped lists 200 times would page all of them in); with fewer vectors
-                    # per list a query's neighbours are farther, so the nprobe found suffices for the whole space
-                    part = self._vector_blocks(collection, space, sample=TUNE_SAMPLE)
-                    tuned = ix.tune_streaming(ix.build_streaming(part, m, dim, want), want, part, m, dim, target)
-                    tuned["sample"] = m
+                saved = self.root / rel
+                if n and saved.with_suffix(".ivfdata").exists():
+                    # lists on disk: tuned on the index itself, each batch of queries on a mapping of its own, let
+                    # go after it (one mapping for all would keep every list it paged in resident). An index of the
+                    # same kind over a 500k sample needed nprobe 144 where the whole 10M space needs 96 (fewer
+                    # vectors a list: a query's neighbours lie farther), and a query costs in proportion
+                    tuned = ix.tune_streaming(index, want, blocks, n, dim, target, exact=exact,
+                                              fresh=lambda: ix.load_index(saved, mmap=True))
                     ix.set_param(index, want, tuned["value"])
                 else:
                     tuned = ix.tune_streaming(index, want, blocks, n, dim, target) if n \
                         else {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
-                if not lists_on_disk:  # (an on-disk build wrote its files itself)
+                if not saved.with_suffix(".ivfdata").exists():  # (an on-disk build wrote its files itself)
                     ix.save_index(index, self.root / rel)
                 if listed and listed != rel:  # replaced: kept for readers of older snapshots, as shards are
                     self.retire(index_files(listed))
                 sp["index"] = {"file": rel, "factory": want, "metric": "cosine", "ntotal": index.ntotal,
                                "param": tuned["param"], "value": tuned["value"],
                                "recall_at_10": tuned["recall_at_10"], "recall_queries": tuned["n_queries"],
-                               "built": now(), **({"recall_sample": tuned["sample"]} if "sample" in tuned else {})}
+                               "built": now()}
             entry = sp["index"]
         elif index is None:
             index = ix.build_streaming(self._vector_blocks(collection, space), n, dim, "Flat") if n else \

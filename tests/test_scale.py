@@ -180,7 +180,6 @@ def test_a_space_too_large_for_the_index_memory_is_indexed_on_disk_and_searched_
     entry = store.space("c")["index"]
     assert "/b" in entry["file"] and (store.root / entry["file"]).with_suffix(".ivfdata").exists()
     assert entry["ntotal"] == 3000 and entry["recall_at_10"] is not None  # (ties among the hash twins: < 1)
-    assert entry["recall_sample"] == 3000  # tuned in memory (the whole space here: it is under TUNE_SAMPLE)
     reader = Store.open(store.root, settings=settings)
     ids, X = reader.embeddings("c")
     assert all(reader.search("c", vector=X[r], k=1)[0]["score"] == pytest.approx(1.0) for r in range(0, 3000, 300))
@@ -248,14 +247,24 @@ def test_position_keys_follow_the_index_and_a_lagging_file_falls_back_to_the_ids
     assert lagging.search("c", vector=X[999], k=1)[0]["score"] == pytest.approx(1.0)
 
 
-def test_an_on_disk_index_is_tuned_on_shards_spread_across_the_space(tmp_path, monkeypatch):
-    import embstore.store as store_module
+def test_an_on_disk_index_is_tuned_on_itself_a_few_queries_to_a_mapping(tmp_path, monkeypatch):
+    """An index with its lists on disk is tuned on the whole space (the exact top-k gathered on the build's own
+    passes), each batch of queries searching a mapping of its own (so resident memory holds a batch's lists, not
+    all of them): the same setting and recall as one search of all queries a step on the index in memory."""
+    from embstore import index as ix
 
-    monkeypatch.setattr(store_module, "TUNE_SAMPLE", 1000)
+    monkeypatch.setattr(ix, "LIST_BUDGET", 64 << 10)  # a few queries a mapping
+    real, mapped = ix.load_index, []
+    monkeypatch.setattr(ix, "load_index", lambda path, mmap=False: mapped.append(mmap) or real(path, mmap=mmap))
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=300, index_memory=1 << 20))
     store.ingest(write_csv(tmp_path / "a.csv", _rows(3000)), "c", encoder=HASH, index="IVF16,Flat")
     entry = store.space("c")["index"]
-    assert 0 < entry["recall_sample"] < 3000 and entry["param"] == "nprobe" and entry["value"] >= 16
+    assert entry["param"] == "nprobe" and entry["value"] >= 16 and entry["recall_queries"] == 200
+    assert mapped.count(True) > 20
+    in_memory = real(store.root / entry["file"])
+    assert not ix.is_mapped(in_memory)
+    again = ix.tune_streaming(in_memory, "IVF16,Flat", store._vector_blocks("c", "hash64"), 3000, 64)
+    assert (again["value"], again["recall_at_10"]) == (entry["value"], entry["recall_at_10"])
     X = store.embeddings("c")[1]
     assert Store.open(store.root).search("c", vector=X[2999], k=1)[0]["score"] == pytest.approx(1.0)
 
