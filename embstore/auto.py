@@ -253,12 +253,11 @@ def fit_auto(X: np.ndarray, y: Any, params: dict[str, Any], device: str, make_se
         raise InputError(f"auto's band is a number of standard errors and its seed a whole number; got "
                          f"band={params.get('band')!r}, seed={params.get('seed')!r}") from None
     y = np.asarray(y)
-    report = lambda stage, done, total: progress(stage, done, total) if progress is not None else None  # noqa: E731
     lr = None
     if "logreg" in candidates or "blend" in candidates:  # the default: fitted first, its C used in the folds
-        lr = LinearProbe(device=device).fit(X, y, progress=report)
+        lr = LinearProbe(device=device).fit(X, y, progress=progress)
     choice = choose(X, y, C=lr.C_ if lr is not None else 1.0, temperature=lr.temperature_ if lr is not None else 1.0,
-                    candidates=candidates, band=band, device=device, seed=seed, progress=report)
+                    candidates=candidates, band=band, device=device, seed=seed, progress=progress)
     chosen, searcher = choice["chosen"], None
     if chosen in ("knn", "blend"):
         searcher = make_searcher()
@@ -270,9 +269,17 @@ def fit_auto(X: np.ndarray, y: Any, params: dict[str, Any], device: str, make_se
         knn = KNNHead().serve_from(searcher).fit(X, y)
         est = knn if chosen == "knn" else BlendHead(device=device).from_parts(lr, knn).serve_from(searcher)
     if choice["scores"]:
-        s = choice["scores"]
-        choice["margin"] = {"over": DEFAULT, "accuracy": s[chosen].get("vs_default", 0.0),
-                            "se": s[chosen].get("vs_default_se", 0.0)} if chosen != DEFAULT else \
-            {"runner_up": (ru := max((c for c in s if c != chosen), key=lambda c: s[c]["accuracy"], default=None)),
-             "accuracy": (s[chosen]["accuracy"] - s[ru]["accuracy"]) if ru else 0.0}
+        choice["margin"] = margin(choice["scores"], chosen)
     return chosen, est, searcher, choice
+
+
+def margin(scores: dict[str, dict[str, float]], chosen: str) -> dict[str, Any]:
+    """By how much the chosen head won: over the default it replaced (the paired difference and its standard error),
+    or, where the default stayed (or was not a candidate), its lead over the runner-up."""
+    if chosen != DEFAULT and DEFAULT in scores:
+        return {"over": DEFAULT, "accuracy": scores[chosen]["vs_default"], "se": scores[chosen]["vs_default_se"]}
+    others = [c for c in scores if c != chosen]
+    if not others:
+        return {"runner_up": None, "accuracy": 0.0}
+    runner_up = max(others, key=lambda c: scores[c]["accuracy"])
+    return {"runner_up": runner_up, "accuracy": scores[chosen]["accuracy"] - scores[runner_up]["accuracy"]}
