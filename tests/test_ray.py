@@ -233,3 +233,52 @@ def test_workers_run_the_runtime_asked_for(cluster, tmp_path, monkeypatch, runti
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", runtime=runtime))
     r = store.ingest(tmp_path / "imgs", "pics", encoder=f"timm:test_efficientnet@{weights}", engine="ray")
     assert r.added == rt.MIN_ROWS + 4 and r.runtime.startswith(runtime), r.runtime
+
+
+def test_driver_killed_by_sigkill_then_rerun_equals_in_process(cluster, tmp_path):
+    """A real kill, not an exception: `embstore ingest --engine ray` joins this module's cluster as a driver of its
+    own, is sent SIGKILL once a few chunks are committed, and the store still opens with whole commits only; the same
+    command's re-run (here, through the API on the same cluster) finishes it into the in-process engine's store."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from embstore.manifest import read_manifest
+
+    n = 3000  # 75 chunks of 40: the driver is killed long before its end
+    src = write_csv(tmp_path / "docs.csv", [{"id": f"r{i}", "text": f"word{i % 97} thing{i % 13} n{i}", "label": i % 3}
+                                            for i in range(n)])
+    root = tmp_path / "ray"
+    address = ray.get_runtime_context().gcs_address
+    env = dict(os.environ, EMBSTORE_COMMIT_ROWS=str(BLOCK))
+    cmd = [sys.executable, "-c", "import sys; from embstore_cli.main import main; sys.argv[0] = 'embstore'; main()",
+           "ingest", str(src), "--store", str(root), "-c", "docs", "--encoder", HASH, "--engine", "ray",
+           "--address", address, "--device", "cpu"]
+
+    def committed() -> int:
+        try:
+            coll = read_manifest(root)["collections"].get("docs")
+        except (FileNotFoundError, ValueError, KeyError):
+            return 0
+        return len(coll["item_shards"]) if coll else 0
+
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while committed() < 3 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert driver.poll() is None, "the driver ended before 3 commits: " + driver.stderr.read().decode()[-2000:]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(30)
+    shards = committed()
+    assert 3 <= shards < n // BLOCK  # killed in the middle
+
+    b = open_store(root)
+    coll = b.manifest["collections"]["docs"]
+    assert coll["spaces"]["hash64"]["rows"] == len(b.embeddings("docs")[0]) == shards * BLOCK  # whole commits only
+    rb = b.ingest(src, "docs", encoder=HASH, engine="ray")
+    assert rb.read == n and rb.added == n - shards * BLOCK and rb.duplicates == shards * BLOCK
+    a = open_store(tmp_path / "local")
+    a.ingest(src, "docs", encoder=HASH)
+    assert_same(a, b, None, None)
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
