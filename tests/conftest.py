@@ -98,6 +98,16 @@ def store_contents(store: Any, collection: str = "docs") -> tuple[list[dict[str,
     return items, dict(zip(ids, vectors)), next(iter(coll["spaces"].values()))["rows"]
 
 
+def committed(root: Path, collection: str = "docs") -> int:
+    """Rows of ``collection`` the store's manifest names (0 before the store or the collection is made)."""
+    from embstore.manifest import read_manifest
+
+    if not (root / "embstore.json").exists():
+        return 0  # (killed while it made the store)
+    coll = read_manifest(root)["collections"].get(collection)
+    return sum(s["rows"] for s in coll["item_shards"]) if coll else 0
+
+
 def quarantine_lines(store_root: Path, rel: str) -> list[dict[str, Any]]:
     # lines end at "\n" only (str.splitlines would also split a text holding U+2028)
     return [json.loads(line) for line in (store_root / rel).read_text(encoding="utf-8").split("\n") if line]

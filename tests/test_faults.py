@@ -29,7 +29,7 @@ from embstore import Store
 from embstore.manifest import LOCK, read_manifest
 from embstore.sweep import leftovers
 
-from conftest import HASH, store_contents, write_csv
+from conftest import HASH, committed, store_contents, write_csv
 
 ROWS, STEP = 3000, 100  # 30 commits of 100 rows, then the key tables, the index and the ingest's record
 KILLS = int(os.environ.get("EMBSTORE_FAULT_KILLS", "20"))
@@ -136,14 +136,6 @@ def corpus(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "corpus.csv", [
         {"id": f"r{i}", "text": " ".join(rng.choice(words) for _ in range(6)) + f" n{i}", "label": rng.choice("abc")}
         for i in range(ROWS)])
-
-
-def committed(root: Path) -> int:
-    if not (root / "embstore.json").exists():
-        return 0  # (killed while it made the store)
-    m = read_manifest(root)
-    coll = m["collections"].get("docs")
-    return sum(s["rows"] for s in coll["item_shards"]) if coll else 0
 
 
 def assert_whole(root: Path) -> int:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from embstore.row_copies import copy_files
 
-from conftest import HASH, make_png, quarantine_lines, store_contents, write_csv, write_jsonl
+from conftest import HASH, committed, make_png, quarantine_lines, store_contents, write_csv, write_jsonl
 
 ray = pytest.importorskip("ray")
 
@@ -244,8 +244,6 @@ def test_driver_killed_by_sigkill_then_rerun_equals_in_process(cluster, tmp_path
     import subprocess
     import time
 
-    from embstore.manifest import read_manifest
-
     n = 3000  # 75 chunks of 40: the driver is killed long before its end
     src = write_csv(tmp_path / "docs.csv", [{"id": f"r{i}", "text": f"word{i % 97} thing{i % 13} n{i}", "label": i % 3}
                                             for i in range(n)])
@@ -256,21 +254,16 @@ def test_driver_killed_by_sigkill_then_rerun_equals_in_process(cluster, tmp_path
            "ingest", str(src), "--store", str(root), "-c", "docs", "--encoder", HASH, "--engine", "ray",
            "--address", address, "--device", "cpu"]
 
-    def committed() -> int:
-        try:
-            coll = read_manifest(root)["collections"].get("docs")
-        except (FileNotFoundError, ValueError, KeyError):
-            return 0
-        return len(coll["item_shards"]) if coll else 0
-
-    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "driver.err"  # (a file: a pipe nobody reads while it runs could fill and stall the driver)
+    with open(log, "wb") as err:
+        driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 240
-    while committed() < 3 and driver.poll() is None and time.monotonic() < deadline:
+    while committed(root) < 3 * BLOCK and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert driver.poll() is None, "the driver ended before 3 commits: " + driver.stderr.read().decode()[-2000:]
+    assert driver.poll() is None, "the driver ended before 3 commits: " + log.read_text()[-2000:]
     driver.send_signal(signal.SIGKILL)
     driver.wait(30)
-    shards = committed()
+    shards = committed(root) // BLOCK
     assert 3 <= shards < n // BLOCK  # killed in the middle
 
     b = open_store(root)
