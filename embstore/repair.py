@@ -364,7 +364,7 @@ class _Fixer:
 
     def reindex(self, cname: str, space: str) -> None:
         """The space's key tables and index, written anew from its shards."""
-        from .store import index_files
+        from .space_index import index_files
         from .writer import SpaceWriter
 
         coll = self.m["collections"][cname]

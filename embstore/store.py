@@ -22,6 +22,7 @@ from .encoders import Encoder, get_encoder
 from .errors import InputError, NotFoundError, SpaceMismatchError
 from .manifest import MANIFEST, empty_manifest, now, read_manifest, write_manifest, writer_lock
 from .row_copies import copy_files
+from .space_index import SpaceIndexes, index_files
 from .storage import check_name, embedding_matrix, read_shards
 
 
@@ -35,8 +36,9 @@ class Store:
         self.manifest = manifest
         self.settings = settings
         self.notify = notify  # told when a writer waits for the lock, or takes over one a killed writer left
-        self._index_cache: dict[tuple[str, str], tuple[int, Any, np.ndarray]] = {}
-        self._growing: dict[tuple[str, str], tuple[str, Any]] = {}  # index being grown by an ingest: (factory, index)
+        # what was derived from this snapshot (indexes, key tables, vectors on a GPU): key -> (version, value, extra)
+        self.derived: dict[tuple, tuple[Any, Any, Any]] = {}
+        self.indexes = SpaceIndexes(self)
         self.swept: list[str] = []  # what the last writer's sweep removed (store-relative paths)
         self._sql_sharing: Any = None  # set by share_sql
 
@@ -74,7 +76,7 @@ class Store:
     def refresh(self) -> "Store":
         """Take a new snapshot; what was derived from the old one (indexes, key tables) is dropped."""
         self.manifest = read_manifest(self.root)
-        self._index_cache.clear()
+        self.derived.clear()
         return self
 
     @contextmanager
@@ -247,14 +249,14 @@ class Store:
     def cached(self, key: tuple, version: Any, build: Any) -> Any:
         """Derived data kept for this snapshot (vectors on a GPU, say): ``build()``'s result, made anew when
         ``version`` (e.g. the space's row count) is not the one it was made for."""
-        hit = self._index_cache.get(key)
+        hit = self.derived.get(key)
         if not hit or hit[0] != version:
-            hit = self._index_cache[key] = (version, build(), None)
+            hit = self.derived[key] = (version, build(), None)
         return hit[1]
 
     def drop_growing(self, collection: str, space: str) -> None:
         """Forget an index grown during an ingest that did not finish (the next one starts from the saved one)."""
-        self._growing.pop((collection, space), None)
+        self.indexes.drop_growing(collection, space)
 
     def key_table(self, collection: str, space: str | None = None) -> Any:
         """The sorted key table of a collection's items (or, with ``space``, of the space by id) as of this
@@ -267,7 +269,7 @@ class Store:
         entry = coll.get("keys") if space is None else (coll["spaces"][space].get("keys") or {}).get("by_id")
         version = (len(shards), shards[-1]["file"] if shards else None, (entry or {}).get("file"),
                    (entry or {}).get("rows"))  # a collection deleted and made again has other shards
-        cached = self._index_cache.get(key)
+        cached = self.derived.get(key)
         if not cached or cached[0] != version:
             if space is None:
                 table = kt.open_table(self.root, coll.get("keys"), shards, kt.ITEM_FIELDS)
@@ -275,7 +277,7 @@ class Store:
                 table = kt.open_table(self.root, (coll["spaces"][space].get("keys") or {}).get("by_id"), shards,
                                       kt.BY_ID_FIELDS)
             cached = (version, table, None)
-            self._index_cache[key] = cached
+            self.derived[key] = cached
         return cached[1]
 
     def known_ids(self, collection: str, ids: Sequence[str]) -> set[str]:
@@ -295,18 +297,6 @@ class Store:
             return [], np.zeros((0, sp["encoder"]["dim"]), np.float32)
         return t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
-    def _vectors_from(self, collection: str, space: str, start: int) -> np.ndarray:
-        """The space's vectors from row ``start`` on, reading only the shards that hold them."""
-        sp = self.manifest["collections"][collection]["spaces"][space]
-        offset, parts = 0, []
-        for shard in sp["shards"]:
-            if offset + shard["rows"] > start:
-                t = read_shards(self.root, [shard], ["embedding"])
-                m = embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
-                parts.append(m[max(0, start - offset):])
-            offset += shard["rows"]
-        return np.concatenate(parts) if parts else np.zeros((0, sp["encoder"]["dim"]), np.float32)
-
     def vector_shards(self, collection: str, space: str | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
         """The space's ``(ids, float32 vectors)`` a shard at a time, in index order: for work over a whole space in
         bounded memory."""
@@ -315,147 +305,19 @@ class Store:
             t = read_shards(self.root, [shard], ["id", "embedding"])
             yield t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
-    def _vector_blocks(self, collection: str, space: str, progress: Any = None) -> Any:
-        """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take);
-        ``progress(stage, done, total)`` after each shard of each pass (a builder makes several: sample, add, tune)."""
-        sp = self.manifest["collections"][collection]["spaces"][space]
-        shards, dim = list(sp["shards"]), sp["encoder"]["dim"]
-        total = sum(s["rows"] for s in shards)
-
-        def blocks() -> Iterator[np.ndarray]:
-            done = 0
-            for shard in shards:
-                yield embedding_matrix(read_shards(self.root, [shard], ["embedding"]).column("embedding"), dim)
-                done += shard["rows"]
-                if progress is not None:
-                    progress("index", done, total)
-        return blocks
+    def vector_blocks(self, collection: str, space: str, progress: Any = None) -> Any:
+        """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take)."""
+        return self.indexes.vector_blocks(collection, space, progress)
 
     def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
                    target_recall: float | None = None, progress: Any = None) -> tuple[Any, Any]:
-        """The space's FAISS index holding exactly the snapshot's rows.
-
-        A writer (``save``) rebuilds it when missing, when its type no longer fits the size (or ``factory`` asks for
-        another), else extends it; then re-tunes it and records the choice in the manifest. A reader extends a
-        lagging index in memory from the shards. Returns the index and the space's ids in index order (a
-        ``lookup.SpaceIds``, read a shard at a time when asked for). A reader memory-maps the saved index, so a
-        cold search reads the lists it probes, not the whole file."""
-        from .lookup import SpaceIds
-
-        sp = self.manifest["collections"][collection]["spaces"][space]
-        key = (collection, space)
-        cached = self._index_cache.get(key)
-        if cached and cached[0] == sp["rows"] and not save:
-            return cached[1], cached[2]
-        folder = f"collections/{collection}/spaces/{space}/index"
-        entry = sp.get("index") or {}
-        listed = entry.get("file")  # the file the manifest names now: retired when a new build replaces it
-        path = self.root / entry.get("file", f"{folder}/index.faiss")
-        ondisk = path.with_suffix(".ivfdata").exists()  # lists in a file beside it: rebuilt, never extended
-        ids = SpaceIds(self.root, sp)
-        n, dim = len(ids), sp["encoder"]["dim"]
-        index = None
-        if save:
-            want = factory or sp.get("index_factory") or ix.choose_factory(n, dim, self.settings.index_memory)
-            grown = self._growing.pop(key, None)
-            if grown is not None and grown[0] == want and grown[1].ntotal <= n:
-                index, entry = grown[1], {"factory": want}  # grown during the ingest: extend it, tune it, save it
-        if save and ondisk and index is None and entry.get("ntotal") == n and entry.get("factory") == want \
-                and path.exists():  # an on-disk index that already holds every row: kept as it is (mapped)
-            index = _loaded(path, mmap=True)
-            if index is not None:
-                ix.set_param(index, want, entry.get("value"))
-                self._index_cache[key] = (sp["rows"], index, ids)
-                return index, ids
-        if index is None and path.exists() and entry and not (save and ondisk):
-            # a reader maps the file; a writer, or a reader whose index lags its snapshot, reads it to add rows
-            # (a damaged file reads as none: a reader builds an exact index from the shards, a writer a new one)
-            index = _loaded(path, mmap=not save and entry.get("ntotal", 0) >= sp["rows"])
-            if index is not None and index.ntotal > sp["rows"]:
-                index = None  # more rows than the snapshot: not this space's index (an edited manifest)
-        if save:
-            if factory:
-                sp["index_factory"] = factory  # forced by the user: kept for later ingests
-            blocks = self._vector_blocks(collection, space, progress=progress)
-            changed = index is None or entry.get("factory") != want or index.ntotal > n
-            exact = None  # an on-disk build's exact top-k of the tuning queries, gathered on its passes
-            if changed:  # built a shard at a time: the space's vectors are never all in memory
-                rel = self._new_index_name(folder)  # a new name per build: manifest and file never disagree
-                if not n:
-                    index = ix.build(np.zeros((0, dim)), "Flat")
-                elif ix.ondisk_when(n, dim, self.settings.index_memory, want):
-                    rel = f"{folder}/b{self.new_part():06d}/index.faiss"  # a folder per build: readers keep theirs
-                    exact = ix.ExactTopK(n, dim)
-                    ix.build_ondisk(blocks, n, dim, want, (self.root / rel).parent, exact=exact)
-                    index = ix.load_index(self.root / rel, mmap=True)
-                else:
-                    index = ix.build_streaming(blocks, n, dim, want)
-            elif index.ntotal < n:
-                index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
-                changed, rel = True, self._new_index_name(folder)
-            if changed or not entry.get("recall_at_10"):
-                if not changed:  # saved anew (under a new name) unless its lists are on disk (not rewritten)
-                    kept = entry.get("file")
-                    rel = kept if kept and (self.root / kept).with_suffix(".ivfdata").exists() \
-                        else self._new_index_name(folder)
-                target = target_recall or ix.TARGET_RECALL
-                saved = self.root / rel
-                if n and saved.with_suffix(".ivfdata").exists():
-                    # lists on disk: tuned on the index itself, each batch of queries on a mapping of its own, let
-                    # go after it (one mapping for all would keep every list it paged in resident). An index of the
-                    # same kind over a 500k sample needed nprobe 144 where the whole 10M space needs 96 (fewer
-                    # vectors a list: a query's neighbours lie farther), and a query costs in proportion
-                    tuned = ix.tune_streaming(index, want, blocks, n, dim, target, exact=exact,
-                                              fresh=lambda: ix.load_index(saved, mmap=True))
-                    ix.set_param(index, want, tuned["value"])
-                else:
-                    tuned = ix.tune_streaming(index, want, blocks, n, dim, target) if n \
-                        else {"param": None, "value": None, "recall_at_10": None, "n_queries": 0}
-                if not saved.with_suffix(".ivfdata").exists():  # (an on-disk build wrote its files itself)
-                    ix.save_index(index, self.root / rel)
-                if listed and listed != rel:  # replaced: kept for readers of older snapshots, as shards are
-                    self.retire(index_files(listed))
-                sp["index"] = {"file": rel, "factory": want, "metric": "cosine", "ntotal": index.ntotal,
-                               "param": tuned["param"], "value": tuned["value"],
-                               "recall_at_10": tuned["recall_at_10"], "recall_queries": tuned["n_queries"],
-                               "built": now()}
-            entry = sp["index"]
-        elif index is None:
-            index = ix.build_streaming(self._vector_blocks(collection, space), n, dim, "Flat") if n else \
-                ix.build(np.zeros((0, dim)), "Flat")
-            entry = {"factory": "Flat", "value": None}
-        elif index.ntotal < n:
-            index = ix.add_rows(index, path, self._vectors_from(collection, space, index.ntotal))
-        ix.set_param(index, entry.get("factory", "Flat"), entry.get("value"))
-        self._index_cache[key] = (sp["rows"], index, ids)
-        return index, ids
-
-    def _new_index_name(self, folder: str) -> str:
-        return f"{folder}/index-{self.new_part():06d}.faiss"
+        """The space's FAISS index holding exactly the snapshot's rows, and its ids in index order (a
+        ``lookup.SpaceIds``); a writer (``save``) builds, extends, tunes and saves it (``space_index.py``)."""
+        return self.indexes.sync(collection, space, save, factory, target_recall, progress)
 
     def grow_index(self, collection: str, space: str, expect_rows: int, factory: str | None = None) -> None:
-        """During an ingest, after each committed chunk (in its writer thread): bring an in-memory index up to the
-        committed rows, of the kind a space of ``expect_rows`` needs, so that the closing ``_sync_index`` has only
-        the last rows to add before it tunes and saves it. Flat and HNSW only: an IVF index trains once, on the
-        whole space, at the end."""
-        sp = self.manifest["collections"][collection]["spaces"][space]
-        dim = sp["encoder"]["dim"]
-        want = factory or sp.get("index_factory") or ix.choose_factory(expect_rows, dim, self.settings.index_memory)
-        if not want.startswith(("HNSW", "Flat")):
-            return
-        key = (collection, space)
-        grown = self._growing.get(key)
-        if grown is None or grown[0] != want or grown[1].ntotal > sp["rows"]:
-            entry = sp.get("index") or {}
-            path = self.root / entry["file"] if entry.get("file") else None
-            index = _loaded(path) if path is not None and path.exists() and entry.get("factory") == want \
-                and not path.with_suffix(".ivfdata").exists() else None
-            if index is None or index.ntotal > sp["rows"]:
-                index = ix.build(np.zeros((0, dim), np.float32), want)
-            grown = self._growing[key] = (want, index)
-        index = grown[1]
-        if index.ntotal < sp["rows"]:
-            index.add(ix.normalize(self._vectors_from(collection, space, index.ntotal)))
+        """During an ingest, after each committed chunk: bring an in-memory index up to the committed rows."""
+        self.indexes.grow(collection, space, expect_rows, factory)
 
     def reindex(self, collection: str, space: str | None = None, *, factory: str | None = None,
                 target_recall: float | None = None, progress: Any = None) -> dict[str, Any]:
@@ -474,7 +336,7 @@ class Store:
             sp["index"] = None  # forces the rebuild
             if replaced:  # retired, not orphaned: readers of older snapshots keep it for a while
                 self.retire(index_files(replaced))
-            self._index_cache.pop((collection, space), None)
+            self.derived.pop((collection, space), None)
             self.sync_index(collection, space, save=True, factory=factory, target_recall=target_recall,
                             progress=progress)
             self.commit()
@@ -673,7 +535,7 @@ class Store:
             self.commit()
             # its quarantine records (bad rows and why) describe inputs of a collection that is gone
             shutil.rmtree(self.root / "quarantine" / collection, ignore_errors=True)
-        self._index_cache = {k: v for k, v in self._index_cache.items() if collection not in k}
+        self.derived = {k: v for k, v in self.derived.items() if collection not in k}
         return gone
 
     def delete_head(self, name: str, version: int | None = None) -> dict[str, Any]:
@@ -719,20 +581,6 @@ class Store:
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.manifest)
-
-
-def _loaded(path: Path, mmap: bool = False) -> Any:
-    """The saved index at ``path``, or None when it cannot be read (truncated, not an index): rebuilt from the
-    shards, which are the source of truth."""
-    try:
-        return ix.load_index(path, mmap=mmap)
-    except (RuntimeError, OSError):
-        return None
-
-
-def index_files(rel: str) -> list[str]:
-    """The files of a saved index named ``rel`` in the manifest: the index, and an on-disk build's lists."""
-    return [rel, str(Path(rel).with_suffix(".ivfdata"))] if Path(rel).parent.name.startswith("b") else [rel]
 
 
 def _item_rows(coll: dict[str, Any]) -> int:

@@ -263,7 +263,7 @@ def test_an_on_disk_index_is_tuned_on_itself_a_few_queries_to_a_mapping(tmp_path
     assert mapped.count(True) > 20
     in_memory = real(store.root / entry["file"])
     assert not ix.is_mapped(in_memory)
-    again = ix.tune_streaming(in_memory, "IVF16,Flat", store._vector_blocks("c", "hash64"), 3000, 64)
+    again = ix.tune_streaming(in_memory, "IVF16,Flat", store.vector_blocks("c", "hash64"), 3000, 64)
     assert (again["value"], again["recall_at_10"]) == (entry["value"], entry["recall_at_10"])
     X = store.embeddings("c")[1]
     assert Store.open(store.root).search("c", vector=X[2999], k=1)[0]["score"] == pytest.approx(1.0)
