@@ -269,16 +269,8 @@ class Store:
         entry = coll.get("keys") if space is None else (coll["spaces"][space].get("keys") or {}).get("by_id")
         version = (len(shards), shards[-1]["file"] if shards else None, (entry or {}).get("file"),
                    (entry or {}).get("rows"))  # a collection deleted and made again has other shards
-        cached = self.derived.get(key)
-        if not cached or cached[0] != version:
-            if space is None:
-                table = kt.open_table(self.root, coll.get("keys"), shards, kt.ITEM_FIELDS)
-            else:
-                table = kt.open_table(self.root, (coll["spaces"][space].get("keys") or {}).get("by_id"), shards,
-                                      kt.BY_ID_FIELDS)
-            cached = (version, table, None)
-            self.derived[key] = cached
-        return cached[1]
+        fields = kt.ITEM_FIELDS if space is None else kt.BY_ID_FIELDS
+        return self.cached(key, version, lambda: kt.open_table(self.root, entry, shards, fields))
 
     def known_ids(self, collection: str, ids: Sequence[str]) -> set[str]:
         """The ids (given) that are items of the collection, found through its key table."""
@@ -306,7 +298,8 @@ class Store:
             yield t.column("id").to_pylist(), embedding_matrix(t.column("embedding"), sp["encoder"]["dim"])
 
     def vector_blocks(self, collection: str, space: str, progress: Any = None) -> Any:
-        """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take)."""
+        """``blocks()``: the space's vectors a shard at a time, in index order (what the index builders take);
+        ``progress(stage, done, total)`` after each shard of each pass."""
         return self.indexes.vector_blocks(collection, space, progress)
 
     def sync_index(self, collection: str, space: str, save: bool = False, factory: str | None = None,
