@@ -240,7 +240,11 @@ class _Checker:
                 if wrong:
                     copy = entry["rows_copy"]["file"]
                     self.add("rows-copy", copy, f"{copy}, the row copy of item shard {rel}, {wrong}; searches read "
-                             f"the shard instead (slower); {REPAIR} drops the copy from the manifest", True,
+                             f"the shard instead (slower); {REPAIR} writes it anew from the shard", True,
+                             collection=cname, space=None, file=rel)
+                elif space is None and not entry.get("rows_copy"):
+                    self.add("rows-copy", rel, f"item shard {rel} has no row copy (an older embstore wrote it): "
+                             f"searches decode the shard instead (slower); {REPAIR} writes one", True,
                              collection=cname, space=None, file=rel)
             elif status == "rows":
                 readable.append(entry)

@@ -116,13 +116,8 @@ class _Fixer:
         if not at:
             return
         entry = shards[at[-1]]
-        if p.kind != "listed-twice" and entry.get("rows_copy"):  # made from the shard as it was: no longer used
-            copy = entry.pop("rows_copy")["file"]
-            if (self.root / copy).exists():
-                self.store.retire([copy])
-            if p.kind == "rows-copy":
-                self.done.append(f"dropped the row copy {copy} of {d['file']} (its shard is read instead)")
-        if p.kind == "rows-copy":
+        if p.kind == "rows-copy":  # bad or missing (an older embstore): made anew from the shard, which is whole
+            self.rows_copy(entry)
             return
         if p.kind == "listed-twice":
             del shards[at[-1]]
@@ -136,12 +131,27 @@ class _Fixer:
             self.done.append(f"kept {d['file']} as it reads now and recorded its new checksum")
         else:  # lost: its rows are recovered below where they can be
             del shards[at[0]]
+            if entry.get("rows_copy") and (self.root / entry["rows_copy"]["file"]).exists():
+                self.store.retire([entry["rows_copy"]["file"]])
             if d["space"] is None:
                 self.shrunk.add(d["collection"])
             if (self.root / d["file"]).exists():
                 self.store.retire([d["file"]])
             what = "items" if d["space"] is None else f"vectors of {d['collection']}.{d['space']}"
             self.done.append(f"dropped {d['file']} ({entry['rows']:,} {what}) from the manifest")
+        if p.kind in ("rows", "changed") and d["space"] is None and entry.get("rows_copy"):
+            self.rows_copy(entry)  # from the shard as it reads now
+
+    def rows_copy(self, entry: dict[str, Any]) -> None:
+        """An item shard's row copy written from the shard (``row_copies.py``) under a new name; the old one, if
+        any, retired (a reader of an older snapshot may still map it)."""
+        from .row_copies import write_copy
+
+        old = (entry.get("rows_copy") or {}).get("file")
+        if old and (self.root / old).exists():
+            self.store.retire([old])
+        entry["rows_copy"] = write_copy(self.root, entry["file"], self.root / entry["file"], self.store.new_part())
+        self.done.append(f"wrote the row copy {entry['rows_copy']['file']} of {entry['file']} from the shard")
 
     def drop_predictions(self, collection: str, head: str) -> None:
         pred = self.m["collections"][collection]["predictions"].pop(head, None)

@@ -9,8 +9,9 @@ An item shard ``part-NNNNNN.parquet`` is written with its copy ``part-NNNNNN.arr
 entry as ``rows_copy`` ({file, rows, bytes, blake2b}). The copy is made from the shard as it reads back, so its
 values are those of the Parquet path, types included. It is derived data: a lookup uses it when it is listed and
 opens with the shard's row count, else reads the shard (a store written before copies existed, a copy lost or
-cut short). ``embstore check`` compares it as it does a shard (size, checksum); ``--repair`` drops a bad one from
-the manifest, and the shard is read instead. Cost: the display columns once more, uncompressed (at 10^7 short
+cut short). ``embstore check`` compares it as it does a shard (size, checksum) and names a shard that has none;
+``--repair`` writes a bad or missing one anew from the shard, under a new name (``copy_name``: a long-lived reader
+keeps the copies it mapped by name). Cost: the display columns once more, uncompressed (at 10^7 short
 texts, bench/scale.py: see bench/RESULTS.md), written in the ingest's writer thread.
 """
 from __future__ import annotations
@@ -24,14 +25,16 @@ SUFFIX = ".arrow"
 HIDDEN = ("content_hash",)  # columns a search does not show
 
 
-def copy_name(rel: str) -> str:
-    """The copy's store-relative name: the shard's, with ``.arrow`` for ``.parquet``."""
-    return str(Path(rel).with_suffix(SUFFIX).as_posix())
+def copy_name(rel: str, again: int | None = None) -> str:
+    """The copy's store-relative name: the shard's, with ``.arrow`` for ``.parquet``; a copy written again (by a
+    repair) is ``part-NNNNNN.rK.arrow``, a name no process has mapped."""
+    path = Path(rel).with_suffix(SUFFIX)
+    return str((path if again is None else path.with_suffix(f".r{again}{SUFFIX}")).as_posix())
 
 
-def write_copy(root: Path, rel: str, written: Path) -> dict[str, Any]:
+def write_copy(root: Path, rel: str, written: Path, again: int | None = None) -> dict[str, Any]:
     """Write the copy of the shard ``rel`` from ``written`` (the shard's file, maybe still under its temporary
-    name): to a temporary name, synced, renamed; returns its manifest entry."""
+    name): to a temporary name, synced, renamed; returns its manifest entry. ``again``: see ``copy_name``."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
@@ -41,7 +44,7 @@ def write_copy(root: Path, rel: str, written: Path) -> dict[str, Any]:
 
     columns = [c for c in pq.read_schema(written).names if c not in HIDDEN]
     table = pq.read_table(written, columns=columns)  # (just written: from the page cache)
-    copy_rel = copy_name(rel)
+    copy_rel = copy_name(rel, again)
     path = root / copy_rel
     tmp = path.with_name(f".{path.name}.tmp")
     with temp_file(tmp, path):

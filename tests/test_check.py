@@ -316,3 +316,36 @@ def test_a_store_of_an_older_embstore_is_ok_with_notes(store):
     report = check_store(store.root)
     assert report.ok and len(report.notes) == 2
     assert "as an older embstore left it" in report.notes[0] and "2 shards" in report.notes[1]
+
+
+def test_a_store_an_older_embstore_wrote_is_brought_up_to_date_by_repair(store, monkeypatch):
+    """Older stores have item shards without row copies and key tables without the check field: check names both,
+    repair writes them from the shards once, and lookups then use them instead of reading every shard."""
+    from embstore import keys as kt
+    from embstore.row_copies import copy_status
+
+    before = hits(store)
+
+    def older(m):
+        coll = m["collections"]["docs"]
+        for entry in coll["item_shards"]:
+            (store.root / entry.pop("rows_copy")["file"]).unlink()
+        old = np.zeros((len(kt.ITEM_FIELDS) - 1, coll["keys"]["rows"]), np.uint64)  # (key, hash, loc): no check
+        np.save(store.root / coll["keys"]["file"], old)
+    edit(store.root, older)
+
+    found = json.loads(run("check", "--store", store.root, "--json").output)
+    said = {(p["kind"], p["where"]) for p in found["problems"]}
+    assert found["ok"] is False and ("keys", "docs") in said, said
+    assert {w for k, w in said if k == "rows-copy"} == {e["file"] for e in read_manifest(store.root)
+                                                         ["collections"]["docs"]["item_shards"]}
+    res = run("check", "--store", store.root, "--repair")
+    assert res.exit_code == 0 and "wrote the row copy" in res.output, res.output
+    assert json.loads(run("check", "--store", store.root, "--json").output)["ok"] is True
+
+    m = read_manifest(store.root)["collections"]["docs"]
+    assert all(copy_status(store.root, e, quick=False) is None and e.get("rows_copy") for e in m["item_shards"])
+    monkeypatch.setattr(kt, "shard_records", lambda *a: pytest.fail("a shard was read for its keys"))
+    s = Store.open(store.root)
+    assert len(s.key_table("docs")) == 36 and s.known_ids("docs", ["nope"]) == set()
+    assert hits(s) == before
