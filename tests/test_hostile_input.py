@@ -4,6 +4,7 @@ while the rest goes on (counts adding up), or refused in one line."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -261,18 +262,44 @@ def test_a_subfolder_of_tables_that_cannot_be_listed_is_quarantined(tmp_path, mo
     assert (r.read, r.added, r.quarantined, r.reasons) == (3, 2, 1, {"cannot list folder": 1}) and counts_add_up(r)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root lists a folder of mode 000 all the same (the scandir tests above stand in)")
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 def test_a_chmod_000_subfolder_is_quarantined(tmp_path):
-    folder = tmp_path / "imgs"
-    make_png(folder / "0.png", 0)
-    make_png(folder / "locked" / "1.png", 1)
-    (folder / "locked").chmod(0)
+    """A real mode-000 folder and a mode-000 file: as root (CI), the ingest runs in a child process without the two
+    capabilities that let root list and read them all the same (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, dropped from
+    its bounding set before exec, as ``setpriv --bounding-set`` does)."""
+    import json
+    import subprocess
+    import sys
+
+    work = tmp_path
     try:
-        r = Store.open(tmp_path / "s").ingest(folder, "pics", encoder=HASH)
+        folder = work / "imgs"
+        make_png(folder / "0.png", 0)
+        make_png(folder / "locked" / "1.png", 1)
+        make_png(folder / "2.png", 2).chmod(0)
+        (folder / "locked").chmod(0)
+        code = ("import json, sys; from embstore import Store\n"
+                f"r = Store.open({str(work / 's')!r}).ingest({str(folder)!r}, 'pics', encoder={HASH!r})\n"
+                "print(json.dumps([r.read, r.added, r.quarantined, r.reasons]))")
+        drop = None
+        if os.geteuid() == 0:
+            import ctypes
+
+            def drop():
+                prctl = ctypes.CDLL(None, use_errno=True).prctl
+                for cap in (1, 2):  # PR_CAPBSET_DROP (24): CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+                    if prctl(24, cap, 0, 0, 0) != 0:
+                        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                           os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=work,
+                              preexec_fn=drop, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        read, added, quarantined, reasons = json.loads(done.stdout.strip().splitlines()[-1])
+        assert (read, added, quarantined) == (3, 1, 2) and read == added + quarantined, reasons
+        assert reasons == {"cannot list folder": 1, "unreadable file": 1}, reasons
     finally:
-        (folder / "locked").chmod(0o755)
-    assert (r.read, r.added, r.quarantined, r.reasons) == (2, 1, 1, {"cannot list folder": 1})
+        (work / "imgs" / "locked").chmod(0o755)  # (so that pytest can clear tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- predict on new images
