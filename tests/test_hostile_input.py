@@ -262,6 +262,16 @@ def test_a_subfolder_of_tables_that_cannot_be_listed_is_quarantined(tmp_path, mo
     assert (r.read, r.added, r.quarantined, r.reasons) == (3, 2, 1, {"cannot list folder": 1}) and counts_add_up(r)
 
 
+def _without_dac_capabilities() -> None:
+    """(In a child, before exec.) Drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    for cap in (1, 2):
+        if prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 def test_a_chmod_000_subfolder_is_quarantined(tmp_path):
     """A real mode-000 folder and a mode-000 file: as root (CI), the ingest runs in a child process without the two
@@ -281,15 +291,7 @@ def test_a_chmod_000_subfolder_is_quarantined(tmp_path):
         code = ("import json, sys; from embstore import Store\n"
                 f"r = Store.open({str(work / 's')!r}).ingest({str(folder)!r}, 'pics', encoder={HASH!r})\n"
                 "print(json.dumps([r.read, r.added, r.quarantined, r.reasons]))")
-        drop = None
-        if os.geteuid() == 0:
-            import ctypes
-
-            def drop():
-                prctl = ctypes.CDLL(None, use_errno=True).prctl
-                for cap in (1, 2):  # PR_CAPBSET_DROP (24): CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-                    if prctl(24, cap, 0, 0, 0) != 0:
-                        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+        drop = _without_dac_capabilities if os.geteuid() == 0 else None
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                            os.environ.get("PYTHONPATH", "")])}
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=work,
