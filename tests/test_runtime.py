@@ -215,6 +215,69 @@ def test_text_runtime_matches_torch(kind, text_torch):
     assert _cos(short, ref[:3]).min() >= 0.9999
 
 
+def test_text_batches_are_ordered_by_tokens_and_each_is_its_own_tokenization(text_torch):
+    """The compiled runtimes get batches of equal token counts where they can: each batch is exactly the model's
+    tokenization of its texts (padded to its longest), every row is in one batch, and the padding is what ordering
+    by token count leaves (ordering by characters, as sentence-transformers does, leaves more)."""
+    enc, _ = text_torch
+    texts = TEXTS + [" ".join(["token"] * (i % 23)) + f" {'é' * (40 - i)}" for i in range(40)]
+    batches = list(enc._batches(texts, 4, ["input_ids", "attention_mask"]))
+    assert sorted(i for idx, _ in batches for i in idx) == list(range(len(texts)))
+    padded = 0
+    for idx, feats in batches:
+        own = enc._example([texts[i] for i in idx], ["input_ids", "attention_mask"])
+        assert feats.keys() == own.keys() and all(np.array_equal(feats[k], own[k]) for k in own)
+        padded += int((feats["attention_mask"] == 0).sum())
+    lengths = enc._example(texts)["attention_mask"].sum(1)
+
+    def padding(order):
+        return sum(int(lengths[b].max() * len(b) - lengths[b].sum())
+                   for b in (order[s:s + 4] for s in range(0, len(texts), 4)))
+    assert padded == padding(np.argsort(-lengths, kind="stable"))  # the least batches of 4 can have
+    assert padded < padding(np.argsort([-len(t) for t in texts], kind="stable"))  # ordered by characters
+
+
+def _bf16_here() -> bool:
+    if not runtime.installed("openvino"):
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _bf16_here(), reason="OpenVINO with a CPU that computes in bf16")
+def test_bf16_is_kept_only_where_it_is_faster_and_the_choice_is_recorded(module_cache, monkeypatch):
+    """MiniLM passes the cosine probe in bf16; whether it runs in bf16 is then up to the race against fp32 (timings
+    given here: on real CPUs either side wins), recorded beside the export and reused; a record made by an older rule
+    (no race) is measured again."""
+    import json
+
+    from embstore.encoders.text import SentenceTransformerEncoder
+
+    for done in runtime.cache_root().glob("*/precision-*.json"):  # (made by the tests above: measured again here)
+        done.unlink()
+    races = []
+
+    def encoder(bf16_s: float, f32_s: float) -> SentenceTransformerEncoder:
+        monkeypatch.setattr(runtime, "_race", lambda models, feed: races.append(sorted(models)) or
+                            {"bf16": bf16_s, "f32": f32_s})
+        enc = SentenceTransformerEncoder("all-MiniLM-L6-v2", runtime="openvino", spec="minilm")
+        enc.encode_text(TEXTS, 4)
+        return enc
+
+    enc = encoder(1.0, 0.9)  # bf16 slower: fp32
+    assert enc.runtime_in_use().endswith("fp32") and races == [["bf16", "f32"]]
+    [record_file] = runtime.cache_root().glob("*/precision-*.json")
+    record = json.loads(record_file.read_text())
+    assert record["precision"] == "f32" and record["seconds"] == {"bf16": 1.0, "f32": 0.9}
+    assert record["probe_min_cosine"] >= runtime.PROBE_MIN_COSINE
+    assert encoder(0.1, 1.0).runtime_in_use().endswith("fp32") and len(races) == 1  # recorded: no race again
+    record_file.write_text(json.dumps({"precision": "f32", "probe_min_cosine": 1.0, "threshold": 0.9999}))
+    assert encoder(0.5, 1.0).runtime_in_use().endswith("bf16") and len(races) == 2  # an older rule's record
+    assert json.loads(record_file.read_text())["precision"] == "bf16"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_image_runtime_matches_torch(kind, image_torch):

@@ -7,9 +7,11 @@ after that only compiles it. An export is written into a temporary folder and re
 killed export never leaves a half model where a later run would load it.
 
 A runtime is an execution detail: it never changes a space's fingerprint, and its vectors match the torch model's
-within cosine 0.999. OpenVINO computes in fp32, or in bf16 on a CPU that has it when a probe measured at the first
-compile on this CPU gives cosine >= ``PROBE_MIN_COSINE`` (0.9999) to the torch model for every probe row (MiniLM
-passes; the EfficientNet-Lite0 image model does not, and runs in fp32). int8 is no runtime but an encoder of its
+within cosine 0.999. OpenVINO computes in fp32, or in bf16 on a CPU that has it when, measured at the first compile
+on this CPU, a probe gives cosine >= ``PROBE_MIN_COSINE`` (0.9999) to the torch model for every probe row (MiniLM
+passes; the EfficientNet-Lite0 image model does not, and runs in fp32) and bf16 runs faster than fp32 by
+``BF16_MIN_GAIN`` on a timing feed. Both are needed: on the AMD EPYC VM of bench/RESULTS.md bf16 ran MiniLM at
+1.7x fp32, on an Intel Xeon with AVX512-BF16 but no AMX at 0.75x (OpenVINO's own default there is bf16). int8 is no runtime but an encoder of its
 own (the spec option ``precision=int8``, ``int8.py``), quantised from the OpenVINO export made here.
 """
 from __future__ import annotations
@@ -36,6 +38,8 @@ INSTALL = {"openvino": "pip install openvino", "onnx": "pip install 'embstore[on
 # bf16 is kept only when its worst error on the probe is a tenth of what the contract (0.999) allows: on real inputs
 # the error measured up to 9x the probe's (EfficientNet-Lite0: 0.99965 on the probe, 0.9968 on MNIST: fp32)
 PROBE_MIN_COSINE = 0.9999
+BF16_MIN_GAIN = 1.05  # bf16 (the less exact) only where it is at least this much faster than fp32
+PRECISION_RULE = "cosine+speed"  # what a recorded choice was made by: one of another rule is made again
 # OpenVINO's PERFORMANCE_HINT: text runs many batches through an async queue, where THROUGHPUT (2 streams of 1
 # thread on 2 cores) measured ~700 texts/s against ~350-630 for LATENCY (1 stream of 2); images run one batch at a
 # time (the decoder workers feed them), where LATENCY and THROUGHPUT measured alike
@@ -157,14 +161,16 @@ class LazyCompiled:
 
 
 def compile_model(kind: str, module: Any, example: dict[str, Any], dynamic: dict[str, dict[int, str]], sha: str,
-                  name: str, probe: dict[str, np.ndarray] | None = None, hint: str = "LATENCY") -> Compiled:
+                  name: str, probe: dict[str, np.ndarray] | None = None, hint: str = "LATENCY",
+                  timing: dict[str, np.ndarray] | None = None) -> Compiled:
     """``module`` (a torch module in eval mode taking ``example``'s tensors as named arguments) compiled with
     ``kind``: exported into the cache the first time, loaded from it after. ``probe`` (inputs as NumPy arrays)
-    decides whether OpenVINO may compute in bf16 on this CPU; ``hint`` is OpenVINO's PERFORMANCE_HINT (LATENCY for
-    one batch at a time, THROUGHPUT for many in flight)."""
+    decides whether OpenVINO may compute in bf16 on this CPU, and ``timing`` (a batch shaped as real ones; default
+    the probe) whether it is faster there; ``hint`` is OpenVINO's PERFORMANCE_HINT (LATENCY for one batch at a
+    time, THROUGHPUT for many in flight)."""
     folder, meta = export(kind, module, example, dynamic, sha, name)
     if kind == "openvino":
-        return _openvino(folder, meta, module, probe, hint)
+        return _openvino(folder, meta, module, probe, hint, timing)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -256,7 +262,7 @@ def _clear_stale(root: Path) -> None:
 
 
 def _openvino(folder: Path, meta: dict[str, Any], module: Any, probe: dict[str, np.ndarray] | None,
-              hint: str) -> Compiled:
+              hint: str, timing: dict[str, np.ndarray] | None = None) -> Compiled:
     import openvino as ov
 
     core = ov.Core()
@@ -273,19 +279,40 @@ def _openvino(folder: Path, meta: dict[str, Any], module: Any, probe: dict[str, 
     choice_file = folder / f"precision-{cpu[:12]}.json"
     try:
         recorded = json.loads(choice_file.read_text())
-        choice = recorded["precision"] if recorded["threshold"] == PROBE_MIN_COSINE else None
+        same = (recorded["threshold"], recorded.get("rule"), recorded.get("min_gain")) == (
+            PROBE_MIN_COSINE, PRECISION_RULE, BF16_MIN_GAIN)
+        choice = recorded["precision"] if same else None
     except (OSError, ValueError, KeyError):
         choice = None
-    if choice is None:  # measured once on this CPU: bf16 only where it keeps the vectors
-        candidate = build("bf16")
-        cos = _min_cosine(candidate.run(probe), _torch_outputs(module, probe))
-        choice = "bf16" if cos >= PROBE_MIN_COSINE else "f32"
-        tmp = folder / f".{choice_file.name}.{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps({"precision": choice, "probe_min_cosine": cos, "threshold": PROBE_MIN_COSINE}))
-        os.replace(tmp, choice_file)
-        if choice == "bf16":
-            return candidate
-    return build(choice)
+    if choice is not None:
+        return build(choice)
+    # measured once on this CPU: bf16 only where it keeps the vectors and is faster
+    candidate = build("bf16")
+    cos = _min_cosine(candidate.run(probe), _torch_outputs(module, probe))
+    record: dict[str, Any] = {"probe_min_cosine": cos, "threshold": PROBE_MIN_COSINE, "rule": PRECISION_RULE,
+                              "min_gain": BF16_MIN_GAIN}
+    plain = build("f32")
+    if cos >= PROBE_MIN_COSINE:
+        record["seconds"] = _race({"bf16": candidate, "f32": plain}, timing if timing is not None else probe)
+    fast = "seconds" in record and record["seconds"]["bf16"] * BF16_MIN_GAIN <= record["seconds"]["f32"]
+    record["precision"] = "bf16" if fast else "f32"
+    tmp = folder / f".{choice_file.name}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, choice_file)
+    return candidate if fast else plain
+
+
+def _race(models: dict[str, Compiled], feed: dict[str, np.ndarray], batches: int = 4, rounds: int = 3) -> dict:
+    """Seconds each model takes for ``batches`` copies of ``feed`` (``run_all``, as an ingest runs them), the best
+    of ``rounds`` taken in turn, after one warm-up run each."""
+    best = {name: float("inf") for name in models}
+    for r in range(rounds + 1):
+        for name, model in models.items():
+            t = time.perf_counter()
+            model.run_all([(k, feed) for k in range(batches)])
+            if r:
+                best[name] = min(best[name], time.perf_counter() - t)
+    return {name: round(s, 5) for name, s in best.items()}
 
 
 def _torch_outputs(module: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
