@@ -25,14 +25,18 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 @click.option("--max-sql", type=int, default=20_000, show_default=True, help="Longest SQL text, characters.")
 @click.option("--threads", type=int, default=None, metavar="N",
               help="Threads that run requests (default: 40, anyio's).")
+@click.option("--reload", "reload", type=click.Choice(["background", "inline"]), default="background",
+              show_default=True, help="After a commit: make the next snapshot beside the requests, which go on from "
+              "the current one (background), or in the first request after it, the others waiting (inline: a "
+              "request after a commit always sees it).")
 @device_option
 @friendly
 def serve(store_path: str, host: str, port: int, token: str | None, max_body: int, max_k: int, max_rows: int,
-          max_sql: int, threads: int | None, device: str | None) -> None:
+          max_sql: int, threads: int | None, reload: str, device: str | None) -> None:
     """Serve the store over HTTP, read-only: JSON endpoints for search (text, image upload, item id, vector,
     where), predict, SQL (read-only, the store's tables only) and info; the OpenAPI page at /docs, a search page at
-    /, the map at /map?collection=C. An ingest running beside it is seen when it commits (the store's snapshot is
-    reopened when the manifest changes), never half-written. Needs the serve extra: pip install 'embstore[serve]'."""
+    /, the map at /map?collection=C. An ingest running beside it is seen once it commits (the store's next snapshot
+    is made when the manifest changes, see --reload), never half-written. Needs the serve extra: pip install 'embstore[serve]'."""
     try:
         import uvicorn
 
@@ -54,6 +58,6 @@ def serve(store_path: str, host: str, port: int, token: str | None, max_body: in
         raise InputError(f"--threads must be at least 1, got {threads}")
     limits = Limits(body_bytes=max_body, k=max_k, rows=max_rows, sql_chars=max_sql)
     app = create_app(store_path, token=token, limits=limits, settings=Settings.resolve(device=device),
-                     threads=threads)
+                     threads=threads, reload=reload)
     click.echo(f"serving {app.state.service.snapshots.root} at http://{host}:{port}/ (API: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("EMBSTORE_LOG_LEVEL", "warning"))

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -222,7 +223,7 @@ def test_map_is_the_space_map_page(served):
 def test_reload_after_an_ingest_commits(tmp_path):
     s = Store.open(tmp_path / "store")
     s.ingest(write_csv(tmp_path / "a.csv", topic_rows()), "docs", encoder=HASH)
-    with TestClient(create_app(s.root)) as c:
+    with TestClient(create_app(s.root, reload="inline")) as c:
         count = lambda: ok(c.post("/api/sql", json={"query": "SELECT count(*) FROM docs"}))
         first = count()
         assert first["rows"] == [[36]] and count()["snapshot"] == first["snapshot"]  # no commit: not reopened
@@ -249,6 +250,48 @@ def test_reload_after_an_ingest_commits(tmp_path):
         # the where and the SQL run on the new snapshot's database: its views name the new shards
         assert [h["text"] for h in ok(c.post("/api/search", json=zebra))["results"]] == ["the zebra grazes"]
         assert ok(c.post("/api/sql", json={"query": "SELECT count(*) FROM docs__hash64"}))["rows"] == [[42]]
+
+
+def test_a_background_reload_keeps_answering_from_the_last_snapshot_until_the_next_is_ready(tmp_path, monkeypatch):
+    from embstore.serve.snapshots import Snapshot
+
+    s = Store.open(tmp_path / "store")
+    s.ingest(write_csv(tmp_path / "a.csv", topic_rows()), "docs", encoder=HASH)
+    app = create_app(s.root)  # reload="background", the default
+    snapshots = app.state.service.snapshots
+    with TestClient(app) as c:
+        count = lambda: ok(c.post("/api/sql", json={"query": "SELECT count(*) FROM docs"}))
+        zebra = {"collection": "docs", "text": "zebra", "k": 3, "where": "text LIKE '%zebra%'"}
+        first = count()
+        assert first["rows"] == [[36]] and ok(c.post("/api/search", json=zebra))["results"] == []
+        started, release = threading.Event(), threading.Event()
+        prepare = Snapshot.prepare_like
+
+        def held(self, older):  # the next snapshot's preparation, held until the test lets it go on
+            started.set()
+            assert release.wait(60)
+            prepare(self, older)
+
+        monkeypatch.setattr(Snapshot, "prepare_like", held)
+        more = write_csv(tmp_path / "b.csv", [{"text": "the zebra grazes", "label": "animals", "split": "x"}]
+                         + [{"text": f"extra row {i}", "label": "x", "split": "x"} for i in range(5)])
+        subprocess.run([sys.executable, "-m", "embstore_cli.main", "ingest", str(more), "--store", str(s.root),
+                        "-c", "docs"], check=True, capture_output=True)
+        during = count()  # sees the commit, starts the next snapshot beside it, answers from the last one
+        assert started.wait(30)
+        assert during["rows"] == [[36]] and during["snapshot"] == first["snapshot"]
+        info = ok(c.get("/api/info"))
+        assert info["collections"]["docs"]["items"] == 36 and info["snapshot"]["reloading"] is True
+        assert ok(c.post("/api/search", json=zebra))["results"] == []  # the whole last snapshot, its where too
+        release.set()
+        assert snapshots.wait(60)
+        ready = snapshots.current()
+        # made before any request reached it: the index and the where map the last snapshot had used
+        assert ("docs", "hash64") in ready.loaded and ("docs", "hash64") in ready.where_maps
+        after = count()
+        assert after["rows"] == [[42]] and after["snapshot"] == first["snapshot"] + 1
+        assert [h["text"] for h in ok(c.post("/api/search", json=zebra))["results"]] == ["the zebra grazes"]
+        assert ok(c.get("/api/info"))["snapshot"]["reloading"] is False
 
 
 # ------------------------------------------------------------------------------------------------ a real server

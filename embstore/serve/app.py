@@ -62,14 +62,16 @@ class Service:
 
 
 def create_app(store: str | Any, token: str | None = None, *, limits: Limits | None = None,
-               settings: Any = None, threads: int | None = None) -> FastAPI:
+               settings: Any = None, threads: int | None = None, reload: str = "background") -> FastAPI:
     """The service's ASGI app over the store at ``store`` (a path, or an opened ``Store``: its folder is served).
     ``token``: when given, every data endpoint needs ``Authorization: Bearer <token>`` (the page and the OpenAPI
-    page do not: they hold no data). ``threads``: how many requests run at once (anyio's default: 40)."""
+    page do not: they hold no data). ``threads``: how many requests run at once (anyio's default: 40). ``reload``:
+    ``background`` (a commit is seen once its snapshot is made, no request waits) or ``inline`` (a request after a
+    commit sees it; the requests behind the reload wait): ``snapshots.py``."""
     from ..store import Store
 
     root, settings = (store.root, settings or store.settings) if isinstance(store, Store) else (store, settings)
-    svc = Service(Snapshots(root, settings), limits or Limits(), token or None)
+    svc = Service(Snapshots(root, settings, reload), limits or Limits(), token or None)
     app = FastAPI(title="embstore", version=_version(),
                   description=f"Read-only service over the store {svc.snapshots.root}.", docs_url=None,
                   redoc_url=None, lifespan=_lifespan(threads))
@@ -111,7 +113,8 @@ def create_app(store: str | Any, token: str | None = None, *, limits: Limits | N
     @app.get("/api/info", summary="What the store holds (collections, spaces, heads) and the snapshot served")
     def info(snap: Snapshot = Depends(snapshot)) -> dict[str, Any]:
         out = snap.store.info()
-        out["snapshot"] = {"serial": snap.serial, "updated": snap.store.manifest.get("updated")}
+        out["snapshot"] = {"serial": snap.serial, "updated": snap.store.manifest.get("updated"),
+                           "reload": svc.snapshots.reload, "reloading": svc.snapshots.describe()["reloading"]}
         out["limits"] = svc.limits.describe()
         return out
 
@@ -195,6 +198,8 @@ def _search(svc: Service, snap: Snapshot, collection: str, *, k: int, space: str
     store = snap.store
     space = space_for_query(store, collection, space, query=query, image=image, vector=vector)
     snap.warm(collection, space)
+    if where:
+        snap.used_where(collection, space)
     hits = store.search(collection, query, image=image, item_id=item_id, vector=vector, k=k, space=space,
                         where=where)
     return {"collection": collection, "space": space, "k": k, "results": _jsonable(hits), "snapshot": snap.serial}

@@ -7,17 +7,31 @@ request therefore sees the store as of one commit, never a half-written ingest. 
 indexes, key tables) is built once per snapshot and space, under a lock, so that concurrent first requests do not
 each load the same index; its SQL views once per snapshot (``Store.share_sql``: one read-only DuckDB database, a
 cursor per query).
+
+When a commit is seen, the next snapshot is made in the background by default (``reload="background"``): it is
+opened, its SQL database made and the indexes (and ``where`` position maps) the current snapshot had loaded are
+loaded again, while requests go on being answered from the current snapshot; then it replaces it, all at once. No
+request waits for a reload (on a 1M-item store a reload took seconds under load: bench/RESULTS.md), and each still
+sees one commit whole: a commit is seen once its snapshot is ready, not at the instant of the rename. With
+``reload="inline"`` the request that sees the change opens the new snapshot itself and the requests behind it wait:
+a request that starts after a commit always sees it (what a client that wrote and then reads expects).
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..manifest import MANIFEST
 from ..store import Store
+
+log = logging.getLogger("embstore.serve")
+RELOADS = ("background", "inline")
+RETRY_S = 1.0  # a background reload that failed is tried again after this long
 
 
 def _stamp(root: Path) -> tuple[int, int, int]:
@@ -34,7 +48,36 @@ class Snapshot:
         self.serial = serial
         store.share_sql()  # SQL and where filters: the views of this snapshot, made once
         self._warm: set[tuple[str, str]] = set()
+        self._where: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> frozenset[tuple[str, str]]:
+        """The (collection, space) pairs whose index this snapshot has loaded."""
+        return frozenset(self._warm)
+
+    @property
+    def where_maps(self) -> frozenset[tuple[str, str]]:
+        """The (collection, space) pairs a ``where`` search has run on (or was prepared for) on this snapshot."""
+        return frozenset(self._where)
+
+    def used_where(self, collection: str, space: str) -> None:
+        """Note that a search with a ``where`` ran on this space, so that the next snapshot prepares its map."""
+        self._where.add((collection, space))
+
+    def prepare_like(self, older: "Snapshot") -> None:
+        """Make now what ``older`` had made when asked (its SQL database, the indexes it loaded, its ``where`` maps),
+        so that the first requests on this snapshot find them ready. A space the new manifest no longer has is
+        skipped."""
+        from ..filtered import item_positions
+
+        self.store.shared_sql()
+        for collection, space in sorted(older._warm):
+            if space in self.store.manifest["collections"].get(collection, {}).get("spaces", {}):
+                self.warm(collection, space)
+                if (collection, space) in older._where:
+                    item_positions(self.store, collection, space)
+                    self._where.add((collection, space))
 
     def warm(self, collection: str, space: str) -> None:
         """Load the space's index (and its id table) for this snapshot once, whoever asks first."""
@@ -47,16 +90,22 @@ class Snapshot:
 
 
 class Snapshots:
-    """``current()``: the snapshot as of the latest commit, reopened only when the manifest file changed (checked
-    with one ``stat``: its inode, modification time and size)."""
+    """``current()``: the snapshot as of the latest commit the service has made ready (see the module: ``reload``
+    is ``background`` or ``inline``); whether the manifest changed is one ``stat`` of it (inode, modification time,
+    size)."""
 
-    def __init__(self, path: str | os.PathLike, settings: Settings | None = None):
+    def __init__(self, path: str | os.PathLike, settings: Settings | None = None, reload: str = "background"):
+        if reload not in RELOADS:
+            raise ValueError(f"reload must be one of {', '.join(RELOADS)}, got {reload!r}")
         self.settings = settings or Settings.resolve()
+        self.reload = reload
         store = Store.open(path, create=False, settings=self.settings)
         self.root = store.root
         self._stamp = _stamp(self.root)
         self._snapshot = Snapshot(store, 1)
         self._lock = threading.Lock()
+        self._pending: threading.Thread | None = None
+        self._failed_at = 0.0
         self.reloads = 0
 
     def current(self) -> Snapshot:
@@ -66,15 +115,49 @@ class Snapshots:
             return self._snapshot
         if stamp == self._stamp:
             return self._snapshot
+        if self.reload == "inline":
+            with self._lock:
+                if stamp != self._stamp:
+                    self._install(self._open(), stamp)
+                return self._snapshot
         with self._lock:
-            if stamp != self._stamp:
-                # the stamp is taken before the manifest is read: a commit in between reopens once more next time
-                store = Store.open(self.root, create=False, settings=self.settings)
-                self._snapshot = Snapshot(store, self._snapshot.serial + 1)
-                self._stamp = stamp
-                self.reloads += 1
+            if self._pending is None and stamp != self._stamp and time.monotonic() - self._failed_at >= RETRY_S:
+                self._pending = threading.Thread(target=self._prepare, args=(stamp, self._snapshot),
+                                                 name="embstore-reload", daemon=True)
+                self._pending.start()
             return self._snapshot
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background reload under way (if any) to finish; True when none is left running."""
+        pending = self._pending
+        if pending is not None:
+            pending.join(timeout)
+        return self._pending is None
+
+    def _open(self) -> Snapshot:
+        """The snapshot of the manifest as it is now."""
+        # the stamp is taken before the manifest is read: a commit in between reopens once more next time
+        return Snapshot(Store.open(self.root, create=False, settings=self.settings), self._snapshot.serial + 1)
+
+    def _install(self, snap: Snapshot, stamp: tuple[int, int, int]) -> None:
+        self._snapshot = snap
+        self._stamp = stamp
+        self.reloads += 1
+
+    def _prepare(self, stamp: tuple[int, int, int], older: Snapshot) -> None:
+        try:
+            snap = self._open()
+            snap.prepare_like(older)
+            with self._lock:
+                self._install(snap, stamp)
+        except Exception as e:  # (e.g. a shard removed under it: the current snapshot goes on; tried again later)
+            log.warning("embstore serve: reloading the store failed, still serving snapshot %d: %s",
+                        older.serial, e)
+            self._failed_at = time.monotonic()
+        finally:
+            self._pending = None
 
     def describe(self) -> dict[str, Any]:
         snap = self._snapshot
-        return {"serial": snap.serial, "updated": snap.store.manifest.get("updated"), "reloads": self.reloads}
+        return {"serial": snap.serial, "updated": snap.store.manifest.get("updated"), "reloads": self.reloads,
+                "reload": self.reload, "reloading": self._pending is not None}
