@@ -36,7 +36,9 @@ COLLECTION = "docs"
 
 
 def env() -> dict[str, str]:
-    shim = Path(os.environ.get("TMPDIR", "/tmp")) / "serve_load_shim"
+    import hashlib  # one shim per checkout: a shim of another checkout would run its CLI over this code
+
+    shim = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_shim_{hashlib.sha1(str(REPO).encode()).hexdigest()[:8]}"
     shim.mkdir(exist_ok=True)
     link = shim / "embstore_cli"
     if not link.exists():
