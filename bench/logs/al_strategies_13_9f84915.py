@@ -62,7 +62,7 @@ def strat(name, X, n, proba, seed, Xl, yl=None):
         return [int(u[j]) for j in cluster_picks(X[u], n, s[u], seed)]
     if name == "margin":
         return [int(j) for j in np.argsort(m, kind="stable")[:n]]
-    if name.startswith("mix"):  # mix<p>: p% of picks k-means representatives of the pool, the rest current
+    if name.startswith("mix") and name[3:].isdigit():  # mix<p>: p% of picks k-means representatives of the pool, the rest current
         p = int(name[3:]); r = max(1, round(n * p / 100))
         a = choose(X, n - r, proba, seed=seed)[0]
         rest = np.setdiff1d(np.arange(len(X)), a)
@@ -91,6 +91,15 @@ def strat(name, X, n, proba, seed, Xl, yl=None):
             sc = margin_of(proba[nn].mean(1))
         u = np.argsort(sc, kind="stable")[: 5 * n]
         return [int(u[j]) for j in cluster_picks(X[u], n, sc[u], seed)]
+    if name == "mix25s2":
+        r = max(1, round(n * 0.25)); u = np.argsort(m, kind="stable")[: 2 * (n - r)]
+        a = [int(u[j]) for j in cluster_picks(X[u], n - r, m[u], seed)]
+        rest = np.setdiff1d(np.arange(len(X)), a)
+        return a + [int(rest[j]) for j in choose(X[rest], r, None, seed=seed)[0]]
+    if name.startswith("cold"):  # cold<N>: k-means representatives until N labels, then the default
+        if len(Xl) < int(name[4:]):
+            return choose(X, n, None, seed=seed + len(Xl))[0]
+        return choose(X, n, proba, seed=seed)[0]
     raise ValueError(name)
 
 def run(name, X, y, Xte, yte, seed, hk, batch=20, budget=500):
