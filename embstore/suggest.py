@@ -4,9 +4,11 @@ clusters as picks, and from each cluster the item nearest its centre). With a he
 least sure are clustered into n groups, and the least sure item of each group is picked (Zhdanov 2019, "Diverse
 mini-batch active learning"), so a batch does not spend its labels on fifty copies of one confusing item.
 
-Why these: on TREC, rounds of 20 from 0 to 500 labels (``bench/active_learning.py``, 3 seeds), they reached random
-picking's 500-label accuracy at 300 labels, where k-center greedy (the farthest item from those picked, then among
-the 10n least sure) never did by 500, and plain top-margin picking needed 320 (``bench/RESULTS.md``).
+Why these: in rounds of 20 from 0 labels (``bench/active_learning.py``), they reach random picking's 500-label
+accuracy at 240 labels on MNIST and 200-220 on digits. On TREC coarse they need about 450 over 12 seeds; k-center
+greedy (the farthest item from those picked, then among the 10n least sure) never got there by 500. Of 25 other rules
+tried on TREC, one that puts a quarter of each round into k-means representatives of the whole pool needed about 280,
+but it was worse on MNIST (280) and on most of 15 other tasks, so it is not used (``bench/RESULTS.md``).
 
 For a space of any size the picks come from a seeded random pool of at most ``POOL`` items (its vectors read from
 the row groups that hold them), so a suggestion costs the same on 10^4 and 10^9 items; the same seed, the same picks.
