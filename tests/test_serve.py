@@ -294,6 +294,43 @@ def test_a_background_reload_keeps_answering_from_the_last_snapshot_until_the_ne
         assert ok(c.get("/api/info"))["snapshot"]["reloading"] is False
 
 
+def test_a_background_reload_that_fails_keeps_the_last_snapshot_warns_once_and_is_tried_again(tmp_path, monkeypatch,
+                                                                                             caplog):
+    from embstore.serve import snapshots as snapshots_module
+    from embstore.serve.snapshots import Snapshot
+
+    s = Store.open(tmp_path / "store")
+    s.ingest(write_csv(tmp_path / "a.csv", topic_rows()), "docs", encoder=HASH)
+    app = create_app(s.root)
+    snapshots = app.state.service.snapshots
+    monkeypatch.setattr(snapshots_module, "RETRY_S", 0.0)
+    prepare, failures = Snapshot.prepare_like, []
+
+    def failing(self, older):
+        failures.append(1)
+        raise OSError("disk went away")
+
+    with TestClient(app) as c:
+        count = lambda: ok(c.post("/api/sql", json={"query": "SELECT count(*) FROM docs"}))
+        first = count()
+        monkeypatch.setattr(Snapshot, "prepare_like", failing)
+        subprocess.run([sys.executable, "-m", "embstore_cli.main", "ingest", str(write_csv(tmp_path / "b.csv", [
+            {"text": f"extra row {i}", "label": "x", "split": "x"} for i in range(6)])), "--store", str(s.root),
+            "-c", "docs"], check=True, capture_output=True)
+        with caplog.at_level("WARNING", logger="embstore.serve"):
+            for _ in range(3):  # each sees the commit, tries the reload, which fails: the last snapshot answers
+                assert count()["rows"] == [[36]]
+                assert snapshots.wait(30)
+        assert len(failures) == 3
+        warned = [r for r in caplog.records if "reloading the store failed" in r.getMessage()]
+        assert len(warned) == 1 and "disk went away" in warned[0].getMessage()
+        monkeypatch.setattr(Snapshot, "prepare_like", prepare)
+        count()
+        assert snapshots.wait(30)
+        after = count()
+        assert after["rows"] == [[42]] and after["snapshot"] == first["snapshot"] + 1
+
+
 # ------------------------------------------------------------------------------------------------ a real server
 def free_port() -> int:
     with socket.socket() as sock:

@@ -106,6 +106,7 @@ class Snapshots:
         self._lock = threading.Lock()
         self._pending: threading.Thread | None = None
         self._failed_at = 0.0
+        self._failed_stamp: tuple[int, int, int] | None = None
         self.reloads = 0
 
     def current(self) -> Snapshot:
@@ -151,9 +152,10 @@ class Snapshots:
             with self._lock:
                 self._install(snap, stamp)
         except Exception as e:  # (e.g. a shard removed under it: the current snapshot goes on; tried again later)
-            log.warning("embstore serve: reloading the store failed, still serving snapshot %d: %s",
-                        older.serial, e)
-            self._failed_at = time.monotonic()
+            if stamp != self._failed_stamp:  # once per commit, not once per retry
+                log.warning("embstore serve: reloading the store failed, still serving snapshot %d: %s",
+                            older.serial, e)
+            self._failed_at, self._failed_stamp = time.monotonic(), stamp
         finally:
             self._pending = None
 
