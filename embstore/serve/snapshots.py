@@ -72,12 +72,17 @@ class Snapshot:
         from ..filtered import item_positions
 
         self.store.shared_sql()
-        for collection, space in sorted(older._warm):
-            if space in self.store.manifest["collections"].get(collection, {}).get("spaces", {}):
+        for collection, space in sorted(older.loaded):
+            if space not in self.store.manifest["collections"].get(collection, {}).get("spaces", {}):
+                continue
+            try:  # one space that cannot be made now fails its own requests later, not the whole snapshot
                 self.warm(collection, space)
-                if (collection, space) in older._where:
+                if (collection, space) in older.where_maps:
                     item_positions(self.store, collection, space)
                     self._where.add((collection, space))
+            except Exception as e:
+                log.warning("embstore serve: preparing %s.%s for snapshot %d failed (its requests will try "
+                            "again): %s", collection, space, self.serial, e)
 
     def warm(self, collection: str, space: str) -> None:
         """Load the space's index (and its id table) for this snapshot once, whoever asks first."""
