@@ -16,6 +16,7 @@ where returns k results, and each client's counts never go back. One JSON line p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -36,8 +37,7 @@ COLLECTION = "docs"
 
 
 def env() -> dict[str, str]:
-    import hashlib  # one shim per checkout: a shim of another checkout would run its CLI over this code
-
+    # one shim per checkout: a shim of another checkout would run its CLI over this code
     shim = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_shim_{hashlib.sha1(str(REPO).encode()).hexdigest()[:8]}"
     shim.mkdir(exist_ok=True)
     link = shim / "embstore_cli"

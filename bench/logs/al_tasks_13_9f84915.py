@@ -1,10 +1,10 @@
 """Scratch: the active-learning rules on many tasks (bench/auto_head.py's), same head, random vs rules."""
 import json, sys, time
-import numpy as np
-sys.path.insert(0, "/work/main/bench"); sys.path.insert(0, "/tmp/al")
 from pathlib import Path
+import numpy as np
+sys.path.insert(0, "/work/main/bench"); sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embstore.index import normalize
-import al
+import al_strategies_13_9f84915 as al  # its rules and its run()
 
 def main():
     names = sys.argv[1].split(","); seeds = [int(s) for s in sys.argv[2].split(",")]; rules = sys.argv[3].split(",")
@@ -20,7 +20,7 @@ def main():
             t0 = time.time()
             cs = []
             for s in seeds:
-                cs.append(run(r, X, ytr, Xt, yte, s, batch, budget))
+                cs.append(al.run(r, X, ytr, Xt, yte, s, "embstore", batch, budget))
             res[r] = np.mean(cs, 0)
             target = res["random"][-1]
             reach = next((batch * (k + 1) for k, a in enumerate(res[r]) if a >= target), None)
@@ -28,21 +28,6 @@ def main():
                               "at_half": round(float(res[r][len(res[r]) // 2 - 1]), 4), "at_budget": round(float(res[r][-1]), 4),
                               "mean_curve": round(float(res[r].mean()), 4), "reaches_random_at": reach,
                               "secs": round(time.time() - t0, 1), "curve": [round(float(a), 4) for a in res[r]]}), flush=True)
-
-def run(name, X, y, Xte, yte, seed, batch, budget):
-    rng = np.random.default_rng(seed)
-    lab = np.zeros(len(y), bool); est = None; accs = []
-    while lab.sum() < budget:
-        pool = np.flatnonzero(~lab); n = min(batch, budget - int(lab.sum()))
-        if name == "random":
-            picks = rng.choice(pool, n, replace=False)
-        else:
-            proba = None if est is None else est.predict_proba(X[pool])
-            picks = pool[al.strat(name, X[pool], n, proba, seed, X[lab], y[lab])]
-        lab[picks] = True; have = np.flatnonzero(lab)
-        est = al.head("embstore").fit(X[have], y[have]) if len(set(y[have])) > 1 else None
-        accs.append(float((est.predict(Xte) == yte).mean()) if est is not None else 0.0)
-    return accs
 
 if __name__ == "__main__":
     main()

@@ -164,7 +164,12 @@ class Snapshots:
         finally:
             self._pending = None
 
+    @property
+    def reloading(self) -> bool:
+        """Whether a background reload is under way."""
+        return self._pending is not None
+
     def describe(self) -> dict[str, Any]:
         snap = self._snapshot
         return {"serial": snap.serial, "updated": snap.store.manifest.get("updated"), "reloads": self.reloads,
-                "reload": self.reload, "reloading": self._pending is not None}
+                "reload": self.reload, "reloading": self.reloading}
