@@ -324,11 +324,50 @@ def test_a_background_reload_that_fails_keeps_the_last_snapshot_warns_once_and_i
         assert len(failures) == 3
         warned = [r for r in caplog.records if "reloading the store failed" in r.getMessage()]
         assert len(warned) == 1 and "disk went away" in warned[0].getMessage()
+        error = ok(c.get("/api/info"))["snapshot"]["reload_error"]  # what a monitor polling info sees
+        assert error["error"] == "OSError: disk went away" and error["attempts"] == 3 and error["since"] > 0
         monkeypatch.setattr(Snapshot, "prepare_like", prepare)
         count()
         assert snapshots.wait(30)
         after = count()
         assert after["rows"] == [[42]] and after["snapshot"] == first["snapshot"] + 1
+        assert ok(c.get("/api/info"))["snapshot"]["reload_error"] is None
+
+
+def test_a_reload_that_keeps_failing_backs_off_and_a_new_commit_is_tried_at_once(tmp_path, monkeypatch):
+    from embstore.serve import snapshots as snapshots_module
+
+    s = Store.open(tmp_path / "store")
+    s.ingest(write_csv(tmp_path / "a.csv", topic_rows()), "docs", encoder=HASH)
+    app = create_app(s.root)
+    snapshots = app.state.service.snapshots
+    monkeypatch.setattr(snapshots_module, "RETRY_S", 3600.0)  # one failure: no retry within this test
+    opened, real_open = [], snapshots_module.Store.open
+
+    def failing_open(*args, **kwargs):  # Store.open itself fails (e.g. the manifest names a missing file)
+        opened.append(1)
+        raise OSError("manifest unreadable")
+
+    def ingest(name):
+        subprocess.run([sys.executable, "-m", "embstore_cli.main", "ingest", str(write_csv(tmp_path / name, [
+            {"text": f"{name} row {i}", "label": "x", "split": "x"} for i in range(6)])), "--store", str(s.root),
+            "-c", "docs"], check=True, capture_output=True)
+
+    with TestClient(app) as c:
+        count = lambda: ok(c.post("/api/sql", json={"query": "SELECT count(*) FROM docs"}))["rows"]
+        assert count() == [[36]]
+        monkeypatch.setattr(snapshots_module.Store, "open", failing_open)
+        ingest("b.csv")
+        for _ in range(3):  # the first request starts the reload, which fails; the next ones are within the backoff
+            assert count() == [[36]]
+            assert snapshots.wait(30)
+        assert len(opened) == 1 and snapshots.reload_error["attempts"] == 1
+        monkeypatch.setattr(snapshots_module.Store, "open", real_open)
+        assert count() == [[36]] and snapshots.wait(30) and len(opened) == 1  # still backing off
+        ingest("c.csv")  # a new commit is tried at once, and lands
+        count()
+        assert snapshots.wait(30)
+        assert count() == [[48]] and snapshots.reload_error is None
 
 
 # ------------------------------------------------------------------------------------------------ a real server

@@ -114,7 +114,8 @@ def create_app(store: str | Any, token: str | None = None, *, limits: Limits | N
     def info(snap: Snapshot = Depends(snapshot)) -> dict[str, Any]:
         out = snap.store.info()
         out["snapshot"] = {"serial": snap.serial, "updated": snap.store.manifest.get("updated"),
-                           "reload": svc.snapshots.reload, "reloading": svc.snapshots.reloading}
+                           "reload": svc.snapshots.reload, "reloading": svc.snapshots.reloading,
+                           "reload_error": svc.snapshots.reload_error}
         out["limits"] = svc.limits.describe()
         return out
 

@@ -15,6 +15,11 @@ request waits for a reload (on a 1M-item store a reload took seconds under load:
 sees one commit whole: a commit is seen once its snapshot is ready, not at the instant of the rename. With
 ``reload="inline"`` the request that sees the change opens the new snapshot itself and the requests behind it wait:
 a request that starts after a commit always sees it (what a client that wrote and then reads expects).
+
+A background reload that fails (a shard removed under it, a disk error) leaves the current snapshot serving; it is
+logged once per commit and tried again after ``RETRY_S``, doubled after each failure up to ``RETRY_MAX_S`` (a
+store that stays broken costs one attempt a minute, not one a second; a new commit is tried at once), and ``describe()``'s ``reload_error`` says
+what failed, since when and how many times, until a reload succeeds.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ from ..store import Store
 
 log = logging.getLogger("embstore.serve")
 RELOADS = ("background", "inline")
-RETRY_S = 1.0  # a background reload that failed is tried again after this long
+RETRY_S = 1.0  # a background reload that failed is tried again after this long, doubled after each failure
+RETRY_MAX_S = 60.0  # up to this
 
 
 def _stamp(root: Path) -> tuple[int, int, int]:
@@ -110,8 +116,10 @@ class Snapshots:
         self._snapshot = Snapshot(store, 1)
         self._lock = threading.Lock()
         self._pending: threading.Thread | None = None
-        self._failed_at = 0.0
+        self._retry_at = 0.0  # (monotonic) no background reload starts before this
         self._failed_stamp: tuple[int, int, int] | None = None
+        self._failures = 0  # failed reloads in a row of the commit self._failed_stamp
+        self._error: dict[str, Any] | None = None  # the last failed reload, until one succeeds
         self.reloads = 0
 
     def current(self) -> Snapshot:
@@ -127,7 +135,8 @@ class Snapshots:
                     self._install(self._open(), stamp)
                 return self._snapshot
         with self._lock:
-            if self._pending is None and stamp != self._stamp and time.monotonic() - self._failed_at >= RETRY_S:
+            due = time.monotonic() >= self._retry_at or stamp != self._failed_stamp  # (a new commit: at once)
+            if self._pending is None and stamp != self._stamp and due:
                 self._pending = threading.Thread(target=self._prepare, args=(stamp, self._snapshot),
                                                  name="embstore-reload", daemon=True)
                 self._pending.start()
@@ -156,11 +165,19 @@ class Snapshots:
             snap.prepare_like(older)
             with self._lock:
                 self._install(snap, stamp)
+                self._error, self._retry_at, self._failures = None, 0.0, 0
         except Exception as e:  # (e.g. a shard removed under it: the current snapshot goes on; tried again later)
             if stamp != self._failed_stamp:  # once per commit, not once per retry
                 log.warning("embstore serve: reloading the store failed, still serving snapshot %d: %s",
                             older.serial, e)
-            self._failed_at, self._failed_stamp = time.monotonic(), stamp
+            with self._lock:
+                err = self._error or {"since": time.time(), "attempts": 0}
+                line = (str(e).strip().splitlines() or [""])[0]
+                self._error = {"error": f"{type(e).__name__}: {line}", "since": err["since"],
+                               "attempts": err["attempts"] + 1}
+                self._failures = self._failures + 1 if stamp == self._failed_stamp else 1  # of this commit
+                self._retry_at = time.monotonic() + min(RETRY_MAX_S, RETRY_S * 2 ** (self._failures - 1))
+                self._failed_stamp = stamp
         finally:
             self._pending = None
 
@@ -169,7 +186,14 @@ class Snapshots:
         """Whether a background reload is under way."""
         return self._pending is not None
 
+    @property
+    def reload_error(self) -> dict[str, Any] | None:
+        """The last background reload's failure while none has succeeded since: ``{"error": one line, "since": unix
+        time of the first failure, "attempts": n}``; None when the last reload (or none yet) went well."""
+        err = self._error
+        return None if err is None else dict(err)
+
     def describe(self) -> dict[str, Any]:
         snap = self._snapshot
         return {"serial": snap.serial, "updated": snap.store.manifest.get("updated"), "reloads": self.reloads,
-                "reload": self.reload, "reloading": self.reloading}
+                "reload": self.reload, "reloading": self.reloading, "reload_error": self.reload_error}
