@@ -294,6 +294,28 @@ def test_a_background_reload_keeps_answering_from_the_last_snapshot_until_the_ne
         assert ok(c.get("/api/info"))["snapshot"]["reloading"] is False
 
 
+def test_a_space_no_request_used_lately_is_not_prepared_for_the_next_snapshot(tmp_path, monkeypatch):
+    from embstore.serve import snapshots as snapshots_module
+
+    s = Store.open(tmp_path / "store")
+    s.ingest(write_csv(tmp_path / "a.csv", topic_rows()), "docs", encoder=HASH)
+    app = create_app(s.root)
+    snapshots = app.state.service.snapshots
+    with TestClient(app) as c:
+        ok(c.post("/api/search", json={"collection": "docs", "text": "zebra", "k": 3}))
+        assert ("docs", "hash64") in snapshots.current().loaded
+        monkeypatch.setattr(snapshots_module, "IDLE_S", -1.0)  # every use is now "long ago"
+        subprocess.run([sys.executable, "-m", "embstore_cli.main", "ingest", str(write_csv(tmp_path / "b.csv", [
+            {"text": f"extra row {i}", "label": "x", "split": "x"} for i in range(6)])), "--store", str(s.root),
+            "-c", "docs"], check=True, capture_output=True)
+        ok(c.get("/api/info"))
+        assert snapshots.wait(30)
+        fresh = snapshots.current()
+        assert fresh.serial == 2 and fresh.loaded == frozenset()  # not prepared; its first search loads it
+        assert len(ok(c.post("/api/search", json={"collection": "docs", "text": "zebra", "k": 3}))["results"]) == 3
+        assert ("docs", "hash64") in fresh.loaded
+
+
 def test_a_background_reload_that_fails_keeps_the_last_snapshot_warns_once_and_is_tried_again(tmp_path, monkeypatch,
                                                                                              caplog):
     from embstore.serve import snapshots as snapshots_module

@@ -10,7 +10,8 @@ cursor per query).
 
 When a commit is seen, the next snapshot is made in the background by default (``reload="background"``): it is
 opened, its SQL database made and the indexes (and ``where`` position maps) the current snapshot had loaded are
-loaded again, while requests go on being answered from the current snapshot; then it replaces it, all at once. No
+loaded again (those a request used in the last ``IDLE_S``: a space nobody asks for is not reloaded at every
+commit forever), while requests go on being answered from the current snapshot; then it replaces it, all at once. No
 request waits for a reload (on a 1M-item store a reload took seconds under load: bench/RESULTS.md), and each still
 sees one commit whole: a commit is seen once its snapshot is ready, not at the instant of the rename. With
 ``reload="inline"`` the request that sees the change opens the new snapshot itself and the requests behind it wait:
@@ -38,6 +39,7 @@ log = logging.getLogger("embstore.serve")
 RELOADS = ("background", "inline")
 RETRY_S = 1.0  # a background reload that failed is tried again after this long, doubled after each failure
 RETRY_MAX_S = 60.0  # up to this
+IDLE_S = 900.0  # a space no request has used for this long is not prepared for the next snapshot
 
 
 def _stamp(root: Path) -> tuple[int, int, int]:
@@ -55,6 +57,7 @@ class Snapshot:
         store.share_sql()  # SQL and where filters: the views of this snapshot, made once
         self._warm: set[tuple[str, str]] = set()
         self._where: set[tuple[str, str]] = set()
+        self._used: dict[tuple[str, str], float] = {}  # (collection, space) -> when a request last used it
         self._lock = threading.Lock()
 
     @property
@@ -67,6 +70,12 @@ class Snapshot:
         """The (collection, space) pairs a ``where`` search has run on (or was prepared for) on this snapshot."""
         return frozenset(self._where)
 
+    @property
+    def last_used(self) -> dict[tuple[str, str], float]:
+        """(collection, space) -> ``time.monotonic()`` when a request last used its index (on this snapshot, or on
+        the one it was prepared like)."""
+        return dict(self._used)
+
     def used_where(self, collection: str, space: str) -> None:
         """Note that a search with a ``where`` ran on this space, so that the next snapshot prepares its map."""
         self._where.add((collection, space))
@@ -78,11 +87,16 @@ class Snapshot:
         from ..filtered import item_positions
 
         self.store.shared_sql()
+        now, used = time.monotonic(), older.last_used
         for collection, space in sorted(older.loaded):
+            last = used.get((collection, space))
+            if last is None or now - last > IDLE_S:  # not asked for lately: its first request will load it
+                continue
             if space not in self.store.manifest["collections"].get(collection, {}).get("spaces", {}):
                 continue
+            self._used.setdefault((collection, space), last)
             try:  # one space that cannot be made now fails its own requests later, not the whole snapshot
-                self.warm(collection, space)
+                self.warm(collection, space, request=False)
                 if (collection, space) in older.where_maps:
                     item_positions(self.store, collection, space)
                     self._where.add((collection, space))
@@ -90,8 +104,11 @@ class Snapshot:
                 log.warning("embstore serve: preparing %s.%s for snapshot %d failed (its requests will try "
                             "again): %s", collection, space, self.serial, e)
 
-    def warm(self, collection: str, space: str) -> None:
-        """Load the space's index (and its id table) for this snapshot once, whoever asks first."""
+    def warm(self, collection: str, space: str, *, request: bool = True) -> None:
+        """Load the space's index (and its id table) for this snapshot once, whoever asks first; ``request``: a
+        request is using it (so the next snapshot prepares it too)."""
+        if request:
+            self._used[(collection, space)] = time.monotonic()
         if (collection, space) in self._warm:
             return
         with self._lock:
