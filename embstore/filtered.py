@@ -133,11 +133,16 @@ def positions_where(store: Any, collection: str, space: str, where: str, option:
     items = store.collection(collection)["item_shards"]
     if not items or any(c in VIRTUAL for s in items for c in shard_columns(store.root / s["file"])):
         return _sorted(positions_of(store, collection, space, ids_where(store, collection, where, option)))
-    with predicate_errors(store, collection, where, option):
-        got = store.sql(f'SELECT file_index, file_row_number FROM {items_source(store, collection)} '
-                        f'AS "{collection}" WHERE {where}').fetchnumpy()
-    starts = np.cumsum([0] + [s["rows"] for s in items])
-    at = starts[np.asarray(got["file_index"], np.int64)] + np.asarray(got["file_row_number"], np.int64)
+    query = f'SELECT file_index, file_row_number FROM {items_source(store, collection)} AS "{collection}" WHERE {where}'
+
+    def rows() -> np.ndarray:  # the matches' rows across the item shards
+        with predicate_errors(store, collection, where, option):
+            got = store.sql(query).fetchnumpy()
+        starts = np.cumsum([0] + [s["rows"] for s in items])
+        return starts[np.asarray(got["file_index"], np.int64)] + np.asarray(got["file_row_number"], np.int64)
+
+    shared = store.shared_sql()  # a long-running reader: a predicate that repeats is run once per snapshot
+    at = rows() if shared is None else shared.memo(("where", collection, where), query, rows)
     return _sorted(item_positions(store, collection, space)[at])
 
 

@@ -178,6 +178,31 @@ def test_filtered_search_through_a_graph_or_a_narrow_ivf_keeps_k_and_the_filter(
     assert [int(h["id"]) for h in hits] == exact_top(X, X[123], 10, groups == 7) and seen == [40]
 
 
+def test_a_long_running_reader_runs_a_repeated_filter_once_per_snapshot(tmp_path, monkeypatch):
+    """With the SQL shared (embstore serve's way), a predicate that repeats is not scanned again while the shards
+    are the same; one naming random() is run every time; an ingest (new shards) makes it run anew, and right."""
+    store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu"))
+    X = clustered(600, seed=6)
+    store.ingest_vectors("v", X[:300], ids=[f"a{i}" for i in range(300)], metadata={"grp": [i % 3 for i in range(300)]},
+                         name="c")
+    store.share_sql()
+    seen, sql = [], store.sql
+    monkeypatch.setattr(store, "sql", lambda query, **kw: (seen.append(query), sql(query, **kw))[1])
+    scans = lambda text: sum(text in q for q in seen)
+    first = store.search("v", vector=X[1], k=5, where="grp = 2")
+    assert store.search("v", vector=X[2], k=5, where="grp = 2") != first  # another query, the same filter
+    assert [int(h["id"][1:]) % 3 for h in store.search("v", vector=X[1], k=5, where="grp = 2")] == [2] * 5
+    assert scans("grp = 2") == 1
+    for _ in range(2):
+        assert len(store.search("v", vector=X[1], k=5, where="grp = 1 AND random() < 2")) == 5
+    assert scans("random()") == 2
+    store.ingest_vectors("v", X[300:], ids=[f"b{i}" for i in range(300)], metadata={"grp": [2] * 300}, name="c")
+    hits = store.search("v", vector=X[450], k=5, where="grp = 2")
+    assert scans("grp = 2") == 2
+    allowed = np.r_[np.arange(300) % 3 == 2, np.ones(300, bool)]
+    assert [h["id"] for h in hits] == [(f"a{i}" if i < 300 else f"b{i - 300}") for i in exact_top(X, X[450], 5, allowed)]
+
+
 def test_filter_positions_follow_new_shards_and_a_column_named_like_duckdbs_own(tmp_path):
     """The predicate's matches become index positions through a map kept per snapshot: made anew when an ingest
     adds shards; a collection with a column named file_row_number (which would hide DuckDB's) goes by ids."""
