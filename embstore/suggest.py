@@ -5,10 +5,11 @@ least sure are clustered into n groups, and the least sure item of each group is
 mini-batch active learning"), so a batch does not spend its labels on fifty copies of one confusing item.
 
 Why these: in rounds of 20 from 0 labels (``bench/active_learning.py``), they reach random picking's 500-label
-accuracy at 240 labels on MNIST and 200-220 on digits. On TREC coarse they need about 450 over 12 seeds; k-center
-greedy (the farthest item from those picked, then among the 10n least sure) never got there by 500. Of 25 other rules
-tried on TREC, one that puts a quarter of each round into k-means representatives of the whole pool needed about 280,
-but it was worse on MNIST (280) and on most of 15 other tasks, so it is not used (``bench/RESULTS.md``).
+accuracy at 240 labels on MNIST and 200-220 on digits. On TREC coarse they need 420-450 over 12 seeds; k-center
+greedy (the farthest item from those picked, then among the 10n least sure) never got there by 500. Of 32 other rules
+tried on TREC, the best (a quarter of each round k-means representatives of the whole pool; BADGE's gradient
+embeddings among the 5n least sure) needed 280-360, but each was worse on MNIST and on most of 15 other tasks, so
+neither is used (``bench/RESULTS.md``).
 
 For a space of any size the picks come from a seeded random pool of at most ``POOL`` items (its vectors read from
 the row groups that hold them), so a suggestion costs the same on 10^4 and 10^9 items; the same seed, the same picks.
