@@ -18,9 +18,10 @@ sees one commit whole: a commit is seen once its snapshot is ready, not at the i
 a request that starts after a commit always sees it (what a client that wrote and then reads expects).
 
 A background reload that fails (a shard removed under it, a disk error) leaves the current snapshot serving; it is
-logged once per commit and tried again after ``RETRY_S``, doubled after each failure up to ``RETRY_MAX_S`` (a
-store that stays broken costs one attempt a minute, not one a second; a new commit is tried at once), and ``describe()``'s ``reload_error`` says
-what failed, since when and how many times, until a reload succeeds.
+logged once per commit and tried again after ``RETRY_S``, doubled after each failure up to ``RETRY_MAX_S`` (a store
+that stays broken costs one attempt a minute, not one a second; a new commit is tried at once), and ``describe()``'s
+``reload_error`` says what failed, since when and how many times, until a reload succeeds. While a reload is made,
+two snapshots' indexes are in memory (the one serving and the next); the older goes when its last request ends.
 """
 from __future__ import annotations
 
