@@ -56,7 +56,7 @@ def check_some_image(paths: list[str], max_pixels: int | None = None) -> None:
 
 
 def check_where(store: Any, collection: str, where: str, option: str) -> None:
-    """A SQL predicate over the collection's columns, bound by DuckDB without reading a row."""
+    """A SQL predicate over the collection's columns, bound by DuckDB and tried on its first rows (sql.CHECK_ROWS)."""
     from embstore.sql import ids_where
 
     ids_where(store, collection, where, option, check_only=True)

@@ -28,20 +28,32 @@ def space_view(collection: str, space: str) -> str:
     return f"{collection}__{space}"
 
 
+CHECK_ROWS = 1_000  # items a predicate is tried on before a model loads
+
+
 def ids_where(store: Any, collection: str, where: str, option: str, check_only: bool = False) -> list[str]:
     """The ids of the items of ``collection`` that match the SQL condition ``where`` (given as ``option``, named in
-    the one-line error when it is not a valid condition); ``check_only``: the condition is bound, no row is read."""
+    the one-line error when it is not a valid condition); ``check_only``: the condition is bound and run on the
+    first ``CHECK_ROWS`` items only (a bad cast, say ``label = 1`` on a text column, fails there, before a model
+    loads), nothing is returned."""
     with predicate_errors(store, collection, where, option):
-        rel = store.sql(f'SELECT id FROM "{collection}" WHERE {where}')
-        return [] if check_only else [r[0] for r in rel.fetchall()]
+        if check_only:
+            store.sql(f'SELECT id FROM (SELECT * FROM "{collection}" LIMIT {CHECK_ROWS}) AS "{collection}" '
+                      f'WHERE {where}').fetchall()
+            return []
+        return [r[0] for r in store.sql(f'SELECT id FROM "{collection}" WHERE {where}').fetchall()]
 
 
 @contextlib.contextmanager
 def predicate_errors(store: Any, collection: str, where: str, option: str) -> Iterator[None]:
     """A query running the condition ``where`` (given as ``option``) over ``collection``'s items fails in one line
     that names the option and, for a column it does not have, the collection's columns."""
+    import duckdb
+
     try:
         yield
+    except duckdb.Error as e:  # raised while rows are read: a bad cast (label = 1 on text), a function's error
+        raise InputError(f"bad {option} predicate {where!r}: {str(e).splitlines()[0]}") from None
     except InputError as e:
         hint = ""
         if "Referenced column" in str(e):

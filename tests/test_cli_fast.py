@@ -134,6 +134,7 @@ def test_bad_input_is_refused_before_the_model_loads(store, tmp_path, builds):
     one_line(run("search", *s, "-c", "docs", "--image", not_image), "cannot read image", "notes.png")
     one_line(run("search", *s, "-c", "docs", "cat", "--where", "nope = 1"), "bad --where predicate", "label")
     one_line(run("search", *s, "-c", "docs", "cat", "--where", "true; DROP TABLE x"), "not statements")
+    one_line(run("search", *s, "-c", "docs", "cat", "--where", "label = 1"), "bad --where predicate", "Conversion")
     one_line(run("search", *s, "-c", "docs", "cat", "--space", "nope"), "no space 'nope'", "hash64")
     one_line(run("search", *s, "-c", "nope", "cat"), "no collection 'nope'", "docs")
     one_line(run("predict", *s, "--head", "topic", "--image", missing), "missing.png", "does not exist")

@@ -192,6 +192,8 @@ def test_errors_are_one_line_json(served):
         (served.get("/api/search", params={"collection": "nope", "q": "cat"}), 404, "NotFoundError", "no collection"),
         (served.post("/api/search", json={"collection": "docs", "text": "cat", "where": "nosuch = 1"}), 400,
          "InputError", "bad --where predicate"),
+        (served.post("/api/search", json={"collection": "docs", "text": "cat", "where": "label = 1"}), 400,
+         "InputError", "bad --where predicate 'label = 1': Conversion Error"),
         (served.post("/api/search", json={"collection": "docs"}), 400, "InputError", "exactly one of"),
         (served.post("/api/search", json={"text": "cat"}), 400, "InputError", "collection"),
         (served.post("/api/predict", json={"texts": ["x"], "head": "nope"}), 404, "NotFoundError", "no head"),
