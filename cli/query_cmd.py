@@ -151,10 +151,11 @@ def index(store_path: str, collection: str, space: str | None, factory: str | No
 def sql(query: str, store_path: str, fmt: str | None, as_json: bool, output: str | None, write: bool,
         allow_files: bool, limit: int) -> None:
     """Run DuckDB SQL. Views: one per collection (its items), <collection>__<space> (id, content_hash, embedding)
-    and predictions (collection, id, head, version, label, confidence, labels). Functions: embed('collection',
-    'text') (the text embedded by the space's own encoder), similarity(a, b) (cosine), and per collection with a
-    text space the table macro <collection>_nearest('text', k). Read-only unless --write; no file outside the
-    store unless --allow-files."""
+    and predictions (collection, id, head, version, label, confidence, labels). Functions: embed('collection[.space]',
+    'text') (the text embedded by the space's own encoder), embed_image('collection[.space]', 'path') (an image file:
+    needs --allow-files), similarity(a, b) (cosine), and per collection the table macros <collection>_nearest('text',
+    k) (a space that embeds text) and <collection>_nearest_image('path', k) (one that embeds images). Read-only
+    unless --write; no file outside the store unless --allow-files."""
     import duckdb
 
     if as_json and fmt not in (None, "json"):

@@ -16,7 +16,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 @store_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but localhost exposes the store to the network (use --token).")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on .")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
 @click.option("--token", envvar="EMBSTORE_TOKEN", metavar="T", help="Require 'Authorization: Bearer T' on every data "
               "endpoint (or set EMBSTORE_TOKEN; the environment keeps it out of the process list).")
 @click.option("--max-body", type=int, default=8 << 20, show_default=True, help="Largest request body, bytes (413 over it).")
