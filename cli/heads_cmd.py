@@ -390,8 +390,12 @@ def label_issues(store_path: str, collection: str, label_column: str | None, lab
     if as_json:
         echo_json(out)
         return
-    click.echo(f"{out['issues']} of {out['labelled']} labels of {out['collection']}.{out['space']} are likely wrong "
-               f"({out['how']}); the worst {len(out['rows'])}:")
+    head = f"{out['issues']} of {out['labelled']} labels of {out['collection']}.{out['space']} are likely wrong " \
+           f"({out['how']})"
+    if not out["rows"]:
+        click.echo(head + ".")
+        return
+    click.echo(f"{head}; the worst {len(out['rows'])}:")
     echo_table(["id", "content", "label", "suggested", "score"],
                [[r["id"], r["content"], r["label"], r["suggested"], r["score"]] for r in out["rows"]])
 
@@ -418,9 +422,12 @@ def duplicates(store_path: str, collection: str, space: str | None, threshold: f
     if as_json:
         echo_json(out)
         return
-    click.echo(f"{out['groups_found']:,} groups of near-duplicates ({out['items_in_groups']:,} of {out['items']:,} "
-               f"items of {out['collection']}.{out['space']} at cosine >= {out['threshold']}); the largest "
-               f"{len(out['groups'])}:")
+    head = f"{out['groups_found']:,} groups of near-duplicates ({out['items_in_groups']:,} of {out['items']:,} " \
+           f"items of {out['collection']}.{out['space']} at cosine >= {out['threshold']})"
+    if not out["groups"]:
+        click.echo(head + ".")
+        return
+    click.echo(f"{head}; the largest {len(out['groups'])}:")
     echo_table(["size", "min_score", "ids", "contents"],
                [[g["size"], g["min_score"], ", ".join(g["ids"][:3]) + (" ..." if g["size"] > 3 else ""),
                  " | ".join(str(c) for c in g["contents"][:3])] for g in out["groups"]])

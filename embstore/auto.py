@@ -137,7 +137,8 @@ def folds_for(y: np.ndarray, max_rows: int = CV_MAX_ROWS, seed: int = 0) -> tupl
     if len(rows) < len(t):
         how += f" (a stratified sample of {len(rows):,} of {len(t):,})"
     if len(always):
-        how += f"; {len(always)} of labels with fewer than {folds} items train in every fold"
+        how += (f"; {len(always)} item{'' if len(always) == 1 else 's'} of labels with fewer than {folds} items "
+                f"train{'s' if len(always) == 1 else ''} in every fold")
     return splits, how
 
 

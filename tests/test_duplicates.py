@@ -34,6 +34,11 @@ def test_groups_of_near_duplicates_are_found(tmp_path):
     run = CliRunner().invoke(cli, ["duplicates", "--store", str(store.root), "-c", "docs", "--threshold", "0.999",
                                    "--json"])
     assert run.exit_code == 0 and json.loads(run.stdout)["groups_found"] == 2
+    clean = Store.open(tmp_path / "clean")
+    clean.ingest(write_csv(tmp_path / "c.csv", rows), "docs", encoder=HASH)
+    run = CliRunner().invoke(cli, ["duplicates", "--store", str(clean.root), "-c", "docs", "--threshold", "0.999"])
+    assert run.exit_code == 0 and run.stdout.strip().startswith("0 groups of near-duplicates")
+    assert run.stdout.strip().endswith(").") and "the largest" not in run.stdout  # no empty table under it
 
 
 def test_fit_warns_of_test_items_with_a_copy_in_training(tmp_path):
