@@ -72,7 +72,7 @@ def test_the_rule_needs_more_than_the_band():
 def test_folds_hold_out_only_labels_with_enough_items():
     y = np.asarray(["a"] * 2 + ["b"] * 2 + ["c"] * 1)  # two items per label, one label with one
     splits, how = auto.folds_for(y)
-    assert len(splits) == 2 and "1 of labels with fewer than 2 items train in every fold" in how
+    assert len(splits) == 2 and "1 item of labels with fewer than 2 items trains in every fold" in how
     assert all(4 in tr and 4 not in te for tr, te in splits)
     assert auto.folds_for(np.asarray(["a", "b", "c"]))[0] == []  # one item per label: nothing to hold out
     big = np.repeat(np.arange(4), 10_000).astype(str)

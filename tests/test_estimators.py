@@ -121,6 +121,22 @@ def test_centroid_temperature_is_fitted_on_left_out_items(n, seed):
     assert CentroidHead().fit(X[one_each], y[one_each]).temperature_ == CentroidHead.UNFIT_TEMPERATURE
 
 
+def test_a_few_separable_items_do_not_make_the_centroid_head_certain():
+    """Four items, two per label, far apart: every left-out item is scored right, and plain log-loss would drive the
+    temperature to its bound (every guess at 1.0, so `suggest` has no least sure). The fit keeps it finite."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 32)).astype(np.float32) * 0.3
+    X[:2, 0] += 2.0
+    X[2:, 1] += 2.0  # (before: temperature 173, and 1.0 for every item)
+    y = np.array(["a", "a", "b", "b"])
+    head = CentroidHead().fit(X, y)
+    Xn = rng.standard_normal((50, 32)).astype(np.float32) * 0.3
+    Xn[np.arange(50), rng.integers(0, 2, 50)] += 2.0
+    P = head.predict_proba(Xn)
+    assert head.temperature_ < 50 and P.max() < 0.999 and len(np.unique(np.round(P.max(1), 4))) > 10
+    assert (head.predict(X) == y).all()
+
+
 def test_centroid_temperature_at_two_items_per_label_is_not_handicapped_by_the_own_label():
     """Two items per label, embedding-like vectors (a direction all share, then the label's, then noise): the fitted
     temperature lands nearer the one fresh data asks for than the rule that left the item out of its own centroid
