@@ -388,8 +388,9 @@ class CentroidHead(_CosineBase):
     """Cosine nearest centroid. ``temperature`` multiplies the cosine similarities before the softmax (an inverse
     temperature: larger is sharper; unlike LinearProbe's ``temperature_``, which divides its logits): "auto"
     fits it by the log-loss of each training item against the centroids with the item itself left out of its own,
-    and one item left out of every other label's (labels with a single item cannot be scored so and are skipped);
-    with one item per label there is nothing to fit it on and it is ``UNFIT_TEMPERATURE``."""
+    and one item left out of every other label's (labels with a single item cannot be scored so and are skipped),
+    the targets keeping 1 / (n + 2) spread over the labels (n scored items all right do not make it certain); with
+    one item per label there is nothing to fit it on and it is ``UNFIT_TEMPERATURE``."""
 
     UNFIT_TEMPERATURE = 10.0
 
