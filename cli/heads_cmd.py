@@ -16,7 +16,9 @@ from .progress import Progress, spinner
 # ------------------------------------------------------------------------------------------------------ fit
 def label_options(f: Any) -> Any:
     """Where the labels come from (fit, eval, label-issues)."""
-    f = click.option("--labels", "labels_file", type=click.Path(), help="CSV of id,label instead of a label column.")(f)
+    f = click.option("--labels", "labels_file", type=click.Path(), multiple=True, callback=lambda c, p, v: v or None,
+                     help="CSV of id,label instead of a label column; repeat it to take several together (one per "
+                          "suggest round, say).")(f)
     return click.option("--label-column", metavar="COL", help="Item column holding the label.")(f)
 
 

@@ -39,23 +39,31 @@ def require_items(store: Any, collection: str) -> None:
         raise InputError(f"collection {collection!r} has no items yet; ingest some into it first")
 
 
-def labels_from_file(labels_file: str | os.PathLike, sep: str | None) -> dict[str, Any]:
-    """id -> label from an id,label CSV; an id given two different labels is refused."""
+def labels_from_file(labels_file: Any, sep: str | None) -> dict[str, Any]:
+    """id -> label from an id,label CSV, or from several (a list: e.g. one per `suggest` round, their columns may
+    differ beyond id,label); an id given two different labels, in one file or two, is refused."""
     import pyarrow.csv as pcsv
 
-    try:
-        t = pcsv.read_csv(labels_file, convert_options=pcsv.ConvertOptions(column_types={"id": pa.string()}))
-    except (FileNotFoundError, pa.ArrowInvalid) as e:
-        raise InputError(f"cannot read labels file {labels_file}: {str(e).splitlines()[0]}") from None
-    if not {"id", "label"} <= set(t.column_names):
-        raise InputError(f"labels file {labels_file} needs columns id,label; it has {', '.join(t.column_names)}")
-    by_id: dict[str, tuple[int, Any]] = {}
-    for row, (item_id, label) in enumerate(zip(t.column("id").to_pylist(),
-                                               normalize_labels(t.column("label").to_pylist(), sep)), start=2):
-        if item_id in by_id and by_id[item_id][1] != label:
-            raise LabelError(f"labels file {labels_file} gives id {item_id!r} two labels ({by_id[item_id][1]!r} "
-                             f"on line {by_id[item_id][0]}, {label!r} on line {row}); keep one")
-        by_id.setdefault(item_id, (row, label))
+    files = [labels_file] if isinstance(labels_file, (str, os.PathLike)) else list(labels_file)
+    by_id: dict[str, tuple[str, Any]] = {}
+    for path in files:
+        if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
+            raise InputError(f"labels file {path} does not exist" if not os.path.exists(path) else
+                             f"labels file {path} is not a file")
+        try:
+            t = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={"id": pa.string()}))
+        except (OSError, pa.ArrowInvalid) as e:
+            raise InputError(f"cannot read labels file {path}: {str(e).splitlines()[0]}") from None
+        if not {"id", "label"} <= set(t.column_names):
+            raise InputError(f"labels file {path} needs columns id,label; it has {', '.join(t.column_names)}")
+        for row, (item_id, label) in enumerate(zip(t.column("id").to_pylist(),
+                                                   normalize_labels(t.column("label").to_pylist(), sep)), start=2):
+            where = f"line {row}" if len(files) == 1 else f"{path} line {row}"
+            if item_id in by_id and by_id[item_id][1] != label:
+                raise LabelError(f"labels file{'' if len(files) == 1 else 's'} {', '.join(map(str, files))} "
+                                 f"give{'s' if len(files) == 1 else ''} id {item_id!r} two labels "
+                                 f"({by_id[item_id][1]!r} on {by_id[item_id][0]}, {label!r} on {where}); keep one")
+            by_id.setdefault(item_id, (where, label))
     return {k: v for k, (_, v) in by_id.items()}
 
 

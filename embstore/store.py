@@ -351,7 +351,7 @@ class Store:
     # ------------------------------------------------------------------------------------------------ heads
     def fit(self, collection: str, label_column: str | None = None, name: str | None = None, *,
             model: str = "auto", space: str | None = None, test_collection: str | None = None,
-            labels: str | os.PathLike | None = None, test_size: float = 0.2, seed: int = 0,
+            labels: str | os.PathLike | Sequence[str | os.PathLike] | None = None, test_size: float = 0.2, seed: int = 0,
             params: dict[str, Any] | None = None, train_where: str | None = None,
             test_where: str | None = None, label_sep: str | None = None,
             plot_dir: str | os.PathLike | None = None, progress: Any = None) -> dict[str, Any]:
@@ -370,7 +370,7 @@ class Store:
                         plot_dir=plot_dir, progress=progress)
 
     def eval(self, collection: str, label_column: str | None = None, *, space: str | None = None,
-             test_collection: str | None = None, labels: str | os.PathLike | None = None,
+             test_collection: str | None = None, labels: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
              train_where: str | None = None, test_where: str | None = None, test_size: float = 0.2,
              samples: Any = (1, 2, 4, 8, 16, 32, "all"), repeats: int = 10, seed: int = 42,
              plot_dir: str | os.PathLike | None = None, progress: Any = None) -> dict[str, Any]:

@@ -32,19 +32,13 @@ step embstore fit --store "$store" -c digits --labels "$work/round1.csv" --name 
 # round 2: what that head is least sure of, spread out (the 40 labelled ones are not offered again)
 step embstore suggest --store "$store" -c digits -n 40 --head budget -o "$work/round2.csv"
 annotate "$work/round2.csv"
-python - "$work" <<'PY'  # both rounds' id,label in one file
-import csv, sys
-rows = [r for n in (1, 2) for r in csv.DictReader(open(f"{sys.argv[1]}/round{n}.csv", encoding="utf-8"))]
-with open(f"{sys.argv[1]}/labels.csv", "w", newline="", encoding="utf-8") as f:
-    csv.writer(f).writerows([["id", "label"]] + [[r["id"], r["label"]] for r in rows])
-PY
 # the default head (auto) on the 80 labels (scored on a held-out 16 of them), then applied to every item, and
 # SQL says how often it agrees with the folder (the truth here, which a real user would not have)
-step embstore fit --store "$store" -c digits --labels "$work/labels.csv" --name budget
+step embstore fit --store "$store" -c digits --labels "$work/round1.csv" --labels "$work/round2.csv" --name budget
 step embstore predict --store "$store" --head budget -c digits >/dev/null
 step embstore sql --store "$store" "SELECT count(*) AS items, round(avg((p.label = d.folder)::INT), 4) AS agree
   FROM predictions p JOIN digits d USING (id) WHERE p.head = 'budget'"
 # labels that look wrong, and items that are near-copies of each other
-step embstore label-issues --store "$store" -c digits --labels "$work/labels.csv" --limit 5
+step embstore label-issues --store "$store" -c digits --labels "$work/round1.csv" --labels "$work/round2.csv" --limit 5
 step embstore duplicates --store "$store" -c digits --threshold 0.98 --limit 5
-printf '\nlabels: %s\n' "$work/labels.csv"
+printf '\nlabels: %s %s\n' "$work/round1.csv" "$work/round2.csv"

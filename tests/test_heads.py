@@ -140,6 +140,31 @@ def test_labels_file_instead_of_a_column(docs, tmp_path):
         docs.fit("docs", labels=write_csv(tmp_path / "clash.csv", clash), model="knn")
 
 
+def test_several_labels_files_are_taken_together(docs, tmp_path):
+    """One file per suggest round (their columns differ: the second has the head's guess): --labels twice."""
+    from click.testing import CliRunner
+
+    from embstore_cli.main import cli
+
+    ids = docs.sql("SELECT id, label FROM docs ORDER BY id").fetchall()
+    one = write_csv(tmp_path / "round1.csv", [{"id": i, "content": "x", "label": lab} for i, lab in ids[:15]])
+    two = write_csv(tmp_path / "round2.csv", [{"id": i, "content": "x", "guess": "g", "confidence": 0.5, "label": lab}
+                                              for i, lab in ids[15:30]])
+    rec = docs.fit("docs", labels=[one, two], model="knn")
+    assert rec["n_train"] + rec["metrics"]["n_test"] == 30 and rec["n_unlabelled"] == 6
+    res = CliRunner().invoke(cli, ["fit", "--store", str(docs.root), "-c", "docs", "--labels", str(one), "--labels",
+                                   str(two), "--model", "knn", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["n_train"] == rec["n_train"]
+    clash = write_csv(tmp_path / "clash.csv", [{"id": ids[3][0], "label": "other"}])
+    with pytest.raises(LabelError, match=f"give id '{ids[3][0]}' two labels .*round1.csv line 5, 'other' on "
+                                         r".*clash.csv line 2\); keep one"):
+        docs.fit("docs", labels=[one, clash], model="knn")
+    res = CliRunner().invoke(cli, ["fit", "--store", str(docs.root), "-c", "docs", "--labels", str(tmp_path / "no.csv")])
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [f"Error: labels file {tmp_path / 'no.csv'} "
+                                                                       "does not exist"]
+
+
 def test_integer_labels_stay_integers(store, tmp_path):
     rows = [{"text": t, "label": n} for n, texts in enumerate(TOPICS.values()) for t in texts]
     store.ingest(write_csv(tmp_path / "ints.csv", rows), "ints", encoder=HASH)
