@@ -316,7 +316,13 @@ def run_sql(store: Any, query: str, *, write: bool = False, allow_files: bool = 
         return con.sql(last.query) if shows_rows else None
     except duckdb.Error as e:
         con.close()
-        raise InputError(error_line(e)) from None
+        line = error_line(e)
+        if "Table with name" in line and "does not exist" in line:  # (DuckDB's guess is often a system table)
+            views = ["predictions"] + [v for name, c in sorted(store.manifest["collections"].items())
+                                       for v in [name] + [space_view(name, sp) for sp in sorted(c["spaces"])]]
+            more = f" and {len(views) - 20} more" if len(views) > 20 else ""
+            line += f"; the store's views: {', '.join(views[:20])}{more}"
+        raise InputError(line) from None
     except BaseException:
         con.close()  # a failed write must not hold STORE/sql.duckdb open (the next connection would share it)
         raise

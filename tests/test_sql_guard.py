@@ -44,6 +44,12 @@ def one_line_error(res, *words: str) -> None:
         assert w in err, err
 
 
+def test_a_table_that_does_not_exist_is_named_with_the_views_there_are(two):
+    with pytest.raises(InputError, match=r"Table with name doks does not exist!; the store's views: predictions, "
+                                         r"docs, docs__hash64, more, more__hash64$"):
+        two.sql("SELECT count(*) FROM doks")
+
+
 def test_set_log_query_path_cannot_overwrite_the_manifest(two):
     manifest = (two.root / "embstore.json").read_bytes()
     q = f"SET log_query_path='{two.root / 'embstore.json'}'; SELECT 1"
