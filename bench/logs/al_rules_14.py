@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, "/work/main/bench"); sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embstore.index import normalize
-from embstore.suggest import choose, cluster_picks, _kmeans, by_cluster
+from embstore.suggest import choose, cluster_picks, by_cluster
 import al_strategies_13_9f84915 as al
 
 _old = al.strat
