@@ -44,7 +44,8 @@ def labels_from_file(labels_file: Any, sep: str | None) -> dict[str, Any]:
     differ beyond id,label); an id given two different labels, in one file or two, is refused."""
     import pyarrow.csv as pcsv
 
-    files = [labels_file] if isinstance(labels_file, (str, os.PathLike)) else list(labels_file)
+    single = isinstance(labels_file, (str, os.PathLike)) or hasattr(labels_file, "read")  # (a path, an open file)
+    files = [labels_file] if single else list(labels_file)
     by_id: dict[str, tuple[str, Any]] = {}
     for path in files:
         if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
