@@ -126,7 +126,8 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']}{chosen_by} on {rec['collection']}.{rec['space']}, "
                f"{rec['n_train']} training items{unlabelled}, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
     if rec.get("labels_file_unmatched"):
-        click.echo(f"{rec['labels_file_unmatched']} ids of the labels file are items of neither collection; they were "
+        files = "labels file" + ("s" if labels_file and len(labels_file) > 1 else "")
+        click.echo(f"{rec['labels_file_unmatched']} ids of the {files} are items of neither collection; they were "
                    "ignored")
     if rec.get("prompts"):
         click.echo(f"prompts: {len(rec['prompts']['templates'])} templates (e.g. "

@@ -142,7 +142,7 @@ def positions_where(store: Any, collection: str, space: str, where: str, option:
         return starts[np.asarray(got["file_index"], np.int64)] + np.asarray(got["file_row_number"], np.int64)
 
     shared = store.shared_sql()  # a long-running reader: a predicate that repeats is run once per snapshot
-    at = rows() if shared is None else shared.memo(("where", collection, where), query, rows)
+    at = rows() if shared is None else shared.memo(("where", collection, where), where, rows)
     return _sorted(item_positions(store, collection, space)[at])
 
 

@@ -41,12 +41,14 @@ def require_items(store: Any, collection: str) -> None:
 
 def labels_from_file(labels_file: Any, sep: str | None) -> dict[str, Any]:
     """id -> label from an id,label CSV, or from several (a list: e.g. one per `suggest` round, their columns may
-    differ beyond id,label); an id given two different labels, in one file or two, is refused."""
+    differ beyond id,label); the labels of all files get one type together (``normalize_labels``), and an id given
+    two different labels, in one file or two, is refused."""
     import pyarrow.csv as pcsv
 
-    single = isinstance(labels_file, (str, os.PathLike)) or hasattr(labels_file, "read")  # (a path, an open file)
-    files = [labels_file] if single else list(labels_file)
-    by_id: dict[str, tuple[str, Any]] = {}
+    files = _files(labels_file)
+    ids: list[Any] = []
+    raw: list[Any] = []
+    where: list[str] = []
     for path in files:
         if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
             raise InputError(f"labels file {path} does not exist" if not os.path.exists(path) else
@@ -57,15 +59,31 @@ def labels_from_file(labels_file: Any, sep: str | None) -> dict[str, Any]:
             raise InputError(f"cannot read labels file {path}: {str(e).splitlines()[0]}") from None
         if not {"id", "label"} <= set(t.column_names):
             raise InputError(f"labels file {path} needs columns id,label; it has {', '.join(t.column_names)}")
-        for row, (item_id, label) in enumerate(zip(t.column("id").to_pylist(),
-                                                   normalize_labels(t.column("label").to_pylist(), sep)), start=2):
-            where = f"line {row}" if len(files) == 1 else f"{path} line {row}"
-            if item_id in by_id and by_id[item_id][1] != label:
-                raise LabelError(f"labels file{'' if len(files) == 1 else 's'} {', '.join(map(str, files))} "
-                                 f"give{'s' if len(files) == 1 else ''} id {item_id!r} two labels "
-                                 f"({by_id[item_id][1]!r} on {by_id[item_id][0]}, {label!r} on {where}); keep one")
-            by_id.setdefault(item_id, (where, label))
+        ids += t.column("id").to_pylist()
+        raw += t.column("label").to_pylist()
+        where += [f"line {row}" if len(files) == 1 else f"{path} line {row}" for row in range(2, t.num_rows + 2)]
+    by_id: dict[str, tuple[str, Any]] = {}
+    for item_id, label, at in zip(ids, normalize_labels(raw, sep), where):  # one type over all the files
+        if item_id in by_id and by_id[item_id][1] != label:
+            raise LabelError(f"labels file{'' if len(files) == 1 else 's'} {describe_labels(labels_file)} "
+                             f"give{'s' if len(files) == 1 else ''} id {item_id!r} two labels "
+                             f"({by_id[item_id][1]!r} on {by_id[item_id][0]}, {label!r} on {at}); keep one")
+        by_id.setdefault(item_id, (at, label))
     return {k: v for k, (_, v) in by_id.items()}
+
+
+def _files(labels_file: Any) -> list[Any]:
+    single = isinstance(labels_file, (str, os.PathLike)) or hasattr(labels_file, "read")  # (a path, an open file)
+    return [labels_file] if single else list(labels_file)
+
+
+def _source(label_column: str | None, labels: Any) -> str:
+    return repr(label_column) if label_column else describe_labels(labels)
+
+
+def describe_labels(labels_file: Any) -> str:
+    """The labels file(s) as a user named them: ``a.csv`` or ``a.csv, b.csv``."""
+    return ", ".join(str(f) for f in _files(labels_file))
 
 
 def labelled(store: Any, collection: str, space: str, label_column: str | None,
@@ -161,7 +179,8 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         raise InputError(f"--test-collection is the training collection {collection!r}: pick its test items with "
                          "--test-where (training takes the rest), or give another collection")
     if len(y) == 0:
-        raise LabelError(f"no item of {collection!r} has a label in {label_column or labels!r}; nothing to train on")
+        raise LabelError(f"no item of {collection!r} has a label in {_source(label_column, labels)}; nothing to "
+                         "train on")
     multilabel = isinstance(y[0], list)
     flat = [v for row in y for v in row] if multilabel else y
     classes = sorted(set(flat), key=lambda v: (str(type(v)), v))
@@ -173,7 +192,8 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
         Xte, yte, test_ids, _ = labelled(store, test_coll, test_space, label_column, from_file, test_where, sep,
                                          "--test-where", progress=progress)
         if not yte:
-            raise LabelError(f"no item of test collection {test_coll!r} has a label in {label_column or labels!r}")
+            raise LabelError(f"no item of test collection {test_coll!r} has a label in "
+                         f"{_source(label_column, labels)}")
         shared = set(test_ids) & set(train_ids) if test_coll == collection else set()
         if shared:
             raise InputError(f"--train-where and --test-where share {len(shared)} items; make them disjoint, or "

@@ -52,7 +52,8 @@ def predicate_errors(store: Any, collection: str, where: str, option: str) -> It
 
     try:
         yield
-    except duckdb.Error as e:  # raised while rows are read: a bad cast (label = 1 on text), a function's error
+    except (duckdb.DataError, duckdb.ProgrammingError) as e:  # raised while rows are read: a bad cast (label = 1
+        # on text), a value out of range, a function's bad input; a shard that cannot be read is not the predicate's
         raise InputError(f"bad {option} predicate {where!r}: {str(e).splitlines()[0]}") from None
     except InputError as e:
         hint = ""

@@ -29,9 +29,11 @@ from .sql import create_macros, make_views, register_udfs, shard_files, view_sta
 from .sql_guard import confine
 
 MEMO_BYTES = 64 << 20  # results kept per shared database (a result over a quarter of it is not kept)
-# functions whose value changes between calls: a predicate naming one is run every time
+MEMO_ENTRIES = 4096  # and at most this many (each is charged its key's length and MEMO_OVERHEAD too)
+MEMO_OVERHEAD = 256
+# what changes between calls (functions, sampling): a predicate naming one is run every time
 VOLATILE = re.compile(r"\b(random|setseed|uuid\w*|gen_random_uuid|now|today|current_\w+|get_current_\w+|"
-                      r"transaction_timestamp|localtime\w*|nextval|currval|getvariable)\b", re.I)
+                      r"transaction_timestamp|localtime\w*|nextval|currval|getvariable|tablesample|sample)\b", re.I)
 
 
 class SharedSql:
@@ -65,30 +67,31 @@ class SharedSql:
         self._memo: OrderedDict[Any, Any] = OrderedDict()
         self._memo_bytes = 0
 
-    def memo(self, key: Any, query: str, build: Any) -> Any:
-        """``build()`` (a numpy array derived from this database's answer to ``query``) kept under ``key``: made
-        once while it is among the latest kept, every time when ``query`` names a volatile function (``random()``,
-        ``now()``, ...). Threads asking for one key at once may each build it; one is kept."""
-        if VOLATILE.search(query):
+    def memo(self, key: Any, predicate: str, build: Any) -> Any:
+        """``build()`` (a numpy array derived from this database's answer to a query with ``predicate``, which is
+        part of ``key``) kept under ``key``: made once while it is among the latest kept, every time when the
+        predicate names a volatile function (``random()``, ``now()``, ...) or a sample. Threads asking for one key
+        at once may each build it; one is kept."""
+        if VOLATILE.search(predicate):
             return build()
         with self._lock:
             hit = self._memo.get(key)
             if hit is not None:
                 self._memo.move_to_end(key)
-                return hit
+                return hit[0]
         value = build()
-        size = int(getattr(value, "nbytes", 0))
+        size = int(getattr(value, "nbytes", 0)) + len(repr(key)) + MEMO_OVERHEAD
         if size > MEMO_BYTES // 4:
             return value
         with self._lock:
             if key not in self._memo:
                 value.flags.writeable = False  # (shared by the requests that get it)
-                self._memo[key] = value
+                self._memo[key] = (value, size)
                 self._memo_bytes += size
-                while self._memo_bytes > MEMO_BYTES:
-                    _, old = self._memo.popitem(last=False)
-                    self._memo_bytes -= int(old.nbytes)
-            return self._memo[key]
+                while self._memo_bytes > MEMO_BYTES or len(self._memo) > MEMO_ENTRIES:
+                    _, (_, old) = self._memo.popitem(last=False)
+                    self._memo_bytes -= old
+            return self._memo[key][0]
 
     def cursor(self) -> Any:
         """A connection of its own to the shared database (close it, or drop it, when done)."""

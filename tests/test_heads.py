@@ -160,6 +160,11 @@ def test_several_labels_files_are_taken_together(docs, tmp_path):
     with pytest.raises(LabelError, match=f"give id '{ids[3][0]}' two labels .*round1.csv line 5, 'other' on "
                                          r".*clash.csv line 2\); keep one"):
         docs.fit("docs", labels=[one, clash], model="knn")
+    from embstore.labelled import labels_from_file
+
+    ints = write_csv(tmp_path / "ints.csv", [{"id": "a", "label": 3}, {"id": "b", "label": 4}])
+    mixed = write_csv(tmp_path / "mixed.csv", [{"id": "a", "label": 3}, {"id": "c", "label": "cat"}])
+    assert labels_from_file([ints, mixed], None) == {"a": "3", "b": "4", "c": "cat"}  # one type over the files
     res = CliRunner().invoke(cli, ["fit", "--store", str(docs.root), "-c", "docs", "--labels", str(tmp_path / "no.csv")])
     assert res.exit_code == 2 and res.stderr.strip().splitlines() == [f"Error: labels file {tmp_path / 'no.csv'} "
                                                                        "does not exist"]

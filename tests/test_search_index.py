@@ -196,6 +196,15 @@ def test_a_long_running_reader_runs_a_repeated_filter_once_per_snapshot(tmp_path
     for _ in range(2):
         assert len(store.search("v", vector=X[1], k=5, where="grp = 1 AND random() < 2")) == 5
     assert scans("random()") == 2
+    from embstore import sql_shared
+
+    db = store.shared_sql()
+    monkeypatch.setattr(sql_shared, "MEMO_ENTRIES", 3)  # empty results count too: the memo stays bounded
+    for i in range(10):
+        assert store.search("v", vector=X[1], k=5, where=f"grp = {100 + i}") == []
+    assert len(db._memo) <= 3 and db._memo_bytes > 0
+    assert len(store.search("v", vector=X[1], k=5, where="grp = 1 USING SAMPLE 50%")) >= 0  # (run, never kept)
+    assert not any("SAMPLE" in k[2] for k in db._memo)
     store.ingest_vectors("v", X[300:], ids=[f"b{i}" for i in range(300)], metadata={"grp": [2] * 300}, name="c")
     hits = store.search("v", vector=X[450], k=5, where="grp = 2")
     assert scans("grp = 2") == 2
