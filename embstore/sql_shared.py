@@ -10,8 +10,9 @@ a view, macro or table cannot be made on a read-only database even by a statemen
 cursor can make (TEMP objects, variables, registered tables) goes with it.
 
 Since the database answers one set of shards, a result derived from it holds as long as it does: ``memo`` keeps the
-latest few (``where`` matches, ``MEMO_BYTES`` in all, least recently used dropped first), so a filter that repeats
-costs its DuckDB scan once per snapshot (a ``LIKE`` over 1M texts: 0.15 s quiet, over 1 s under load).
+latest few (``where`` matches, ``MEMO_BYTES`` and ``MEMO_ENTRIES`` in all, least recently used dropped first), so a
+filter that repeats costs its DuckDB scan once per snapshot (a ``LIKE`` over 1M texts: 0.15 s quiet, over 1 s
+under load).
 """
 from __future__ import annotations
 
