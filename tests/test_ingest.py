@@ -684,11 +684,16 @@ def test_commit_chunks_start_small_and_then_take_about_commit_seconds(tmp_path, 
 
     source = write_csv(tmp_path / "t.csv", _numbered_rows(1000))
     store = Store.open(tmp_path / "s", settings=Settings.resolve(device="cpu", commit_rows=600))
-    store.ingest(source, "quick", encoder=HASH)  # a fast model: then chunks of commit_rows
-    assert [s["rows"] for s in store.space("quick")["shards"]] == [256, 600, 144]
+    store.ingest(source, "quick", encoder=HASH)  # a fast model: then chunks of commit_rows, in whole batches of 64
+    assert [s["rows"] for s in store.space("quick")["shards"]] == [256, 576, 168]
     monkeypatch.setattr(runner, "COMMIT_SECONDS", 1e-9)  # a slow one: chunks stay at the first size
     store.ingest(source, "slow", encoder=HASH)
     assert [s["rows"] for s in store.space("slow")["shards"]] == [256, 256, 256, 232]
+    for k, seconds in enumerate((3e-4, 1e-3, 3e-3)):  # whatever the rate, a chunk ends on a batch's end (but the last)
+        monkeypatch.setattr(runner, "COMMIT_SECONDS", seconds)
+        store.ingest(source, f"rate{k}", encoder=HASH)
+        sizes = [s["rows"] for s in store.space(f"rate{k}")["shards"]]
+        assert sum(sizes) == 1000 and all(n % 64 == 0 for n in sizes[:-1]), sizes
 
 
 def test_progress_moves_within_a_chunk_and_ends_at_the_total(tmp_path):

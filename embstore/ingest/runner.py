@@ -167,8 +167,11 @@ class IngestRun:
                     # the next chunk: what this run does in COMMIT_SECONDS at the rate just measured, up to
                     # commit_rows: a first commit soon, and a slow model (images on a CPU) never holds minutes of
                     # work uncommitted, while a fast one writes few, large shards
+                    # (in whole model batches: a chunk's last batch cut short by the timing would embed its items
+                    # in another batch shape, or under MIN_ROWS in torch, and the vectors would hang on the load)
                     rate = rows / max(time.perf_counter() - t, 1e-9)
-                    size[0] = int(min(step, max(FIRST_CHUNK, rate * COMMIT_SECONDS)))
+                    batch = max(1, self.settings.batch_size)
+                    size[0] = int(min(step, max(FIRST_CHUNK, int(min(step, rate * COMMIT_SECONDS)) // batch * batch)))
             except BaseException:
                 self._settle(raise_error=False)  # never leave a write running; the first error is the one raised
                 raise
