@@ -332,13 +332,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _log_loss(z: np.ndarray, targets: np.ndarray, multilabel: bool) -> float:
-    """Mean log-loss of logits ``z`` (the CV score: smoother than accuracy on small folds)."""
+def _log_loss(z: np.ndarray, targets: np.ndarray, multilabel: bool, smoothing: float = 0.0) -> float:
+    """Mean log-loss of logits ``z`` (the CV score: smoother than accuracy on small folds); ``smoothing`` (single
+    label): that share of each target spread evenly over the labels."""
     if multilabel:
         return float(np.mean(np.logaddexp(0, z) - targets * z))
     z = z - z.max(1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    return float(-logp[np.arange(len(targets)), targets].mean())
+    own = logp[np.arange(len(targets)), targets]
+    return float(-(own if not smoothing else (1 - smoothing) * own + smoothing * logp.mean(1)).mean())
 
 
 def _fit_temperature(z: np.ndarray, targets: np.ndarray, multilabel: bool) -> float:
@@ -443,14 +445,8 @@ class CentroidHead(_CosineBase):
         # 1 / (n + 2) spread over the labels, so a few separable items give a finite temperature, not the bound
         # (4 items came out at 275, and every guess at confidence 1.0, which leaves `suggest` no least sure)
         alpha = 1.0 / (len(rows) + 2)
-
-        def loss(lt: float) -> float:
-            z = sims * np.exp(lt)
-            z = z - z.max(1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-            return float(-((1 - alpha) * logp[np.arange(len(truth)), truth] + alpha * logp.mean(1)).mean())
-
-        res = minimize_scalar(loss, bounds=(0.0, np.log(1000.0)), method="bounded")
+        res = minimize_scalar(lambda lt: _log_loss(sims * np.exp(lt), truth, False, alpha),
+                              bounds=(0.0, np.log(1000.0)), method="bounded")
         return float(np.exp(res.x))
 
     def predict_proba(self, X: Any) -> np.ndarray:
