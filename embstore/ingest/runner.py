@@ -171,7 +171,8 @@ class IngestRun:
                     # in another batch shape, or under MIN_ROWS in torch, and the vectors would hang on the load)
                     rate = rows / max(time.perf_counter() - t, 1e-9)
                     batch = max(1, self.settings.batch_size)
-                    size[0] = int(min(step, max(FIRST_CHUNK, int(min(step, rate * COMMIT_SECONDS)) // batch * batch)))
+                    whole = int(min(step, rate * COMMIT_SECONDS)) // batch * batch
+                    size[0] = int(min(step, max(FIRST_CHUNK, whole)))
             except BaseException:
                 self._settle(raise_error=False)  # never leave a write running; the first error is the one raised
                 raise
