@@ -3,6 +3,7 @@ one type (multi-label lists too), the labelled items' vectors read through the k
 test set: another collection, the items matching a SQL predicate, or a stratified held-out split."""
 from __future__ import annotations
 
+import bisect
 import os
 from typing import Any
 
@@ -48,7 +49,7 @@ def labels_from_file(labels_file: Any, sep: str | None) -> dict[str, Any]:
     files = _files(labels_file)
     ids: list[Any] = []
     raw: list[Any] = []
-    where: list[str] = []
+    starts = [0]  # where each file's rows begin in ids
     for path in files:
         if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
             raise InputError(f"labels file {path} does not exist" if not os.path.exists(path) else
@@ -61,14 +62,20 @@ def labels_from_file(labels_file: Any, sep: str | None) -> dict[str, Any]:
             raise InputError(f"labels file {path} needs columns id,label; it has {', '.join(t.column_names)}")
         ids += t.column("id").to_pylist()
         raw += t.column("label").to_pylist()
-        where += [f"line {row}" if len(files) == 1 else f"{path} line {row}" for row in range(2, t.num_rows + 2)]
-    by_id: dict[str, tuple[str, Any]] = {}
-    for item_id, label, at in zip(ids, normalize_labels(raw, sep), where):  # one type over all the files
+        starts.append(len(ids))
+
+    def line(k: int) -> str:  # row k of ids as the user sees it: the line in its file (after the header)
+        f = bisect.bisect_right(starts, k) - 1
+        return f"line {k - starts[f] + 2}" if len(files) == 1 else f"{files[f]} line {k - starts[f] + 2}"
+
+    by_id: dict[str, tuple[int, Any]] = {}
+    for k, (item_id, label) in enumerate(zip(ids, normalize_labels(raw, sep))):  # one type over all the files
         if item_id in by_id and by_id[item_id][1] != label:
             raise LabelError(f"labels file{'' if len(files) == 1 else 's'} {describe_labels(labels_file)} "
                              f"give{'s' if len(files) == 1 else ''} id {item_id!r} two labels "
-                             f"({by_id[item_id][1]!r} on {by_id[item_id][0]}, {label!r} on {at}); keep one")
-        by_id.setdefault(item_id, (at, label))
+                             f"({by_id[item_id][1]!r} on {line(by_id[item_id][0])}, {label!r} on {line(k)}); "
+                             "keep one")
+        by_id.setdefault(item_id, (k, label))
     return {k: v for k, (_, v) in by_id.items()}
 
 
@@ -193,7 +200,7 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
                                          "--test-where", progress=progress)
         if not yte:
             raise LabelError(f"no item of test collection {test_coll!r} has a label in "
-                         f"{_source(label_column, labels)}")
+                             f"{_source(label_column, labels)}")
         shared = set(test_ids) & set(train_ids) if test_coll == collection else set()
         if shared:
             raise InputError(f"--train-where and --test-where share {len(shared)} items; make them disjoint, or "
