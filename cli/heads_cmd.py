@@ -393,14 +393,18 @@ def label_issues(store_path: str, collection: str, label_column: str | None, lab
     if as_json:
         echo_json(out)
         return
-    head = f"{out['issues']} of {out['labelled']} labels of {out['collection']}.{out['space']} are likely wrong " \
-           f"({out['how']})"
-    if not out["rows"]:
+    echo_listing(f"{out['issues']} of {out['labelled']} labels of {out['collection']}.{out['space']} are likely "
+                 f"wrong ({out['how']})", "the worst", ["id", "content", "label", "suggested", "score"],
+                 [[r["id"], r["content"], r["label"], r["suggested"], r["score"]] for r in out["rows"]])
+
+
+def echo_listing(head: str, which: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """``head; <which> N:`` over a table of the rows, or ``head.`` alone when there are none."""
+    if not rows:
         click.echo(head + ".")
         return
-    click.echo(f"{head}; the worst {len(out['rows'])}:")
-    echo_table(["id", "content", "label", "suggested", "score"],
-               [[r["id"], r["content"], r["label"], r["suggested"], r["score"]] for r in out["rows"]])
+    click.echo(f"{head}; {which} {len(rows)}:")
+    echo_table(columns, rows)
 
 
 # ------------------------------------------------------------------------------------------------------ duplicates
@@ -425,15 +429,11 @@ def duplicates(store_path: str, collection: str, space: str | None, threshold: f
     if as_json:
         echo_json(out)
         return
-    head = f"{out['groups_found']:,} groups of near-duplicates ({out['items_in_groups']:,} of {out['items']:,} " \
-           f"items of {out['collection']}.{out['space']} at cosine >= {out['threshold']})"
-    if not out["groups"]:
-        click.echo(head + ".")
-        return
-    click.echo(f"{head}; the largest {len(out['groups'])}:")
-    echo_table(["size", "min_score", "ids", "contents"],
-               [[g["size"], g["min_score"], ", ".join(g["ids"][:3]) + (" ..." if g["size"] > 3 else ""),
-                 " | ".join(str(c) for c in g["contents"][:3])] for g in out["groups"]])
+    echo_listing(f"{out['groups_found']:,} groups of near-duplicates ({out['items_in_groups']:,} of "
+                 f"{out['items']:,} items of {out['collection']}.{out['space']} at cosine >= {out['threshold']})",
+                 "the largest", ["size", "min_score", "ids", "contents"],
+                 [[g["size"], g["min_score"], ", ".join(g["ids"][:3]) + (" ..." if g["size"] > 3 else ""),
+                   " | ".join(str(c) for c in g["contents"][:3])] for g in out["groups"]])
 
 
 def echo_auto_choice(auto: dict) -> None:
