@@ -73,15 +73,20 @@ def items_source(store: Any, collection: str) -> str:
     return f'read_parquet({_files(store, store.collection(collection)["item_shards"])}, union_by_name = true)'
 
 
+def view_names(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every view the store's SQL has, as (name, what it shows): predictions, then each collection and its spaces."""
+    names = [("predictions", "the predictions view")]
+    for name, c in sorted(manifest["collections"].items()):
+        names.append((name, f"collection {name!r}"))
+        names += [(space_view(name, space), f"the view of space {space!r} of collection {name!r}")
+                  for space in sorted(c["spaces"])]
+    return names
+
+
 def taken_names(manifest: dict[str, Any]) -> dict[str, str]:
     """Every view name the store's SQL uses, lower-cased (SQL names ignore case), and what it shows: a new
     collection or space must not take one, or one view would hide another."""
-    names = {"predictions": "the predictions view"}
-    for name, c in manifest["collections"].items():
-        names[name.lower()] = f"collection {name!r}"
-        for space in c["spaces"]:
-            names[space_view(name, space).lower()] = f"the view of space {space!r} of collection {name!r}"
-    return names
+    return {name.lower(): what for name, what in view_names(manifest)}
 
 
 def view_statements(store: Any, temp: bool = True) -> list[str]:
@@ -319,8 +324,7 @@ def run_sql(store: Any, query: str, *, write: bool = False, allow_files: bool = 
         con.close()
         line = error_line(e)
         if "Table with name" in line and "does not exist" in line:  # (DuckDB's guess is often a system table)
-            views = ["predictions"] + [v for name, c in sorted(store.manifest["collections"].items())
-                                       for v in [name] + [space_view(name, sp) for sp in sorted(c["spaces"])]]
+            views = [name for name, _ in view_names(store.manifest)]
             more = f" and {len(views) - 20} more" if len(views) > 20 else ""
             line += f"; the store's views: {', '.join(views[:20])}{more}"
         raise InputError(line) from None
