@@ -68,13 +68,15 @@ def prompt_params(model: str, classes: str | None, templates_file: str | None,
 @click.option("--collection", "-c", required=True, help="Collection to train on.")
 @label_options
 @click.option("--name", metavar="HEAD", help="Head name (default: <collection>_<label>_<model>). Refitting adds a version.")
-@click.option("--model", type=click.Choice(["auto", "logreg", "knn", "centroid", "blend", "sklearn-logreg", "zeroshot",
-                                           "fewshot"]),
+@click.option("--model", type=click.Choice(["auto", "logreg", "selftrain", "knn", "centroid", "blend", "sklearn-logreg",
+                                           "zeroshot", "fewshot"]),
               default="auto", show_default=True,
               help="auto: logreg, knn, centroid and blend scored on the same cross-validation folds of the training "
               "items; logreg unless another is better by more than 2 standard errors (the choice and every score are "
               "kept in the head; --param candidates=logreg,knn narrows it, band=N sets the margin); "
-              "logreg: C chosen by cross-validation (torch, GPU if any); blend: the mean of logreg's and knn's "
+              "logreg: C chosen by cross-validation (torch, GPU if any); selftrain: logreg that also learns from up "
+              "to 20,000 of the space's unlabelled items, labelling those it is sure of (p >= 0.9) with its guess, "
+              "two rounds (--param threshold=, rounds=, weight=, max_unlabelled=; best with few labels); blend: the mean of logreg's and knn's "
               "probabilities; knn: k chosen by "
               "validation, neighbours searched within the space; centroid: nearest centroid (1 example per label is "
               "enough); sklearn-logreg: stock baseline; zeroshot: the label names' prompts embedded by the space's "
@@ -87,7 +89,7 @@ def prompt_params(model: str, classes: str | None, templates_file: str | None,
 @click.option("--label-name", "label_names", multiple=True, metavar="LABEL=WORDS",
               help="zeroshot/fewshot: prompt LABEL as WORDS, e.g. 0=zero (repeatable).")
 @click.option("--class-weight", type=click.Choice(["balanced"]),
-              help="Weigh labels inversely to their frequency (logreg and sklearn-logreg).")
+              help="Weigh labels inversely to their frequency (logreg, selftrain and sklearn-logreg).")
 @click.option("--label-sep", metavar="SEP", help="Split string labels on SEP into several labels (multi-label head).")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False),
               help="Write confusion-matrix (single-label heads) and learning-curve PNGs here.")
@@ -121,10 +123,16 @@ def fit(store_path: str, collection: str, label_column: str | None, labels_file:
     if as_json:
         echo_json(rec)
         return
-    unlabelled = f" ({rec['n_unlabelled']} without a label left out)" if rec.get("n_unlabelled") else ""
+    unlabelled = f" ({rec['n_unlabelled']} without a label left out)" if rec.get("n_unlabelled") and \
+        not rec.get("self_training") else ""
     chosen_by = " (chosen by auto)" if rec.get("auto") else ""
     click.echo(f"head {rec['name']} v{rec['version']}: {rec['model']}{chosen_by} on {rec['collection']}.{rec['space']}, "
                f"{rec['n_train']} training items{unlabelled}, {rec['n_classes']} labels; scored on {rec['evaluated_on']}")
+    st = rec.get("self_training")
+    if st:
+        rounds = ", ".join(f"{n:,}" for n in st["pseudo_labelled"]) or "none"
+        click.echo(f"self-training: of {st['unlabelled']:,} unlabelled items sampled, the head's guesses it was sure of "
+                   f"(p >= {st['threshold']:g}) were learned too, at weight {st['weight']:g}: {rounds} by round")
     if rec.get("labels_file_unmatched"):
         files = "labels file" + ("s" if labels_file and len(labels_file) > 1 else "")
         click.echo(f"{rec['labels_file_unmatched']} ids of the {files} are items of neither collection; they were "

@@ -349,6 +349,12 @@ def _fit_temperature(z: np.ndarray, targets: np.ndarray, multilabel: bool) -> fl
     return float(grid[int(np.argmin([_log_loss(z / t, targets, multilabel) for t in grid]))])
 
 
+def fit_temperature(z: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature dividing single-label logits ``z`` that minimises their log-loss on ``targets`` (label
+    indices): for a head that calibrates on held-out logits of its own (``self_training``)."""
+    return _fit_temperature(z, targets, False)
+
+
 class _CosineBase(ClassifierMixin, BaseEstimator):
     """Shared by the cosine heads: labels -> indices, L2-normalised float32 features."""
 

@@ -17,12 +17,13 @@ import numpy as np
 from .errors import InputError, NotFoundError
 from .manifest import now, write_atomic
 from .evaluation import evaluate, jsonable as _jsonable, paired_comparison, refuse_unknown_labels
-from .labelled import train_test
+from .labelled import train_test, unlabelled_sample
 from .storage import check_name
 from . import prototypes
 from .prototypes import MODELS as PROTOTYPE_MODELS
 
-MODELS = ("auto", "logreg", "knn", "centroid", "blend", "sklearn-logreg", *PROTOTYPE_MODELS)
+MODELS = ("auto", "logreg", "knn", "centroid", "blend", "selftrain", "sklearn-logreg", *PROTOTYPE_MODELS)
+LINEAR = ("logreg", "selftrain")  # heads whose learned state is a LinearProbe's (coef, intercept, C, temperature)
 SERVED_BY_INDEX = ("knn", "blend")  # heads whose neighbours come from their space's index
 
 
@@ -30,6 +31,7 @@ SERVED_BY_INDEX = ("knn", "blend")  # heads whose neighbours come from their spa
 def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> Any:
     from .auto import BlendHead
     from .estimators import CentroidHead, KNNHead, LinearProbe
+    from .self_training import SelfTrainingHead
 
     if model == "auto":
         raise InputError("auto is a choice among heads, made by fit; the head it saves is the one it chose")
@@ -41,14 +43,15 @@ def make_estimator(model: str, params: dict[str, Any], device: str = "cpu") -> A
         cls, defaults = prototypes.estimator_class(model), {}
         params = prototypes.split_params(params)[0]
     elif model in MODELS:
-        cls = {"logreg": LinearProbe, "knn": KNNHead, "centroid": CentroidHead, "blend": BlendHead}[model]
-        defaults = {"device": device} if model in ("logreg", "blend") else {}
+        cls = {"logreg": LinearProbe, "selftrain": SelfTrainingHead, "knn": KNNHead, "centroid": CentroidHead,
+               "blend": BlendHead}[model]
+        defaults = {"device": device} if model in (*LINEAR, "blend") else {}
     else:
         raise InputError(f"unknown head model {model!r}; choose one of: {', '.join(MODELS)}")
     valid = sorted(cls().get_params())
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        hint = " (class weights work with logreg and sklearn-logreg)" if "class_weight" in unknown else ""
+        hint = " (class weights work with logreg, selftrain and sklearn-logreg)" if "class_weight" in unknown else ""
         raise InputError(f"{model} has no parameter {', '.join(map(repr, unknown))}{hint}; "
                          f"its parameters: {', '.join(valid)}")
     return cls(**{**defaults, **params})
@@ -63,9 +66,9 @@ def learned_state(model: str, est: Any, train_ids: Sequence[str] | None = None) 
         from .auto import blend_state
 
         return blend_state(est, train_ids)
-    if model in ("logreg", "sklearn-logreg"):
+    if model in (*LINEAR, "sklearn-logreg"):
         scalars = {"C_": est.C_, "multilabel_": bool(est.multilabel_), "temperature_": est.temperature_} \
-            if model == "logreg" else {}
+            if model in LINEAR else {}
         return {"coef": est.coef_, "intercept": est.intercept_}, scalars
     if model == "knn":
         scalars = {"n_neighbors_": est.n_neighbors_, "sharpness_": est.sharpness_, "smoothing_": est.smoothing_}
@@ -87,7 +90,7 @@ def rebuild(model: str, params: dict[str, Any], classes: list[Any], arrays: dict
     est.classes_ = np.arange(len(classes)) if scalars.get("multilabel_") else np.asarray(classes)
     for key, value in scalars.items():
         setattr(est, key, value)
-    if model in ("logreg", "sklearn-logreg"):
+    if model in (*LINEAR, "sklearn-logreg"):
         est.coef_, est.intercept_ = arrays["coef"], arrays["intercept"]
     elif model == "knn":  # without "X", the caller serves it from the space's index (load_head)
         est.fit_X_, est.fit_y_, est._index = arrays.get("X"), arrays["y"], None
@@ -145,8 +148,16 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
         if model in PROTOTYPE_MODELS:  # label prototypes from the names, embedded by the space's encoder
             prepare, prompts = prototypes.prototype_setter(store, collection, space, model, classes,
                                                            prototypes.split_params(params)[1])
+        unlabelled = None
+        if model == "selftrain":  # the space's items that are neither training nor test items, a bounded sample
+            try:
+                cap = make_estimator(model, params, store.settings.device).checked().max_unlabelled
+            except ValueError as e:
+                raise InputError(f"cannot fit selftrain: {e}") from None
+            unlabelled = unlabelled_sample(store, collection, space, [*data["train_ids"], *data["test_ids"]],
+                                           int(cap), seed)
         est = _fit_estimator(model, params, classes, multilabel, data["Xtr"], data["ytr"], store.settings.device,
-                             searcher, progress, prepare)
+                             searcher, progress, prepare, unlabelled)
     metrics, right = evaluate(est, data["Xte"], list(data["yte"]), classes, multilabel, outcomes=True)
     test_hash = _pairs_hash(data["test_ids"], data["yte"])
     right = right[sorted(range(len(right)), key=data["test_ids"].__getitem__)]  # item by item, in id order
@@ -166,6 +177,9 @@ def fit_head(store: Any, collection: str, label_column: str | None, name: str | 
     from .duplicates import leakage
 
     record["leakage"] = leakage(data["Xtr"], data["Xte"])  # test items with a near-copy among the training items
+    if model == "selftrain":
+        record["self_training"] = {"unlabelled": int(est.n_unlabelled_), "pseudo_labelled": list(est.pseudo_labelled_),
+                                   "threshold": float(est.threshold), "weight": float(est.weight)}
     if choice is not None:
         record["auto"] = choice  # which head won, by how much, and every candidate's held-out scores
     selection = _selection(model, est.logreg_ if model == "blend" else est, len(data["ytr"]))
@@ -219,7 +233,7 @@ def _selection(model: str, est: Any, n_train: int) -> dict[str, Any] | None:
     scores = getattr(est, "cv_scores_", None)
     if not scores:
         return None
-    if model == "logreg":
+    if model in LINEAR:
         return {"parameter": "C", "chosen": est.C_, "how": est.cv_how_,
                 "criterion": "held-out log-loss after temperature scaling (lower is better)",
                 "scores": {c: -v for c, v in scores.items()}}
@@ -253,7 +267,7 @@ def _compare_previous(store: Any, name: str, test_hash: str, right: np.ndarray) 
 
 def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multilabel: bool, X: np.ndarray,
                    y: list[Any], device: str, searcher: Any = None, progress: Any = None,
-                   prepare: Any = None) -> Any:
+                   prepare: Any = None, unlabelled: np.ndarray | None = None) -> Any:
     est = make_estimator(model, params, device)
     if prepare is not None:  # a prototype head's label prototypes
         prepare(est)
@@ -266,6 +280,8 @@ def _fit_estimator(model: str, params: dict[str, Any], classes: list[Any], multi
     else:
         target = np.asarray(y)
     try:
+        if model == "selftrain":  # it counts its solves, round by round
+            return est.fit(X, target, unlabelled=unlabelled, progress=progress)
         if progress is not None and model == "logreg":  # the one head with a long fit: it counts its solves
             return est.fit(X, target, progress=progress)
         if progress is not None:

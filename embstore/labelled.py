@@ -222,6 +222,24 @@ def train_test(store: Any, collection: str, space: str, label_column: str | None
             "classes": classes, "multilabel": multilabel, "unlabelled": unlabelled, "evaluated_on": evaluated_on}
 
 
+def unlabelled_sample(store: Any, collection: str, space: str, exclude: Any, n: int, seed: int) -> np.ndarray:
+    """The vectors of a seeded random sample of at most ``n`` of the space's items that are not in ``exclude`` (the
+    training and test ids): what a self-training head learns from beyond its labels. The draw takes ``n`` plus the
+    excluded count positions, so that after dropping the excluded ``n`` remain where the space has them; only those
+    row groups are read, so the cost is the same on 10^4 and 10^9 items."""
+    from .lookup import vectors_at
+
+    total = int(store.space(collection, space)["rows"])
+    skip = set(exclude)
+    take = min(total, n + len(skip))
+    if n <= 0 or take == 0:
+        return np.zeros((0, int(store.space(collection, space)["encoder"]["dim"])), np.float32)
+    pos = np.sort(np.random.default_rng(seed).choice(total, take, replace=False))
+    ids, X = vectors_at(store, collection, space, pos, with_ids=True)
+    keep = np.flatnonzero([item_id not in skip for item_id in ids])[:n]
+    return X[keep]
+
+
 def holdout_split(y: list[Any], test_size: float, seed: int) -> tuple[list[int], list[int]]:
     """Stratified split; a label with a single example stays in training (it cannot be both learned and scored)."""
     from sklearn.model_selection import train_test_split

@@ -484,3 +484,43 @@ def test_eval_counts_its_runs(docs):
     runs = [c for c in calls if c[0] == "runs"]
     assert runs[0] == ("runs", 0, 7) and runs[-1] == ("runs", 7, 7)  # 3 + 3 + 1
     assert [r["samples_per_label"] for r in out["results"]] == [1, 2, "all"]
+
+
+# ------------------------------------------------------------------------------------------------ selftrain
+def test_selftrain_learns_from_the_unlabelled_items_and_reloads_as_a_linear_head(store, tmp_path):
+    """Two labelled items per topic, a quarter held out as test, the rest unlabelled: the self-training head labels
+    the unlabelled items it is sure of and learns from them (never from the test items), and saves and reloads as a
+    linear head."""
+    rows = []
+    for topic, texts in TOPICS.items():
+        for i, text in enumerate(texts):
+            split = "test" if i % 4 == 0 else "train"
+            rows.append({"text": text, "label": topic if split == "test" or i in (1, 2) else "", "split": split})
+    store.ingest(write_csv(tmp_path / "items.csv", rows), "t", encoder=HASH)
+    n_test, n_train = sum(r["split"] == "test" for r in rows), sum(r["split"] == "train" and r["label"] != "" for r in rows)
+    rec = fit_quietly(store, "t", "label", "st", model="selftrain", test_where="split = 'test'")
+    st = rec["self_training"]
+    assert rec["model"] == "selftrain" and rec["n_train"] == n_train and rec["metrics"]["n_test"] == n_test
+    assert st["unlabelled"] == len(rows) - n_train - n_test  # every item that is neither training nor test
+    assert st["pseudo_labelled"] and 0 < st["pseudo_labelled"][-1] <= st["unlabelled"]
+    assert set(rec["arrays"]) == {"coef", "intercept"} and rec["selection"]["parameter"] == "C"
+    loose = fit_quietly(store, "t", "label", "st", model="selftrain", test_where="split = 'test'",
+                        params={"threshold": 0.34})
+    assert loose["self_training"]["pseudo_labelled"][0] >= st["pseudo_labelled"][0]
+    fresh = Store.open(store.root)
+    out = fresh.predict("st", version=1, texts=NEW_TEXTS)
+    assert [r["label"] for r in out["rows"]] == NEW_LABELS
+
+
+def test_selftrain_with_nothing_unlabelled_is_logreg(docs):
+    a = fit_quietly(docs, "docs", "label", "a", model="selftrain")
+    b = fit_quietly(docs, "docs", "label", "b", model="logreg")
+    assert a["self_training"]["unlabelled"] == 0 and a["self_training"]["pseudo_labelled"] == []
+    assert a["accuracy"] == b["accuracy"] and a["learned"] == b["learned"]
+
+
+@pytest.mark.parametrize("params, word", [({"threshold": 0}, "threshold"), ({"rounds": 1.5}, "rounds"),
+                                          ({"weight": "heavy"}, "weight"), ({"max_unlabelled": -1}, "max_unlabelled")])
+def test_selftrain_refuses_bad_params_in_one_line(docs, params, word):
+    with pytest.raises(InputError, match=f"cannot fit selftrain: {word}"):
+        docs.fit("docs", "label", "x", model="selftrain", params=params)

@@ -67,7 +67,7 @@ def test_bad_head_parameters_name_the_parameter_and_the_choices(docs):
     assert_one_line_error(run(*fit, "--param", "foo=1", ok=False),
                           "logreg has no parameter 'foo'", "its parameters: C, Cs, calibrate")
     assert_one_line_error(run(*fit, "--model", "knn", "--class-weight", "balanced", ok=False),
-                          "knn has no parameter 'class_weight' (class weights work with logreg and sklearn-logreg)")
+                          "knn has no parameter 'class_weight' (class weights work with logreg, selftrain and sklearn-logreg)")
     for value, words in (("0", "n_neighbors must be 'auto' or a whole number >= 1, got 0"),
                          ("abc", "n_neighbors must be 'auto' or a whole number >= 1, got 'abc'"),
                          ("2.5", "n_neighbors must be 'auto' or a whole number >= 1, got 2.5"),

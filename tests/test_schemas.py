@@ -68,6 +68,7 @@ def real_store(tmp_path_factory) -> Store:
         s.fit("ints", "label", "stock_head", model="sklearn-logreg")
         s.fit("docs", "label", "auto_head", space="hash64")  # the default: auto, with its choice's record
         s.fit("docs", "label", "blend_head", space="hash64", model="blend")
+        s.fit("docs", "label", "selftrain_head", space="hash64", model="selftrain")
     s.predict("topic", "docs")
     s.predict("topic", "docs")  # again: the first shard is retired (listed under "retired" for an hour)
     s.predict("tags_head", "tagged")
@@ -99,7 +100,7 @@ def test_manifest_validates(real_store):
     assert manifest["collections"]["imgs"]["ingests"][0]["reasons"] == {"broken image": 1}
     assert len(manifest["heads"]["topic"]["versions"]) == 2
     assert set(manifest["heads"]) == {"topic", "centroid32", "ints_head", "img_head", "tags_head", "stock_head",
-                                      "auto_head", "blend_head"}
+                                      "auto_head", "blend_head", "selftrain_head"}
     assert manifest["collections"]["tagged"]["predictions"]["tags_head"]["rows"] == 36
     retired = [r["file"] for r in manifest["retired"]]  # a replaced prediction shard, and key tables replaced by
     assert [f.split("/")[:4] for f in retired if "/predictions/" in f] == [["collections", "docs", "predictions",
@@ -156,12 +157,14 @@ def test_manifest_is_consistent_with_the_files(real_store):
 def test_head_json_validates(real_store):
     v = validator("head.schema.json")
     files = head_files(real_store)
-    assert len(files) == 10  # topic v1, v2, centroid32, ints_head v1, v2, img_head, tags_head, stock_head, auto, blend
+    assert len(files) == 11  # topic v1, v2, centroid32, ints_head v1, v2, img_head, tags_head, stock_head, auto, blend,
+    # selftrain
     for f in files:
         head = json.loads(f.read_text())
         assert errors(v, head) == [], f
     heads = [json.loads(f.read_text()) for f in files]
-    assert {h["model"] for h in heads} == {"logreg", "knn", "centroid", "blend", "sklearn-logreg"}
+    assert {h["model"] for h in heads} == {"logreg", "knn", "centroid", "blend", "sklearn-logreg", "selftrain"}
+    assert [h["name"] for h in heads if "self_training" in h] == ["selftrain_head"]
     assert [h["name"] for h in heads if "auto" in h] == ["auto_head"]
     assert [h["name"] for h in heads if h["multilabel"]] == ["tags_head"]
     assert [h["name"] for h in heads if "plots" in h] == ["img_head"]
@@ -278,4 +281,4 @@ def test_check_passes_on_a_store_with_every_kind_of_entry(real_store):
 
     report = check_store(real_store.root)
     assert report.ok, [p.message for p in report.problems]
-    assert report.counts["collections"] == 5 and report.counts["heads"] == 10
+    assert report.counts["collections"] == 5 and report.counts["heads"] == 11
