@@ -206,3 +206,26 @@ def test_knn_and_centroid_learn_from_few_examples():
     centroid = CentroidHead().fit(X[one_each], y[one_each])  # one example per label
     assert (centroid.predict(Xt) == yt).mean() > 0.6
     np.testing.assert_allclose(centroid.predict_proba(Xt).sum(1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n, seed", [(40, 1), (40, 2), (24, 6)])
+def test_selftrain_temperature_fits_fresh_items_though_its_guesses_saw_every_label(n, seed):
+    """Few labels, many unlabelled items it guesses (hundreds per round): each calibration fold repeats the
+    self-training without its held-out labels, so the temperature is near what fresh items ask for. A temperature
+    from fits on the full head's guesses (which carry the held-out labels) was 5-100x too sharp on these."""
+    from embstore.self_training import SelfTrainingHead
+
+    X, y = blobs(n=n, seed=seed, spread=3.0)
+    U, _ = blobs(n=3000, seed=seed + 100, spread=3.0)
+    Xt, yt = blobs(n=3000, seed=7, spread=3.0)
+    head = SelfTrainingHead(device="cpu").fit(X, y, unlabelled=U)
+    assert head.pseudo_labelled_[0] > 100
+    Z = Xt.astype(np.float64) @ head.coef_.T + head.intercept_
+
+    def nll(t):
+        z = Z / t - (Z / t).max(1, keepdims=True)
+        return -np.mean(z[np.arange(len(yt)), yt] - np.log(np.exp(z).sum(1)))
+
+    grid = np.geomspace(0.05, 100, 121)
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    assert best / 2.5 < head.temperature_ < best * 2.5
