@@ -229,3 +229,20 @@ def test_selftrain_temperature_fits_fresh_items_though_its_guesses_saw_every_lab
     grid = np.geomspace(0.05, 100, 121)
     best = grid[int(np.argmin([nll(t) for t in grid]))]
     assert best / 2.5 < head.temperature_ < best * 2.5
+
+
+def test_selftrain_guesses_only_when_every_label_has_min_per_label_items():
+    """Two labels with 8 labelled items, one with 2, all separable: with the default (3) it is logreg; with
+    min_per_label=2 it guesses, and every label keeps its items (guessing only into the labels with enough items
+    starved the third: it was never predicted)."""
+    from embstore.self_training import SelfTrainingHead
+
+    X, y = blobs(n=3000, seed=3, spread=0.3, k=3)
+    rows = np.concatenate([np.flatnonzero(y == 0)[:8], np.flatnonzero(y == 1)[:8], np.flatnonzero(y == 2)[:2]])
+    U, yu = np.delete(X, rows, axis=0), np.delete(y, rows)
+    closed = SelfTrainingHead(device="cpu").fit(X[rows], y[rows], unlabelled=U)
+    plain = LinearProbe(device="cpu").fit(X[rows], y[rows])
+    assert closed.pseudo_labelled_ == [] and np.allclose(closed.coef_, plain.coef_)
+    assert closed.temperature_ == plain.temperature_
+    loose = SelfTrainingHead(device="cpu", min_per_label=2).fit(X[rows], y[rows], unlabelled=U)
+    assert loose.pseudo_labelled_[0] > 2000 and (loose.predict(U) == yu).mean() > 0.99

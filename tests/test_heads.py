@@ -488,14 +488,14 @@ def test_eval_counts_its_runs(docs):
 
 # ------------------------------------------------------------------------------------------------ selftrain
 def test_selftrain_learns_from_the_unlabelled_items_and_reloads_as_a_linear_head(store, tmp_path):
-    """Two labelled items per topic, a quarter held out as test, the rest unlabelled: the self-training head labels
-    the unlabelled items it is sure of and learns from them (never from the test items), and saves and reloads as a
-    linear head."""
+    """Three labelled items per topic (the least it guesses from), a quarter held out as test, the rest unlabelled:
+    the self-training head labels the unlabelled items it is sure of and learns from them (never from the test
+    items), and saves and reloads as a linear head."""
     rows = []
     for topic, texts in TOPICS.items():
         for i, text in enumerate(texts):
             split = "test" if i % 4 == 0 else "train"
-            rows.append({"text": text, "label": topic if split == "test" or i in (1, 2) else "", "split": split})
+            rows.append({"text": text, "label": topic if split == "test" or i in (1, 2, 3) else "", "split": split})
     store.ingest(write_csv(tmp_path / "items.csv", rows), "t", encoder=HASH)
     n_test, n_train = sum(r["split"] == "test" for r in rows), sum(r["split"] == "train" and r["label"] != "" for r in rows)
     rec = fit_quietly(store, "t", "label", "st", model="selftrain", test_where="split = 'test'")
@@ -520,7 +520,8 @@ def test_selftrain_with_nothing_unlabelled_is_logreg(docs):
 
 
 @pytest.mark.parametrize("params, word", [({"threshold": 0}, "threshold"), ({"rounds": 1.5}, "rounds"),
-                                          ({"weight": "heavy"}, "weight"), ({"max_unlabelled": -1}, "max_unlabelled")])
+                                          ({"weight": "heavy"}, "weight"), ({"max_unlabelled": -1}, "max_unlabelled"),
+                                          ({"min_per_label": 0}, "min_per_label")])
 def test_selftrain_refuses_bad_params_in_one_line(docs, params, word):
     with pytest.raises(InputError, match=f"cannot fit selftrain: {word}"):
         docs.fit("docs", "label", "x", model="selftrain", params=params)

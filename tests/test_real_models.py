@@ -424,20 +424,20 @@ def test_a_bad_open_clip_config_is_an_encoder_error(tmp_path):
 
 
 def test_minilm_selftrain_learns_from_the_unlabelled_topics(minilm_store, tmp_path):
-    """selftrain on real MiniLM vectors: 2 labelled texts per topic, 5 more per topic as the test, the other 39
+    """selftrain on real MiniLM vectors: 3 labelled texts per topic, 5 more per topic as the test, the other 36
     unlabelled; the head labels unlabelled texts it is sure of, and it predicts the held-out ones as well as logreg."""
     ids, _ = minilm_store.embeddings("topics")
     topic = dict(minilm_store.sql("SELECT id, topic FROM topics").fetchall())
     per: dict[str, list[str]] = {}
     for i in sorted(ids):
         per.setdefault(topic[i], []).append(i)
-    train = [i for v in per.values() for i in v[:2]]
-    test = [i for v in per.values() for i in v[2:7]]
+    train = [i for v in per.values() for i in v[:3]]
+    test = [i for v in per.values() for i in v[3:8]]
     labels = write_csv(tmp_path / "labels.csv", [{"id": i, "label": topic[i]} for i in train + test])
     where = "id IN (" + ", ".join(f"'{i}'" for i in test) + ")"
     st = minilm_store.fit("topics", None, "topic_st", model="selftrain", labels=str(labels), test_where=where,
                           params={"threshold": 0.5})
     lr = minilm_store.fit("topics", None, "topic_lr", model="logreg", labels=str(labels), test_where=where)
-    assert st["n_train"] == 6 and st["self_training"]["unlabelled"] == len(ids) - 21
+    assert st["n_train"] == 9 and st["self_training"]["unlabelled"] == len(ids) - 24
     assert st["self_training"]["pseudo_labelled"][0] > 0
     assert st["accuracy"] >= lr["accuracy"] and st["accuracy"] >= 0.8
