@@ -7,7 +7,7 @@ saves is a logistic regression like ``logreg``'s: applying it costs the same.
 Why it exists. With few labels the store already holds what a supervised head ignores: the vectors of every item not
 yet labelled. On TREC coarse with MiniLM, at 100 / 250 / 500 random labels (6 seeds), it scored 0.714 / 0.789 / 0.813
 against logreg's 0.663 / 0.760 / 0.805; with it on both arms, ``suggest`` reaches random picking's 500-label accuracy
-there at about 270-280 labels, against 420-450 with logreg; but on MNIST at 280 against 240, and on image tasks it
+there at about 330 labels (270-280 before the calibration and guard below), against 420-450 with logreg; but on MNIST at 280 against 240, and on image tasks it
 changes little, so it is not the default (``bench/RESULTS.md``, "Fifteenth session"). Label
 spreading over the kNN graph, tried first, was far worse (0.48 at 250): in a text encoder's space the neighbours of a
 question share its topic, not its kind, and only the head's hyperplane follows the labels.
