@@ -525,3 +525,28 @@ def test_selftrain_with_nothing_unlabelled_is_logreg(docs):
 def test_selftrain_refuses_bad_params_in_one_line(docs, params, word):
     with pytest.raises(InputError, match=f"cannot fit selftrain: {word}"):
         docs.fit("docs", "label", "x", model="selftrain", params=params)
+
+
+def test_the_unlabelled_sample_skips_labelled_items_and_stays_bounded_where_most_are_labelled(store):
+    """What selftrain (and auto) learn from: never a training or test item; where nearly every item is labelled it
+    returns what it found among at most 4n + 64 drawn positions, not the whole space; with none left, nothing; and
+    from a large space its positions lie in a few blocks of row groups, not spread over all of them."""
+    from embstore.labelled import unlabelled_sample
+    from embstore.storage import ROW_GROUP
+
+    X = np.zeros((20_000, 8), np.float32)
+    X[:, 0] = np.arange(len(X))  # each vector names its item
+    ids = [f"i{n}" for n in range(len(X))]
+    store.ingest_vectors("u", X, ids=ids)
+    space = store.space_name("u", None)
+    free = set(range(0, len(X), 30))  # 667 unlabelled items, spread over the space
+    labelled = [i for n, i in enumerate(ids) if n not in free]
+    got = unlabelled_sample(store, "u", space, labelled, 50, seed=0)
+    assert 0 < len(got) <= 50 and set(got[:, 0].astype(int)) <= free
+    assert len(got) < 30  # 1 in 30 of the 264 positions drawn
+    some = unlabelled_sample(store, "u", space, ids[:1000], 500, seed=0)
+    assert len(some) == 500 and some[:, 0].min() >= 1000  # plenty free: all 500
+    assert len(np.unique(some[:, 0].astype(int) // ROW_GROUP)) <= 3  # 643 drawn, at most a quarter of each block: 3 blocks
+    assert not np.array_equal(some, unlabelled_sample(store, "u", space, ids[:1000], 500, seed=1))
+    assert np.array_equal(some, unlabelled_sample(store, "u", space, ids[:1000], 500, seed=0))
+    assert len(unlabelled_sample(store, "u", space, ids, 50, seed=0)) == 0
